@@ -1,0 +1,46 @@
+"""hf_vit: a Vision Transformer as a Hugging Face model plugin.
+
+`import hf_vit` registers `model_type="hf_vit"` with transformers' Auto classes, so `AutoConfig`, `AutoModel`,
+`AutoModelForImageClassification`, `AutoImageProcessor` and `pipeline("image-classification")` load hf_vit
+checkpoints without `trust_remote_code`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    ViTImageProcessor,
+)
+
+from .configuration_hf_vit import PRESETS, HfViTConfig
+from .modeling_hf_vit import HfViTForImageClassification, HfViTModel, HfViTPreTrainedModel
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(HfViTConfig.model_type, HfViTConfig, exist_ok=True)
+    AutoModel.register(HfViTConfig, HfViTModel, exist_ok=True)
+    AutoModelForImageClassification.register(HfViTConfig, HfViTForImageClassification, exist_ok=True)
+    # Preprocessing is transformers' own ViTImageProcessor; this mapping only matters for folders that lack a
+    # preprocessor_config.json (which names its class itself).
+    try:
+        AutoImageProcessor.register(HfViTConfig, image_processor_classes={"torchvision": ViTImageProcessor}, exist_ok=True)
+    except TypeError:  # transformers 5.x before the image_processor_classes argument
+        AutoImageProcessor.register(HfViTConfig, fast_image_processor_class=ViTImageProcessor, exist_ok=True)
+    # save_pretrained then writes `auto_map` and copies the two code files, for trust_remote_code loading
+    HfViTConfig.register_for_auto_class()
+    HfViTModel.register_for_auto_class("AutoModel")
+    HfViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+
+_register()
+
+__all__ = [
+    "PRESETS",
+    "HfViTConfig",
+    "HfViTForImageClassification",
+    "HfViTModel",
+    "HfViTPreTrainedModel",
+]

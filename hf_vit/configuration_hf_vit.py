@@ -1,0 +1,178 @@
+"""HfViTConfig: the shape and options of an hf_vit Vision Transformer, plus the ViT paper's named sizes.
+
+This file is copied into every saved checkpoint (with `modeling_hf_vit.py`), so it imports only `transformers`.
+"""
+
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+# Shapes of the ViT paper's Table 1 (Base/Large/Huge) and DeiT/timm's Tiny/Small.
+# name -> (patch_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
+_PRESET_SHAPES = {
+    "vit-tiny-patch16-224": (16, 192, 12, 3, 768),
+    "vit-small-patch16-224": (16, 384, 12, 6, 1536),
+    "vit-base-patch16-224": (16, 768, 12, 12, 3072),
+    "vit-large-patch16-224": (16, 1024, 24, 16, 4096),
+    "vit-huge-patch14-224": (14, 1280, 32, 16, 5120),
+}
+PRESETS = {
+    name: dict(
+        image_size=224,
+        patch_size=patch,
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
+    )
+    for name, (patch, width, depth, heads, mlp) in _PRESET_SHAPES.items()
+}
+
+POOLING_MODES = ("cls", "mean")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def image_size_pair(image_size) -> tuple[int, int]:
+    """`image_size` as (height, width), whether it was given as an int or a pair."""
+    if _is_int(image_size):
+        return (image_size, image_size)
+    return (image_size[0], image_size[1])
+
+
+class HfViTConfig(PreTrainedConfig):
+    r"""
+    Configuration of an hf_vit model. Defaults give ViT-B/16 at 224×224.
+
+    Args:
+        image_size (`int` or `(height, width)`): the training resolution; position embeddings are learned for its
+            patch grid and interpolated for any other size divisible by `patch_size`.
+        patch_size (`int`): side P of the square P×P patches (kernel and stride of the patch convolution).
+        num_channels (`int`): channels of `pixel_values`.
+        hidden_size (`int`): token width D.
+        num_hidden_layers (`int`): number of Transformer blocks.
+        num_attention_heads (`int`): attention heads; must divide `hidden_size`.
+        intermediate_size (`int`): hidden width of each block's MLP.
+        hidden_act (`str`): MLP activation, a key of `transformers.activations.ACT2FN` ("gelu" is exact GELU).
+        hidden_dropout_prob (`float`): dropout on the embeddings and on each attention/MLP branch output.
+        attention_probs_dropout_prob (`float`): dropout on the attention weights.
+        drop_path_rate (`float`): stochastic depth; block i drops its branches with rate `i / (L-1) * drop_path_rate`.
+        layer_norm_eps (`float`): LayerNorm epsilon (1e-6 as DINO/timm; transformers' ViT uses 1e-12).
+        qkv_bias (`bool`): bias on the fused query/key/value projection.
+        layerscale_init (`float` or `None`): initial LayerScale value (CaiT/DINOv2); `None` turns LayerScale off.
+        num_register_tokens (`int`): extra learned tokens after [CLS] (DINOv2 registers); they get no position
+            embedding.
+        pooling (`str`): "cls" takes the normed [CLS] token; "mean" averages the patch tokens and then applies the
+            final LayerNorm (timm's `global_pool="avg"` with `fc_norm`).
+        cls_position_embedding (`bool`): whether [CLS] gets a position embedding of its own (ViT, DeiT, DINO) or
+            only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4` models).
+        interpolate_antialias (`bool`): bicubic resizing of the position embeddings with antialiasing (timm) or
+            without (transformers, DINO). The two differ numerically; converters set it to match their source.
+        initializer_range (`float`): std of the truncated-normal weight init.
+    """
+
+    model_type = "hf_vit"
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    layerscale_init: float | None = None
+    num_register_tokens: int = 0
+    pooling: str = "cls"
+    cls_position_embedding: bool = True
+    interpolate_antialias: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.image_size, tuple):
+            self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
+        self._validate()
+        super().__post_init__(**kwargs)
+
+    def _validate(self):
+        problems = []
+
+        def positive_int(name):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+                return False
+            return True
+
+        def rate(name):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                problems.append(f"{name} must be a number in [0, 1), got {value!r}")
+
+        image_size = self.image_size
+        image_size_ok = _is_int(image_size) and image_size > 0
+        if isinstance(image_size, list):
+            image_size_ok = len(image_size) == 2 and all(_is_int(s) and s > 0 for s in image_size)
+        if not image_size_ok:
+            problems.append(f"image_size must be a positive integer or a (height, width) pair of them, got {image_size!r}")
+
+        for name in ("num_channels", "hidden_size", "num_hidden_layers", "intermediate_size"):
+            positive_int(name)
+        if positive_int("num_attention_heads") and _is_int(self.hidden_size):
+            if self.hidden_size % self.num_attention_heads:
+                problems.append(
+                    f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                    f"({self.num_attention_heads})"
+                )
+        if positive_int("patch_size") and image_size_ok:
+            height, width = image_size_pair(image_size)
+            if height % self.patch_size or width % self.patch_size:
+                problems.append(
+                    f"image_size {height}x{width} must be divisible by patch_size {self.patch_size} in both "
+                    "height and width"
+                )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            rate(name)
+        if not _is_number(self.layer_norm_eps) or self.layer_norm_eps <= 0:
+            problems.append(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
+        if not _is_number(self.initializer_range) or self.initializer_range <= 0:
+            problems.append(f"initializer_range must be a positive number, got {self.initializer_range!r}")
+        if self.layerscale_init is not None and (not _is_number(self.layerscale_init) or self.layerscale_init <= 0):
+            problems.append(f"layerscale_init must be None (off) or a positive number, got {self.layerscale_init!r}")
+        if not _is_int(self.num_register_tokens) or self.num_register_tokens < 0:
+            problems.append(f"num_register_tokens must be an integer >= 0, got {self.num_register_tokens!r}")
+        if self.pooling not in POOLING_MODES:
+            problems.append(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.hidden_act not in ACT2FN:
+            problems.append(f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}")
+        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if problems:
+            raise ValueError("Invalid HfViTConfig: " + "; ".join(problems))
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The patch grid (rows, columns) that the position embeddings were learned for."""
+        height, width = image_size_pair(self.image_size)
+        return (height // self.patch_size, width // self.patch_size)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "HfViTConfig":
+        """A named size from the ViT paper / timm, e.g. `HfViTConfig.from_preset("vit-small-patch16-224", num_labels=10)`."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["HfViTConfig", "PRESETS"]

@@ -1,0 +1,453 @@
+"""hf_vit: the Vision Transformer of "An Image is Worth 16x16 Words", in Hugging Face's conventions.
+
+The file reads in the order of the model's story: the image is cut into P×P patches and each patch is projected to a
+D-dimensional token; a learned [CLS] token (and optional register tokens) joins them; learned position embeddings,
+interpolated for other image sizes, are added; pre-norm Transformer blocks mix the tokens; the [CLS] token (or the mean
+of the patch tokens) comes out, and a linear head classifies it.
+
+This file is copied into every saved checkpoint (with `configuration_hf_vit.py`) so that
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` works without hf_vit installed: it imports only `torch`,
+`transformers` and the config.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_hf_vit import HfViTConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Patches -> tokens
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTPatchEmbeddings(nn.Module):
+    """Cuts the image into non-overlapping P×P patches and projects each to D: a Conv2d with kernel = stride = P."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, D, H/P, W/P) -> (B, N, D)
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokens -> [CLS] + registers + positions
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTEmbeddings(nn.Module):
+    """Patch tokens, the learned [CLS] token, optional registers, and learned position embeddings.
+
+    Position embeddings are learned for the patch grid of `config.image_size`; for any other grid they are resized
+    bicubically (the seed's "interpolation"), so the model runs at any size divisible by the patch size.
+    Token order is [CLS, registers..., patches...]; registers get no position embedding (DINOv2).
+    """
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.patch_embeddings = HfViTPatchEmbeddings(config)
+        self.grid_size = config.grid_size
+        self.cls_position_embedding = config.cls_position_embedding
+        self.interpolate_antialias = config.interpolate_antialias
+        hidden_size = config.hidden_size
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.register_tokens = (
+            nn.Parameter(torch.zeros(1, config.num_register_tokens, hidden_size))
+            if config.num_register_tokens
+            else None
+        )
+        num_positions = self.grid_size[0] * self.grid_size[1] + int(self.cls_position_embedding)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def interpolate_pos_encoding(self, grid_size: tuple[int, int]) -> torch.Tensor:
+        """Position embeddings resized from the learned grid to `grid_size` (rows, columns)."""
+        num_prefix = int(self.cls_position_embedding)
+        prefix_pos = self.position_embeddings[:, :num_prefix]
+        patch_pos = self.position_embeddings[:, num_prefix:]
+        dim = patch_pos.shape[-1]
+        patch_pos = patch_pos.reshape(1, *self.grid_size, dim).permute(0, 3, 1, 2)
+        # bicubic resizing needs float32 on CPU; the result goes back to the parameter's dtype
+        patch_pos = F.interpolate(
+            patch_pos.float(), size=grid_size, mode="bicubic", align_corners=False, antialias=self.interpolate_antialias
+        ).to(prefix_pos.dtype)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_size[0] * grid_size[1], dim)
+        return torch.cat((prefix_pos, patch_pos), dim=1)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
+        batch_size, _, height, width = pixel_values.shape
+        patch_size = self.patch_embeddings.patch_size
+        grid_size = (height // patch_size, width // patch_size)
+        if grid_size == self.grid_size:
+            position_embeddings = self.position_embeddings
+        elif interpolate_pos_encoding is False:
+            raise ValueError(
+                f"Input image size ({height}x{width}) differs from the model's "
+                f"({self.grid_size[0] * patch_size}x{self.grid_size[1] * patch_size}) and interpolate_pos_encoding=False; "
+                "pass interpolate_pos_encoding=True (or None) to resize the position embeddings, or resize the image"
+            )
+        else:
+            position_embeddings = self.interpolate_pos_encoding(grid_size)
+
+        embeddings = self.patch_embeddings(pixel_values)
+        cls_tokens = self.cls_token.expand(batch_size, -1, -1)
+        if self.cls_position_embedding:
+            embeddings = torch.cat((cls_tokens, embeddings), dim=1) + position_embeddings
+        else:
+            embeddings = torch.cat((cls_tokens, embeddings + position_embeddings), dim=1)
+        if self.register_tokens is not None:
+            registers = self.register_tokens.expand(batch_size, -1, -1)
+            embeddings = torch.cat((embeddings[:, :1], registers, embeddings[:, 1:]), dim=1)
+        return self.dropout(embeddings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-head self-attention
+# ---------------------------------------------------------------------------------------------------------------
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q kᵀ · scaling) v, returning the weights too. q, k, v: (B, heads, N, head_dim) -> (B, N, heads, head_dim)."""
+    attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2)
+    return attn_output, attn_weights
+
+
+class HfViTAttention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (one matmul instead of three, as in DINO/timm).
+
+    The attention itself goes through transformers' attention interface (`config._attn_implementation`: "sdpa",
+    "eager", "flash_attention_2", "flex_attention", ...). When the weights are asked for, this call alone runs the
+    eager path, so `output_attentions=True` returns real attention maps whatever the implementation.
+    """
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False  # read by transformers' sdpa/flash functions
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, hidden_size = hidden_states.shape
+        # (B, N, 3D) -> 3 x (B, heads, N, head_dim)
+        query, key, value = (
+            self.qkv(hidden_states)
+            .view(batch_size, seq_len, 3, self.num_heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
+        implementation = self.config._attn_implementation
+        attention_interface: Callable = eager_attention_forward
+        if not output_attentions and implementation not in (None, "eager"):
+            attention_interface = ALL_ATTENTION_FUNCTIONS[implementation]
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = self.proj_dropout(self.proj(attn_output.reshape(batch_size, seq_len, hidden_size)))
+        return attn_output, (attn_weights if output_attentions else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MLP, LayerScale, stochastic depth
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTMLP(nn.Module):
+    """D -> intermediate_size -> GELU -> D."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.activation(self.fc1(hidden_states))))
+
+
+class HfViTLayerScale(nn.Module):
+    """Per-channel scale of a residual branch, started small so deep models train stably (CaiT, DINOv2)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((config.hidden_size,), float(config.layerscale_init)))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states * self.lambda1
+
+
+class HfViTDropPath(nn.Module):
+    """Stochastic depth: during training, drop a residual branch for a whole sample with probability `drop_prob`."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        mask_shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep = hidden_states.new_empty(mask_shape).bernoulli_(keep_prob)
+        return hidden_states * keep / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Block and encoder
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTLayer(GradientCheckpointingLayer):
+    """One pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)), each branch through LayerScale and drop path."""
+
+    def __init__(self, config: HfViTConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = HfViTAttention(config)
+        self.layer_scale1 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HfViTMLP(config)
+        self.layer_scale2 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
+        self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attention(self.norm1(hidden_states), output_attentions, **kwargs)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale1(attn_output))
+        hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
+        return hidden_states, attn_weights
+
+
+class HfViTEncoder(nn.Module):
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList([HfViTLayer(config, rate) for rate in rates])
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            # hidden_states goes positionally: reentrant gradient checkpointing only sees gradients of positionals
+            hidden_states, attn_weights = layer(hidden_states, output_attentions, **kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretrained base, model, classification head
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTPreTrainedModel(PreTrainedModel):
+    config_class = HfViTConfig
+    config: HfViTConfig
+    base_model_prefix = "vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HfViTEmbeddings", "HfViTLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def _init_weights(self, module: nn.Module):
+        """DINO/timm init: truncated normal (std `initializer_range`) for weights and tokens, zero biases, LayerNorm 1/0."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, HfViTEmbeddings):
+            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            if module.register_tokens is not None:
+                init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
+        elif isinstance(module, HfViTLayerScale):
+            init.constant_(module.lambda1, self.config.layerscale_init)
+
+
+def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
+    if pixel_values is None:
+        raise ValueError("pixel_values is required: a float tensor of shape (batch, channels, height, width)")
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch.Tensor of shape (batch, channels, height, width), got {type(pixel_values).__name__}")
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"pixel_values must be 4-D (batch, channels, height, width), got {pixel_values.ndim}-D with shape "
+            f"{tuple(pixel_values.shape)}"
+        )
+    _, channels, height, width = pixel_values.shape
+    if channels != config.num_channels:
+        raise ValueError(f"pixel_values must have {config.num_channels} channels (config.num_channels), got {channels}")
+    patch = config.patch_size
+    if height % patch or width % patch or height == 0 or width == 0:
+        raise ValueError(
+            f"pixel_values height and width must be positive multiples of the patch size {patch}, got {height}x{width}"
+        )
+
+
+class HfViTModel(HfViTPreTrainedModel):
+    """The ViT backbone: embeddings -> blocks -> final LayerNorm. `pooler_output` is the normed [CLS] token (or the
+    normed mean of the patch tokens for `pooling="mean"`)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.embeddings = HfViTEmbeddings(config)
+        self.encoder = HfViTEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch, channels, height, width)`): height and width must be multiples
+            of `config.patch_size`; any such size works.
+        interpolate_pos_encoding (`bool`, *optional*): `None` (default) resizes the position embeddings whenever the
+            patch grid differs from the trained one; `True` likewise; `False` raises instead.
+        output_attentions (`bool`, *optional*): return each layer's attention weights `(batch, heads, tokens, tokens)`,
+            also when the model runs on SDPA/flash attention (that call then computes attention eagerly).
+        """
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        _check_pixel_values(pixel_values, config)
+
+        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        hidden_states, all_hidden_states, all_attentions = self.encoder(
+            embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
+        )
+        if config.pooling == "cls":
+            sequence_output = self.layernorm(hidden_states)
+            pooled_output = sequence_output[:, 0]
+        else:  # "mean": average the patch tokens, then norm (timm's fc_norm); the tokens themselves stay un-normed
+            sequence_output = hidden_states
+            pooled_output = self.layernorm(hidden_states[:, 1 + config.num_register_tokens :].mean(dim=1))
+
+        if not return_dict:
+            return tuple(v for v in (sequence_output, pooled_output, all_hidden_states, all_attentions) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+# Keyword arguments meant for the loss (Trainer passes `num_items_in_batch`), kept away from the attention functions.
+_LOSS_KWARGS = ("num_items_in_batch", "ignore_index")
+
+
+class HfViTForImageClassification(HfViTPreTrainedModel):
+    """HfViTModel with a linear head on the pooled token. The loss follows `config.problem_type` (single-label
+    cross-entropy, multi-label BCE, or regression MSE)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vit = HfViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        r"""
+        labels (`torch.Tensor`, *optional*): class indices `(batch,)` for single-label classification, multi-hot
+            floats `(batch, num_labels)` for multi-label, or targets for regression (`num_labels == 1`).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        loss_kwargs = {name: kwargs.pop(name) for name in _LOSS_KWARGS if name in kwargs}
+        outputs = self.vit(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
+
+        if not return_dict:
+            output = tuple(v for v in (logits, outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = ["HfViTPreTrainedModel", "HfViTModel", "HfViTForImageClassification"]
