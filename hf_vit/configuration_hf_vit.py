@@ -103,6 +103,8 @@ class HfViTConfig(PreTrainedConfig):
             self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
         self._validate()
         super().__post_init__(**kwargs)
+        if self.id2label is not None and not self.label2id:
+            self.label2id = {label: index for index, label in self.id2label.items()}
 
     def _validate(self):
         problems = []

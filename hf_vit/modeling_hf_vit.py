@@ -167,10 +167,12 @@ class HfViTAttention(nn.Module):
             .permute(2, 0, 3, 1, 4)
             .unbind(0)
         )
-        implementation = self.config._attn_implementation
-        attention_interface: Callable = eager_attention_forward
-        if not output_attentions and implementation not in (None, "eager"):
-            attention_interface = ALL_ATTENTION_FUNCTIONS[implementation]
+        if output_attentions:  # only the eager path materialises the weights
+            attention_interface: Callable = eager_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -299,6 +301,17 @@ class HfViTPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Name both model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
+        # AutoModel (backbone) and a backbone checkpoint as AutoModelForImageClassification (new head).
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoConfig": "configuration_hf_vit.HfViTConfig",
+            "AutoModel": "modeling_hf_vit.HfViTModel",
+            "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module):
         """DINO/timm init: truncated normal (std `initializer_range`) for weights and tokens, zero biases, LayerNorm 1/0."""
