@@ -7,21 +7,44 @@ without the source library's model object) can reuse them.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .configuration_hf_vit import HfViTConfig
+from .checkpoint_io import (
+    check_safetensors_bitwise,
+    is_state_dict,
+    load_npz,
+    load_pickle,
+    load_safetensors,
+    load_weights,
+    save_safetensors_checked,
+    strip_wrapper_prefixes,
+    unwrap_state_dict,
+    weight_files_in,
+)
+from .configuration_hf_vit import PRESETS, HfViTConfig, image_size_pair
+from .fileio import atomic_directory
+from .model_card import render_model_card, write_model_card
 from .modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from .stats import count_parameters
 
 # ---------------------------------------------------------------------------------------------------------------
 # shared
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _rename(state_dict: dict[str, torch.Tensor], rules: list[tuple[str, str]], source: str) -> dict[str, torch.Tensor]:
-    """Apply the first matching (regex, replacement) rule to every key; unmatched keys are an error."""
+def _rename(
+    state_dict: dict[str, torch.Tensor], rules: list[tuple[str, str]], source: str, expected: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Apply the first matching (regex, replacement) rule to every key; unmatched keys are an error that names them
+    (first few) and the names expected."""
     renamed, unmatched = {}, []
     for key, tensor in state_dict.items():
         for pattern, replacement in rules:
@@ -34,9 +57,16 @@ def _rename(state_dict: dict[str, torch.Tensor], rules: list[tuple[str, str]], s
     if unmatched:
         raise ValueError(
             f"{len(unmatched)} {source} parameter(s) have no hf_vit equivalent (first: {', '.join(unmatched[:5])}); "
-            "this model uses a feature hf_vit does not implement"
+            f"expected {source} names like {expected or _expected_names(rules)}: either the file has another layout "
+            "(check --source) or the model uses a feature hf_vit does not implement"
         )
     return renamed
+
+
+def _expected_names(rules: list[tuple[str, str]]) -> str:
+    names = [re.sub(r"\(\\d\+\)", "N", pattern).replace("\\.", ".").strip("^$").replace("(vit.)?", "[vit.]")
+             for pattern, _ in rules]
+    return ", ".join(names[:8]) + ", ..."
 
 
 def _build(config: HfViTConfig, state_dict: dict[str, torch.Tensor]) -> HfViTModel | HfViTForImageClassification:
@@ -82,8 +112,14 @@ TIMM_TO_HF_VIT = [
 ]
 
 
+TIMM_EXPECTED = (
+    "patch_embed.proj.weight, cls_token, [reg_token], pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,[ls1.gamma],norm2,"
+    "mlp.fc1,mlp.fc2,[ls2.gamma]}.*, norm.* or fc_norm.*, [head.*]"
+)
+
+
 def timm_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return _rename(state_dict, TIMM_TO_HF_VIT, "timm")
+    return _rename(state_dict, TIMM_TO_HF_VIT, "timm", TIMM_EXPECTED)
 
 
 def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
@@ -151,22 +187,41 @@ TRANSFORMERS_TO_HF_VIT = [
     (r"^(vit\.)?embeddings\.cls_token$", "vit.embeddings.cls_token"),
     (r"^(vit\.)?embeddings\.position_embeddings$", "vit.embeddings.position_embeddings"),
     (r"^(vit\.)?embeddings\.patch_embeddings\.projection\.", "vit.embeddings.patch_embeddings.projection."),
+    # transformers v5 names
     (r"^(vit\.)?layers\.(\d+)\.layernorm_before\.", r"vit.encoder.layers.\2.norm1."),
     (r"^(vit\.)?layers\.(\d+)\.attention\.o_proj\.", r"vit.encoder.layers.\2.attention.proj."),
     (r"^(vit\.)?layers\.(\d+)\.layernorm_after\.", r"vit.encoder.layers.\2.norm2."),
     (r"^(vit\.)?layers\.(\d+)\.mlp\.fc1\.", r"vit.encoder.layers.\2.mlp.fc1."),
     (r"^(vit\.)?layers\.(\d+)\.mlp\.fc2\.", r"vit.encoder.layers.\2.mlp.fc2."),
+    # transformers v4 names (checkpoints on the Hub, e.g. google/vit-base-patch16-224)
+    (r"^(vit\.)?encoder\.layer\.(\d+)\.layernorm_before\.", r"vit.encoder.layers.\2.norm1."),
+    (r"^(vit\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"vit.encoder.layers.\2.attention.proj."),
+    (r"^(vit\.)?encoder\.layer\.(\d+)\.layernorm_after\.", r"vit.encoder.layers.\2.norm2."),
+    (r"^(vit\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.", r"vit.encoder.layers.\2.mlp.fc1."),
+    (r"^(vit\.)?encoder\.layer\.(\d+)\.output\.dense\.", r"vit.encoder.layers.\2.mlp.fc2."),
     (r"^(vit\.)?layernorm\.", "vit.layernorm."),
     (r"^classifier\.", "classifier."),
 ]
-_QKV_PATTERN = re.compile(r"^(vit\.)?layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)$")
+# q/k/v projections, v5 (`layers.N.attention.q_proj`) and v4 (`encoder.layer.N.attention.attention.query`)
+_QKV_PATTERN = re.compile(
+    r"^(vit\.)?(?:layers\.(\d+)\.attention\.([qkv])_proj|encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value))"
+    r"\.(weight|bias)$"
+)
 # Parts of transformers' ViT with no hf_vit counterpart, dropped on purpose: the tanh pooler of `ViTModel` (unused
 # by the classifier) and the masked-image-modeling mask token.
 _TRANSFORMERS_DROPPED = re.compile(r"^(vit\.)?(pooler\.|embeddings\.mask_token$)")
 
 
+TRANSFORMERS_EXPECTED = (
+    "[vit.]embeddings.{cls_token,position_embeddings,patch_embeddings.projection.*}, "
+    "[vit.]layers.N.{layernorm_before,attention.{q,k,v,o}_proj,layernorm_after,mlp.fc1,mlp.fc2}.* (v5) or "
+    "[vit.]encoder.layer.N.{attention.attention.{query,key,value},attention.output.dense,intermediate.dense,"
+    "output.dense,...}.* (v4), [vit.]layernorm.*, [classifier.*]"
+)
+
+
 def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers v5 ViT names -> hf_vit; the separate q/k/v projections are fused into one qkv (q, k, v order)."""
+    """transformers ViT names (v5 or v4) -> hf_vit; the separate q/k/v projections are fused into one qkv (q, k, v order)."""
     qkv_parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     rest = {}
     for key, tensor in state_dict.items():
@@ -174,10 +229,12 @@ def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> di
             continue
         match = _QKV_PATTERN.match(key)
         if match:
-            qkv_parts.setdefault((match.group(2), match.group(4)), {})[match.group(3)] = tensor
+            layer = match.group(2) or match.group(4)
+            part = match.group(3) or match.group(5)[0]  # "query" -> "q"
+            qkv_parts.setdefault((layer, match.group(6)), {})[part] = tensor
         else:
             rest[key] = tensor
-    converted = _rename(rest, TRANSFORMERS_TO_HF_VIT, "transformers ViT")
+    converted = _rename(rest, TRANSFORMERS_TO_HF_VIT, "transformers ViT", TRANSFORMERS_EXPECTED)
     for (layer, kind), parts in qkv_parts.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer} has {kind}s for {sorted(parts)} only; expected q, k and v")
@@ -223,11 +280,874 @@ def from_transformers(vit_model: nn.Module) -> HfViTModel | HfViTForImageClassif
     return _build(config, transformers_state_dict_to_hf_vit(vit_model.state_dict()))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Files: architecture from tensor shapes, per source
+# ---------------------------------------------------------------------------------------------------------------
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GOOGLE_MEAN, GOOGLE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+SOURCES = ("timm", "dino", "transformers", "npz")
+EXPORT_TARGETS = ("timm", "transformers")
+VERIFY_TOLERANCE = 1e-4
+# DINO's own architectures (vision_transformer.py of facebookresearch/dino) all use 64-wide heads.
+DINO_HEADS = {192: 3, 384: 6, 768: 12}
+
+
+def _square_side(n: int) -> int | None:
+    side = math.isqrt(n) if n > 0 else 0
+    return side if side and side * side == n else None
+
+
+def _block_count(keys, pattern: str) -> int:
+    indices = [int(m.group(1)) for key in keys if (m := re.match(pattern, key))]
+    return 1 + max(indices) if indices else 0
+
+
+def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
+    """Everything a timm/DINO-named ViT state dict shows of its architecture (all but the number of heads)."""
+    required = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight")
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f"not a timm/DINO ViT state dict: it lacks {', '.join(missing)} (its keys start with "
+            f"{', '.join(list(state_dict)[:5])}); expected timm names like {TIMM_EXPECTED}"
+        )
+    proj = state_dict["patch_embed.proj.weight"]
+    if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
+        raise ValueError(f"patch_embed.proj.weight must be a square Conv2d kernel (D, C, P, P), got {tuple(proj.shape)}")
+    embed_dim, in_chans, patch, _ = proj.shape
+    has_cls = "cls_token" in state_dict
+    reg_tokens = state_dict["reg_token"].shape[1] if "reg_token" in state_dict else 0
+    num_prefix = int(has_cls) + reg_tokens
+    positions = state_dict["pos_embed"].shape[1]
+    if num_prefix and _square_side(positions):
+        side, no_embed_class = _square_side(positions), True  # timm's no_embed_class: only the patches have positions
+    elif _square_side(positions - num_prefix):
+        side, no_embed_class = _square_side(positions - num_prefix), False
+    else:
+        raise ValueError(
+            f"pos_embed has {positions} positions: neither a square patch grid nor one plus the {num_prefix} prefix "
+            "token(s); hf_vit infers square image sizes only"
+        )
+    gamma = state_dict.get("blocks.0.ls1.gamma")
+    return dict(
+        img_size=side * patch,
+        patch_size=patch,
+        in_chans=in_chans,
+        embed_dim=embed_dim,
+        depth=_block_count(state_dict, r"blocks\.(\d+)\."),
+        mlp_hidden=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        class_token=has_cls,
+        reg_tokens=reg_tokens,
+        no_embed_class=no_embed_class,
+        layerscale_init=float(gamma.abs().mean()) if gamma is not None else None,
+        global_pool="avg" if "fc_norm.weight" in state_dict else "token",
+        num_classes=state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0,
+    )
+
+
+def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTConfig:
+    if not layout["class_token"]:
+        raise ValueError("the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token")
+    if layout["reg_tokens"] and not layout["no_embed_class"]:
+        raise ValueError("register tokens with position embeddings of their own: hf_vit registers have none (as DINOv2)")
+    fields = dict(
+        image_size=layout["img_size"],
+        patch_size=layout["patch_size"],
+        num_channels=layout["in_chans"],
+        hidden_size=layout["embed_dim"],
+        num_hidden_layers=layout["depth"],
+        num_attention_heads=num_heads,
+        intermediate_size=layout["mlp_hidden"],
+        layer_norm_eps=1e-6,
+        qkv_bias=layout["qkv_bias"],
+        layerscale_init=layout["layerscale_init"],
+        num_register_tokens=layout["reg_tokens"],
+        pooling="cls" if layout["global_pool"] == "token" else "mean",
+        cls_position_embedding=not layout["no_embed_class"],
+        interpolate_antialias=True,
+        num_labels=max(layout["num_classes"], 1),
+    )
+    fields.update(overrides)
+    return HfViTConfig(**fields)
+
+
+def _heads(hidden_size: int, num_heads: int | None, preset: str | None) -> int | None:
+    if num_heads is not None:
+        return num_heads
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        if PRESETS[preset]["hidden_size"] != hidden_size:
+            raise ValueError(
+                f"preset {preset} has hidden_size {PRESETS[preset]['hidden_size']}, but the checkpoint's width is {hidden_size}"
+            )
+        return PRESETS[preset]["num_attention_heads"]
+    return None
+
+
+def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None) -> nn.Module:
+    """A timm VisionTransformer of `layout` (the source library's own forward), loaded with `state_dict` if given."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(
+        img_size=layout["img_size"], patch_size=layout["patch_size"], in_chans=layout["in_chans"],
+        num_classes=layout["num_classes"], global_pool=layout["global_pool"], embed_dim=layout["embed_dim"],
+        depth=layout["depth"], num_heads=num_heads, mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
+        qkv_bias=layout["qkv_bias"], init_values=layout["layerscale_init"], class_token=layout["class_token"],
+        no_embed_class=layout["no_embed_class"], reg_tokens=layout["reg_tokens"],
+    )
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def _check_fits(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """Shape mismatches name the tensor and both shapes; missing/unexpected keys are listed (first few)."""
+    for key, tensor in state_dict.items():
+        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"shape mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, {what} expects {tuple(expected[key].shape)}"
+            )
+    unexpected = [key for key in state_dict if key not in expected]
+    missing = [key for key in expected if key not in state_dict]
+    if unexpected or missing:
+        raise ValueError(
+            f"the checkpoint does not fit {what}: {len(unexpected)} unexpected key(s) {unexpected[:5]}, "
+            f"{len(missing)} missing key(s) {missing[:5]}"
+        )
+
+
+def _require(module: str, flag: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ValueError(f"{flag} needs {module} installed (pip install {module})") from None
+
+
+@dataclass
+class Conversion:
+    """A converted model plus what the output folder needs to describe it."""
+
+    model: HfViTModel | HfViTForImageClassification
+    source: str  # short, for the card's first line
+    details: str  # the card's "Source" section
+    image_mean: tuple = IMAGENET_MEAN
+    image_std: tuple = IMAGENET_STD
+    resample: int = 3  # PIL bicubic (timm, DINO); Google's models use bilinear (2)
+    reference: Callable[[], Callable[[torch.Tensor], dict]] | None = None  # builds the source library's forward
+    reference_name: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _timm_forward(model: nn.Module, has_head: bool) -> Callable[[torch.Tensor], dict]:
+    def forward(x):
+        if has_head:
+            return {"logits": model(x)}
+        return {"last_hidden_state": model.forward_features(x), "pooler_output": model(x)}
+
+    return forward
+
+
+def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None = None, preset: str | None = None) -> Conversion:
+    """A timm ViT state dict (.safetensors / .pth / .bin, or a timm folder with config.json) -> hf_vit.
+
+    `timm_model` names the base architecture (the heads); the variants visible in the weights (registers, LayerScale,
+    no_embed_class, avg pooling with fc_norm, depth, image size, classes) are read from keys and shapes.
+    """
+    path = Path(path)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if path.is_dir() and (path / "config.json").is_file():  # timm's own folder format (push_to_hub / local-dir)
+        timm_config = json.loads((path / "config.json").read_text())
+        if "architecture" not in timm_config:
+            raise ValueError(f"{path / 'config.json'} is not a timm config (no 'architecture'); use --source transformers for transformers folders")
+        timm_model = timm_model or timm_config["architecture"]
+        if num_heads is None:
+            num_heads = timm_config.get("model_args", {}).get("num_heads")
+        cfg = timm_config.get("pretrained_cfg", {})
+        mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    state_dict = strip_wrapper_prefixes(load_weights(path))
+    timm_state_dict_to_hf_vit(state_dict)  # unknown layouts fail here, naming the unmatched and the expected keys
+    layout = timm_layout_from_state_dict(state_dict)
+    heads = _heads(layout["embed_dim"], num_heads, preset)
+    if heads is not None:
+        config = config_from_timm_layout(layout, heads)
+        model = _build(config, timm_state_dict_to_hf_vit(state_dict))
+        name = timm_model or f"ViT ({layout['embed_dim']} wide, {heads} heads)"
+        reference = lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0)  # noqa: E731
+    elif timm_model is not None:
+        timm = _require("timm", "--timm_model")
+        kwargs = dict(
+            num_classes=layout["num_classes"], global_pool=layout["global_pool"], class_token=layout["class_token"],
+            reg_tokens=layout["reg_tokens"], no_embed_class=layout["no_embed_class"], depth=layout["depth"],
+            init_values=layout["layerscale_init"], img_size=layout["img_size"], in_chans=layout["in_chans"],
+        )
+        try:
+            source_model = timm.create_model(timm_model, pretrained=False, **kwargs)
+        except RuntimeError as error:
+            raise ValueError(f"timm does not know the model {timm_model!r} ({error})") from None
+        except TypeError as error:
+            raise ValueError(f"timm model {timm_model!r} is not a plain VisionTransformer ({error})") from None
+        _check_fits(state_dict, source_model.state_dict(), f"timm's {timm_model}")
+        source_model.load_state_dict(state_dict, strict=True)
+        source_model.eval()
+        model = from_timm(source_model)
+        cfg = getattr(source_model, "pretrained_cfg", None) or {}
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+        name = timm_model
+        reference = lambda: _timm_forward(source_model, layout["num_classes"] > 0)  # noqa: E731
+    else:
+        raise ValueError(
+            "the number of attention heads cannot be read from a timm state dict: pass --timm_model "
+            "(e.g. vit_small_patch16_224), --preset or --num_heads"
+        )
+    variants = [f"depth {layout['depth']}", f"{layout['img_size']}px"]
+    if layout["reg_tokens"]:
+        variants.append(f"{layout['reg_tokens']} register tokens")
+    if layout["layerscale_init"] is not None:
+        variants.append("LayerScale")
+    if layout["no_embed_class"]:
+        variants.append("no position embedding for prefix tokens (no_embed_class)")
+    if layout["global_pool"] == "avg":
+        variants.append("average pooling with fc_norm")
+    return Conversion(
+        model=model,
+        source=f"timm `{name}`",
+        details=f"Converted from a timm `{name}` state dict ({', '.join(variants)}) with hf_vit's converter. "
+        "Position embeddings are resized with antialiasing, as timm does.",
+        image_mean=mean, image_std=std, reference=reference, reference_name="timm",
+    )
+
+
+def dino_backbone_state_dict(obj, path, checkpoint_key: str = "teacher") -> tuple[dict, list[str]]:
+    """The backbone weights of a DINO checkpoint: a training checkpoint ({"teacher": ..., "student": ...} with
+    `module.` / `backbone.` prefixes; the DINO projection head is dropped) or plain backbone weights."""
+    if is_state_dict(obj):
+        state_dict = obj
+    elif isinstance(obj, dict) and isinstance(obj.get(checkpoint_key), dict):
+        state_dict = obj[checkpoint_key]
+    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in ("state_dict", "model")):
+        state_dict = unwrap_state_dict(obj, path)
+    else:
+        keys = ", ".join(sorted(map(str, obj))[:8]) if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(
+            f"{path} has no {checkpoint_key!r} entry: DINO training checkpoints hold 'teacher' and 'student' dicts "
+            f"(choose with --checkpoint_key), plain backbone weights are a dict of tensors; found: {keys}"
+        )
+    state_dict = strip_wrapper_prefixes({k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)})
+    dropped = []
+    if any(key.startswith("backbone.") for key in state_dict):
+        dropped = [key for key in state_dict if not key.startswith("backbone.")]
+        state_dict = {key[len("backbone."):]: v for key, v in state_dict.items() if key.startswith("backbone.")}
+    return state_dict, dropped
+
+
+def convert_dino_file(path, checkpoint_key: str = "teacher", num_heads: int | None = None, preset: str | None = None) -> Conversion:
+    path = Path(path)
+    files = weight_files_in(path) if path.is_dir() else [path]
+    obj = load_safetensors(files[0]) if files[0].suffix == ".safetensors" else load_pickle(files[0])
+    state_dict, dropped = dino_backbone_state_dict(obj, files[0], checkpoint_key)
+    timm_state_dict_to_hf_vit(state_dict)
+    layout = timm_layout_from_state_dict(state_dict)
+    heads = _heads(layout["embed_dim"], num_heads, preset) or DINO_HEADS.get(layout["embed_dim"])
+    if heads is None:
+        raise ValueError(
+            f"width {layout['embed_dim']} is not one of DINO's ViTs (tiny 192, small 384, base 768): pass --num_heads"
+        )
+    config = config_from_timm_layout(layout, heads, interpolate_antialias=False)
+    model = _build(config, timm_state_dict_to_hf_vit(state_dict))
+    height = layout["img_size"]
+    note = (
+        f"Outputs match DINO's at the native size ({height}×{height}). At other sizes hf_vit resizes the position "
+        "embeddings to the target grid (transformers' convention, no antialiasing), while DINO's original code "
+        "resizes by a scale factor with a +0.1 offset, so resized outputs differ slightly."
+    )
+    kept = "" if not dropped else f" The DINO projection head ({len(dropped)} tensors) was dropped."
+    return Conversion(
+        model=model,
+        source="DINO",
+        details=f"Converted from a DINO ViT backbone ({layout['embed_dim']} wide, depth {layout['depth']}, {heads} heads, "
+        f"patch {layout['patch_size']}; checkpoint entry {checkpoint_key!r} if a training checkpoint).{kept} {note}",
+        reference=lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0),
+        reference_name="timm VisionTransformer in DINO's shape",
+        notes=[note],
+    )
+
+
+def convert_transformers_folder(path) -> Conversion:
+    """A transformers `ViTModel` / `ViTForImageClassification` folder (v4 or v5 key names) -> hf_vit."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"--source transformers expects a folder with config.json and the weights; {path} is not one")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != "vit":
+        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit' models")
+    from transformers import ViTConfig
+
+    vit_config = ViTConfig.from_pretrained(path)
+    state_dict = transformers_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
+    model = _build(config_from_transformers(vit_config), state_dict)
+    mean, std = GOOGLE_MEAN, GOOGLE_STD
+    resample = 2
+    if (path / "preprocessor_config.json").is_file():
+        processor = json.loads((path / "preprocessor_config.json").read_text())
+        mean, std = tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std))
+        resample = processor.get("resample", resample)
+    has_head = isinstance(model, HfViTForImageClassification)
+
+    def reference():
+        from transformers import ViTForImageClassification, ViTModel
+
+        source = (ViTForImageClassification.from_pretrained(path) if has_head
+                  else ViTModel.from_pretrained(path, add_pooling_layer=False)).eval()
+        if has_head:
+            return lambda x: {"logits": source(x).logits}
+        return lambda x: {"last_hidden_state": source(x).last_hidden_state}
+
+    return Conversion(
+        model=model, source="transformers ViT",
+        details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv). "
+        "Position embeddings are resized without antialiasing, as transformers does.",
+        image_mean=mean, image_std=std, resample=resample, reference=reference, reference_name="transformers",
+    )
+
+
+# --- Google .npz (vit_jax and big_vision layouts) ------------------------------------------------------------------
+NPZ_PREFIXES = ("", "opt/target/", "params/", "params/img/")
+NPZ_EXPECTED = (
+    "embedding/{kernel,bias}, cls, Transformer/posembed_input/pos_embedding (vit_jax) or pos_embedding (big_vision), "
+    "Transformer/encoderblock_N/{LayerNorm_0,MultiHeadDotProductAttention_1,LayerNorm_2,MlpBlock_3}/... (vit_jax) or "
+    "Transformer/encoderblock[_N]/{LayerNorm_0,MultiHeadDotProductAttention_0,LayerNorm_1,MlpBlock_0}/... (big_vision), "
+    "Transformer/encoder_norm/{scale,bias}, [head/{kernel,bias}] (optionally under params/ or opt/target/)"
+)
+
+
+def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str, torch.Tensor], str]:
+    """A Google ViT `.npz` ({name: array}) -> (config, hf_vit state dict, layout name). Heads are read from the
+    (D, heads, head_dim) attention kernels, so nothing needs to be given."""
+    prefix = next((p for p in NPZ_PREFIXES if f"{p}embedding/kernel" in weights), None)
+    if prefix is None:
+        raise ValueError(
+            f"{path} is not a ViT .npz in the vit_jax or big_vision layout: no embedding/kernel (first keys: "
+            f"{', '.join(list(weights)[:5])}); expected {NPZ_EXPECTED}"
+        )
+    scan = f"{prefix}Transformer/encoderblock/LayerNorm_0/scale" in weights
+    big_vision = prefix.startswith("params/") or f"{prefix}pos_embedding" in weights or scan
+    used: set[str] = set()
+
+    def get(name):
+        key = prefix + name
+        if key not in weights:
+            raise ValueError(f"{path} lacks {key} (layout {'big_vision' if big_vision else 'vit_jax'}); expected {NPZ_EXPECTED}")
+        used.add(key)
+        return torch.from_numpy(weights[key].astype("float32") if weights[key].dtype.kind == "f" else weights[key])
+
+    for unsupported, what in (("MAPHead_0/probe", "a MAP attention-pooling head"), ("pre_logits/kernel", "a pre-logits representation layer")):
+        if prefix + unsupported in weights:
+            raise ValueError(f"{path} has {what} ({prefix}{unsupported}); hf_vit has no equivalent")
+    if prefix + "cls" not in weights:
+        raise ValueError(f"{path} has no class token ({prefix}cls): a 'gap'/'map'-pooled model; hf_vit needs a [CLS] token")
+
+    kernel = get("embedding/kernel")  # (P, P, C, D)
+    patch, _, channels, hidden = kernel.shape
+    sd = {
+        "vit.embeddings.patch_embeddings.projection.weight": kernel.permute(3, 2, 0, 1),
+        "vit.embeddings.patch_embeddings.projection.bias": get("embedding/bias"),
+        "vit.embeddings.cls_token": get("cls").reshape(1, 1, hidden),
+    }
+    pos = get("pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding").reshape(1, -1, hidden)
+    if _square_side(pos.shape[1]):
+        side, cls_pos = _square_side(pos.shape[1]), False
+    elif _square_side(pos.shape[1] - 1):
+        side, cls_pos = _square_side(pos.shape[1] - 1), True
+    else:
+        raise ValueError(f"{path}: {pos.shape[1]} position embeddings are neither a square grid nor one plus a square grid")
+    sd["vit.embeddings.position_embeddings"] = pos
+
+    if scan:
+        depth = weights[f"{prefix}Transformer/encoderblock/LayerNorm_0/scale"].shape[0]
+        blocks = [("Transformer/encoderblock/", i) for i in range(depth)]
+    else:
+        depth = _block_count(weights, re.escape(prefix) + r"Transformer/encoderblock_(\d+)/")
+        blocks = [(f"Transformer/encoderblock_{i}/", None) for i in range(depth)]
+    if depth == 0:
+        raise ValueError(f"{path} has no Transformer/encoderblock entries; expected {NPZ_EXPECTED}")
+    first = blocks[0][0]
+    mha, mlp_block, ln2 = (0, 0, 1) if f"{prefix}{first}MultiHeadDotProductAttention_0/query/kernel" in weights else (1, 3, 2)
+    heads = None
+    for layer, (block, index) in enumerate(blocks):
+        def block_get(name, block=block, index=index):
+            tensor = get(block + name)
+            return tensor[index] if index is not None else tensor
+
+        out = f"vit.encoder.layers.{layer}."
+        attn = f"MultiHeadDotProductAttention_{mha}/"
+        q = [block_get(f"{attn}{n}/kernel") for n in ("query", "key", "value")]  # (D, heads, head_dim)
+        heads = q[0].shape[1]
+        sd[out + "attention.qkv.weight"] = torch.cat([k.reshape(hidden, -1).T for k in q])
+        sd[out + "attention.qkv.bias"] = torch.cat([block_get(f"{attn}{n}/bias").reshape(-1) for n in ("query", "key", "value")])
+        sd[out + "attention.proj.weight"] = block_get(f"{attn}out/kernel").reshape(-1, hidden).T  # (heads, hd, D)
+        sd[out + "attention.proj.bias"] = block_get(f"{attn}out/bias")
+        for ln, name in ((0, "norm1"), (ln2, "norm2")):
+            sd[out + f"{name}.weight"] = block_get(f"LayerNorm_{ln}/scale")
+            sd[out + f"{name}.bias"] = block_get(f"LayerNorm_{ln}/bias")
+        for r in range(2):
+            sd[out + f"mlp.fc{r + 1}.weight"] = block_get(f"MlpBlock_{mlp_block}/Dense_{r}/kernel").T
+            sd[out + f"mlp.fc{r + 1}.bias"] = block_get(f"MlpBlock_{mlp_block}/Dense_{r}/bias")
+    sd["vit.layernorm.weight"] = get("Transformer/encoder_norm/scale")
+    sd["vit.layernorm.bias"] = get("Transformer/encoder_norm/bias")
+    num_labels = 1
+    if prefix + "head/kernel" in weights:
+        sd["classifier.weight"] = get("head/kernel").T
+        sd["classifier.bias"] = get("head/bias")
+        num_labels = sd["classifier.weight"].shape[0]
+    leftover = [key for key in weights if key.startswith(prefix) and key not in used and not key.startswith("opt/state")]
+    if leftover:
+        raise ValueError(f"{path}: {len(leftover)} array(s) have no hf_vit equivalent (first: {', '.join(leftover[:5])}); expected {NPZ_EXPECTED}")
+    sd = {key: value.contiguous() for key, value in sd.items()}
+    config = HfViTConfig(
+        image_size=side * patch, patch_size=patch, num_channels=channels, hidden_size=hidden, num_hidden_layers=depth,
+        num_attention_heads=heads, intermediate_size=sd["vit.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        layer_norm_eps=1e-6, qkv_bias=True, cls_position_embedding=cls_pos, interpolate_antialias=False, num_labels=num_labels,
+    )
+    return config, sd, ("big_vision" + (" (scanned blocks)" if scan else "")) if big_vision else "vit_jax"
+
+
+def convert_npz_file(path) -> Conversion:
+    config, state_dict, layout_name = npz_to_hf_vit(load_npz(path), path)
+    model = _build(config, state_dict)
+    has_head = isinstance(model, HfViTForImageClassification)
+
+    def reference():  # timm's own npz loader into a timm model of the same shape
+        from timm.models.vision_transformer import _load_weights
+
+        layout = dict(
+            img_size=config.image_size, patch_size=config.patch_size, in_chans=config.num_channels,
+            num_classes=config.num_labels if has_head else 0, global_pool="token", embed_dim=config.hidden_size,
+            depth=config.num_hidden_layers, mlp_hidden=config.intermediate_size, qkv_bias=True, layerscale_init=None,
+            class_token=True, no_embed_class=not config.cls_position_embedding, reg_tokens=0,
+        )
+        source = _timm_reference(layout, config.num_attention_heads)
+        _load_weights(source, str(path))
+        return _timm_forward(source.eval(), has_head)
+
+    return Conversion(
+        model=model, source=f"a Google JAX `.npz` ({layout_name} layout)",
+        details=f"Converted from a Google JAX/Flax `.npz` checkpoint in the {layout_name} layout with hf_vit's "
+        "converter (architecture read from the array shapes). The MLP uses exact GELU, as timm and transformers "
+        "do for these weights.",
+        image_mean=GOOGLE_MEAN, image_std=GOOGLE_STD, resample=2, reference=reference,
+        reference_name="timm (its own .npz loader)",
+    )
+
+
+def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None,
+                            checkpoint_key="teacher") -> Conversion:
+    if source == "timm":
+        return convert_timm_file(checkpoint, timm_model=timm_model, num_heads=num_heads, preset=preset)
+    if source == "dino":
+        return convert_dino_file(checkpoint, checkpoint_key=checkpoint_key, num_heads=num_heads, preset=preset)
+    if source == "transformers":
+        return convert_transformers_folder(checkpoint)
+    if source == "npz":
+        return convert_npz_file(checkpoint)
+    raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verification against the source library, and the output folder
+# ---------------------------------------------------------------------------------------------------------------
+def random_batch(config: HfViTConfig, batch_size: int = 2, seed: int = 0) -> torch.Tensor:
+    height, width = image_size_pair(config.image_size)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, config.num_channels, height, width, generator=generator)
+
+
+def _outputs(model, x) -> dict[str, torch.Tensor]:
+    if isinstance(model, HfViTForImageClassification):
+        return {"logits": model(x).logits}
+    out = model(x)
+    return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+
+
+def max_abs_diff(model, reference_forward: Callable[[torch.Tensor], dict], x: torch.Tensor | None = None) -> float:
+    """Max |ours - theirs| over the outputs both produce, on one random batch at the native size (fp32)."""
+    x = random_batch(model.config) if x is None else x
+    with torch.no_grad():
+        ours = _outputs(model.eval(), x)
+        theirs = reference_forward(x)
+    common = [name for name in theirs if name in ours]
+    return max((ours[name] - theirs[name]).abs().max().item() for name in common)
+
+
+def verify_conversion(conversion: Conversion, tolerance: float = VERIFY_TOLERANCE) -> float:
+    if conversion.reference is None:
+        raise ValueError("--verify: no reference implementation for this source")
+    try:
+        forward = conversion.reference()
+    except ImportError as error:
+        raise ValueError(f"--verify needs the source library installed ({error.name or error})") from None
+    diff = max_abs_diff(conversion.model, forward)
+    if not diff <= tolerance:
+        raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against {conversion.reference_name} exceeds {tolerance:g}")
+    return diff
+
+
+def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = False, max_abs_diff: float | None = None) -> Path:
+    """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card;
+    atomically (nothing is left in `output_dir` if any step fails)."""
+    from transformers import ViTImageProcessor
+
+    model = conversion.model
+    height, width = image_size_pair(model.config.image_size)
+    details = conversion.details
+    if max_abs_diff is not None:
+        details += f" Verified against {conversion.reference_name}: max-abs-diff {max_abs_diff:.2e} (fp32, random batch at {height}×{width})."
+    output_dir = Path(output_dir)
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        ViTImageProcessor(
+            do_resize=True, size={"height": height, "width": width}, resample=conversion.resample,
+            image_mean=list(conversion.image_mean), image_std=list(conversion.image_std),
+        ).save_pretrained(staging)
+        card = render_model_card(
+            model.config, num_parameters=count_parameters(model), model_name=output_dir.name,
+            source=conversion.source, source_details=details,
+        )
+        write_model_card(staging, card)
+    return output_dir
+
+
+def convert_checkpoint(source: str, checkpoint, output_dir, *, verify: bool = False, overwrite: bool = False,
+                       tolerance: float = VERIFY_TOLERANCE, **options) -> dict:
+    """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
+    (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
+    conversion = load_foreign_checkpoint(source, checkpoint, **options)
+    diff = verify_conversion(conversion, tolerance) if verify else None
+    folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff)
+    return {"output_dir": folder, "max_abs_diff": diff, "model": conversion.model, "conversion": conversion}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export: hf_vit -> timm, hf_vit -> transformers
+# ---------------------------------------------------------------------------------------------------------------
+def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification:
+    """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != HfViTConfig.model_type:
+        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
+    config = HfViTConfig.from_pretrained(path)
+    state_dict = strip_wrapper_prefixes(load_weights(path))
+    if not any(key.startswith("vit.") for key in state_dict):  # a bare HfViTModel's names
+        state_dict = {f"vit.{key}": value for key, value in state_dict.items()}
+    return _build(config, state_dict)
+
+
+def _classification_names(model) -> dict[str, torch.Tensor]:
+    state_dict = model.state_dict()
+    if isinstance(model, HfViTModel):
+        state_dict = {f"vit.{key}": value for key, value in state_dict.items()}
+    return state_dict
+
+
+HF_VIT_TO_TIMM = [
+    (r"^vit\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^vit\.embeddings\.cls_token$", "cls_token"),
+    (r"^vit\.embeddings\.register_tokens$", "reg_token"),
+    (r"^vit\.embeddings\.position_embeddings$", "pos_embed"),
+    (r"^vit\.encoder\.layers\.(\d+)\.norm1\.", r"blocks.\1.norm1."),
+    (r"^vit\.encoder\.layers\.(\d+)\.attention\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^vit\.encoder\.layers\.(\d+)\.attention\.proj\.", r"blocks.\1.attn.proj."),
+    (r"^vit\.encoder\.layers\.(\d+)\.layer_scale1\.lambda1$", r"blocks.\1.ls1.gamma"),
+    (r"^vit\.encoder\.layers\.(\d+)\.norm2\.", r"blocks.\1.norm2."),
+    (r"^vit\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"blocks.\1.mlp.fc1."),
+    (r"^vit\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"blocks.\1.mlp.fc2."),
+    (r"^vit\.encoder\.layers\.(\d+)\.layer_scale2\.lambda1$", r"blocks.\1.ls2.gamma"),
+    (r"^classifier\.", "head."),
+]
+# timm architecture names for the standard shapes: (patch, width, depth, heads, mlp) -> name stem
+_TIMM_NAMES = {
+    (16, 192, 12, 3, 768): "vit_tiny_patch16", (16, 384, 12, 6, 1536): "vit_small_patch16",
+    (16, 768, 12, 12, 3072): "vit_base_patch16", (32, 768, 12, 12, 3072): "vit_base_patch32",
+    (16, 1024, 24, 16, 4096): "vit_large_patch16", (14, 1280, 32, 16, 5120): "vit_huge_patch14",
+    (8, 384, 12, 6, 1536): "vit_small_patch8", (8, 768, 12, 12, 3072): "vit_base_patch8",
+}
+
+
+def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """(timm state dict, timm architecture name, timm model_args) of an hf_vit model; refuses what timm's
+    VisionTransformer cannot express."""
+    config = model.config
+    problems = []
+    if config.hidden_act != "gelu":
+        problems.append(f"hidden_act {config.hidden_act!r} (timm's VisionTransformer here is built with exact GELU)")
+    if config.layer_norm_eps != 1e-6:
+        problems.append(f"layer_norm_eps {config.layer_norm_eps:g} (timm's VisionTransformer fixes LayerNorm eps at 1e-6)")
+    if config.num_register_tokens and config.cls_position_embedding:
+        problems.append("register tokens while [CLS] has a position embedding (timm gives registers positions then too)")
+    if problems:
+        raise ValueError("cannot export to timm: " + "; ".join(problems))
+    rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "norm." if config.pooling == "cls" else "fc_norm.")]
+    state_dict = _rename(_classification_names(model), rules, "hf_vit")
+    height, width = image_size_pair(config.image_size)
+    num_classes = model.classifier.out_features if isinstance(model, HfViTForImageClassification) and isinstance(model.classifier, nn.Linear) else 0
+    model_args = dict(
+        img_size=height if height == width else [height, width], patch_size=config.patch_size, in_chans=config.num_channels,
+        embed_dim=config.hidden_size, depth=config.num_hidden_layers, num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size / config.hidden_size, qkv_bias=config.qkv_bias,
+        init_values=config.layerscale_init, class_token=True, no_embed_class=not config.cls_position_embedding,
+        reg_tokens=config.num_register_tokens, global_pool="token" if config.pooling == "cls" else "avg",
+        dynamic_img_size=True,
+    )
+    stem = _TIMM_NAMES.get((config.patch_size, config.hidden_size, config.num_hidden_layers,
+                            config.num_attention_heads, config.intermediate_size), "vit_base_patch16")
+    architecture = f"{stem}_{height}" if f"{stem}_{height}" in _known_timm_names() else "vit_base_patch16_224"
+    return state_dict, architecture, model_args
+
+
+def _known_timm_names() -> set[str]:
+    try:
+        import timm
+
+        return set(timm.list_models("vit_*"))
+    except ImportError:
+        return {f"{stem}_224" for stem in _TIMM_NAMES.values()}
+
+
+def _hf_vit_to_transformers_model(model):
+    from transformers import ViTConfig, ViTForImageClassification, ViTModel
+
+    config = model.config
+    problems = []
+    if config.num_register_tokens:
+        problems.append(f"{config.num_register_tokens} register tokens (transformers' ViT has none)")
+    if config.layerscale_init is not None:
+        problems.append("LayerScale (transformers' ViT has none)")
+    if config.pooling != "cls":
+        problems.append("mean pooling (transformers' ViT pools the [CLS] token)")
+    if not config.cls_position_embedding:
+        problems.append("no position embedding for [CLS] (transformers' ViT always has one)")
+    if problems:
+        raise ValueError("cannot export to transformers: " + "; ".join(problems))
+    vit_config = ViTConfig(
+        image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
+        hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob, layer_norm_eps=config.layer_norm_eps,
+        qkv_bias=config.qkv_bias, initializer_range=config.initializer_range,
+        id2label=dict(config.id2label), label2id=dict(config.label2id), problem_type=config.problem_type,
+    )
+    has_head = isinstance(model, HfViTForImageClassification)
+    target = ViTForImageClassification(vit_config) if has_head else ViTModel(vit_config, add_pooling_layer=False)
+    prefix = "vit." if has_head else ""
+    state_dict = {}
+    hidden = config.hidden_size
+    for key, tensor in _classification_names(model).items():
+        match = re.match(r"^vit\.encoder\.layers\.(\d+)\.(.*)$", key)
+        if match:
+            layer, rest = match.groups()
+            out = f"{prefix}layers.{layer}."
+            if rest.startswith("attention.qkv."):
+                kind = rest.rsplit(".", 1)[1]
+                for name, part in zip(("q", "k", "v"), tensor.split(hidden), strict=True):
+                    state_dict[f"{out}attention.{name}_proj.{kind}"] = part.clone()
+                continue
+            rest = (rest.replace("norm1.", "layernorm_before.").replace("norm2.", "layernorm_after.")
+                    .replace("attention.proj.", "attention.o_proj."))
+            state_dict[out + rest] = tensor
+        elif key.startswith("vit."):
+            state_dict[prefix + key[len("vit."):]] = tensor
+        else:
+            state_dict[key] = tensor
+    _check_fits(state_dict, target.state_dict(), "transformers' ViT")
+    target.load_state_dict(state_dict, strict=True)
+    return target.eval()
+
+
+def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False,
+                   tolerance: float = VERIFY_TOLERANCE) -> dict:
+    """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
+    pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
+    model = load_hf_vit_folder(hf_vit_folder)
+    state_dict, architecture, model_args = hf_vit_to_timm(model)
+    config = model.config
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
+    if processor_file.is_file():
+        processor = json.loads(processor_file.read_text())
+        mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
+    height, width = image_size_pair(config.image_size)
+    num_classes = state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0
+    timm_config = {
+        "architecture": architecture,
+        "num_classes": num_classes,
+        "num_features": config.hidden_size,
+        "global_pool": model_args["global_pool"],
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "tag": "hf_vit", "custom_load": False, "input_size": [config.num_channels, height, width],
+            "fixed_input_size": False, "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
+            "mean": list(mean), "std": list(std), "num_classes": num_classes, "pool_size": None,
+            "first_conv": "patch_embed.proj", "classifier": "head",
+        },
+    }
+    if num_classes and config.id2label and len(config.id2label) == num_classes:
+        timm_config["label_names"] = [config.id2label[i] for i in range(num_classes)]
+    notes = []
+    if not config.interpolate_antialias:
+        notes.append("timm resizes position embeddings with antialiasing and this model without: outputs are identical "
+                     "at the native size and differ slightly at other sizes")
+    diff = None
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        save_safetensors_checked(state_dict, staging)
+        (staging / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n")
+        if verify:
+            timm = _require("timm", "--verify")
+            source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
+            diff = max_abs_diff(model, _timm_forward(source, num_classes > 0))
+            if not diff <= tolerance:
+                raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against timm exceeds {tolerance:g}")
+    return {"output_dir": Path(output_dir), "max_abs_diff": diff, "architecture": architecture, "notes": notes}
+
+
+def export_to_transformers(hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False,
+                           tolerance: float = VERIFY_TOLERANCE) -> dict:
+    """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
+    model = load_hf_vit_folder(hf_vit_folder)
+    target = _hf_vit_to_transformers_model(model)
+    notes = []
+    if model.config.interpolate_antialias:
+        notes.append("transformers resizes position embeddings without antialiasing and this model with: outputs are "
+                     "identical at the native size and differ slightly at other sizes")
+    if not isinstance(model, HfViTForImageClassification):
+        notes.append("ViTModel is saved without its tanh pooler (hf_vit has none); load it with add_pooling_layer=False")
+    diff = None
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        target.save_pretrained(staging)
+        check_safetensors_bitwise(target.state_dict(), staging)
+        processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
+        if processor_file.is_file():
+            (staging / "preprocessor_config.json").write_text(processor_file.read_text())
+        if verify:
+            from transformers import ViTForImageClassification, ViTModel
+
+            if isinstance(model, HfViTForImageClassification):
+                reloaded = ViTForImageClassification.from_pretrained(staging).eval()
+                forward = lambda x: {"logits": reloaded(x).logits}  # noqa: E731
+            else:
+                reloaded = ViTModel.from_pretrained(staging, add_pooling_layer=False).eval()
+                forward = lambda x: {"last_hidden_state": reloaded(x).last_hidden_state}  # noqa: E731
+            diff = max_abs_diff(model, forward)
+            if not diff <= tolerance:
+                raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against transformers exceeds {tolerance:g}")
+    return {"output_dir": Path(output_dir), "max_abs_diff": diff, "notes": notes}
+
+
+def export_checkpoint(target: str, hf_vit_folder, output_dir, **kwargs) -> dict:
+    if target == "timm":
+        return export_to_timm(hf_vit_folder, output_dir, **kwargs)
+    if target == "transformers":
+        return export_to_transformers(hf_vit_folder, output_dir, **kwargs)
+    raise ValueError(f"unknown export target {target!r}; choose one of {', '.join(EXPORT_TARGETS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# safetensors export of hf_vit weights (Accelerate save_state folders, .bin/.pt state dicts, legacy folders)
+# ---------------------------------------------------------------------------------------------------------------
+def _accelerate_weights(folder: Path, model_index: int) -> Path | None:
+    names = ("model.safetensors", "pytorch_model.bin") if model_index == 0 else (
+        f"model_{model_index}.safetensors", f"pytorch_model_{model_index}.bin")
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def export_safetensors(source, output_dir, config=None, max_shard_size: int | str | None = None,
+                       model_index: int = 0, overwrite: bool = False) -> dict:
+    """hf_vit weights from an Accelerate `save_state` folder, a `.bin`/`.pt` state dict or an hf_vit folder with legacy
+    weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
+    (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
+    compared bitwise before success is reported."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist")
+    if source.is_dir():
+        is_accelerate = any(source.glob("random_states_*.pkl")) or (source / "optimizer.bin").is_file()
+        if is_accelerate:
+            weights_file = _accelerate_weights(source, model_index)
+            if weights_file is None:
+                raise ValueError(f"{source} (an Accelerate save_state folder) has no weights for model {model_index} "
+                                 "(model.safetensors / pytorch_model.bin; FSDP sharded states are not supported)")
+            state_dict = load_weights(weights_file)
+        else:
+            state_dict = load_weights(source)
+    else:
+        state_dict = load_weights(source)
+    state_dict = strip_wrapper_prefixes(state_dict)
+    config_path = Path(config) if config is not None else (source if source.is_dir() else source.parent)
+    if config_path.is_dir():
+        config_path = config_path / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"no config.json for these weights at {config_path}; pass --config (an hf_vit config.json or folder)")
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != HfViTConfig.model_type:
+        raise ValueError(f"{config_path} has model_type {model_type!r}; export_safetensors handles hf_vit checkpoints")
+    hf_config = HfViTConfig.from_json_file(str(config_path))
+    bare = not any(key.startswith(("vit.", "classifier.")) for key in state_dict)
+    model = (HfViTModel if bare else HfViTForImageClassification)(hf_config)
+    _check_fits(state_dict, model.state_dict(), f"the hf_vit model of {config_path}")
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
+        model.config.save_pretrained(staging)  # writes config.json and copies configuration_hf_vit.py
+        _copy_code_files(model, staging)
+        files = save_safetensors_checked(state_dict, staging, max_shard_size=max_shard_size)
+        processor_file = config_path.parent / "preprocessor_config.json"
+        if processor_file.is_file():
+            (staging / "preprocessor_config.json").write_text(processor_file.read_text())
+    return {"output_dir": Path(output_dir), "files": [f.name for f in files], "num_tensors": len(state_dict)}
+
+
+def _copy_code_files(model, folder: Path) -> None:
+    """auto_map + the two code files, as save_pretrained writes them, so trust_remote_code loading works."""
+    import shutil
+
+    from . import configuration_hf_vit, modeling_hf_vit
+
+    for module in (configuration_hf_vit, modeling_hf_vit):
+        shutil.copy(module.__file__, folder / Path(module.__file__).name)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_hf_vit.HfViTConfig",
+        "AutoModel": "modeling_hf_vit.HfViTModel",
+        "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+    }
+    config["architectures"] = [type(model).__name__]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 __all__ = [
+    "Conversion",
     "config_from_timm",
     "config_from_transformers",
+    "convert_checkpoint",
+    "export_checkpoint",
+    "export_safetensors",
+    "export_to_timm",
+    "export_to_transformers",
     "from_timm",
     "from_transformers",
+    "hf_vit_to_timm",
+    "load_foreign_checkpoint",
+    "load_hf_vit_folder",
+    "npz_to_hf_vit",
+    "timm_layout_from_state_dict",
     "timm_state_dict_to_hf_vit",
     "transformers_state_dict_to_hf_vit",
+    "verify_conversion",
 ]

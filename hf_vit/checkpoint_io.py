@@ -1,0 +1,209 @@
+"""Reading foreign weight files safely, and writing (optionally sharded) safetensors that are checked bitwise.
+
+Every reader turns a file problem into one `ValueError` sentence (what file, what is wrong): truncated or corrupt
+safetensors / npz, pickles that need arbitrary code (refused: pickles load only with `torch.load(weights_only=True)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Wrappers added by DDP (`module.`) and torch.compile (`_orig_mod.`); they never belong to the weights' names.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _require_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = _require_file(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"cannot read {path}: not a valid safetensors file (truncated or corrupt?): {error}") from None
+
+
+def load_pickle(path: str | os.PathLike):
+    """`torch.load(weights_only=True)`: tensors, containers, numbers and `argparse.Namespace` (training scripts such
+    as DINO's and timm's store their arguments in it); anything that would run code is refused."""
+    path = _require_file(path)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        if "Unsupported global" in text or "Unsupported operand" in text or "weights_only" in text.lower():
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "").rstrip(".")
+            raise ValueError(
+                f"refusing to load {path}: this pickle needs arbitrary code to unpickle ({detail or 'non-tensor objects'}); "
+                "hf_vit only loads pickles with torch.load(weights_only=True). Re-save the plain state dict "
+                "(or safetensors) in an environment you trust"
+            ) from None
+        raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {first}") from None
+
+
+def load_npz(path: str | os.PathLike) -> dict:
+    """A JAX/Flax `.npz` as {name: numpy array} (read fully, so a damaged member fails here, with one message)."""
+    import numpy as np
+
+    path = _require_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("not an .npz archive")
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"cannot read {path}: not a valid .npz archive (truncated or corrupt?): {error}") from None
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj, path, keys=("state_dict", "model", "module", "state_dict_ema", "model_ema")) -> dict:
+    """The tensor dict inside a training checkpoint (`{"state_dict": ..., "optimizer": ...}`) or the dict itself."""
+    if is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in keys:
+            if is_state_dict(obj.get(key)):
+                return obj[key]
+        found = ", ".join(sorted(str(k) for k in obj)[:8])
+        raise ValueError(f"{path} holds no state dict (a dict of tensors); its top-level keys are: {found}")
+    raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+
+
+def weight_files_in(folder: Path) -> list[Path]:
+    """The weight file(s) of a checkpoint folder: safetensors first, then pickles; shards via their index."""
+    for index_name in (SAFE_WEIGHTS_INDEX_NAME, "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError) as error:
+                raise ValueError(f"cannot read the shard index {index}: {error}") from None
+            return [folder / name for name in dict.fromkeys(weight_map.values())]
+    for name in (SAFE_WEIGHTS_NAME, "pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt", "model.pth"):
+        if (folder / name).is_file():
+            return [folder / name]
+    candidates = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", *PICKLE_SUFFIXES))
+    if len(candidates) == 1:
+        return candidates
+    listing = ", ".join(p.name for p in sorted(folder.iterdir())[:10]) or "nothing"
+    raise ValueError(f"found no unique weight file in {folder} (expected model.safetensors or pytorch_model.bin; it has {listing})")
+
+
+def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
+    """Tensors from a file or folder (safetensors or a weights_only pickle; sharded folders merged)."""
+    path = _require_file(path)
+    files = weight_files_in(path) if path.is_dir() else [path]
+    merged = {}
+    for file in files:
+        obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file)
+        merged.update(unwrap_state_dict(obj, file) if unwrap else obj)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------------------------
+def _separate_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors stores no aliases: tensors that share storage with another (tied/shared) get their own copy."""
+    seen, out = set(), {}
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.device) if tensor.numel() else None
+        if storage is not None and storage in seen:
+            tensor = tensor.clone()
+        elif storage is not None:
+            seen.add(storage)
+        out[key] = tensor.contiguous()
+    return out
+
+
+def save_safetensors_checked(
+    state_dict: dict[str, torch.Tensor], folder: str | os.PathLike, max_shard_size: int | str | None = None
+) -> list[Path]:
+    """Write `state_dict` into `folder` as model.safetensors (or shards + index), metadata {"format": "pt"}, then read
+    every file back and check each tensor bitwise (same dtype, shape and bytes). Returns the files written."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    tensors = _separate_shared(state_dict)
+    kwargs = {"filename_pattern": "model{suffix}.safetensors"}
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    split = split_torch_state_dict_into_shards(tensors, **kwargs)
+    written = []
+    for filename, keys in split.filename_to_tensors.items():
+        save_file({key: tensors[key] for key in keys}, str(folder / filename), metadata={"format": "pt"})
+        written.append(folder / filename)
+    if split.is_sharded:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                 "weight_map": split.tensor_to_filename}
+        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        written.append(folder / SAFE_WEIGHTS_INDEX_NAME)
+    check_safetensors_bitwise(state_dict, folder)
+    return written
+
+
+def check_safetensors_bitwise(state_dict: dict[str, torch.Tensor], folder: str | os.PathLike) -> int:
+    """Re-load the safetensors in `folder` and compare every tensor with `state_dict` bit for bit; returns the count."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    files = weight_files_in(folder)
+    reloaded = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            if (handle.metadata() or {}).get("format") != "pt":
+                raise RuntimeError(f"{file} lacks the safetensors metadata format=pt")
+            for key in handle.keys():
+                reloaded[key] = handle.get_tensor(key)
+    if set(reloaded) != set(state_dict):
+        raise RuntimeError(
+            f"written tensors differ from the source: missing {sorted(set(state_dict) - set(reloaded))[:5]}, "
+            f"extra {sorted(set(reloaded) - set(state_dict))[:5]}"
+        )
+    for key, tensor in state_dict.items():
+        got = reloaded[key]
+        same = got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(
+            got.reshape(-1).view(torch.uint8), tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        )
+        if not same:
+            raise RuntimeError(f"tensor {key} differs after writing and re-reading {folder}")
+    return len(state_dict)

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Convert timm / DINO / transformers ViT / Google .npz checkpoints into an hf_vit folder, or export one back out.
+
+  python scripts/convert_checkpoint.py --source timm --checkpoint vit_s16.safetensors --timm_model vit_small_patch16_224 --output_dir out --verify
+  python scripts/convert_checkpoint.py --source dino --checkpoint dino_checkpoint.pth --output_dir out --verify
+  python scripts/convert_checkpoint.py --source transformers --checkpoint google-vit-folder --output_dir out --verify
+  python scripts/convert_checkpoint.py --source npz --checkpoint ViT-B_16.npz --output_dir out --verify
+  python scripts/convert_checkpoint.py --to timm --checkpoint hf_vit-folder --output_dir timm-out --verify
+  python scripts/convert_checkpoint.py --to transformers --checkpoint hf_vit-folder --output_dir vit-out --verify
+
+User errors print one line to stderr and exit 1; --verify exits 1 when max-abs-diff exceeds 1e-4 (nothing is written).
+"""
+
+import argparse
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--source", choices=("timm", "dino", "transformers", "npz"), help="convert this format into hf_vit")
+    direction.add_argument("--to", choices=("timm", "transformers"), help="export an hf_vit folder to this format")
+    parser.add_argument("--checkpoint", required=True, help="source file or folder (an hf_vit folder with --to)")
+    parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
+    parser.add_argument("--timm_model", help="timm: base architecture, e.g. vit_small_patch16_224 (gives the heads)")
+    parser.add_argument("--preset", help="timm/dino: an hf_vit preset giving the heads, e.g. vit-small-patch16-224")
+    parser.add_argument("--num_heads", type=int, help="timm/dino: number of attention heads")
+    parser.add_argument("--checkpoint_key", default="teacher", help="dino: which training-checkpoint entry (teacher|student)")
+    parser.add_argument("--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hf_vit.convert import convert_checkpoint, export_checkpoint
+
+    try:
+        if args.to:
+            result = export_checkpoint(args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite)
+            against = args.to
+        else:
+            result = convert_checkpoint(
+                args.source, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite,
+                timm_model=args.timm_model, preset=args.preset, num_heads=args.num_heads, checkpoint_key=args.checkpoint_key,
+            )
+            against = result["conversion"].reference_name
+            for note in result["conversion"].notes:
+                print(f"note: {note}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    if result["max_abs_diff"] is not None:
+        print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")
+    print(f"wrote {result['output_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
