@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from .checkpoint_io import (
-    check_safetensors_bitwise,
     is_state_dict,
     load_npz,
     load_pickle,
@@ -264,8 +263,8 @@ def config_from_transformers(vit_config, **overrides) -> HfViTConfig:
         qkv_bias=vit_config.qkv_bias,
         initializer_range=vit_config.initializer_range,
         interpolate_antialias=False,  # transformers' interpolate_pos_encoding does not antialias
-        id2label=dict(vit_config.id2label),
-        label2id=dict(vit_config.label2id),
+        id2label=dict(vit_config.id2label or {}) or None,
+        label2id=dict(vit_config.label2id or {}) or None,
         problem_type=vit_config.problem_type,
     )
     fields.update(overrides)
@@ -1028,8 +1027,11 @@ def export_to_transformers(hf_vit_folder, output_dir, verify: bool = False, over
         notes.append("ViTModel is saved without its tanh pooler (hf_vit has none); load it with add_pooling_layer=False")
     diff = None
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        target.save_pretrained(staging)
-        check_safetensors_bitwise(target.state_dict(), staging)
+        target.save_pretrained(staging)  # transformers writes its v4 names on disk, for older readers
+        written = transformers_state_dict_to_hf_vit(load_weights(staging))
+        ours = _classification_names(model)
+        if written.keys() != ours.keys() or not all(torch.equal(written[k], ours[k]) for k in ours):
+            raise RuntimeError("the written transformers weights differ from the hf_vit weights")
         processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
         if processor_file.is_file():
             (staging / "preprocessor_config.json").write_text(processor_file.read_text())
