@@ -1,0 +1,149 @@
+"""scripts/convert_checkpoint.py and scripts/export_safetensors.py as users run them: subprocesses, exit codes,
+one-line errors, files written, and nothing left in --output_dir when a conversion fails."""
+
+import json
+import os
+
+import pytest
+import timm
+import torch
+from helpers import run_python
+from safetensors.torch import save_file
+
+from hf_vit import HfViTForImageClassification
+
+CONVERT = "scripts/convert_checkpoint.py"
+EXPORT = "scripts/export_safetensors.py"
+
+
+def timm_weights(path, **kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2, num_classes=3, img_size=64, **kwargs)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_nothing_left(output_dir):
+    """The output folder is absent (or still empty if it existed) and no temporary sibling is left behind."""
+    assert not output_dir.exists() or not any(output_dir.iterdir())
+    assert not [p for p in output_dir.parent.iterdir() if p.name.startswith(f".{output_dir.name}.")]
+
+
+def test_convert_timm_with_verify(tmp_path):
+    timm_weights(tmp_path / "w.safetensors")
+    out = tmp_path / "out"
+    result = run_python([CONVERT, "--source", "timm", "--checkpoint", str(tmp_path / "w.safetensors"),
+                         "--timm_model", "vit_small_patch16_224", "--output_dir", str(out), "--verify"])
+    assert result.returncode == 0, result.stderr
+    assert "max-abs-diff vs timm:" in result.stdout and f"wrote {out}" in result.stdout
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
+            "modeling_hf_vit.py", "configuration_hf_vit.py"} <= {p.name for p in out.iterdir()}
+
+
+def test_export_to_transformers_and_refusal(tmp_path, tiny_config):
+    HfViTForImageClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "hf")
+    result = run_python([CONVERT, "--to", "transformers", "--checkpoint", str(tmp_path / "hf"),
+                         "--output_dir", str(tmp_path / "vit"), "--verify"])
+    assert result.returncode == 0, result.stderr
+    assert "max-abs-diff vs transformers:" in result.stdout
+    assert json.loads((tmp_path / "vit" / "config.json").read_text())["model_type"] == "vit"
+
+    HfViTForImageClassification(tiny_config(num_register_tokens=4, cls_position_embedding=False)).save_pretrained(tmp_path / "reg")
+    result = run_python([CONVERT, "--to", "transformers", "--checkpoint", str(tmp_path / "reg"),
+                         "--output_dir", str(tmp_path / "vit_reg")])
+    assert_user_error(result, "cannot export to transformers", "4 register tokens")
+    assert_nothing_left(tmp_path / "vit_reg")
+
+
+class RunsCode:
+    """A pickle that would run a shell command when unpickled without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_pickle(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"pos_embed": torch.zeros(1), "payload": RunsCode(tmp_path / "pwned")}, path)
+    return path, ["refusing to load", "needs arbitrary code", "weights_only=True"]
+
+
+def _unknown_layout(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.conv_stem.weight": torch.zeros(8, 3, 3, 3), "encoder.fc.weight": torch.zeros(2, 8)}, str(path))
+    return path, ["have no hf_vit equivalent", "encoder.conv_stem.weight", "expected timm names like", "patch_embed.proj.weight"]
+
+
+def _shape_mismatch(tmp_path):
+    path = tmp_path / "small.safetensors"
+    timm_weights(path)
+    return path, ["shape mismatch for", "has (384", "expects (768", "vit_base_patch16_224"]
+
+
+def _truncated_safetensors(tmp_path):
+    path = tmp_path / "cut.safetensors"
+    timm_weights(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path, ["not a valid safetensors file", "cut.safetensors"]
+
+
+def _corrupt_npz(tmp_path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(b"PK\x03\x04" + os.urandom(300))
+    return path, ["not a valid .npz archive", "broken.npz"]
+
+
+BAD_INPUTS = {
+    "pickle_needing_code": ("timm", _bad_pickle),
+    "unknown_layout": ("timm", _unknown_layout),
+    "shape_mismatch": ("timm", _shape_mismatch),
+    "truncated_safetensors": ("timm", _truncated_safetensors),
+    "corrupt_npz": ("npz", _corrupt_npz),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_leaves_nothing(case, tmp_path):
+    source, make = BAD_INPUTS[case]
+    path, fragments = make(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()  # an empty folder the user created stays empty
+    args = [CONVERT, "--source", source, "--checkpoint", str(path), "--output_dir", str(out)]
+    if source == "timm":
+        args += ["--timm_model", "vit_base_patch16_224" if case == "shape_mismatch" else "vit_small_patch16_224"]
+    assert_user_error(run_python(args), *fragments)
+    assert_nothing_left(out)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_export_safetensors_cli(tmp_path, tiny_config):
+    model = HfViTForImageClassification(tiny_config(num_labels=2))
+    model.config.save_pretrained(tmp_path / "legacy")
+    torch.save(model.state_dict(), tmp_path / "legacy" / "pytorch_model.bin")
+    result = run_python([EXPORT, "--input", str(tmp_path / "legacy"), "--output_dir", str(tmp_path / "out"),
+                         "--max_shard_size", "30KB"])
+    assert result.returncode == 0, result.stderr
+    assert "bitwise" in result.stdout and "model.safetensors.index.json" in result.stdout
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"config.json", "model.safetensors.index.json", "modeling_hf_vit.py"} <= names
+    assert not any(name.endswith(".bin") for name in names)
+
+    torch.save(model.state_dict(), tmp_path / "loose.bin")  # no config.json next to it
+    (tmp_path / "out2").mkdir()
+    result = run_python([EXPORT, "--input", str(tmp_path / "loose.bin"), "--output_dir", str(tmp_path / "out2")])
+    assert_user_error(result, "no config.json", "--config")
+    assert_nothing_left(tmp_path / "out2")
