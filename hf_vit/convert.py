@@ -777,6 +777,8 @@ def max_abs_diff(model, reference_forward: Callable[[torch.Tensor], dict], x: to
         ours = _outputs(model.eval(), x)
         theirs = reference_forward(x)
     common = [name for name in theirs if name in ours]
+    if not common:
+        raise RuntimeError(f"nothing to compare: the reference gives {sorted(theirs)}, hf_vit {sorted(ours)}")
     return max((ours[name] - theirs[name]).abs().max().item() for name in common)
 
 

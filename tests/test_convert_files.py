@@ -346,3 +346,17 @@ def test_export_safetensors_legacy_folder_and_shared_tensors(tmp_path, tiny_conf
     assert torch.equal(written["layernorm.weight"], state_dict["encoder.layers.0.norm1.weight"])
     reloaded = load_hf_vit_folder(tmp_path / "out")
     assert torch.equal(reloaded.layernorm.weight, state_dict["layernorm.weight"])
+
+
+def test_verify_fails_above_tolerance_and_writes_nothing(tmp_path):
+    from hf_vit.convert import load_foreign_checkpoint, verify_conversion
+
+    torch.manual_seed(5)
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=2, img_size=32)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    conversion = load_foreign_checkpoint("timm", tmp_path / "w.safetensors", timm_model="vit_small_patch16_224")
+    assert verify_conversion(conversion) <= TOL
+    with torch.no_grad():
+        conversion.model.classifier.bias.add_(1e-3)  # a converter bug of 1e-3 must not pass
+    with pytest.raises(ValueError, match="verification failed: max-abs-diff .* exceeds 0.0001"):
+        verify_conversion(conversion)
