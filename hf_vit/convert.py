@@ -741,6 +741,15 @@ def convert_npz_file(path) -> Conversion:
     )
 
 
+def check_output_dir(output_dir, overwrite: bool = False) -> None:
+    """Fail early (before any slow work) if `output_dir` cannot be written as a new checkpoint folder."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output path {output_dir} exists and is not a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise ValueError(f"output folder {output_dir} already exists and is not empty; choose another or pass --overwrite")
+
+
 def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None,
                             checkpoint_key="teacher") -> Conversion:
     if source == "timm":
@@ -824,6 +833,7 @@ def convert_checkpoint(source: str, checkpoint, output_dir, *, verify: bool = Fa
                        tolerance: float = VERIFY_TOLERANCE, **options) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
     (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
+    check_output_dir(output_dir, overwrite)
     conversion = load_foreign_checkpoint(source, checkpoint, **options)
     diff = verify_conversion(conversion, tolerance) if verify else None
     folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff)
@@ -974,6 +984,7 @@ def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: b
                    tolerance: float = VERIFY_TOLERANCE) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
+    check_output_dir(output_dir, overwrite)
     model = load_hf_vit_folder(hf_vit_folder)
     state_dict, architecture, model_args = hf_vit_to_timm(model)
     config = model.config
@@ -1019,6 +1030,7 @@ def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: b
 def export_to_transformers(hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False,
                            tolerance: float = VERIFY_TOLERANCE) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
+    check_output_dir(output_dir, overwrite)
     model = load_hf_vit_folder(hf_vit_folder)
     target = _hf_vit_to_transformers_model(model)
     notes = []
@@ -1078,6 +1090,7 @@ def export_safetensors(source, output_dir, config=None, max_shard_size: int | st
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
     (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
     compared bitwise before success is reported."""
+    check_output_dir(output_dir, overwrite)
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")

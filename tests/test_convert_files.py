@@ -360,3 +360,30 @@ def test_verify_fails_above_tolerance_and_writes_nothing(tmp_path):
         conversion.model.classifier.bias.add_(1e-3)  # a converter bug of 1e-3 must not pass
     with pytest.raises(ValueError, match="verification failed: max-abs-diff .* exceeds 0.0001"):
         verify_conversion(conversion)
+
+
+def test_readers_give_one_clear_error(tmp_path):
+    import argparse
+
+    from hf_vit.checkpoint_io import load_npz, load_pickle, load_weights
+
+    torch.save({"state_dict": {"w": torch.ones(3)}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "ok.pth")
+    assert torch.equal(load_weights(tmp_path / "ok.pth")["w"], torch.ones(3))  # Namespace is allowed, unwrapped
+    data = (tmp_path / "ok.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.pth: not a valid PyTorch checkpoint"):
+        load_pickle(tmp_path / "cut.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_tensors.pth")
+    with pytest.raises(ValueError, match="holds no state dict.*epoch, lr"):
+        load_weights(tmp_path / "no_tensors.pth")
+    np.savez(tmp_path / "ok.npz", a=np.ones(4))
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:-40])
+    with pytest.raises(ValueError, match="cut.npz: not a valid .npz archive"):
+        load_npz(tmp_path / "cut.npz")
+    with pytest.raises(ValueError, match="not a ViT .npz.*first keys: a"):
+        convert_checkpoint("npz", tmp_path / "ok.npz", tmp_path / "out")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty"):
+        convert_checkpoint("npz", tmp_path / "ok.npz", tmp_path / "full")
