@@ -132,6 +132,8 @@ def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
     files = weight_files_in(path) if path.is_dir() else [path]
     merged = {}
     for file in files:
+        if file.suffix == ".npz":
+            raise ValueError(f"{file} is a JAX/Flax .npz archive, not a PyTorch/safetensors state dict; use --source npz")
         obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file)
         merged.update(unwrap_state_dict(obj, file) if unwrap else obj)
     return merged
