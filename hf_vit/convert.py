@@ -3,6 +3,14 @@
 Each source gets two pieces: a config derived from the source model, and a state-dict mapping from the source's
 parameter names to hf_vit's. The mappings work on plain state dicts so that file-based conversion (checkpoints
 without the source library's model object) can reuse them.
+
+Model objects: `from_timm`, `from_transformers`.
+Files (what scripts/convert_checkpoint.py runs): `convert_checkpoint(source, checkpoint, output_dir, verify=...)` for
+timm state dicts / folders, DINO training checkpoints and backbones, transformers ViT folders (v4 or v5 names) and
+Google `.npz` (vit_jax and big_vision layouts); the architecture is read from keys and shapes wherever that is
+unambiguous. `verify_conversion` compares with the source library's own forward.
+Out: `export_to_timm`, `export_to_transformers` (refusing features the target lacks), and `export_safetensors`
+(Accelerate states / .bin / legacy folders -> checked safetensors). File reading lives in `checkpoint_io.py`.
 """
 
 from __future__ import annotations
