@@ -10,6 +10,8 @@ is huggingface_hub's: `hf auth login` or HF_TOKEN; HF_ENDPOINT selects another H
 import argparse
 import sys
 
+_NETWORK_MODULES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -20,8 +22,6 @@ def main(argv=None) -> int:
     parser.add_argument("--commit_message", default=None)
     args = parser.parse_args(argv)
 
-    from huggingface_hub.errors import HfHubHTTPError
-
     from hf_vit.hub import push_folder
 
     try:
@@ -30,8 +30,10 @@ def main(argv=None) -> int:
     except ValueError as err:  # the folder, the repo id or the branch name: nothing was uploaded
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (HfHubHTTPError, RuntimeError, OSError) as err:  # the Hub refused or could not be reached
-        print(f"error: push to {args.repo_id} failed: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+    except Exception as err:  # the Hub refused or could not be reached: say so in one line; anything else is a bug
+        if not (isinstance(err, (OSError, RuntimeError)) or type(err).__module__.split(".")[0] in _NETWORK_MODULES):
+            raise
+        print(f"error: push to {args.repo_id} failed: {' '.join(str(err).split())[:300]}", file=sys.stderr)
         return 1
     print(f"pushed {args.folder} to {args.repo_id} ({info.oid[:10]}): {info}")
     return 0

@@ -336,8 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{namespace}/{name}"
         url = f"{self.server.url}/{repo_id}"
         with self.server.store.lock:
-            if self.server.store.exists(repo_id):
-                raise HubError(409, "You already created this model repo", headers={})
+            if self.server.store.exists(repo_id):  # the Hub names the existing repo's url (create_repo(exist_ok=True) reads it)
+                message = "You already created this model repo"
+                return self._json(409, {"error": message, "url": url}, {"X-Error-Message": message})
             self.server.store.create(repo_id, private)
         return self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
