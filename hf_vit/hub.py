@@ -40,6 +40,17 @@ _BRANCH_RE = re.compile(r"^(?!refs/)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]
 _WEIGHT_FILE_RE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
 
+_NETWORK_MODULES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+
+class PushError(RuntimeError):
+    """The Hub refused the upload or could not be reached; the message is one line. Nothing partial was committed."""
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    return " ".join(str(err).split())[:limit]
+
+
 def check_repo_id(repo_id: str) -> None:
     """Raise ValueError unless `repo_id` is a valid `NAMESPACE/NAME` Hub model id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -215,10 +226,9 @@ def push_folder(
 
     `revision`: a branch, created from `main` if it does not exist. Returns huggingface_hub's `CommitInfo`
     (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any network call, for a bad repo id,
-    branch name or folder; huggingface_hub's errors for what the Hub refuses.
+    branch name or folder; PushError (one line) when the Hub refuses or cannot be reached.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
     if revision is not None:
@@ -227,11 +237,24 @@ def push_folder(
     files = prepare_folder(folder, repo_id)
     branch = revision or "main"
 
-    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        return _commit_folder(HfApi(endpoint=endpoint, token=token), folder, files, repo_id, branch, private,
+                              commit_message or f"Upload hf_vit model ({', '.join(files)})", retries)
+    except PushError:
+        raise
+    except Exception as err:  # huggingface_hub's HTTP errors, connection errors: the Hub's side, in one line
+        if type(err).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(err, OSError):
+            raise
+        raise PushError(f"push to {repo_id} failed: {_one_line(err)}") from err
+
+
+def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: str, private: bool, message: str, retries: int):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError
+
     api.create_repo(repo_id, private=private, exist_ok=True)
     if branch != "main":
         api.create_branch(repo_id, branch=branch, exist_ok=True)
-    message = commit_message or f"Upload hf_vit model ({', '.join(files)})"
     head = api.model_info(repo_id, revision=branch).sha
     for attempt in range(retries + 1):
         stale = [f for f in api.list_repo_files(repo_id, revision=head) if _WEIGHT_FILE_RE.match(f) and f not in files]
@@ -245,8 +268,8 @@ def push_folder(
             if attempt == retries or status is None or status < 500:
                 raise
             if api.model_info(repo_id, revision=branch).sha != head:
-                raise RuntimeError(f"the commit to {repo_id}@{branch} failed ({status}) and the branch has moved since; "
-                                   "check the repo before pushing again") from err
+                raise PushError(f"push to {repo_id} failed: the Hub answered {status} to the commit and the branch "
+                                f"{branch} has moved since; check the repo before pushing again") from err
             print(f"the Hub answered {status} to the commit; nothing was committed, retrying")
 
 
@@ -278,6 +301,7 @@ def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str
 
     `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
     TrainingArguments). Call it on the main process only, after the model, image processor and card are saved.
+    Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
     """
     if not getattr(args, "push_to_hub", False):
         return None

@@ -10,8 +10,6 @@ is huggingface_hub's: `hf auth login` or HF_TOKEN; HF_ENDPOINT selects another H
 import argparse
 import sys
 
-_NETWORK_MODULES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"}
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -22,18 +20,16 @@ def main(argv=None) -> int:
     parser.add_argument("--commit_message", default=None)
     args = parser.parse_args(argv)
 
-    from hf_vit.hub import push_folder
+    from hf_vit.hub import PushError, push_folder
 
     try:
         info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
                            commit_message=args.commit_message)
-    except ValueError as err:  # the folder, the repo id or the branch name: nothing was uploaded
-        print(f"error: {err}", file=sys.stderr)
+    except ValueError as err:  # the folder, the repo id, the branch name or the card: nothing was uploaded
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    except Exception as err:  # the Hub refused or could not be reached: say so in one line; anything else is a bug
-        if not (isinstance(err, (OSError, RuntimeError)) or type(err).__module__.split(".")[0] in _NETWORK_MODULES):
-            raise
-        print(f"error: push to {args.repo_id} failed: {' '.join(str(err).split())[:300]}", file=sys.stderr)
+    except PushError as err:  # the Hub refused or could not be reached; nothing partial was committed
+        print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"pushed {args.folder} to {args.repo_id} ({info.oid[:10]}): {info}")
     return 0

@@ -206,20 +206,41 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
 
 # ---- faults --------------------------------------------------------------------------------------------------------
 
+TRAIN_STUB = r"""
+import argparse, sys
+from hf_vit.hub import PushError, add_hub_arguments, check_hub_arguments, push_from_arguments
+parser = argparse.ArgumentParser()
+parser.add_argument("--output_dir", required=True)
+add_hub_arguments(parser)
+args = parser.parse_args()
+try:
+    check_hub_arguments(args)
+    # ... a training run or a conversion writes model, image processor and card to args.output_dir ...
+    push_from_arguments(args, args.output_dir, commit_message="Training run")
+except (ValueError, PushError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
 def test_failed_commit_leaves_no_partial_commit_and_a_retry_succeeds(hub, tmp_path):
+    """A script's --push_to_hub meets two 500s (the commit and the automatic retry): nothing lands. Then the CLI
+    meets one 500, checks that the branch did not move, and retries by itself."""
     repo_id = "tester/faulty"
     save_checkpoint(tmp_path / "ckpt", seed=3)
     commits = lambda: sorted((hub.store.path(repo_id) / "commits").iterdir())  # noqa: E731
-    hub.fail_commits(2)  # the commit and push_folder's one automatic retry both get a 500
-    failed = push_cli(hub, tmp_path, tmp_path / "ckpt", "--repo_id", repo_id)
+    hub.fail_commits(2)
+    failed = run_client(["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id,
+                         "--hub_private_repo"], hub, tmp_path)
     assert failed.returncode == 1 and "500" in failed.stderr
     assert failed.stderr.strip().count("\n") == 0 and failed.stderr.startswith("error: push to tester/faulty failed")
+    assert hub.store.meta(repo_id)["private"]
     assert hub.history(repo_id) == ["initial commit"] and set(hub.files(repo_id)) == {".gitattributes"}
     assert len(commits()) == 1  # nothing half-applied behind the ref either
-    hub.fail_commits(1)  # one 500: the push checks the branch did not move and retries by itself
+    hub.fail_commits(1)
     retried = push_cli(hub, tmp_path, tmp_path / "ckpt", "--repo_id", repo_id)
     assert retried.returncode == 0, retried.stderr[-3000:]
-    assert "nothing was committed, retrying" in retried.stdout
+    assert "nothing was committed, retrying" in retried.stdout and f"/{repo_id}/commit/{hub.head(repo_id)}" in retried.stdout
     assert len(hub.history(repo_id)) == 2 and len(commits()) == 2
     files = hub.files(repo_id)
     assert files["model.safetensors"] == (tmp_path / "ckpt" / "model.safetensors").read_bytes()
