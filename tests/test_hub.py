@@ -382,6 +382,15 @@ def test_prepare_folder_writes_a_card_when_there_is_none(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)  # nothing else written
 
 
+def test_conversion_card_names_its_source(tmp_path):
+    config = HfViTConfig(**TINY)
+    card = render_model_card(config, num_parameters=12345, model_name="vit-small-from-timm", repo_id="me/vit-small",
+                             source="timm vit_small_patch16_224.augreg_in21k", base_model="timm/vit_small_patch16_224.augreg_in21k")
+    check_card(str(card))
+    assert card.data.to_dict()["base_model"] == "timm/vit_small_patch16_224.augreg_in21k"
+    assert "converted from timm vit_small_patch16_224.augreg_in21k" in card.text and "## Source" in card.text
+
+
 def test_script_flags(tmp_path):
     import argparse
 
