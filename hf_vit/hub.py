@@ -121,7 +121,6 @@ def _code_files(folder: Path, config: dict) -> list[str]:
 
 def _check_loads(folder: Path, config: dict) -> int:
     """Load the model and image processor from `folder`; every weight must be present and used. Returns #parameters."""
-    import torch
     from transformers import AutoImageProcessor
 
     import hf_vit
@@ -131,7 +130,7 @@ def _check_loads(folder: Path, config: dict) -> int:
     if model_class is None:
         raise ValueError(f"{folder / CONFIG}: unknown architecture {architectures[0]!r} (expected one of hf_vit's models)")
     try:
-        model, info = model_class.from_pretrained(folder, output_loading_info=True, dtype=torch.float32)
+        model, info = model_class.from_pretrained(folder, output_loading_info=True)
     except Exception as err:  # OSError, RuntimeError (shapes), SafetensorError (a cut file) ...: the folder's fault
         raise ValueError(f"{folder}: the model does not load: {str(err).strip().splitlines()[0]}") from None
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}

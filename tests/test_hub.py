@@ -37,6 +37,7 @@ from hub_server import TOKEN, HubServer, blob_id
 
 REPO_ID = "tester/vit-digits"
 LABELS = {0: "cat", 1: "dog", 2: "fish"}
+CLIENT_SITE = Path(__file__).resolve().parent / "hub_client_site"
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
 
 
@@ -48,15 +49,21 @@ def hub(tmp_path_factory):
 
 
 def run_client(args, hub, hf_home, offline=False, timeout=300):
-    """`python args...` (a list) or `python -c code` (a str) as a Hub client of `hub`: only 127.0.0.1 is reachable."""
+    """`python args...` (a list) or `python -c code` (a str) as a Hub client of `hub`.
+
+    tests/hub_client_site/sitecustomize.py runs first in it: any connection to a host other than 127.0.0.1 fails and
+    fails the test, and hf_xet cannot be imported.
+    """
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_TOKEN=TOKEN, NO_PROXY="127.0.0.1,localhost",
                no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+               PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     argv = [sys.executable, "-c", args] if isinstance(args, str) else [sys.executable, *map(str, args)]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=hf_home, timeout=timeout)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=hf_home, timeout=timeout)
+    assert "NON-LOOPBACK NETWORK ACCESS" not in result.stderr, result.stderr[-3000:]
+    return result
 
 
 def push_cli(hub, hf_home, folder, *options):
@@ -169,7 +176,7 @@ predictions = classify(image, top_k=3)
 with torch.no_grad():
     out["image"] = model(out["processed"]).logits
 torch.save(out, f"{work}/pulled-{mode}-{sys.argv[5]}.pt")
-print(json.dumps({"module": type(model).__module__, "class": type(model).__name__,
+print(json.dumps({"guarded": "hf_xet" in sys.modules and sys.modules["hf_xet"] is None, "module": type(model).__module__, "class": type(model).__name__,
                   "processor": type(processor).__name__, "labels": [p["label"] for p in predictions]}))
 """
 
@@ -186,6 +193,7 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
         result = run_client(["-c", PULL, mode, REPO_ID, published["sha_b"], work, run], hub, tmp_path, offline=run == "offline")
         assert result.returncode == 0, result.stderr[-4000:]
         info = json.loads(result.stdout.strip().splitlines()[-1])
+        assert info["guarded"]  # the loopback-only / no-hf_xet start-up code ran in the client
         if run == "offline":
             assert len(hub.requests) == before, hub.requests[before:]  # not a single request
         else:
