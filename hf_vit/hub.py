@@ -6,7 +6,7 @@
 What is uploaded (an allow-list; anything else in the folder, such as logs, plots or `checkpoint-*` folders, stays
 local): `config.json` (with `auto_map`), `model.safetensors` or the shards named by `model.safetensors.index.json`
 (and the index), `preprocessor_config.json`, the code files `auto_map` names (`configuration_hf_vit.py`,
-`modeling_hf_vit.py`), and `README.md`.
+`modeling_hf_vit.py`), and `README.md`, plus the `extra_files` a caller names (e.g. a training run's curves).
 
 Before anything goes over the network the folder is checked: those files exist, `config.json` is an hf_vit config
 with `auto_map`, the code files the checkpoint needs are there, the model loads from the folder with every weight
@@ -220,10 +220,12 @@ def push_folder(
     token: str | None = None,
     endpoint: str | None = None,
     retries: int = 1,
+    extra_files: tuple[str, ...] | list[str] = (),
 ):
     """Check `folder` and upload it to the Hub model repo `repo_id` (created if needed) as one commit.
 
-    `revision`: a branch, created from `main` if it does not exist. Returns huggingface_hub's `CommitInfo`
+    `revision`: a branch, created from `main` if it does not exist. `extra_files`: more files of the folder to upload
+    with the checkpoint (paths relative to it, e.g. "training_curves.png", "all_results.json"). Returns huggingface_hub's `CommitInfo`
     (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any network call, for a bad repo id,
     branch name or folder; PushError (one line) when the Hub refuses or cannot be reached.
     """
@@ -233,7 +235,11 @@ def push_folder(
     if revision is not None:
         check_branch(revision)
     folder = Path(folder)
+    for name in extra_files:
+        if Path(name).is_absolute() or ".." in Path(name).parts or not (folder / name).is_file():
+            raise ValueError(f"extra file {name!r} is not a file inside {folder}")
     files = prepare_folder(folder, repo_id)
+    files += [Path(name).as_posix() for name in extra_files if Path(name).as_posix() not in files]
     branch = revision or "main"
 
     try:
@@ -295,17 +301,18 @@ def check_hub_arguments(args) -> None:
         check_branch(args.hub_revision)
 
 
-def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None):
+def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None, extra_files=()):
     """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the CommitInfo or None.
 
     `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
-    TrainingArguments). Call it on the main process only, after the model, image processor and card are saved.
+    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after the model, image processor and card are saved.
     Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
     """
     if not getattr(args, "push_to_hub", False):
         return None
     check_hub_arguments(args)
     info = push_folder(output_dir, args.hub_model_id, private=bool(getattr(args, "hub_private_repo", False)),
-                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message)
+                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message,
+                       token=getattr(args, "hub_token", None) or None, extra_files=extra_files)
     print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
     return info

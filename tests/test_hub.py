@@ -224,7 +224,7 @@ args = parser.parse_args()
 try:
     check_hub_arguments(args)
     # ... a training run or a conversion writes model, image processor and card to args.output_dir ...
-    push_from_arguments(args, args.output_dir, commit_message="Training run")
+    push_from_arguments(args, args.output_dir, commit_message="Training run", extra_files=["training_curves.png"])
 except (ValueError, PushError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
@@ -232,10 +232,11 @@ except (ValueError, PushError) as err:
 
 
 def test_failed_commit_leaves_no_partial_commit_and_a_retry_succeeds(hub, tmp_path):
-    """A script's --push_to_hub meets two 500s (the commit and the automatic retry): nothing lands. Then the CLI
-    meets one 500, checks that the branch did not move, and retries by itself."""
+    """A script's --push_to_hub meets two 500s (the commit and the automatic retry): nothing lands. Run again, it
+    meets one 500, checks that the branch did not move, and retries by itself. The CLI then finds nothing to commit."""
     repo_id = "tester/faulty"
     save_checkpoint(tmp_path / "ckpt", seed=3)
+    (tmp_path / "ckpt" / "training_curves.png").write_bytes(b"\x89PNG not really")
     commits = lambda: sorted((hub.store.path(repo_id) / "commits").iterdir())  # noqa: E731
     hub.fail_commits(2)
     failed = run_client(["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id,
@@ -246,12 +247,18 @@ def test_failed_commit_leaves_no_partial_commit_and_a_retry_succeeds(hub, tmp_pa
     assert hub.history(repo_id) == ["initial commit"] and set(hub.files(repo_id)) == {".gitattributes"}
     assert len(commits()) == 1  # nothing half-applied behind the ref either
     hub.fail_commits(1)
-    retried = push_cli(hub, tmp_path, tmp_path / "ckpt", "--repo_id", repo_id)
+    retried = run_client(["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id],
+                         hub, tmp_path)
     assert retried.returncode == 0, retried.stderr[-3000:]
     assert "nothing was committed, retrying" in retried.stdout and f"/{repo_id}/commit/{hub.head(repo_id)}" in retried.stdout
-    assert len(hub.history(repo_id)) == 2 and len(commits()) == 2
+    assert hub.history(repo_id) == ["Training run", "initial commit"] and len(commits()) == 2
     files = hub.files(repo_id)
     assert files["model.safetensors"] == (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+    assert files["training_curves.png"] == b"\x89PNG not really"
+    # the same folder again: nothing changed, so no new commit (the server reports the files' blob ids at preupload)
+    again = push_cli(hub, tmp_path, tmp_path / "ckpt", "--repo_id", repo_id)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(hub.history(repo_id)) == 2 and f"/commit/{hub.head(repo_id)}" in again.stdout
 
 
 CUT = r"""
