@@ -604,3 +604,15 @@ def _parse_commit(body: bytes) -> tuple[dict, list[tuple[str, bytes]], list[tupl
     if not additions and not deletions:
         raise HubError(400, "Empty commit: no operation")
     return header, additions, deletions
+
+
+if __name__ == "__main__":  # by hand: python tests/hub_server.py [FOLDER] -> serves until Ctrl-C
+    import sys
+    import tempfile
+
+    server = HubServer(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="hub-"))
+    print(f"HF_ENDPOINT={server.url} HF_TOKEN={TOKEN}  (repos in {server.store.root})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
