@@ -41,11 +41,13 @@ def render_model_card(
     source: str | None = None,
     source_details: str | None = None,
     description: str | None = None,
+    base_model: str | None = None,
 ) -> ModelCard:
     """A ModelCard with metadata (library, pipeline tag, tags, license, datasets, model-index) and the architecture.
 
     `results` maps metric names (e.g. "accuracy") to values measured on `dataset_name`'s evaluation split; they go into
-    the model-index so the Hub shows them.
+    the model-index so the Hub shows them. `source` (free text) names where converted weights came from; `base_model`
+    (a Hub repo id, when the source is one) links the card to it on the Hub.
     """
     eval_results = None
     if results:
@@ -68,6 +70,7 @@ def render_model_card(
         datasets=datasets,
         model_name=model_name,
         eval_results=eval_results,
+        base_model=base_model,
     )
     height, width = image_size_pair(config.image_size)
     grid_h, grid_w = config.grid_size

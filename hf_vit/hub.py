@@ -1,0 +1,316 @@
+"""Share hf_vit checkpoints on the Hugging Face Hub: check a folder, then upload it as one atomic commit.
+
+    from hf_vit.hub import push_folder
+    info = push_folder("my-vit", "me/my-vit")          # -> CommitInfo; str(info) is the commit URL
+
+What is uploaded (an allow-list; anything else in the folder, such as logs, plots or `checkpoint-*` folders, stays
+local): `config.json` (with `auto_map`), `model.safetensors` or the shards named by `model.safetensors.index.json`
+(and the index), `preprocessor_config.json`, the code files `auto_map` names (`configuration_hf_vit.py`,
+`modeling_hf_vit.py`), and `README.md`, plus the `extra_files` a caller names (e.g. a training run's curves).
+
+Before anything goes over the network the folder is checked: those files exist, `config.json` is an hf_vit config
+with `auto_map`, the code files the checkpoint needs are there, the model loads from the folder with every weight
+present and used, the image processor loads, and the model card's metadata parses. A folder without `README.md` gets
+a card generated from its config (written into the folder, so the folder and the repo stay the same); a training run
+or a conversion writes a richer card (results, hyper-parameters, source) with `hf_vit.model_card` before pushing.
+
+The upload is one `HfApi.create_commit` whose parent is the branch head read just before, so a push never
+interleaves with another one: either every file lands in one new commit or the branch is unchanged. A 5xx answer to
+the commit is retried (`retries`, default 1) only after checking that the branch has not moved. Weight files left
+on the branch from an earlier push in another layout (single file <-> shards) are deleted in the same commit.
+
+Training and conversion scripts: `add_hub_arguments(parser)`, `check_hub_arguments(args)` right after parsing, and
+`push_from_arguments(args, output_dir)` at the end (on the main process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+CONFIG = "config.json"
+PROCESSOR = "preprocessor_config.json"
+CARD = "README.md"
+_BRANCH_RE = re.compile(r"^(?!refs/)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,99}(?<![/.])$")
+_WEIGHT_FILE_RE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+_NETWORK_MODULES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+
+class PushError(RuntimeError):
+    """The Hub refused the upload or could not be reached; the message is one line. Nothing partial was committed."""
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    return " ".join(str(err).split())[:limit]
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raise ValueError unless `repo_id` is a valid `NAMESPACE/NAME` Hub model id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(f"invalid repo id {repo_id!r}: expected NAMESPACE/NAME, e.g. 'my-user/vit-digits'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"invalid repo id {repo_id!r}: {err}") from None
+
+
+def check_branch(revision: str) -> None:
+    """Raise ValueError unless `revision` can name a branch to push to."""
+    if not isinstance(revision, str) or not _BRANCH_RE.fullmatch(revision) or re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ValueError(f"invalid branch name {revision!r}: use letters, digits, '-', '_', '.', '/' (not a commit id, not refs/...)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not readable JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
+def _weight_files(folder: Path) -> list[str]:
+    single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
+    if single.is_file() and index.is_file():
+        raise ValueError(f"{folder} holds both {WEIGHTS} and {WEIGHTS_INDEX}; keep one layout (save_pretrained into an empty folder)")
+    if single.is_file():
+        return [WEIGHTS]
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no weight_map")
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise ValueError(f"{folder} is missing weight shard(s) {', '.join(missing)} named by {WEIGHTS_INDEX}")
+        return [WEIGHTS_INDEX, *shards]
+    others = sorted(p.name for p in folder.iterdir() if _WEIGHT_FILE_RE.match(p.name))
+    hint = f" (found {', '.join(others)}: hf_vit shares safetensors only; re-save with save_pretrained)" if others else ""
+    raise ValueError(f"{folder} has no weights: expected {WEIGHTS} or {WEIGHTS_INDEX} with its shards{hint}")
+
+
+def _code_files(folder: Path, config: dict) -> list[str]:
+    auto_map = config.get("auto_map")
+    if not isinstance(auto_map, dict) or not auto_map.get("AutoConfig") or not auto_map.get("AutoModel"):
+        raise ValueError(f"{folder / CONFIG} has no auto_map (AutoConfig, AutoModel): save the model with hf_vit's save_pretrained "
+                         "so that trust_remote_code loading works")
+    modules = {reference.split("--")[-1].rsplit(".", 1)[0] for reference in auto_map.values() if isinstance(reference, str)}
+    files, todo = [], sorted(modules)
+    while todo:  # the named modules and what they import relatively
+        name = todo.pop()
+        filename = f"{name}.py"
+        if filename in files:
+            continue
+        path = folder / filename
+        if not path.is_file():
+            raise ValueError(f"{folder} is missing {filename}, which the checkpoint's code needs (auto_map / relative import)")
+        files.append(filename)
+        todo += [m for m in re.findall(r"^\s*from\s+\.(\w+)\s+import", path.read_text(encoding="utf-8"), re.MULTILINE)]
+    return sorted(files)
+
+
+def _check_loads(folder: Path, config: dict) -> int:
+    """Load the model and image processor from `folder`; every weight must be present and used. Returns #parameters."""
+    from transformers import AutoImageProcessor
+
+    import hf_vit
+
+    architectures = config.get("architectures") or ["HfViTModel"]
+    model_class = getattr(hf_vit, architectures[0], None)
+    if model_class is None:
+        raise ValueError(f"{folder / CONFIG}: unknown architecture {architectures[0]!r} (expected one of hf_vit's models)")
+    try:
+        model, info = model_class.from_pretrained(folder, output_loading_info=True)
+    except Exception as err:  # OSError, RuntimeError (shapes), SafetensorError (a cut file) ...: the folder's fault
+        raise ValueError(f"{folder}: the model does not load: {str(err).strip().splitlines()[0]}") from None
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+    if problems:
+        detail = "; ".join(f"{k}: {', '.join(map(str, list(v)[:3]))}{' ...' if len(v) > 3 else ''}" for k, v in problems.items())
+        raise ValueError(f"{folder}: the weights do not match the config ({detail})")
+    try:
+        AutoImageProcessor.from_pretrained(folder)
+    except Exception as err:
+        raise ValueError(f"{folder / PROCESSOR} does not load: {str(err).strip().splitlines()[0]}") from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_card(text: str, source: str = CARD) -> None:
+    """Parse a model card as huggingface_hub does (metadata a YAML mapping, a well-formed model-index); ValueError if not.
+
+    The Hub's own check (`/api/validate-yaml`) runs again when the card is committed.
+    """
+    from huggingface_hub import ModelCard
+
+    if not text.startswith("---"):
+        raise ValueError(f"{source} has no YAML metadata block (library_name, pipeline_tag, tags, license ...)")
+    try:
+        card = ModelCard(text, ignore_metadata_errors=False)
+    except Exception as err:  # yaml.YAMLError, ValueError ... whatever the parser raises, it is the card's fault
+        raise ValueError(f"{source} has invalid metadata: {err}") from None
+    data = card.data.to_dict()
+    if data.get("library_name") != "transformers":
+        raise ValueError(f"{source}: metadata library_name must be 'transformers', got {data.get('library_name')!r}")
+
+
+def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[str], int | None]:
+    """Check that `folder` is a complete hf_vit checkpoint; returns (files to upload, #parameters or None).
+
+    Raises ValueError naming what is wrong. `README.md` is optional here (`prepare_folder` writes one).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ValueError(f"folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    if not (folder / CONFIG).is_file():
+        raise ValueError(f"{folder} has no {CONFIG}: not a saved model (save it with model.save_pretrained)")
+    config = _read_json(folder / CONFIG)
+    if config.get("model_type") != "hf_vit":
+        raise ValueError(f"{folder / CONFIG} has model_type {config.get('model_type')!r}, expected 'hf_vit' "
+                         "(convert foreign checkpoints with hf_vit.convert first)")
+    weights = _weight_files(folder)
+    code = _code_files(folder, config)
+    if not (folder / PROCESSOR).is_file():
+        raise ValueError(f"{folder} has no {PROCESSOR}: save the image processor too, e.g. "
+                         "ViTImageProcessor(size={'height': H, 'width': W}, ...).save_pretrained(folder)")
+    _read_json(folder / PROCESSOR)
+    files = [CONFIG, *weights, PROCESSOR, *code]
+    if (folder / CARD).is_file():
+        check_card((folder / CARD).read_text(encoding="utf-8"), str(folder / CARD))
+        files.append(CARD)
+    num_parameters = _check_loads(folder, config) if load else None
+    return files, num_parameters
+
+
+def prepare_folder(folder: str | os.PathLike, repo_id: str | None = None) -> list[str]:
+    """`check_folder`, then write a model card generated from the config if the folder has none. Returns the files."""
+    from .configuration_hf_vit import HfViTConfig
+    from .model_card import render_model_card, write_model_card
+
+    folder = Path(folder)
+    files, num_parameters = check_folder(folder)
+    if CARD not in files:
+        config = HfViTConfig.from_pretrained(folder)
+        name = (repo_id or folder.resolve().name).split("/")[-1]
+        card = render_model_card(config, num_parameters=num_parameters, model_name=name, repo_id=repo_id or name)
+        write_model_card(folder, card)
+        check_card((folder / CARD).read_text(encoding="utf-8"))
+        print(f"{folder / CARD}: no model card in the folder, wrote one generated from {CONFIG}")
+        files.append(CARD)
+    return files
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    retries: int = 1,
+    extra_files: tuple[str, ...] | list[str] = (),
+):
+    """Check `folder` and upload it to the Hub model repo `repo_id` (created if needed) as one commit.
+
+    `revision`: a branch, created from `main` if it does not exist. `extra_files`: more files of the folder to upload
+    with the checkpoint (paths relative to it, e.g. "training_curves.png", "all_results.json"). Returns huggingface_hub's `CommitInfo`
+    (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any network call, for a bad repo id,
+    branch name or folder; PushError (one line) when the Hub refuses or cannot be reached.
+    """
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    if revision is not None:
+        check_branch(revision)
+    folder = Path(folder)
+    for name in extra_files:
+        if Path(name).is_absolute() or ".." in Path(name).parts or not (folder / name).is_file():
+            raise ValueError(f"extra file {name!r} is not a file inside {folder}")
+    files = prepare_folder(folder, repo_id)
+    files += [Path(name).as_posix() for name in extra_files if Path(name).as_posix() not in files]
+    branch = revision or "main"
+
+    try:
+        return _commit_folder(HfApi(endpoint=endpoint, token=token), folder, files, repo_id, branch, private,
+                              commit_message or f"Upload hf_vit model ({', '.join(files)})", retries)
+    except PushError:
+        raise
+    except Exception as err:  # huggingface_hub's HTTP errors, connection errors: the Hub's side, in one line
+        if type(err).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(err, OSError):
+            raise
+        raise PushError(f"push to {repo_id} failed: {_one_line(err)}") from err
+
+
+def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: str, private: bool, message: str, retries: int):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if branch != "main":
+        api.create_branch(repo_id, branch=branch, exist_ok=True)
+    head = api.model_info(repo_id, revision=branch).sha
+    for attempt in range(retries + 1):
+        stale = [f for f in api.list_repo_files(repo_id, revision=head) if _WEIGHT_FILE_RE.match(f) and f not in files]
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
+        operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
+        try:
+            return api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch,
+                                     parent_commit=head)
+        except HfHubHTTPError as err:
+            status = getattr(err.response, "status_code", None)
+            if attempt == retries or status is None or status < 500:
+                raise
+            if api.model_info(repo_id, revision=branch).sha != head:
+                raise PushError(f"push to {repo_id} failed: the Hub answered {status} to the commit and the branch "
+                                f"{branch} has moved since; check the repo before pushing again") from err
+            print(f"the Hub answered {status} to the commit; nothing was committed, retrying")
+
+
+# ---- for the training and conversion scripts --------------------------------------------------------------------
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add transformers' example flags: --push_to_hub, --hub_model_id, --hub_private_repo, --hub_revision."""
+    group = parser.add_argument_group("Hugging Face Hub")
+    group.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub at the end (one commit)")
+    group.add_argument("--hub_model_id", default=None, help="repo to push to, NAMESPACE/NAME (created if needed)")
+    group.add_argument("--hub_private_repo", action="store_true", help="create the repo as private")
+    group.add_argument("--hub_revision", default=None, help="branch to push to (created from main if needed); default main")
+    return group
+
+
+def check_hub_arguments(args) -> None:
+    """Validate the Hub flags right after parsing, so that a bad repo id fails before training, not after."""
+    if not getattr(args, "push_to_hub", False):
+        return
+    if not getattr(args, "hub_model_id", None):
+        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
+    check_repo_id(args.hub_model_id)
+    if getattr(args, "hub_revision", None):
+        check_branch(args.hub_revision)
+
+
+def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None, extra_files=()):
+    """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the CommitInfo or None.
+
+    `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
+    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after the model, image processor and card are saved.
+    Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
+    """
+    if not getattr(args, "push_to_hub", False):
+        return None
+    check_hub_arguments(args)
+    info = push_folder(output_dir, args.hub_model_id, private=bool(getattr(args, "hub_private_repo", False)),
+                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message,
+                       token=getattr(args, "hub_token", None) or None, extra_files=extra_files)
+    print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
+    return info
