@@ -28,14 +28,21 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint_key", default="teacher", help="dino: which training-checkpoint entry (teacher|student)")
     parser.add_argument("--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)")
+    from hf_vit.hub import add_hub_arguments
+
+    add_hub_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_vit.convert import convert_checkpoint, export_checkpoint
+    from hf_vit.hub import PushError, check_hub_arguments, push_from_arguments
 
     try:
+        check_hub_arguments(args)  # a bad repo id fails before any conversion work
+        if args.push_to_hub and args.to:
+            raise ValueError("--push_to_hub uploads hf_vit folders; it does not apply to --to exports")
         if args.to:
             result = export_checkpoint(args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite)
             against = args.to
@@ -55,6 +62,11 @@ def main(argv=None) -> int:
     if result["max_abs_diff"] is not None:
         print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")
     print(f"wrote {result['output_dir']}")
+    try:
+        push_from_arguments(args, result["output_dir"], commit_message=f"Convert a {args.source} checkpoint to hf_vit")
+    except (ValueError, PushError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -505,3 +505,25 @@ def test_server_rejects_what_the_hub_rejects(hub):
     assert _call(hub, "GET", "/api/models/tester/secret")[0] == 200
     status, headers, _ = _call(hub, "HEAD", "/tester/secret/resolve/main/.gitattributes", token=None)
     assert status == 401 and headers["X-Error-Code"] == "RepoNotFound"
+
+
+# ---- --push_to_hub in the scripts ----------------------------------------------------------------------------------
+
+def test_convert_checkpoint_push_to_hub(hub, tmp_path):
+    """scripts/convert_checkpoint.py --push_to_hub: the converted folder (card naming the source) lands as one commit."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    convert = [REPO / "scripts" / "convert_checkpoint.py", "--source", "timm", "--checkpoint", tmp_path / "w.safetensors",
+               "--timm_model", "vit_small_patch16_224", "--output_dir", tmp_path / "out"]
+    bad = run_client([*convert, "--push_to_hub", "--hub_model_id", "no-namespace"], hub, tmp_path)
+    assert bad.returncode == 1 and "NAMESPACE/NAME" in bad.stderr and not (tmp_path / "out").exists()
+    pushed = run_client([*convert, "--push_to_hub", "--hub_model_id", "tester/converted"], hub, tmp_path)
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert f"/tester/converted/commit/{hub.head('tester/converted')}" in pushed.stdout
+    files = hub.files("tester/converted")
+    assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert b"converted from timm" in files["README.md"] and "preprocessor_config.json" in files
