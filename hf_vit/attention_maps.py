@@ -90,9 +90,8 @@ def threshold_mask(attention_map: torch.Tensor, threshold: float) -> torch.Tenso
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     grid = attention_map.shape[-2:]
-    flat = attention_map.reshape(-1, grid[0] * grid[1]).double()
-    flat = flat / flat.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    values, order = torch.sort(flat, dim=-1)
+    values, order = torch.sort(attention_map.reshape(-1, grid[0] * grid[1]).double(), dim=-1)
+    values = values / values.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     cumulative = torch.cumsum(values, dim=-1)
     keep_sorted = cumulative > (1 - threshold)
     keep = torch.zeros_like(keep_sorted)

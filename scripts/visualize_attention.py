@@ -170,6 +170,7 @@ def main(argv=None) -> int:
             atomic_write_bytes(output_dir / name, data)
         grid = (size[0] // patch, size[1] // patch)
         print(f"{image_path}: input {size[0]}x{size[1]} ({grid[0]}x{grid[1]} patches), layer {maps.layer}, "
+              f"attention {model.config._attn_implementation}, "
               f"mask keeps {int(maps.mask.sum())}/{grid[0] * grid[1]} patches; {len(files)} files in {output_dir}")
 
     if failed:
