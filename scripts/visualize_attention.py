@@ -76,7 +76,9 @@ def summary_figure(image, maps, overlays: dict, heads: list) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    return buffer.getvalue()
+    from PIL import Image
+
+    return png_bytes(Image.open(buffer).convert("RGB"))  # no alpha channel: a smaller file
 
 
 def main(argv=None) -> int:
