@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         classify = pipeline("image-classification", model=args.model, device=device)

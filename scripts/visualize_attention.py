@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     from hf_vit.fileio import atomic_write_bytes
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(args.model)
     except Exception as error:  # missing folder, bad Hub id, broken config.json

@@ -200,6 +200,7 @@ def test_predict_cli(files):
     assert f"cannot read image {images / 'broken.jpg'}" in result.stderr
     assert f"cannot read image {images / 'notes.txt'}: not an image file" in result.stderr
     assert "2 of 4 inputs could not be classified" in result.stderr
+    assert "4/4" in result.stderr  # the progress bar, shown for folders
 
     # JSON lines, all good files -> exit 0; top_k is capped at the number of labels
     result = run_python(["scripts/predict.py", str(files / "model"), str(images / "china.jpg"),
