@@ -150,7 +150,7 @@ def compute_attention_maps(
     config = model.config
     patch = int(config.patch_size)
     if size is None:
-        reference = processor_size(processor, _pair(config.image_size))
+        reference = processor_size(processor, size_pair(config.image_size))
         size = input_size_for((image.height, image.width), reference, patch)
     size = (int(size[0]), int(size[1]))
     if size[0] <= 0 or size[1] <= 0 or size[0] % patch or size[1] % patch:
@@ -183,7 +183,7 @@ def compute_attention_maps(
     )
 
 
-def _pair(image_size) -> tuple[int, int]:
+def size_pair(image_size) -> tuple[int, int]:
     if isinstance(image_size, (list, tuple)):
         return int(image_size[0]), int(image_size[1])
     return int(image_size), int(image_size)

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     try:
         processor = AutoImageProcessor.from_pretrained(args.model)
     except (OSError, ValueError):
-        size = am._pair(config.image_size)
+        size = am.size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})
         print(f"note: {args.model} has no preprocessor_config.json; using ViTImageProcessor defaults "
               f"(mean {processor.image_mean}, std {processor.image_std})", file=sys.stderr)
