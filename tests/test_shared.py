@@ -34,6 +34,8 @@ def test_atomic_directory_commits_on_success_and_leaves_nothing_on_failure(tmp_p
 def test_atomic_write_text(tmp_path):
     atomic_write_text(tmp_path / "a" / "card.md", "hello")
     assert (tmp_path / "a" / "card.md").read_text() == "hello" and len(list((tmp_path / "a").iterdir())) == 1
+    (tmp_path / "plain.md").write_text("x")  # the mode an ordinary write gives, not mkstemp's 0600
+    assert (tmp_path / "a" / "card.md").stat().st_mode == (tmp_path / "plain.md").stat().st_mode
 
 
 @pytest.mark.parametrize("size", [(32, 32), (48, 40)])
