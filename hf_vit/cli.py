@@ -126,3 +126,17 @@ def build_model(args, data, processor_factory):
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
     return HfViTForImageClassification(config), processor_factory(config.image_size)
+
+
+def show_prediction(output_dir, data):
+    """Load the saved folder with pipeline("image-classification") and classify one held-out image."""
+    from transformers import pipeline
+
+    from hf_vit.data import decode_image
+
+    row = next(iter(data.eval))
+    image = decode_image(row[data.image_column])
+    truth = data.id2label.get(int(row[data.label_column]), row[data.label_column])
+    classify = pipeline("image-classification", model=str(output_dir), device="cpu")
+    top = classify(image, top_k=1)[0]
+    print(f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): {top['label']} (score {top['score']:.3f})")

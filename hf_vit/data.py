@@ -405,8 +405,9 @@ def collate(examples):
     }
 
 
-def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_images: bool = False):
+def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_images: bool = False, augment: bool = True):
     """(train, eval) torch datasets of {"pixel_values", "labels"}: tensors for digits, transformed rows otherwise.
+    `augment=False` trains on the evaluation transform (resize + normalize) only.
 
     Streaming data gives `IterableDataset`s whose rows are transformed lazily.
     """
@@ -414,12 +415,14 @@ def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_image
         train_pixels, train_labels = preprocess_all(data.train, data.image_column, data.label_column, processor)
         eval_pixels, eval_labels = preprocess_all(data.eval, data.image_column, data.label_column, processor)
         normalize = v2.Normalize(processor.image_mean, processor.image_std)
-        augment = digits_augmentation(_size(processor))
         return (
-            TensorImageDataset(train_pixels, train_labels, augment=augment, normalize=normalize),
+            TensorImageDataset(
+                train_pixels, train_labels, augment=digits_augmentation(_size(processor)) if augment else None,
+                normalize=normalize,
+            ),
             TensorImageDataset(normalize(eval_pixels), eval_labels),
         )
-    train_tf = build_transforms(processor, train=True)
+    train_tf = build_transforms(processor, train=augment)
     eval_tf = build_transforms(processor, train=False)
     if data.streaming:
         return (

@@ -46,12 +46,16 @@ def parse_args(argv=None):
     t.add_argument("--num_warmup_steps", type=int, default=None, help="default: --warmup_ratio of the steps")
     t.add_argument("--warmup_ratio", type=float, default=0.1)
     t.add_argument("--layer_decay", type=float, default=None, help="layer-wise LR decay, e.g. 0.75 for fine-tuning")
+    t.add_argument("--no_augment", action="store_true", help="train without augmentation (resize + normalize only)")
     t.add_argument("--label_smoothing", type=float, default=0.1)
     t.add_argument("--gradient_accumulation_steps", type=int, default=1)
     t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
     t.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: accelerate config's")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    t.add_argument("--num_threads", type=int, default=None,
+                   help="torch CPU threads per process; default: 1 for the digits model (tiny matmuls gain nothing "
+                        "from more and suffer badly on a busy machine), else torch's default")
     t.add_argument("--checkpointing_steps", default=None, help='an integer (every N steps) or "epoch"')
     t.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep this many newest checkpoints")
     t.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" (the newest in --output_dir/checkpoints; none: start fresh)')
@@ -73,6 +77,18 @@ def check_args(args):
             raise UserError(f'--checkpointing_steps must be an integer or "epoch", got {args.checkpointing_steps!r}') from None
         if args.checkpointing_steps <= 0:
             raise UserError("--checkpointing_steps must be positive")
+    # cheap checks first, before the heavy imports and the data
+    if args.preset:
+        from hf_vit.configuration_hf_vit import PRESETS
+
+        if args.preset not in PRESETS:
+            raise UserError(f"Unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
+    for flag in ("train_dir", "validation_dir"):
+        folder = getattr(args, flag)
+        if folder and not Path(folder).is_dir():
+            raise UserError(f"--{flag} {folder} does not exist or is not a folder")
+        if folder and not any(p.is_file() for p in Path(folder).rglob("*")):
+            raise UserError(f"--{flag} {folder} is empty: expected one sub-folder of images per class")
     if args.streaming and not args.max_train_steps:
         raise UserError("--streaming needs --max_train_steps (a stream has no known length)")
     if args.mixed_precision == "fp16":
@@ -160,6 +176,11 @@ def train(args):
     if args.learning_rate is None:
         args.learning_rate = 5e-5 if fine_tuning else (3e-3 if data.is_digits else 1e-3)
 
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    elif data.is_digits and not (args.model_name_or_path or args.preset or args.config_name):
+        torch.set_num_threads(1)
+
     # ---- model --------------------------------------------------------------------------------------------------
     set_seed(args.seed)  # the same initial weights on every process
     model, processor = build_model(args, data, hdata.image_processor_for)
@@ -193,7 +214,7 @@ def train(args):
     # ---- batches --------------------------------------------------------------------------------------------------
     if data.streaming:
         hdata.stream_for_training(data, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes)
-    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images)
+    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=not args.no_augment)
     loader_kwargs = dict(collate_fn=hdata.collate, num_workers=args.num_workers)
     if data.streaming:
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.per_device_train_batch_size, **loader_kwargs)
@@ -205,7 +226,9 @@ def train(args):
             generator=torch.Generator().manual_seed(args.seed),  # keeps the loader's seed draw off the global RNG
             **loader_kwargs,
         )
-        eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.per_device_eval_batch_size, **loader_kwargs)
+        eval_loader = torch.utils.data.DataLoader(
+            eval_set, batch_size=args.per_device_eval_batch_size, generator=torch.Generator(), **loader_kwargs
+        )
 
     if data.streaming:
         num_update_steps_per_epoch = None
@@ -311,6 +334,23 @@ def train(args):
     start = time.perf_counter()
     epoch = starting_epoch
     last_eval = None
+
+    def end_of_epoch(epoch, sums):
+        nonlocal last_eval
+        last_eval = evaluate()
+        train_loss = sums["loss"] / max(sums["count"], 1)
+        row = {"epoch": epoch + 1, "step": completed_steps, "train_loss": train_loss, **last_eval,
+               "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - start, 3)}
+        if main_process:
+            metrics.log(row)
+            progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * last_eval['eval_accuracy']:.2f}%")
+        if args.report_to:
+            accelerator.log({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=completed_steps)
+
+    # a checkpoint taken at the last step of an epoch comes before that epoch's evaluation: do it now
+    if resume_path is not None and completed_steps and num_update_steps_per_epoch and not resume_batches:
+        if not any(row.get("epoch") == starting_epoch for row in metrics.history):
+            end_of_epoch(starting_epoch - 1, epoch_sums or {"loss": 0.0, "count": 0})
     for epoch in range(starting_epoch, num_epochs):
         if completed_steps >= max_train_steps:
             break
@@ -353,15 +393,7 @@ def train(args):
                     checkpoint(sums)
                 if completed_steps >= max_train_steps:
                     break
-        last_eval = evaluate()
-        train_loss = sums["loss"] / max(sums["count"], 1)
-        row = {"epoch": epoch + 1, "step": completed_steps, "train_loss": train_loss, **last_eval,
-               "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - start, 3)}
-        if main_process:
-            metrics.log(row)
-            progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * last_eval['eval_accuracy']:.2f}%")
-        if args.report_to:
-            accelerator.log({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=completed_steps)
+        end_of_epoch(epoch, sums)
         if args.checkpointing_steps == "epoch":
             checkpoint({})
     training_time = time.perf_counter() - start
@@ -406,6 +438,8 @@ def train(args):
         print(f"training time: {training_time:.1f} s ({completed_steps} steps)")
         print(f"saved model, image processor and model card to {output_dir}")
         print(f"{data.eval_split} accuracy: {100 * last_eval['eval_accuracy']:.2f}%")
+        from hf_vit.cli import show_prediction
+
         show_prediction(output_dir, data)
 
         # ---- Hub push: the single place where the Hub issue's call goes (hf_vit/hub.py) --------------------------
@@ -413,20 +447,6 @@ def train(args):
             print("--push_to_hub: not wired up yet (hf_vit.hub lands with the Hub issue)", file=sys.stderr)
     accelerator.wait_for_everyone()
     return 0
-
-
-def show_prediction(output_dir, data):
-    """Load the saved folder with pipeline("image-classification") and classify one held-out image."""
-    from transformers import pipeline
-
-    from hf_vit.data import decode_image
-
-    row = next(iter(data.eval))
-    image = decode_image(row[data.image_column])
-    truth = data.id2label.get(int(row[data.label_column]), row[data.label_column])
-    classify = pipeline("image-classification", model=str(output_dir), device="cpu")
-    top = classify(image, top_k=1)[0]
-    print(f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): {top['label']} (score {top['score']:.3f})")
 
 
 if __name__ == "__main__":
