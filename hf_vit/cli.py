@@ -9,13 +9,14 @@ from pathlib import Path
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
 
-# The default model for the embedded digits: 8×8 input cut into 2×2 = 4 patches of 4×4 pixels, width 64, depth 4.
-# Few tokens keep each step cheap on a CPU; mean pooling learns faster than [CLS] on so little data.
+# The default model for the embedded digits: 8×8 input cut into 2×2 = 4 patches of 4×4 pixels, width 64, depth 6.
+# Few tokens keep each step cheap on a CPU, and learn far faster here than patch 2 (16 tokens: 89% after 30 epochs
+# where patch 4 is at 97-99%); mean pooling learns faster than [CLS] on so little data.
 DIGITS_MODEL = dict(
     image_size=8,
     patch_size=4,
     hidden_size=64,
-    num_hidden_layers=4,
+    num_hidden_layers=6,
     num_attention_heads=4,
     intermediate_size=256,
     pooling="mean",

@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("-h", "--help", action="store_true")
     add_data_arguments(parser)
     add_model_arguments(parser)
-    parser.add_argument("--no_augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
     parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the digits model)")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -101,7 +101,7 @@ def run(args, training_args):
         torch.set_num_threads(1)
     torch.manual_seed(training_args.seed)
     model, processor = build_model(args, data, hdata.image_processor_for)
-    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=not args.no_augment)
+    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=args.augment == "on" or (args.augment == "auto" and not data.is_digits))
 
     def compute_metrics(eval_pred):
         logits, labels = eval_pred

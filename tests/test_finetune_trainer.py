@@ -13,7 +13,7 @@ def test_trainer_on_digits_then_fine_tune_the_saved_folder(tmp_path):
     out = tmp_path / "scratch"
     result = run_python(
         [SCRIPT, "--output_dir", str(out), "--num_train_epochs", "3", "--max_eval_samples", "120",
-         "--disable_tqdm", "true", "--no_augment"],
+         "--disable_tqdm", "true"],
         env_extra=ENV, timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]

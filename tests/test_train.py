@@ -59,9 +59,14 @@ def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
 
 def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     out = tmp_path / "ddp"
+    import socket
+
+    with socket.socket() as s:  # a free port: other test runs may use DDP at the same time
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     args = [
-        "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", TRAIN, *QUICK, "--output_dir", str(out),
+        "-m", "accelerate.commands.launch", "--config_file", str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
+        "--main_process_port", str(port), TRAIN, *QUICK, "--output_dir", str(out),
         "--max_train_steps", "6", "--max_eval_samples", "101",  # odd: the last batch is split unevenly across ranks
     ]
     result = run_python(args, env_extra=ENV, timeout=400)
@@ -77,7 +82,7 @@ def test_ddp_two_processes_gathers_metrics_once(tmp_path):
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
-    common = ["--max_train_steps", "20", "--checkpointing_steps", "3", "--seed", "7"]  # 8 steps an epoch
+    common = ["--max_train_steps", "20", "--checkpointing_steps", "3", "--seed", "7", "--augment", "on"]  # 8 steps an epoch
     reference = train("--output_dir", tmp_path / "ref", *common)
     assert reference.returncode == 0, reference.stderr
 
