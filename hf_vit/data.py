@@ -251,6 +251,35 @@ class BadImageError(DataError):
     pass
 
 
+class _SeededAugmentation:
+    """Augmentation randomness as a function of (seed, epoch, sample) only, never of the global RNG's history.
+
+    torchvision draws its random parameters from torch's global RNG; each batch (or item) is transformed inside
+    `torch.random.fork_rng` seeded from (seed, epoch, index), so a run resumed mid-epoch augments exactly as an
+    uninterrupted one, whatever else consumed random numbers in between, and DataLoader workers agree too.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def _rng(self, index: int):
+        import contextlib
+
+        @contextlib.contextmanager
+        def seeded():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**63))
+                yield
+
+        return seeded()
+
+
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
     """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, ...) as RGB; transparency goes to PIL's default (black)."""
     if image.mode == "RGB":
@@ -318,7 +347,7 @@ def digits_augmentation(size: tuple[int, int]) -> v2.Transform:
     return v2.RandomAffine(degrees=8, translate=(0.125, 0.125), scale=(0.9, 1.1))
 
 
-class TransformedDataset(TorchDataset):
+class TransformedDataset(_SeededAugmentation, TorchDataset):
     """A map-style `datasets.Dataset` -> {"pixel_values", "labels"} through the transform; a bad image raises
     `BadImageError` naming the file, or with `skip_bad_images` yields None (dropped by `collate`)."""
 
@@ -335,7 +364,8 @@ class TransformedDataset(TorchDataset):
 
     def __getitem__(self, index):
         row = self.dataset[int(index)]
-        return example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
+        with self._rng(index):
+            return example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
 
 
 def example(row, image_column, label_column, transform, skip_bad_images=False, bad_images=None):
@@ -350,7 +380,7 @@ def example(row, image_column, label_column, transform, skip_bad_images=False, b
     return {"pixel_values": transform(image), "labels": int(row[label_column])}
 
 
-class TensorImageDataset(TorchDataset):
+class TensorImageDataset(_SeededAugmentation, TorchDataset):
     """Images preprocessed once into one tensor; only augmentation and normalization run per batch.
 
     Used for the digits: the processor runs once over all 1,797 images, so the training loop does no PIL work.
@@ -377,11 +407,15 @@ class TensorImageDataset(TorchDataset):
         return pixels
 
     def __getitem__(self, index):
-        return {"pixel_values": self._transform(self.pixel_values[index : index + 1])[0], "labels": int(self.labels[index])}
+        with self._rng(index):
+            pixels = self._transform(self.pixel_values[index : index + 1])[0]
+        return {"pixel_values": pixels, "labels": int(self.labels[index])}
 
     def __getitems__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.long)
-        return [{"batch": True, "pixel_values": self._transform(self.pixel_values[index]), "labels": self.labels[index]}]
+        with self._rng(indices[0] if len(indices) else 0):
+            pixels = self._transform(self.pixel_values[index])
+        return [{"batch": True, "pixel_values": pixels, "labels": self.labels[index]}]
 
 
 def preprocess_all(dataset, image_column: str, label_column: str, processor: ViTImageProcessor):

@@ -72,7 +72,7 @@ def main(argv=None):
 def run(args, training_args):
     import numpy as np
     import torch
-    from transformers import Trainer
+    from transformers import Trainer, TrainerCallback
 
     import hf_vit  # noqa: F401
     from hf_vit import data as hdata
@@ -107,9 +107,14 @@ def run(args, training_args):
         logits, labels = eval_pred
         return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
+    class AugmentationEpoch(TrainerCallback):  # new augmentation draws each epoch (see hf_vit.data)
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            train_set.set_epoch(int(state.epoch or 0))
+
+    train_set.set_seed(training_args.seed)
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=hdata.collate, compute_metrics=compute_metrics,
+        data_collator=hdata.collate, compute_metrics=compute_metrics, callbacks=[AugmentationEpoch()],
     )
     try:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -116,7 +116,12 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_args(args)
-        return train(args)
+        from hf_vit.data import DataError
+
+        try:
+            return train(args)
+        except DataError as error:  # e.g. an unreadable image met during training
+            raise UserError(str(error)) from None
     except UserError as error:
         fail(str(error))
     except KeyboardInterrupt:
@@ -142,7 +147,15 @@ def train(args):
     output_dir = Path(args.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
 
+    # Launched as several processes (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU
+    # over gloo. (accelerate's own `--cpu --num_processes N` starts a single process unless it runs under mpirun.)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ and not distributed:
+        print("note: `accelerate launch --cpu --num_processes N` starts one process (N only applies under mpirun); "
+              "for CPU DDP use `accelerate launch --multi_gpu --num_processes N` or "
+              "--config_file scripts/accelerate_configs/cpu_ddp.yaml", file=sys.stderr)
     accelerator = Accelerator(
+        cpu=distributed and not torch.cuda.is_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
@@ -215,6 +228,8 @@ def train(args):
     if data.streaming:
         hdata.stream_for_training(data, args.seed, args.shuffle_buffer_size, accelerator.process_index, accelerator.num_processes)
     train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=args.augment == "on" or (args.augment == "auto" and not data.is_digits))
+    if hasattr(train_set, "set_seed"):
+        train_set.set_seed(args.seed + accelerator.process_index)
     loader_kwargs = dict(collate_fn=hdata.collate, num_workers=args.num_workers)
     if data.streaming:
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.per_device_train_batch_size, **loader_kwargs)
@@ -356,7 +371,7 @@ def train(args):
             break
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        elif hasattr(train_set, "set_epoch"):
+        if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
         loader = train_loader
         sums = {"loss": 0.0, "count": 0}
