@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 # TrainingArguments defaults that differ for the digits (from scratch, tiny model): given unless on the command line
 DIGITS_DEFAULTS = {
-    "--num_train_epochs": "15", "--per_device_train_batch_size": "32", "--per_device_eval_batch_size": "256",
+    "--num_train_epochs": "20", "--per_device_train_batch_size": "32", "--per_device_eval_batch_size": "256",
     "--learning_rate": "1e-3", "--weight_decay": "0.05", "--warmup_steps": "0.1", "--lr_scheduler_type": "cosine",
     "--label_smoothing_factor": "0.1",
 }

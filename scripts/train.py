@@ -36,7 +36,7 @@ def parse_args(argv=None):
     t = parser.add_argument_group("training")
     t.add_argument("--output_dir", default="outputs/hf_vit-digits")
     t.add_argument("--overwrite_output_dir", action="store_true", help="discard checkpoints of an earlier run in --output_dir")
-    t.add_argument("--num_train_epochs", type=int, default=None, help="default: 15 for the digits, else 3")
+    t.add_argument("--num_train_epochs", type=int, default=None, help="default: 20 for the digits, else 3")
     t.add_argument("--max_train_steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
     t.add_argument("--per_device_train_batch_size", type=int, default=32)
     t.add_argument("--per_device_eval_batch_size", type=int, default=256)
@@ -185,7 +185,7 @@ def train(args):
     # recipe defaults: the digits recipe is tuned for the 60 s target; others are the usual ViT fine-tuning values
     fine_tuning = bool(args.model_name_or_path)
     if args.num_train_epochs is None:
-        args.num_train_epochs = 15 if data.is_digits else 3
+        args.num_train_epochs = 20 if data.is_digits else 3
     if args.learning_rate is None:
         args.learning_rate = 5e-5 if fine_tuning else 1e-3
 
