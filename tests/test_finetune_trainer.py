@@ -41,7 +41,7 @@ def test_trainer_on_digits_then_fine_tune_the_saved_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation accuracy:" in result.stdout
     config = json.loads((tuned / "config.json").read_text())
-    assert config["id2label"] == {"0": "x", "1": "y", "2": "z"} and config["hidden_size"] == 64
+    assert config["id2label"] == {"0": "x", "1": "y", "2": "z"} and config["hidden_size"] == 96
 
 
 def test_trainer_from_a_preset(tmp_path):
