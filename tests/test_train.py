@@ -201,3 +201,25 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
     result = run_python([TRAIN, "--output_dir", str(tmp_path / "out"), *args], env_extra={**ENV, **env}, timeout=300)
     one_line_error(result, *fragments)
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_streaming_local_dataset_with_max_train_steps(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 6), ("validation", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "ds" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (20 * i, 120 * c, 0)).save(tmp_path / "ds" / split / name / f"{i}.png")
+    overrides = "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
+    result = run_python(
+        [TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming", "--max_train_steps", "4", "--no_progress",
+         "--preset", "vit-tiny-patch16-224", "--config_overrides", overrides, "--per_device_train_batch_size", "4",
+         "--output_dir", str(tmp_path / "out")],
+        env_extra=ENV, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation accuracy:" in result.stdout
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog"}
+    streaming_needs_steps = run_python([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"], env_extra=ENV)
+    one_line_error(streaming_needs_steps, "--max_train_steps")
