@@ -1,0 +1,548 @@
+"""One data path for both training scripts: a Hub dataset, an image folder, or the embedded digits -> batches.
+
+Sources (`load_image_data`):
+- `dataset_name`: any image-classification dataset `datasets.load_dataset` can open (Hub name or local script/folder),
+  map-style by default or `streaming=True` (an `IterableDataset` with a shuffle buffer, sharded across processes);
+- `train_dir` / `validation_dir`: image folders (one sub-folder per class) through `datasets`' "imagefolder" builder;
+- neither: the embedded default, scikit-learn's digits (1,797 real 8×8 scanned handwritten digits shipped inside the
+  scikit-learn wheel) with a fixed stratified train/test split.
+
+Preprocessing follows a `ViTImageProcessor` (size, mean, std) with torchvision v2 transforms; training adds
+augmentation (RandomResizedCrop + flip, or small shifts for digits). Every image is converted to RGB first, whatever
+its mode. The digits are small enough to be preprocessed once into a tensor; only their augmentation runs per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+from torchvision.transforms import v2
+from transformers import ViTImageProcessor
+
+DIGITS = "digits"
+DIGITS_DESCRIPTION = "scikit-learn digits (UCI optical recognition of handwritten digits, 8x8)"
+DIGITS_TEST_SIZE = 0.2
+DIGITS_SPLIT_SEED = 0
+_IMAGE_COLUMN_NAMES = ("image", "img", "images", "picture", "pixel_values")
+_LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "category")
+_EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test", "eval")
+
+
+class DataError(ValueError):
+    """A user-facing problem with the data (missing folder, column, unreadable image); the CLIs print it in one line."""
+
+
+@dataclass
+class ImageData:
+    """The raw splits plus what the model needs to know about them."""
+
+    train: object  # datasets.Dataset | datasets.IterableDataset
+    eval: object | None
+    image_column: str
+    label_column: str
+    id2label: dict[int, str]
+    name: str  # for the model card: the Hub name, the folder, or "digits"
+    eval_split: str = "validation"
+    streaming: bool = False
+    is_digits: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: index for index, label in self.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------
+def digits_arrays():
+    """The digits as (images uint8 (N, 8, 8) in 0..255, labels (N,)), and the fixed stratified split's indices."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    # the scans are 0..16 gray levels; as 8-bit images: 16 -> 255
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    return images, labels, train_idx, test_idx
+
+
+def _digits_data() -> ImageData:
+    import datasets
+
+    images, labels, train_idx, test_idx = digits_arrays()
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+
+    def split(indices):
+        return datasets.Dataset.from_dict(
+            {"image": [PILImage.fromarray(images[i], mode="L") for i in indices], "label": labels[indices].tolist()},
+            features=features,
+        )
+
+    return ImageData(
+        train=split(train_idx), eval=split(test_idx), image_column="image", label_column="label",
+        id2label={i: str(i) for i in range(10)}, name=DIGITS, eval_split="test", is_digits=True,
+    )
+
+
+def _column_names(dataset) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is None and getattr(dataset, "features", None) is not None:
+        names = list(dataset.features)
+    return list(names or [])
+
+
+def detect_columns(dataset, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """The image and label columns: as named, or found by feature type (Image, ClassLabel) or usual name."""
+    import datasets
+
+    columns = _column_names(dataset)
+    features = getattr(dataset, "features", None) or {}
+    listing = ", ".join(columns) if columns else "(none)"
+    if image_column is not None and image_column not in columns:
+        raise DataError(f"image column {image_column!r} not in the dataset; its columns are: {listing}")
+    if label_column is not None and label_column not in columns:
+        raise DataError(f"label column {label_column!r} not in the dataset; its columns are: {listing}")
+    if image_column is None:
+        typed = [c for c in columns if isinstance(features.get(c), datasets.Image)]
+        named = [c for c in columns if c.lower() in _IMAGE_COLUMN_NAMES]
+        found = typed or named
+        if not found:
+            raise DataError(f"no image column found (pass --image_column); the dataset's columns are: {listing}")
+        image_column = found[0]
+    if label_column is None:
+        typed = [c for c in columns if isinstance(features.get(c), datasets.ClassLabel) and c != image_column]
+        named = [c for c in columns if c.lower() in _LABEL_COLUMN_NAMES and c != image_column]
+        found = typed or named
+        if not found:
+            raise DataError(f"no label column found (pass --label_column); the dataset's columns are: {listing}")
+        label_column = found[0]
+    return image_column, label_column
+
+
+def _id2label(dataset, label_column: str) -> dict[int, str]:
+    import datasets
+
+    feature = (getattr(dataset, "features", None) or {}).get(label_column)
+    if isinstance(feature, datasets.ClassLabel):
+        return {i: name for i, name in enumerate(feature.names)}
+    if isinstance(dataset, datasets.IterableDataset):
+        raise DataError(
+            f"label column {label_column!r} has no ClassLabel feature, which streaming needs to know the label set; "
+            "use a dataset with ClassLabel labels or drop --streaming"
+        )
+    values = sorted(set(dataset[label_column]))
+    if not all(isinstance(v, (int, np.integer)) for v in values):
+        raise DataError(f"label column {label_column!r} must hold class indices or a ClassLabel, got values like {values[:3]}")
+    if values and (values[0] < 0 or values[-1] >= 100_000):
+        raise DataError(f"label column {label_column!r} holds out-of-range class indices ({values[0]}..{values[-1]})")
+    return {i: str(i) for i in range(int(values[-1]) + 1)} if values else {}
+
+
+def _check_dir(path: str, flag: str) -> None:
+    from pathlib import Path
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{flag} {path} does not exist or is not a folder")
+    if not any(p.is_file() for p in folder.rglob("*")):
+        raise DataError(f"{flag} {path} is empty: expected one sub-folder of images per class")
+
+
+def load_image_data(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    validation_split: float = 0.15,
+    split_seed: int = 42,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> ImageData:
+    """Load the training data from exactly one source (see the module docstring) with an evaluation split.
+
+    When the source has no validation/test split, a stable split of `validation_split` of the training data is made
+    with `split_seed` (stratified by label when the labels are a ClassLabel).
+    """
+    import datasets
+
+    if dataset_name and train_dir:
+        raise DataError("give either --dataset_name or --train_dir, not both")
+    if validation_dir and not train_dir:
+        raise DataError("--validation_dir needs --train_dir")
+    if streaming and not dataset_name:
+        raise DataError("--streaming works with --dataset_name (local image folders and the digits are map-style)")
+
+    if not dataset_name and not train_dir:
+        data = _digits_data()
+    else:
+        if dataset_name:
+            loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
+            name = dataset_name
+        else:
+            _check_dir(train_dir, "--train_dir")
+            data_files = {"train": f"{train_dir}/**"}
+            if validation_dir:
+                _check_dir(validation_dir, "--validation_dir")
+                data_files["validation"] = f"{validation_dir}/**"
+            loaded = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+            name = train_dir
+        if "train" not in loaded:
+            raise DataError(f"dataset {name} has no 'train' split; its splits are: {', '.join(loaded)}")
+        train = loaded["train"]
+        eval_split = next((s for s in _EVAL_SPLIT_NAMES if s in loaded), None)
+        image_column, label_column = detect_columns(train, image_column, label_column)
+        id2label = _id2label(train, label_column)
+        notes = []
+        if eval_split is not None:
+            eval_ds = loaded[eval_split]
+        elif streaming:
+            raise DataError(f"streaming dataset {name} has no validation/test split; splitting needs a map-style dataset")
+        else:
+            stratify = label_column if isinstance(train.features[label_column], datasets.ClassLabel) else None
+            try:
+                parts = train.train_test_split(test_size=validation_split, seed=split_seed, stratify_by_column=stratify)
+            except ValueError:  # too few examples of some class to stratify
+                parts = train.train_test_split(test_size=validation_split, seed=split_seed)
+            train, eval_ds, eval_split = parts["train"], parts["test"], "validation"
+            notes.append(f"no validation split: held out {len(eval_ds)} of the training examples (seed {split_seed})")
+        if not streaming and len(train) == 0:
+            raise DataError(f"the training split of {name} is empty")
+        # decode images ourselves, so an unreadable file is reported by name
+        if image_column in (getattr(train, "features", None) or {}) and isinstance(train.features[image_column], datasets.Image):
+            train = train.cast_column(image_column, datasets.Image(decode=False))
+            eval_ds = eval_ds.cast_column(image_column, datasets.Image(decode=False))
+        data = ImageData(
+            train=train, eval=eval_ds, image_column=image_column, label_column=label_column, id2label=id2label,
+            name=name, eval_split=eval_split, streaming=streaming, notes=notes,
+        )
+    if not data.streaming:
+        if max_train_samples is not None:
+            data.train = data.train.select(range(min(max_train_samples, len(data.train))))
+        if max_eval_samples is not None and data.eval is not None:
+            data.eval = data.eval.select(range(min(max_eval_samples, len(data.eval))))
+    else:
+        if max_eval_samples is not None and data.eval is not None:
+            data.eval = data.eval.take(max_eval_samples)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images and transforms
+# ---------------------------------------------------------------------------------------------------------------
+class BadImageError(DataError):
+    pass
+
+
+class _SeededAugmentation:
+    """Augmentation randomness as a function of (seed, epoch, sample) only, never of the global RNG's history.
+
+    torchvision draws its random parameters from torch's global RNG; each batch (or item) is transformed inside
+    `torch.random.fork_rng` seeded from (seed, epoch, index), so a run resumed mid-epoch augments exactly as an
+    uninterrupted one, whatever else consumed random numbers in between, and DataLoader workers agree too.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def _rng(self, index: int):
+        import contextlib
+
+        @contextlib.contextmanager
+        def seeded():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(index)) % (2**63))
+                yield
+
+        return seeded()
+
+
+def to_rgb(image: PILImage.Image) -> PILImage.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, ...) as RGB; transparency goes to PIL's default (black)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode.startswith("I"):  # 16/32-bit grey: PIL cannot go straight to RGB
+        image = image.convert("F").point(lambda v: v / 256.0).convert("L")
+    return image.convert("RGB")
+
+
+def decode_image(value) -> PILImage.Image:
+    """A datasets image cell (decoded PIL image, or {"path", "bytes"} when decoding is off) as an RGB PIL image."""
+    import io
+
+    if isinstance(value, PILImage.Image):
+        return to_rgb(value)
+    path = value.get("path") if isinstance(value, dict) else None
+    try:
+        if isinstance(value, dict) and value.get("bytes") is not None:
+            image = PILImage.open(io.BytesIO(value["bytes"]))
+        elif path is not None:
+            image = PILImage.open(path)
+        else:
+            raise ValueError("no image data")
+        image.load()
+        return to_rgb(image)
+    except Exception as error:  # PIL raises several types for corrupt files
+        raise BadImageError(f"cannot read image {path or '(in-memory bytes)'}: {error}") from None
+
+
+def image_processor_for(size: int | tuple[int, int], mean=None, std=None) -> ViTImageProcessor:
+    """The `ViTImageProcessor` saved with the model; its statistics drive the training transforms."""
+    height, width = (size, size) if isinstance(size, int) else size
+    kwargs = {}
+    if mean is not None:
+        kwargs.update(image_mean=list(mean), image_std=list(std))
+    return ViTImageProcessor(size={"height": height, "width": width}, **kwargs)
+
+
+def _size(processor: ViTImageProcessor) -> tuple[int, int]:
+    size = processor.size
+    return (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+
+
+def build_transforms(processor: ViTImageProcessor, train: bool, digits: bool = False) -> v2.Compose:
+    """PIL RGB image -> normalized float tensor (C, H, W), as the processor would, plus augmentation for training.
+
+    For photos: RandomResizedCrop + horizontal flip. For digits (which must not be flipped): small random shifts.
+    """
+    size = _size(processor)
+    steps = [v2.ToImage()]
+    if train and not digits:
+        steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        steps += [v2.Resize(size, antialias=True)]
+        if train:
+            steps += [digits_augmentation(size)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(processor.image_mean, processor.image_std)]
+    return v2.Compose(steps)
+
+
+def digits_augmentation(size: tuple[int, int]) -> v2.Transform:
+    """Small shifts (up to 1/8 of the side) and slight rotation/scale: what handwriting varies by, no flips."""
+    return v2.RandomAffine(degrees=8, translate=(0.125, 0.125), scale=(0.9, 1.1))
+
+
+class TransformedDataset(_SeededAugmentation, TorchDataset):
+    """A map-style `datasets.Dataset` -> {"pixel_values", "labels"} through the transform; a bad image raises
+    `BadImageError` naming the file, or with `skip_bad_images` yields None (dropped by `collate`)."""
+
+    def __init__(self, dataset, image_column: str, label_column: str, transform, skip_bad_images: bool = False):
+        self.dataset = dataset
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.bad_images: set[str] = set()
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        row = self.dataset[int(index)]
+        with self._rng(index):
+            return example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
+
+
+def example(row, image_column, label_column, transform, skip_bad_images=False, bad_images=None):
+    try:
+        image = decode_image(row[image_column])
+    except BadImageError as error:
+        if not skip_bad_images:
+            raise
+        if bad_images is not None:
+            bad_images.add(str(error))
+        return None
+    return {"pixel_values": transform(image), "labels": int(row[label_column])}
+
+
+class TensorImageDataset(_SeededAugmentation, TorchDataset):
+    """Images preprocessed once into one tensor; only augmentation and normalization run per batch.
+
+    Used for the digits: the processor runs once over all 1,797 images, so the training loop does no PIL work.
+    `DataLoader` fetches whole batches through `__getitems__`; the augmentation is applied to groups of
+    `group_size` images at a time (torchvision v2 draws one set of parameters per call), which keeps it cheap
+    while every group gets its own random shift.
+    """
+
+    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, augment=None, normalize=None, group_size: int = 4):
+        self.pixel_values = pixel_values
+        self.labels = labels
+        self.augment = augment
+        self.normalize = normalize
+        self.group_size = group_size
+
+    def __len__(self):
+        return len(self.labels)
+
+    def _transform(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.augment is not None:
+            pixels = torch.cat([self.augment(group) for group in pixels.split(self.group_size)])
+        if self.normalize is not None:
+            pixels = self.normalize(pixels)
+        return pixels
+
+    def __getitem__(self, index):
+        with self._rng(index):
+            pixels = self._transform(self.pixel_values[index : index + 1])[0]
+        return {"pixel_values": pixels, "labels": int(self.labels[index])}
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        with self._rng(indices[0] if len(indices) else 0):
+            pixels = self._transform(self.pixel_values[index])
+        return [{"batch": True, "pixel_values": pixels, "labels": self.labels[index]}]
+
+
+def preprocess_all(dataset, image_column: str, label_column: str, processor: ViTImageProcessor):
+    """Run the image processor once (resize, rescale; normalization is left to the caller) over a small map-style
+    dataset: (pixel_values (N, 3, H, W) in [0, 1], labels (N,))."""
+    images = [decode_image(value) for value in dataset[image_column]]
+    pixel_values = processor(images=images, do_normalize=False, return_tensors="pt")["pixel_values"].contiguous()
+    return pixel_values, torch.tensor(dataset[label_column], dtype=torch.long)
+
+
+def collate(examples):
+    """Stack examples into a batch, dropping the ones that `skip_bad_images` turned into None."""
+    examples = [e for e in examples if e is not None]
+    if len(examples) == 1 and examples[0].get("batch"):  # TensorImageDataset.__getitems__: already a batch
+        return {"pixel_values": examples[0]["pixel_values"], "labels": examples[0]["labels"]}
+    if not examples:
+        return {"pixel_values": torch.empty(0), "labels": torch.empty(0, dtype=torch.long)}
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
+    }
+
+
+def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_images: bool = False, augment: bool = True):
+    """(train, eval) torch datasets of {"pixel_values", "labels"}: tensors for digits, transformed rows otherwise.
+    `augment=False` trains on the evaluation transform (resize + normalize) only.
+
+    Streaming data gives `IterableDataset`s whose rows are transformed lazily.
+    """
+    if data.is_digits:
+        train_pixels, train_labels = preprocess_all(data.train, data.image_column, data.label_column, processor)
+        eval_pixels, eval_labels = preprocess_all(data.eval, data.image_column, data.label_column, processor)
+        normalize = v2.Normalize(processor.image_mean, processor.image_std)
+        return (
+            TensorImageDataset(
+                train_pixels, train_labels, augment=digits_augmentation(_size(processor)) if augment else None,
+                normalize=normalize,
+            ),
+            TensorImageDataset(normalize(eval_pixels), eval_labels),
+        )
+    train_tf = build_transforms(processor, train=augment)
+    eval_tf = build_transforms(processor, train=False)
+    if data.streaming:
+        return (
+            _StreamingDataset(data.train, data.image_column, data.label_column, train_tf, skip_bad_images),
+            _StreamingDataset(data.eval, data.image_column, data.label_column, eval_tf, skip_bad_images),
+        )
+    return (
+        TransformedDataset(data.train, data.image_column, data.label_column, train_tf, skip_bad_images),
+        TransformedDataset(data.eval, data.image_column, data.label_column, eval_tf, skip_bad_images),
+    )
+
+
+class _StreamingDataset(torch.utils.data.IterableDataset):
+    def __init__(self, dataset, image_column, label_column, transform, skip_bad_images=False):
+        self.dataset = dataset
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        self.bad_images: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        for row in self.dataset:
+            yield example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
+
+
+def stream_for_training(data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int) -> None:
+    """Shuffle the streaming training split with a buffer and give each process its own shard (in place)."""
+    from datasets.distributed import split_dataset_by_node
+
+    data.train = data.train.shuffle(seed=seed, buffer_size=buffer_size)
+    if num_processes > 1:
+        data.train = split_dataset_by_node(data.train, rank=process_index, world_size=num_processes)
+        if data.eval is not None:
+            data.eval = split_dataset_by_node(data.eval, rank=process_index, world_size=num_processes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data order
+# ---------------------------------------------------------------------------------------------------------------
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation of range(n) that depends only on (seed, epoch): no global RNG is touched, so a resumed run
+    sees exactly the data order of an uninterrupted one (with `accelerate.skip_first_batches`)."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, num_processes: int, accumulation: int) -> int:
+    batches = math.ceil(num_samples / (batch_size * num_processes))
+    return math.ceil(batches / accumulation)
+
+
+__all__ = [
+    "DIGITS",
+    "BadImageError",
+    "DataError",
+    "EpochShuffleSampler",
+    "ImageData",
+    "TensorImageDataset",
+    "TransformedDataset",
+    "build_datasets",
+    "build_transforms",
+    "collate",
+    "decode_image",
+    "detect_columns",
+    "digits_arrays",
+    "image_processor_for",
+    "load_image_data",
+    "preprocess_all",
+    "stream_for_training",
+    "to_rgb",
+]

@@ -1,0 +1,225 @@
+"""scripts/train.py as users run it: in subprocesses, checking exit codes, printed lines and written files."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import REPO, run_python
+
+TRAIN = str(REPO / "scripts" / "train.py")
+ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# a few quick steps on a subset of the digits
+QUICK = ["--no_progress", "--max_train_samples", "256", "--max_eval_samples", "120", "--per_device_train_batch_size", "32"]
+
+
+def train(*args, timeout=300):
+    return run_python([TRAIN, *QUICK, *map(str, args)], env_extra=ENV, timeout=timeout)
+
+
+def accuracy(stdout: str) -> float:
+    match = re.search(r"(?:test|validation) accuracy: (\d+\.\d\d)%", stdout)
+    assert match, stdout
+    return float(match.group(1))
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
+    out = tmp_path / "run"
+    result = train("--output_dir", out, "--num_train_epochs", "3", "--max_train_samples", "1437", "--max_eval_samples", "360",
+                   "--per_device_train_batch_size", "64", "--report_to", "tensorboard")
+    assert result.returncode == 0, result.stderr
+    assert accuracy(result.stdout) > 40.0  # chance is 10%
+    assert f"saved model, image processor and model card to {out}" in result.stdout
+    assert re.search(r"pipeline prediction for a held-out test image \(true label \d\): \d \(score", result.stdout)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "metrics.jsonl",
+                 "training_curves.png", "all_results.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "runs").rglob("events.out.tfevents*"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["eval_samples"] == 360
+    card = (out / "README.md").read_text()
+    assert "accuracy" in card and "hf_vit" in card
+    assert not list(tmp_path.glob(".run.tmp-*"))  # the staging folder is gone
+
+
+def test_ddp_two_processes_gathers_metrics_once(tmp_path):
+    out = tmp_path / "ddp"
+    import socket
+
+    with socket.socket() as s:  # a free port: other test runs may use DDP at the same time
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [
+        "-m", "accelerate.commands.launch", "--config_file", str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
+        "--main_process_port", str(port), TRAIN, *QUICK, "--output_dir", str(out),
+        "--max_train_steps", "6", "--max_eval_samples", "101",  # odd: the last batch is split unevenly across ranks
+    ]
+    result = run_python(args, env_extra=ENV, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    assert result.stdout.count("test accuracy:") == 1  # only the main process reports and writes
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval_samples"] == 101  # gather_for_metrics drops the padding duplicates
+    assert rows[-1]["step"] == 6
+    assert (out / "model.safetensors").is_file()
+
+
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--max_train_steps", "20", "--checkpointing_steps", "3", "--seed", "7", "--augment", "on"]  # 8 steps an epoch
+    reference = train("--output_dir", tmp_path / "ref", *common)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, TRAIN, *QUICK, "--output_dir", str(out), *common],
+        env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "checkpoint-9").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # somewhere after step 9, mid-epoch
+    process.wait()
+    assert (out / "checkpoints" / "checkpoint-9").is_dir()
+    assert not (out / "model.safetensors").exists()  # no final model from a killed run
+
+    resumed = train("--output_dir", out, *common, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].equal(b[name]), name
+    assert accuracy(resumed.stdout) == accuracy(reference.stdout)
+    # the metrics log has each epoch once, as the uninterrupted run's
+    ref_rows = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
+    assert [r["eval_accuracy"] for r in rows] == [r["eval_accuracy"] for r in ref_rows]
+    # rotation kept the newest two
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-18", "checkpoint-20"] or len(
+        list((out / "checkpoints").iterdir())) == 2
+
+    # a checkpoint from another model is refused, in one line
+    other = train("--output_dir", out, *common, "--resume_from_checkpoint", "latest",
+                  "--config_overrides", "hidden_size=32")
+    one_line_error(other, "incompatible model", "hidden_size")
+
+
+def test_latest_ignores_half_written_checkpoints(tmp_path):
+    from hf_vit.training import STATE_FILE, list_checkpoints, resolve_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    (folder / "checkpoint-4").mkdir(parents=True)
+    (folder / "checkpoint-4" / STATE_FILE).write_text("{}")
+    (folder / ".tmp-checkpoint-8").mkdir()  # a kill during saving
+    (folder / ".tmp-checkpoint-8" / STATE_FILE).write_text("{}")
+    (folder / "checkpoint-6").mkdir()  # no state file
+    assert [p.name for p in list_checkpoints(folder)] == ["checkpoint-4"]
+    assert resolve_checkpoint("latest", folder).name == "checkpoint-4"
+    assert resolve_checkpoint("latest", tmp_path / "none") is None
+
+
+def _write_images(folder: Path, classes=("a", "b"), per_class=6, size=(20, 16), modes=("RGB",)):
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            mode = modes[i % len(modes)]
+            color = (40 + 150 * c, 60, 200 - 150 * c, 255)[: len(Image.new(mode, (1, 1)).getbands())]
+            if mode == "P":
+                image = Image.new("RGB", size, color[:3]).convert("P")
+            else:
+                image = Image.new(mode, size, color if mode != "L" else color[0])
+            image.save(folder / name / f"{i}.png" if mode != "CMYK" else folder / name / f"{i}.jpg")
+
+
+def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
+    images = tmp_path / "images"
+    _write_images(images, modes=("RGB", "L", "RGBA", "P", "CMYK"))
+    (images / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    common = ["--train_dir", images, "--preset", "vit-tiny-patch16-224", "--config_overrides",
+              "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64",
+              "--per_device_train_batch_size", "4", "--max_train_steps", "3"]
+    failed = train("--output_dir", tmp_path / "fail", *common)
+    one_line_error(failed, "broken.png")
+    assert not (tmp_path / "fail" / "model.safetensors").exists()
+
+    skipped = train("--output_dir", tmp_path / "ok", *common, "--skip_bad_images")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped 1 unreadable image" in skipped.stdout
+    assert "validation accuracy:" in skipped.stdout
+    config = json.loads((tmp_path / "ok" / "config.json").read_text())
+    assert config["id2label"] == {"0": "a", "1": "b"}
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--preset", "vit-enormous"], ["Unknown preset", "vit-tiny-patch16-224"]),
+        (["--train_dir", "{tmp}/missing"], ["--train_dir", "does not exist"]),
+        (["--train_dir", "{tmp}/empty"], ["--train_dir", "is empty"]),
+        (["--mixed_precision", "fp16", "--cpu_only"], ["fp16", "GPU"]),
+        (["--dataset_name", "{tmp}/table", "--max_train_steps", "1"], ["no label column", "picture", "caption"]),
+        (["--dataset_name", "{tmp}/table", "--label_column", "kind"], ["label column 'kind'", "picture, caption"]),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
+    (tmp_path / "empty").mkdir()
+    if "{tmp}/table" in args:
+        import datasets
+        from PIL import Image
+
+        table = datasets.Dataset.from_dict(
+            {"picture": [Image.new("RGB", (8, 8))] * 4, "caption": ["x"] * 4},
+            features=datasets.Features({"picture": datasets.Image(), "caption": datasets.Value("string")}),
+        )
+        (tmp_path / "table").mkdir()
+        table.to_parquet(str(tmp_path / "table" / "train.parquet"))
+    env = {}
+    if "--cpu_only" in args:
+        args = [a for a in args if a != "--cpu_only"]
+        env = {"CUDA_VISIBLE_DEVICES": ""}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = run_python([TRAIN, "--output_dir", str(tmp_path / "out"), *args], env_extra={**ENV, **env}, timeout=300)
+    one_line_error(result, *fragments)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_streaming_local_dataset_with_max_train_steps(tmp_path):
+    from PIL import Image
+
+    for split, n in (("train", 6), ("validation", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "ds" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (20, 20), (20 * i, 120 * c, 0)).save(tmp_path / "ds" / split / name / f"{i}.png")
+    overrides = "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
+    result = run_python(
+        [TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming", "--max_train_steps", "4", "--no_progress",
+         "--preset", "vit-tiny-patch16-224", "--config_overrides", overrides, "--per_device_train_batch_size", "4",
+         "--output_dir", str(tmp_path / "out")],
+        env_extra=ENV, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation accuracy:" in result.stdout
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog"}
+    streaming_needs_steps = run_python([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"], env_extra=ENV)
+    one_line_error(streaming_needs_steps, "--max_train_steps")
