@@ -81,6 +81,13 @@ def run(args, training_args):
     from hf_vit.model_card import render_model_card, write_model_card
 
     push_to_hub = training_args.push_to_hub
+    if push_to_hub:
+        from hf_vit.hub import check_hub_arguments
+
+        try:  # a bad repo id fails now, not after training
+            check_hub_arguments(training_args)
+        except ValueError as error:
+            raise UserError(str(error)) from None
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
@@ -128,6 +135,7 @@ def run(args, training_args):
             processor.save_pretrained(staging)
             card = render_model_card(
                 model.config, num_parameters=sum(p.numel() for p in model.parameters()), model_name=output_dir.name,
+                repo_id=training_args.hub_model_id if push_to_hub else None,
                 datasets=[data.name] if args.dataset_name else None,
                 dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
                 results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
@@ -147,9 +155,17 @@ def run(args, training_args):
         print(f"{data.eval_split} accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         show_prediction(output_dir, data)
 
-        # ---- Hub push: the single place where the Hub issue's call goes (hf_vit/hub.py) --------------------------
         if push_to_hub:
-            print("--push_to_hub: not wired up yet (hf_vit.hub lands with the Hub issue)", file=sys.stderr)
+            from hf_vit.hub import PushError, push_folder
+
+            try:
+                info = push_folder(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
+                            revision=getattr(training_args, "hub_revision", None) or None,
+                            commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer",
+                            token=training_args.hub_token or None)
+            except (ValueError, PushError) as error:
+                raise UserError(" ".join(str(error).split())) from None
+            print(f"pushed {output_dir} to {training_args.hub_model_id}: {info}")
     return 0
 
 

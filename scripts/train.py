@@ -63,14 +63,21 @@ def parse_args(argv=None):
     t.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" (the newest in --output_dir/checkpoints; none: start fresh)')
     t.add_argument("--report_to", default=None, help='Accelerate trackers, e.g. "tensorboard" or "all"')
     t.add_argument("--no_progress", action="store_true", help="no tqdm bar")
-    t.add_argument("--push_to_hub", action="store_true", help="push the final folder to the Hub")
-    t.add_argument("--hub_model_id", help="the Hub repo for --push_to_hub")
+    from hf_vit.hub import add_hub_arguments
+
+    add_hub_arguments(parser)
     t.add_argument("--hub_token", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def check_args(args):
     from hf_vit.cli import UserError
+    from hf_vit.hub import check_hub_arguments
+
+    try:  # a bad repo id fails now, not after training
+        check_hub_arguments(args)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
     if args.checkpointing_steps not in (None, "epoch"):
         try:
@@ -426,6 +433,7 @@ def train(args):
     accelerator.wait_for_everyone()
     if args.report_to:
         accelerator.end_training()
+    exit_code = 0
     if main_process:
         from hf_vit.fileio import atomic_directory
         from hf_vit.model_card import render_model_card, write_model_card
@@ -436,7 +444,7 @@ def train(args):
             unwrapped.save_pretrained(staging, safe_serialization=True)
             processor.save_pretrained(staging)
             card = render_model_card(
-                unwrapped.config, num_parameters=num_params, model_name=output_dir.name,
+                unwrapped.config, num_parameters=num_params, model_name=output_dir.name, repo_id=args.hub_model_id,
                 datasets=[data.name] if args.dataset_name else None,
                 dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
                 results=results, hyperparameters={k: v for k, v in hyperparameters.items() if v is not None},
@@ -457,11 +465,16 @@ def train(args):
 
         show_prediction(output_dir, data)
 
-        # ---- Hub push: the single place where the Hub issue's call goes (hf_vit/hub.py) --------------------------
-        if args.push_to_hub:
-            print("--push_to_hub: not wired up yet (hf_vit.hub lands with the Hub issue)", file=sys.stderr)
+        from hf_vit.hub import PushError, push_from_arguments
+
+        try:
+            push_from_arguments(args, output_dir, commit_message=f"Train {output_dir.name} with hf_vit",
+                                extra_files=["training_curves.png", "all_results.json"])
+        except (ValueError, PushError) as error:
+            print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+            exit_code = 1
     accelerator.wait_for_everyone()
-    return 0
+    return exit_code
 
 
 if __name__ == "__main__":

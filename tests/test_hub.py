@@ -527,3 +527,30 @@ def test_convert_checkpoint_push_to_hub(hub, tmp_path):
     files = hub.files("tester/converted")
     assert files["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
     assert b"converted from timm" in files["README.md"] and "preprocessor_config.json" in files
+
+
+def test_train_and_trainer_scripts_push_to_hub(hub, tmp_path):
+    """scripts/train.py and scripts/finetune_trainer.py --push_to_hub: the final folder, curves included, in one commit;
+    a bad repo id fails before any training."""
+    quick = ["--max_train_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32"]
+    bad = run_client([REPO / "scripts" / "train.py", *quick, "--no_progress", "--output_dir", tmp_path / "bad",
+                      "--push_to_hub", "--hub_model_id", "a/b/c"], hub, tmp_path)
+    assert bad.returncode != 0 and "a/b/c" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+    trained = run_client([REPO / "scripts" / "train.py", *quick, "--no_progress", "--output_dir", tmp_path / "run",
+                          "--push_to_hub", "--hub_model_id", "tester/digits-train"], hub, tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert f"/tester/digits-train/commit/{hub.head('tester/digits-train')}" in trained.stdout
+    files = hub.files("tester/digits-train")
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_hf_vit.py",
+            "configuration_hf_vit.py", "training_curves.png", "all_results.json"} <= set(files)
+    assert files["model.safetensors"] == (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert b'model="tester/digits-train"' in files["README.md"]  # the card's usage names the Hub repo
+
+    tuned = run_client([REPO / "scripts" / "finetune_trainer.py", "--model_name_or_path", tmp_path / "run", *quick[2:],
+                        "--max_steps", "2", "--disable_tqdm", "true", "--output_dir", tmp_path / "tuned",
+                        "--push_to_hub", "--hub_model_id", "tester/digits-trainer"], hub, tmp_path)
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "pushed" in tuned.stdout and "tester/digits-trainer" in tuned.stdout
+    assert hub.files("tester/digits-trainer")["model.safetensors"] == (tmp_path / "tuned" / "model.safetensors").read_bytes()
