@@ -43,6 +43,9 @@ TINY_SHAPE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers
 MODEL_SHAPES = {"tiny": TINY_SHAPE, **PRESETS}
 
 CONTENDERS = ("hf_vit-sdpa", "hf_vit-eager", "transformers-sdpa", "transformers-eager", "timm")
+# hf_vit with its oneDNN fp32 inference linears switched off (plain F.linear): the before/after of that choice, in the
+# same run. Not in the default set.
+EXTRA_CONTENDERS = ("hf_vit-sdpa-flinear",)
 MODES = ("infer-fp32", "infer-bf16", "train-fp32", "train-bf16")
 BASELINE = "timm"
 HF_BASELINE = "transformers-sdpa"
@@ -61,26 +64,37 @@ def model_config(model: str) -> HfViTConfig:
 class _LogitsOf(nn.Module):
     """Wraps a Hugging Face classifier so that every contender is called the same way and returns plain logits."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, onednn_linear: bool = True):
         super().__init__()
         self.model = model
+        self.onednn_linear = onednn_linear
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+        if self.onednn_linear:
+            return self.model(pixel_values=pixel_values).logits
+        from . import modeling_hf_vit
+
+        saved, modeling_hf_vit._ONEDNN_LINEAR = modeling_hf_vit._ONEDNN_LINEAR, False
+        try:
+            return self.model(pixel_values=pixel_values).logits
+        finally:
+            modeling_hf_vit._ONEDNN_LINEAR = saved
 
 
 def build_contender(name: str, model: str, gradient_checkpointing: bool = False) -> nn.Module:
     """`name` is one of CONTENDERS, optionally suffixed "+compile" (compiling is done by the caller)."""
     base = name.removesuffix("+compile")
     config = model_config(model)
+    if base not in CONTENDERS + EXTRA_CONTENDERS:
+        raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)")
     if base.startswith("hf_vit-"):
         from .modeling_hf_vit import HfViTForImageClassification
 
-        config._attn_implementation = base.split("-", 1)[1]
+        config._attn_implementation = base.split("-")[1]
         net = HfViTForImageClassification(config)
         if gradient_checkpointing:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return _LogitsOf(net)
+        return _LogitsOf(net, onednn_linear=not base.endswith("-flinear"))
     if base.startswith("transformers-"):
         from transformers import ViTConfig, ViTForImageClassification
 
@@ -112,7 +126,7 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
         )
         net.set_grad_checkpointing(gradient_checkpointing)
         return net
-    raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)} (each optionally +compile)")
+    raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -463,4 +477,4 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CONTENDERS", "MODES", "Options", "build_contender", "markdown", "memory_probe", "run_benchmark", "write_outputs"]
+__all__ = ["CONTENDERS", "EXTRA_CONTENDERS", "MODES", "Options", "build_contender", "markdown", "memory_probe", "run_benchmark", "write_outputs"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from hf_vit.benchmark import CONTENDERS, MODEL_SHAPES, MODES, Options, markdown, run_benchmark, write_outputs  # noqa: E402
+from hf_vit.benchmark import CONTENDERS, EXTRA_CONTENDERS, MODEL_SHAPES, MODES, Options, markdown, run_benchmark, write_outputs  # noqa: E402
 
 
 def _list(text):
@@ -31,7 +31,7 @@ def main(argv=None):
     p.add_argument("--batch-sizes", type=lambda t: [int(x) for x in _list(t)], default=defaults.batch_sizes)
     p.add_argument("--modes", type=_list, default=None, help=f"comma list of {', '.join(MODES)} "
                    "(default: infer-fp32,infer-bf16,train-fp32 on CPU; infer-bf16,train-bf16,infer-fp32 on CUDA)")
-    p.add_argument("--contenders", type=_list, default=defaults.contenders, help=f"inference contenders, of {', '.join(CONTENDERS)}")
+    p.add_argument("--contenders", type=_list, default=defaults.contenders, help=f"inference contenders, of {', '.join(CONTENDERS + EXTRA_CONTENDERS)}")
     p.add_argument("--train-contenders", type=_list, default=defaults.train_contenders)
     p.add_argument("--compile", action="store_true", help="add torch.compile variants of the sdpa contenders and timm")
     p.add_argument("--reps", type=int, default=defaults.reps, help="interleaved repetitions (median taken; >= 5)")
@@ -56,8 +56,8 @@ def main(argv=None):
     if args.reps < 1:
         p.error("--reps must be >= 1")
     for name in args.contenders + args.train_contenders + args.memory_contenders:
-        if name.removesuffix("+compile") not in CONTENDERS:
-            p.error(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
+        if name.removesuffix("+compile") not in CONTENDERS + EXTRA_CONTENDERS:
+            p.error(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}")
     for mode in args.modes:
         if mode not in MODES:
             p.error(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
