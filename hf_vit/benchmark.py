@@ -212,11 +212,15 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_probe(contender: str, model: str, batch_size: int, gradient_checkpointing: bool, device: str, mode: str, steps: int = 2) -> dict:
+def memory_probe(contender: str, model: str, batch_size: int, gradient_checkpointing: bool, device: str, mode: str, steps: int = 1, threads: int | None = None) -> dict:
     """Run in a fresh process: build one contender, run `steps` training steps, report the peak memory (MiB).
+
+    One step is enough: the peak is in its backward (activations alive) or at its AdamW update (state created).
 
     On CPU the peak is the process's peak RSS (everything: libraries, weights, AdamW state, activations); `base_mb` is
     the RSS after building the model, before the first step. On CUDA it is `torch.cuda.max_memory_allocated`."""
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = build_contender(contender, model, gradient_checkpointing).to(device)
     if contender.endswith("+compile"):
@@ -367,7 +371,7 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print) -> dict:
         for model in opts.memory_models:
             for name in opts.memory_contenders:
                 for gc in (False, True):
-                    spec = dict(contender=name, model=model, batch_size=opts.memory_batch_size, gradient_checkpointing=gc, device=device, mode=mode)
+                    spec = dict(contender=name, model=model, batch_size=opts.memory_batch_size, gradient_checkpointing=gc, device=device, mode=mode, threads=torch.get_num_threads())
                     log(f"[{time.perf_counter() - started:6.0f}s] memory: {spec}")
                     memory.append(run_memory_probe(spec))
         for r in memory:
