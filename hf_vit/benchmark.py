@@ -310,13 +310,26 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_benchmark(opts: Options, log: Callable[[str], None] = print) -> dict:
+def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Runs every group and memory probe of `opts`; `on_progress(report)` is called with the report so far after
+    each, so that a long run interrupted midway still leaves its finished groups written."""
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = opts.device
-    results, peaks = [], []
+    results, peaks, memory = [], [], []
     load_before = _load()
     started = time.perf_counter()
+    report = dict(
+        machine=machine_info(device), load_before=load_before, load_after=None, command=opts.command,
+        options=opts.__dict__, seconds=0.0, matmul_peaks=peaks, results=results, memory=memory,
+        notes="img/s: median of interleaved reps; training-step FLOPs = 3x forward FLOPs; % of peak against the "
+        "square matmul of the same dtype timed in the same group",
+    )
+
+    def progress():
+        report.update(load_after=_load(), seconds=time.perf_counter() - started)
+        if on_progress is not None:
+            on_progress(report)
     for model in opts.models:
         config = model_config(model)
         image_size = config.image_size
@@ -365,7 +378,7 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print) -> dict:
                         r[key] = r["images_per_s"] / ref_row["images_per_s"] if ref_row else None
                 results += group
                 del steps
-    memory = []
+                progress()
     if opts.memory:
         mode = "train-bf16" if device == "cuda" else "train-fp32"
         for model in opts.memory_models:
@@ -373,20 +386,16 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print) -> dict:
                 for gc in (False, True):
                     spec = dict(contender=name, model=model, batch_size=opts.memory_batch_size, gradient_checkpointing=gc, device=device, mode=mode, threads=torch.get_num_threads())
                     log(f"[{time.perf_counter() - started:6.0f}s] memory: {spec}")
-                    memory.append(run_memory_probe(spec))
-        for r in memory:
-            if r["gradient_checkpointing"]:
-                without = next(m for m in memory if m["contender"] == r["contender"] and m["model"] == r["model"] and not m["gradient_checkpointing"])
-                r["cut_pct"] = 100 * (1 - r["peak_mb"] / without["peak_mb"])
-                # the part that checkpointing can act on: the activations on top of the process at rest
-                if device != "cuda":
-                    r["cut_above_base_pct"] = 100 * (1 - (r["peak_mb"] - r["base_mb"]) / (without["peak_mb"] - without["base_mb"]))
-    report = dict(
-        machine=machine_info(device), load_before=load_before, load_after=_load(), command=opts.command,
-        options=opts.__dict__, seconds=time.perf_counter() - started, matmul_peaks=peaks, results=results, memory=memory,
-        notes="img/s: median of interleaved reps; training-step FLOPs = 3x forward FLOPs; % of peak against the "
-        "square matmul of the same dtype timed in the same group",
-    )
+                    r = run_memory_probe(spec)
+                    if gc:
+                        without = memory[-1]
+                        r["cut_pct"] = 100 * (1 - r["peak_mb"] / without["peak_mb"])
+                        # the part that checkpointing can act on: the activations on top of the process at rest
+                        if device != "cuda":
+                            r["cut_above_base_pct"] = 100 * (1 - (r["peak_mb"] - r["base_mb"]) / (without["peak_mb"] - without["base_mb"]))
+                    memory.append(r)
+                    progress()
+    progress()
     return report
 
 

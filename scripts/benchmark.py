@@ -72,7 +72,9 @@ def main(argv=None):
 
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     opts = Options(**{k: v for k, v in vars(args).items() if k in Options.__dataclass_fields__}, command=command.strip())
-    report = run_benchmark(opts, log=lambda line: print(line, file=sys.stderr, flush=True))
+    # outputs are rewritten after every group, so an interrupted long run keeps what it finished
+    report = run_benchmark(opts, log=lambda line: print(line, file=sys.stderr, flush=True),
+                           on_progress=lambda partial: write_outputs(partial, args.out_dir))
     paths = write_outputs(report, args.out_dir)
     print(markdown(report))
     print(f"wrote {paths['markdown']}, {paths['json']}, {paths['png']}", file=sys.stderr)
