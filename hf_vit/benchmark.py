@@ -458,7 +458,26 @@ def plot(report: dict, path: Path) -> None:
         if key not in groups:
             groups.append(key)
     contenders = list(dict.fromkeys(r["contender"] for r in report["results"]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4.2))
+    memory = report["memory"]
+    panels = int(bool(groups)) + int(bool(memory))
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(max(6, 1.6 * len(groups)) + 4 * bool(memory), 4.2), squeeze=False)
+    axes = list(axes[0])
+    if memory:  # peak training memory, checkpointing off vs on
+        mem_ax = axes.pop()
+        labels = [f"{r['contender']}\n{r['model'].replace('-patch16-224', '/16')} b{r['batch_size']}" for r in memory if not r["gradient_checkpointing"]]
+        for offset, gc in ((-0.2, False), (0.2, True)):
+            values = [r["peak_mb"] for r in memory if r["gradient_checkpointing"] == gc]
+            mem_ax.bar([i + offset for i in range(len(values))], values, 0.4, label=f"checkpointing {'on' if gc else 'off'}")
+        mem_ax.set_xticks(range(len(labels)))
+        mem_ax.set_xticklabels(labels, fontsize=7)
+        mem_ax.set_ylabel("peak training memory (MiB)")
+        mem_ax.legend(fontsize=7)
+    if not groups:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    ax = axes[0]
     width = 0.8 / len(contenders)
     for i, name in enumerate(contenders):
         xs, ys = [], []
@@ -474,7 +493,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("throughput relative to timm (median)")
     m = report["machine"]
     ax.set_title(f"hf_vit vs timm vs transformers ViT — {m.get('gpu') or m['cpu']} ({m['torch_threads']} threads)", fontsize=9)
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=3, loc="lower center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
