@@ -422,7 +422,7 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         name = f"**{r['contender']}**" if r["contender"].startswith("hf_vit") else r["contender"]
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {name} | {r["images_per_s"]:.3g} | ±{50 * r['spread']:.0f}% | "
+            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {name} | {r['images_per_s']:.3g} | ±{50 * r['spread']:.0f}% | "
             f"{_x(r['vs_timm'])} | {_x(r['vs_transformers'])} | {r['gflops']:.0f} | {r['pct_of_peak']:.0f}% |"
         )
     lines.append("")
