@@ -29,8 +29,8 @@ from .configuration_hf_vit import HfViTConfig
 # ---------------------------------------------------------------------------------------------------------------
 # Linear layers
 # ---------------------------------------------------------------------------------------------------------------
-# For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs (no Intel dispatch) uses AVX2 code;
-# oneDNN's matmul, also inside every x86 torch build, runs AVX-512 there: on the project's 2-core EPYC it was 2-13%
+# For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512 kernels;
+# oneDNN's matmul, also inside every x86 torch build, does: on the project's 2-core EPYC it was 2-13%
 # faster per ViT-S/B matmul and 7-17% on the whole fp32 forward (README, Performance). HF_VIT_ONEDNN_LINEAR=0 turns
 # it off (then outputs are bitwise those of F.linear; otherwise they differ by summation order, ~1e-6).
 _ONEDNN_LINEAR = (
