@@ -10,6 +10,7 @@ This file is copied into every saved checkpoint (with `configuration_hf_vit.py`)
 `transformers` and the config.
 """
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,42 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_hf_vit import HfViTConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Linear layers
+# ---------------------------------------------------------------------------------------------------------------
+# For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512 kernels;
+# oneDNN's matmul, also inside every x86 torch build, does: on the project's 2-core EPYC it was 2-13%
+# faster per ViT-S/B matmul and 7-17% on the whole fp32 forward (README, Performance). HF_VIT_ONEDNN_LINEAR=0 turns
+# it off (then outputs are bitwise those of F.linear; otherwise they differ by summation order, ~1e-6).
+_ONEDNN_LINEAR = (
+    os.environ.get("HF_VIT_ONEDNN_LINEAR", "1") != "0"
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+)
+
+
+class HfViTLinear(nn.Linear):
+    """`nn.Linear` (same parameters, init and checkpoint names) whose float32 CPU inference runs on oneDNN.
+
+    Anything else (training or any autograd, autocast, other dtypes or devices, torch.compile, which does its own
+    CPU matmul lowering, dispatch modes such as FlopCounterMode) takes the ordinary `F.linear`.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if (
+            _ONEDNN_LINEAR
+            and input.device.type == "cpu"
+            and input.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()
+            and not torch._C._len_torch_dispatch_stack()  # FlopCounterMode, FakeTensorMode... know only aten ops
+        ):
+            return torch.ops.mkldnn._linear_pointwise(input, self.weight, self.bias, "none", [], "")
+        return F.linear(input, self.weight, self.bias)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,8 +189,8 @@ class HfViTAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False  # read by transformers' sdpa/flash functions
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.qkv = HfViTLinear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.proj = HfViTLinear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
@@ -167,6 +204,13 @@ class HfViTAttention(nn.Module):
             .permute(2, 0, 3, 1, 4)
             .unbind(0)
         )
+        dropout = self.attention_dropout if self.training else 0.0
+        if self.config._attn_implementation == "sdpa" and not output_attentions:
+            # PyTorch's fused attention called directly: transformers' wrapper adds nothing for a non-causal,
+            # unmasked encoder but Python overhead. (B, heads, N, head_dim) -> (B, N, heads, head_dim), one copy below.
+            attn_output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scaling)
+            attn_output = attn_output.transpose(1, 2)
+            return self.proj_dropout(self.proj(attn_output.reshape(batch_size, seq_len, hidden_size))), None
         if output_attentions:  # only the eager path materialises the weights
             attention_interface: Callable = eager_attention_forward
         else:
@@ -179,7 +223,7 @@ class HfViTAttention(nn.Module):
             key,
             value,
             None,
-            dropout=self.attention_dropout if self.training else 0.0,
+            dropout=dropout,
             scaling=self.scaling,
             **kwargs,
         )
@@ -195,9 +239,9 @@ class HfViTMLP(nn.Module):
 
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc1 = HfViTLinear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc2 = HfViTLinear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -423,7 +467,7 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = HfViTModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = HfViTLinear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(
