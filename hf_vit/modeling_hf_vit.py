@@ -33,11 +33,25 @@ from .configuration_hf_vit import HfViTConfig
 # oneDNN's matmul, also inside every x86 torch build, does: on the project's 2-core EPYC it was 2-13%
 # faster per ViT-S/B matmul and 7-17% on the whole fp32 forward (README, Performance). HF_VIT_ONEDNN_LINEAR=0 turns
 # it off (then outputs are bitwise those of F.linear; otherwise they differ by summation order, ~1e-6).
-_ONEDNN_LINEAR = (
-    os.environ.get("HF_VIT_ONEDNN_LINEAR", "1") != "0"
-    and torch.backends.mkldnn.is_available()
-    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-)
+def _onednn_linear_available() -> bool:
+    """Whether this torch build has the (private) oneDNN linear op and it agrees with F.linear; checked once at import,
+    so a torch release that drops or changes the op silently falls back to F.linear instead of breaking checkpoints."""
+    if os.environ.get("HF_VIT_ONEDNN_LINEAR", "1") == "0" or not torch.backends.mkldnn.is_available():
+        return False
+    if not hasattr(torch._C, "_len_torch_dispatch_stack"):
+        return False
+    try:
+        with torch.no_grad():  # fixed values: the probe must not consume the global RNG
+            x = torch.linspace(-1.0, 1.0, 24).reshape(3, 8)
+            w = torch.linspace(-0.5, 0.5, 40).reshape(5, 8)
+            b = torch.linspace(0.0, 1.0, 5)
+            out = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        return bool(torch.allclose(out, F.linear(x, w, b), rtol=0.0, atol=1e-5))
+    except Exception:
+        return False
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
 
 
 class HfViTLinear(nn.Linear):

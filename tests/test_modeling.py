@@ -256,3 +256,34 @@ def test_no_split_modules_for_device_map(tiny_config):
     assert set(device_map.values()) >= {"cpu"}
     for name in device_map:
         assert not name.startswith("vit.encoder.layers.0.") and not name.startswith("vit.embeddings."), name
+
+
+def _ops_run(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.name for event in prof.events()}
+
+
+def test_onednn_linear_fast_path_only_for_fp32_cpu_inference(tiny_config):
+    from hf_vit import modeling_hf_vit
+
+    if not modeling_hf_vit._ONEDNN_LINEAR:
+        pytest.skip("this torch build has no usable oneDNN linear; F.linear is used everywhere")
+    model = HfViTForImageClassification(tiny_config(num_labels=3)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast = model(x).logits
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: model(x))
+    assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: model(x))  # autograd: the ordinary linear
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: model(x))
+    torch.testing.assert_close(fast, model(x).logits, rtol=0, atol=1e-5)
+
+
+def test_onednn_linear_can_be_turned_off():
+    from helpers import run_python
+
+    code = "import hf_vit.modeling_hf_vit as m, torch; print(m._ONEDNN_LINEAR, torch.backends.mkldnn.is_available())"
+    off = run_python(code, env_extra={"HF_VIT_ONEDNN_LINEAR": "0"})
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.split()[0] == "False"
