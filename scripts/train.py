@@ -356,10 +356,13 @@ def train(args):
     start = time.perf_counter()
     epoch = starting_epoch
     last_eval = None
+    evaluation_time = 0.0
 
     def end_of_epoch(epoch, sums):
-        nonlocal last_eval
+        nonlocal last_eval, evaluation_time
+        eval_start = time.perf_counter()
         last_eval = evaluate()
+        evaluation_time += time.perf_counter() - eval_start
         train_loss = sums["loss"] / max(sums["count"], 1)
         row = {"epoch": epoch + 1, "step": completed_steps, "train_loss": train_loss, **last_eval,
                "lr": lr_scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - start, 3)}
@@ -453,7 +456,11 @@ def train(args):
             training.plot_curves(metrics.history, staging / "training_curves.png")
             (staging / "all_results.json").write_text(json.dumps(
                 {f"{data.eval_split}_accuracy": last_eval["eval_accuracy"], f"{data.eval_split}_loss": last_eval["eval_loss"],
-                 "train_steps": completed_steps, "training_time_s": round(training_time, 2)}, indent=1) + "\n")
+                 "train_steps": completed_steps, "training_time_s": round(training_time, 2),
+                 "evaluation_time_s": round(evaluation_time, 2),  # part of training_time_s
+                 "per_device_train_batch_size": args.per_device_train_batch_size,
+                 "num_processes": accelerator.num_processes,
+                 "gradient_accumulation_steps": args.gradient_accumulation_steps}, indent=1) + "\n")
             for name in KEPT_ENTRIES:  # logs and checkpoints move with the folder
                 if (output_dir / name).exists():
                     os.replace(output_dir / name, staging / name)
