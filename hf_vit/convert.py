@@ -100,22 +100,34 @@ def _build(config: HfViTConfig, state_dict: dict[str, torch.Tensor]) -> HfViTMod
 # ---------------------------------------------------------------------------------------------------------------
 # timm
 # ---------------------------------------------------------------------------------------------------------------
-TIMM_TO_HF_VIT = [
-    (r"^patch_embed\.proj\.", "vit.embeddings.patch_embeddings.projection."),
-    (r"^cls_token$", "vit.embeddings.cls_token"),
-    (r"^reg_token$", "vit.embeddings.register_tokens"),
-    (r"^pos_embed$", "vit.embeddings.position_embeddings"),
-    (r"^blocks\.(\d+)\.norm1\.", r"vit.encoder.layers.\1.norm1."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"vit.encoder.layers.\1.attention.qkv."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"vit.encoder.layers.\1.attention.proj."),
-    (r"^blocks\.(\d+)\.ls1\.gamma$", r"vit.encoder.layers.\1.layer_scale1.lambda1"),
-    (r"^blocks\.(\d+)\.norm2\.", r"vit.encoder.layers.\1.norm2."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"vit.encoder.layers.\1.mlp.fc1."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"vit.encoder.layers.\1.mlp.fc2."),
-    (r"^blocks\.(\d+)\.ls2\.gamma$", r"vit.encoder.layers.\1.layer_scale2.lambda1"),
+# timm name <-> hf_vit name, both directions built from this one list. "{i}" is a block index; a name ending in "."
+# is a prefix (weight and bias), any other is a whole parameter name. The final norm is added per direction below.
+_TIMM_HF_VIT_NAMES = [
+    ("patch_embed.proj.", "vit.embeddings.patch_embeddings.projection."),
+    ("cls_token", "vit.embeddings.cls_token"),
+    ("reg_token", "vit.embeddings.register_tokens"),
+    ("pos_embed", "vit.embeddings.position_embeddings"),
+    ("blocks.{i}.norm1.", "vit.encoder.layers.{i}.norm1."),
+    ("blocks.{i}.attn.qkv.", "vit.encoder.layers.{i}.attention.qkv."),
+    ("blocks.{i}.attn.proj.", "vit.encoder.layers.{i}.attention.proj."),
+    ("blocks.{i}.ls1.gamma", "vit.encoder.layers.{i}.layer_scale1.lambda1"),
+    ("blocks.{i}.norm2.", "vit.encoder.layers.{i}.norm2."),
+    ("blocks.{i}.mlp.fc1.", "vit.encoder.layers.{i}.mlp.fc1."),
+    ("blocks.{i}.mlp.fc2.", "vit.encoder.layers.{i}.mlp.fc2."),
+    ("blocks.{i}.ls2.gamma", "vit.encoder.layers.{i}.layer_scale2.lambda1"),
+    ("head.", "classifier."),
+]
+
+
+def _name_rule(source: str, target: str) -> tuple[str, str]:
+    """A (regex, replacement) rule for `_rename` from a pair of names of the list above."""
+    pattern = "^" + re.escape(source).replace(re.escape("{i}"), r"(\d+)") + ("" if source.endswith(".") else "$")
+    return pattern, target.replace("{i}", r"\1")
+
+
+TIMM_TO_HF_VIT = [_name_rule(timm, ours) for timm, ours in _TIMM_HF_VIT_NAMES] + [
     (r"^norm\.", "vit.layernorm."),  # token pooling: final norm over all tokens
     (r"^fc_norm\.", "vit.layernorm."),  # avg pooling: norm after pooling (only one of the two exists)
-    (r"^head\.", "classifier."),
 ]
 
 
@@ -873,21 +885,7 @@ def _classification_names(model) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-HF_VIT_TO_TIMM = [
-    (r"^vit\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^vit\.embeddings\.cls_token$", "cls_token"),
-    (r"^vit\.embeddings\.register_tokens$", "reg_token"),
-    (r"^vit\.embeddings\.position_embeddings$", "pos_embed"),
-    (r"^vit\.encoder\.layers\.(\d+)\.norm1\.", r"blocks.\1.norm1."),
-    (r"^vit\.encoder\.layers\.(\d+)\.attention\.qkv\.", r"blocks.\1.attn.qkv."),
-    (r"^vit\.encoder\.layers\.(\d+)\.attention\.proj\.", r"blocks.\1.attn.proj."),
-    (r"^vit\.encoder\.layers\.(\d+)\.layer_scale1\.lambda1$", r"blocks.\1.ls1.gamma"),
-    (r"^vit\.encoder\.layers\.(\d+)\.norm2\.", r"blocks.\1.norm2."),
-    (r"^vit\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"blocks.\1.mlp.fc1."),
-    (r"^vit\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"blocks.\1.mlp.fc2."),
-    (r"^vit\.encoder\.layers\.(\d+)\.layer_scale2\.lambda1$", r"blocks.\1.ls2.gamma"),
-    (r"^classifier\.", "head."),
-]
+HF_VIT_TO_TIMM = [_name_rule(ours, timm) for timm, ours in _TIMM_HF_VIT_NAMES]
 # timm architecture names for the standard shapes: (patch, width, depth, heads, mlp) -> name stem
 _TIMM_NAMES = {
     (16, 192, 12, 3, 768): "vit_tiny_patch16", (16, 384, 12, 6, 1536): "vit_small_patch16",
