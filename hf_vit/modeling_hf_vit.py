@@ -221,26 +221,18 @@ class HfViTAttention(nn.Module):
         dropout = self.attention_dropout if self.training else 0.0
         if self.config._attn_implementation == "sdpa" and not output_attentions:
             # PyTorch's fused attention called directly: transformers' wrapper adds nothing for a non-causal,
-            # unmasked encoder but Python overhead. (B, heads, N, head_dim) -> (B, N, heads, head_dim), one copy below.
+            # unmasked encoder but Python overhead. (B, heads, N, head_dim) -> (B, N, heads, head_dim).
             attn_output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scaling)
-            attn_output = attn_output.transpose(1, 2)
-            return self.proj_dropout(self.proj(attn_output.reshape(batch_size, seq_len, hidden_size))), None
-        if output_attentions:  # only the eager path materialises the weights
-            attention_interface: Callable = eager_attention_forward
+            attn_output, attn_weights = attn_output.transpose(1, 2), None
         else:
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
+            attention_interface: Callable = eager_attention_forward  # the only path that materialises the weights
+            if not output_attentions:
+                attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                    self.config._attn_implementation, eager_attention_forward
+                )
+            attn_output, attn_weights = attention_interface(
+                self, query, key, value, None, dropout=dropout, scaling=self.scaling, **kwargs
             )
-        attn_output, attn_weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            None,
-            dropout=dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
         attn_output = self.proj_dropout(self.proj(attn_output.reshape(batch_size, seq_len, hidden_size)))
         return attn_output, (attn_weights if output_attentions else None)
 
