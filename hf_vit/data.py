@@ -347,8 +347,8 @@ def digits_augmentation(size: tuple[int, int]) -> v2.Transform:
     return v2.RandomAffine(degrees=8, translate=(0.125, 0.125), scale=(0.9, 1.1))
 
 
-class TransformedDataset(_SeededAugmentation, TorchDataset):
-    """A map-style `datasets.Dataset` -> {"pixel_values", "labels"} through the transform; a bad image raises
+class _TransformedRows:
+    """Rows of a `datasets` dataset -> {"pixel_values", "labels"} through the transform; a bad image raises
     `BadImageError` naming the file, or with `skip_bad_images` yields None (dropped by `collate`)."""
 
     def __init__(self, dataset, image_column: str, label_column: str, transform, skip_bad_images: bool = False):
@@ -358,6 +358,10 @@ class TransformedDataset(_SeededAugmentation, TorchDataset):
         self.transform = transform
         self.skip_bad_images = skip_bad_images
         self.bad_images: set[str] = set()
+
+
+class TransformedDataset(_TransformedRows, _SeededAugmentation, TorchDataset):
+    """A map-style `datasets.Dataset` through the transform (see `_TransformedRows`)."""
 
     def __len__(self):
         return len(self.dataset)
@@ -469,15 +473,7 @@ def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_image
     )
 
 
-class _StreamingDataset(torch.utils.data.IterableDataset):
-    def __init__(self, dataset, image_column, label_column, transform, skip_bad_images=False):
-        self.dataset = dataset
-        self.image_column = image_column
-        self.label_column = label_column
-        self.transform = transform
-        self.skip_bad_images = skip_bad_images
-        self.bad_images: set[str] = set()
-
+class _StreamingDataset(_TransformedRows, torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)

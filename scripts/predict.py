@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from hf_vit.cli import fail
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,11 +29,6 @@ def parse_args(argv=None):
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser.parse_args(argv)
-
-
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:

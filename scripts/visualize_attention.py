@@ -26,6 +26,8 @@ import io
 import sys
 from pathlib import Path
 
+from hf_vit.cli import fail
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,11 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--rollout", action="store_true", help="also write attention rollout across layers")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     return parser.parse_args(argv)
-
-
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def png_bytes(image) -> bytes:
