@@ -770,8 +770,22 @@ def check_output_dir(output_dir, overwrite: bool = False) -> None:
         raise ValueError(f"output folder {output_dir} already exists and is not empty; choose another or pass --overwrite")
 
 
+def _folder_model_type(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None,
                             checkpoint_key="teacher") -> Conversion:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    # said first: otherwise each source's reader would complain about the folder as if it were a foreign one
+    if path.is_dir() and _folder_model_type(path) == HfViTConfig.model_type:
+        raise ValueError(f"{path} is already an hf_vit folder: nothing to convert; load it directly with "
+                         "AutoModel.from_pretrained (after `import hf_vit`)")
     if source == "timm":
         return convert_timm_file(checkpoint, timm_model=timm_model, num_heads=num_heads, preset=preset)
     if source == "dino":
@@ -866,6 +880,8 @@ def convert_checkpoint(source: str, checkpoint, output_dir, *, verify: bool = Fa
 def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification:
     """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
