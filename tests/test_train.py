@@ -127,7 +127,7 @@ def test_latest_ignores_half_written_checkpoints(tmp_path):
 
     folder = tmp_path / "checkpoints"
     (folder / "checkpoint-4").mkdir(parents=True)
-    (folder / "checkpoint-4" / STATE_FILE).write_text("{}")
+    (folder / "checkpoint-4" / STATE_FILE).write_text('{"completed_steps": 4}')
     (folder / ".tmp-checkpoint-8").mkdir()  # a kill during saving
     (folder / ".tmp-checkpoint-8" / STATE_FILE).write_text("{}")
     (folder / "checkpoint-6").mkdir()  # no state file
