@@ -13,7 +13,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 from torch import nn
 
 CHECKPOINT_PREFIX = "checkpoint-"
