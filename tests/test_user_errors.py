@@ -133,7 +133,7 @@ def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
 # ---- 13/14: files that are not what the flag says -----------------------------------------------------------------
 
 def _text_pth(path):
-    path.write_text("model weights are in the other folder\n")
+    path.write_text("hello, the weights are in the other folder\n")  # torch.load: KeyError: 101 (the "e")
 
 
 def _random_pth(path):
