@@ -47,8 +47,6 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
     return files, missing, any_folder
 
 
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.top_k < 1:
