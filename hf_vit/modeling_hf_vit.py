@@ -312,8 +312,10 @@ class HfViTLayer(GradientCheckpointingLayer):
 class HfViTEncoder(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate.
+        # Plain Python, not torch.linspace(...).tolist(): the model must also build on the meta device.
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.layers = nn.ModuleList([HfViTLayer(config, rate) for rate in rates])
 
     def forward(
@@ -351,6 +353,10 @@ class HfViTPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+
+    def __init__(self, config: HfViTConfig, *inputs, **kwargs):
+        config.check_values()  # the config accepts any values; a model needs consistent ones
+        super().__init__(config, *inputs, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Name both model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
