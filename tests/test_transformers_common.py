@@ -133,7 +133,7 @@ def hf_vit_in_name_tables():
             table.pop("hf_vit", None)
 
 
-class Tester:
+class ViTShapedModelTester:
     """A model tester like that of transformers' `tests/models/vit/test_modeling_vit.py` (which the sdist lacks), for
     either library; smaller inputs (4 images of 16x16 in 4x4 patches) keep the ~160 tests fast on a CPU."""
 
@@ -173,7 +173,7 @@ def _test_classes(mixins):
             test_resize_embeddings = False  # as transformers' ViT test: images have no token embeddings
 
             def setUp(self):
-                self.model_tester = Tester(self, config_class)
+                self.model_tester = ViTShapedModelTester(self, config_class)
                 self.config_tester = test_configuration_common.ConfigTester(
                     self, config_class=config_class, has_text_modality=False, hidden_size=37
                 )
