@@ -104,6 +104,12 @@ def _fast_linears(reference: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def _capturing_graph() -> bool:
+    """Whether this forward is being recorded as a graph to run elsewhere: torch.export (also under the dynamo ONNX
+    exporter) or jit tracing (the legacy ONNX exporter). Python branches on input sizes would be frozen into it."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Patches -> tokens
 # ---------------------------------------------------------------------------------------------------------------
@@ -169,7 +175,11 @@ class HfViTEmbeddings(nn.Module):
         batch_size, _, height, width = pixel_values.shape
         patch_size = self.patch_embeddings.patch_size
         grid_size = (height // patch_size, width // patch_size)
-        if grid_size == self.grid_size:
+        if interpolate_pos_encoding is not False and _capturing_graph():
+            # A graph for any size (ONNX, torch.export): the resize is always in it, and is an identity at the
+            # trained grid. Comparing the sizes here would freeze the example's size into the graph.
+            position_embeddings = self.interpolate_pos_encoding(grid_size)
+        elif grid_size == self.grid_size:  # eager mode at the trained size: no interpolation work
             position_embeddings = self.position_embeddings
         elif interpolate_pos_encoding is False:
             raise ValueError(
@@ -447,6 +457,8 @@ def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
             f"pixel_values must be 4-D (batch, channels, height, width), got {pixel_values.ndim}-D with shape "
             f"{tuple(pixel_values.shape)}"
         )
+    if torch.jit.is_tracing():  # sizes are traced tensors here; a Python check would only warn and freeze them
+        return
     _, channels, height, width = pixel_values.shape
     if channels != config.num_channels:
         raise ValueError(f"pixel_values must have {config.num_channels} channels (config.num_channels), got {channels}")
