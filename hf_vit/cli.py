@@ -145,6 +145,7 @@ def build_model(args, data, processor_factory):
             config = HfViTConfig(**{**DIGITS_MODEL, **overrides, **labels})
         else:
             config = HfViTConfig.from_preset(DEFAULT_PRESET, **overrides, **labels)
+        config.check_values()  # configs accept any values: a bad one is a one-line error here, not a traceback
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
     return HfViTForImageClassification(config), processor_factory(config.image_size)

@@ -177,6 +177,7 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
     "args, fragments",
     [
         (["--preset", "vit-enormous"], ["Unknown preset", "vit-tiny-patch16-224"]),
+        (["--config_overrides", "hidden_size=98"], ["hidden_size (98) must be divisible by num_attention_heads (4)"]),
         (["--train_dir", "{tmp}/missing"], ["--train_dir", "does not exist"]),
         (["--train_dir", "{tmp}/empty"], ["--train_dir", "is empty"]),
         (["--mixed_precision", "fp16", "--cpu_only"], ["fp16", "GPU"]),
