@@ -336,10 +336,18 @@ def _download_weights(repo_id: str, sha: str, *, cache_dir, token) -> None:
                      "cached and the Hub cannot be reached)")
 
 
-def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, source: str | None, filename: str | None,
-                 tolerance: float) -> Resolved:
-    from huggingface_hub.file_download import repo_folder_name
+@dataclass
+class _HubSource:
+    repo_id: str
+    filename: str | None
+    layout: str
+    sha: str
+    snapshot: Path  # the snapshot folder in the Hugging Face cache
+    anchor: Path  # config.json, or the named checkpoint file
 
+
+def _hub_source(repo_id: str, *, revision, cache_dir, token, source: str | None, filename: str | None) -> _HubSource:
+    """Resolve the revision to a commit and detect the layout (one small download: config.json or the named file)."""
     errors = _hub_errors()
     anchor_name = filename or "config.json"
     try:
@@ -352,29 +360,102 @@ def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, sour
         layout = source or detect_config_layout(_read_json(anchor), f"{repo_id}/config.json")
     else:
         layout = source or detect_file_layout(anchor)
-    if layout == "hf_vit":
-        return Resolved(location=repo_id, layout=layout, source_repo=repo_id, commit=sha,
-                        load_kwargs=dict(revision=sha, cache_dir=cache_dir, token=token))
-    key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
-    target = conversion_cache_root(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model") / sha / f"{layout}-v{CONVERTER_VERSION}-{key}"
-    if _is_complete(target) and not verify:
-        logger.info("loading the cached conversion of %s (commit %s) from %s", repo_id, sha, target)
-        return Resolved(location=str(target), layout=layout, from_cache=True, source_repo=repo_id, commit=sha)
-    if filename is None:
-        _download_weights(repo_id, sha, cache_dir=cache_dir, token=token)
-        if layout in ("transformers", "dinov2"):
+    return _HubSource(repo_id, filename, layout, sha, snapshot, anchor)
+
+
+def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
+    """Download what the conversion needs (the weights, safetensors preferred; the source's image processor) and
+    convert."""
+    errors = _hub_errors()
+    if hub.filename is None:
+        _download_weights(hub.repo_id, hub.sha, cache_dir=cache_dir, token=token)
+        if hub.layout in ("transformers", "dinov2"):
             try:
-                _download(repo_id, "preprocessor_config.json", revision=sha, cache_dir=cache_dir, token=token)
+                _download(hub.repo_id, "preprocessor_config.json", revision=hub.sha, cache_dir=cache_dir, token=token)
             except (errors.EntryNotFoundError, ValueError):
                 pass  # a default processor is written instead
-        conversion = convert_layout(layout, snapshot)
+        conversion = convert_layout(hub.layout, hub.snapshot)
     else:
-        conversion = convert_layout(layout, anchor)
-    conversion.details += f" Source: the Hub repo `{repo_id}`" + (f", file `{filename}`" if filename else "") + f", commit `{sha}`."
+        conversion = convert_layout(hub.layout, hub.anchor)
+    conversion.details += (f" Source: the Hub repo `{hub.repo_id}`" + (f", file `{hub.filename}`" if hub.filename else "")
+                           + f", commit `{hub.sha}`.")
+    return conversion
+
+
+def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, source: str | None, filename: str | None,
+                 tolerance: float) -> Resolved:
+    from huggingface_hub.file_download import repo_folder_name
+
+    hub = _hub_source(repo_id, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
+    if hub.layout == "hf_vit":
+        return Resolved(location=repo_id, layout=hub.layout, source_repo=repo_id, commit=hub.sha,
+                        load_kwargs=dict(revision=hub.sha, cache_dir=cache_dir, token=token))
+    key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
+    target = (conversion_cache_root(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model") / hub.sha
+              / f"{hub.layout}-v{CONVERTER_VERSION}-{key}")
+    if _is_complete(target) and not verify:
+        logger.info("loading the cached conversion of %s (commit %s) from %s", repo_id, hub.sha, target)
+        return Resolved(location=str(target), layout=hub.layout, from_cache=True, source_repo=repo_id, commit=hub.sha)
+    conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
     diff = _write(conversion, target, verify=verify, tolerance=tolerance, base_model=repo_id,
                   model_name=f"{repo_id.split('/')[-1]}-hf_vit")
-    return Resolved(location=str(target), layout=layout, converted=True, max_abs_diff=diff, source_repo=repo_id,
-                    commit=sha, conversion=conversion)
+    return Resolved(location=str(target), layout=hub.layout, converted=True, max_abs_diff=diff, source_repo=repo_id,
+                    commit=hub.sha, conversion=conversion)
 
 
-__all__ = ["LAYOUTS", "Resolved", "detect_config_layout", "from_pretrained", "resolve_pretrained"]
+# ---------------------------------------------------------------------------------------------------------------
+# for the command lines
+# ---------------------------------------------------------------------------------------------------------------
+def pretrained_location(name_or_path, cache_dir=None, token=None) -> str:
+    """What to give transformers' `from_pretrained` for `name_or_path`: the name itself for an hf_vit checkpoint, else
+    the folder of its cached conversion (converted now if needed). Refusals are ValueErrors."""
+    return resolve_pretrained(name_or_path, cache_dir=cache_dir, token=token).location
+
+
+def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=None, token=None, verify: bool = False,
+                       source: str | None = None, filename: str | None = None, overwrite: bool = False,
+                       tolerance: float = VERIFY_TOLERANCE) -> dict:
+    """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
+    scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
+    "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
+    from .convert import check_output_dir
+
+    check_output_dir(output_dir, overwrite)
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    base_model = None
+    if path.exists():
+        if filename is not None and path.is_dir():
+            path = path / filename
+        layout = _layout_of(path, source)
+        if layout == "hf_vit":
+            raise ValueError(f"{path} is already an hf_vit checkpoint; nothing to convert")
+        conversion = convert_layout(layout, path)
+    else:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ValueError(f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)") from None
+        hub = _hub_source(name, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
+        if hub.layout == "hf_vit":
+            raise ValueError(f"the Hub repo {name} is already an hf_vit checkpoint; nothing to convert")
+        layout = hub.layout
+        conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
+        base_model = name
+    diff = verify_conversion(conversion, tolerance) if verify else None
+    write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, base_model=base_model)
+    return {"output_dir": Path(output_dir), "max_abs_diff": diff, "model": conversion.model, "conversion": conversion,
+            "layout": layout}
+
+
+__all__ = [
+    "LAYOUTS",
+    "Resolved",
+    "convert_pretrained",
+    "detect_config_layout",
+    "from_pretrained",
+    "pretrained_location",
+    "resolve_pretrained",
+]

@@ -304,3 +304,59 @@ def test_unsupported_features_are_refused_in_one_line(pulled, repo, feature):
     message = pulled["online"]["refusals"][repo]
     assert feature in message and "\n" not in message
     assert pulled["offline"]["refusals"][repo] == message  # the refusal needs no network either
+
+
+# ---- everywhere a model is named -----------------------------------------------------------------------------------
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(f"{folder}/model.safetensors")
+
+
+@pytest.mark.parametrize("script, repo, steps", [
+    ("train.py", "tester/timm-vit", ["--max_train_steps", "2", "--no_progress", "--per_device_train_batch_size", "16"]),
+    ("finetune_trainer.py", "tester/dinov2-reg", ["--max_steps", "2", "--disable_tqdm", "true",
+                                                  "--per_device_train_batch_size", "16"]),
+])
+def test_training_scripts_fine_tune_a_foreign_repo_with_a_new_head(hub, pulled, tmp_path, script, repo, steps):
+    """The digits (10 classes) from a timm classifier (3 classes) and from a DINOv2 backbone: a new head, the
+    pretrained body (moved only a little by two steps), the source's preprocessing saved with the result."""
+    from helpers import REPO
+
+    out = tmp_path / "out"
+    result = run_client([REPO / "scripts" / script, "--model_name_or_path", repo, "--max_train_samples", "32",
+                         "--max_eval_samples", "16", *steps, "--output_dir", out], hub, pulled["work"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "hf_vit" and len(config["id2label"]) == 10
+    family = {"tester/timm-vit": "timm", "tester/dinov2-reg": "dinov2-reg"}[repo]
+    tuned, source = _weights(out), _weights(pulled["online"][family]["folder"])
+    key = "vit.embeddings.patch_embeddings.projection.weight"
+    source_key = key if key in source else key.removeprefix("vit.")
+    assert tuned["classifier.weight"].shape[0] == 10
+    assert not torch.equal(tuned[key], source[source_key])  # trained...
+    assert torch.allclose(tuned[key], source[source_key], atol=0.05)  # ...from the pretrained weights
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["image_processor_type"].startswith("BitImageProcessor")
+
+
+def test_convert_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path):
+    from helpers import REPO
+
+    convert = run_client([REPO / "scripts" / "convert_checkpoint.py", "--checkpoint", "tester/vit", "--verify",
+                          "--output_dir", tmp_path / "vit"], hub, pulled["work"])
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    assert "layout: transformers (detected from the files)" in convert.stdout
+    diff = float(convert.stdout.split("max-abs-diff vs transformers: ")[1].split()[0])
+    assert diff <= TOL
+    assert json.loads((tmp_path / "vit" / "config.json").read_text())["model_type"] == "hf_vit"
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 50), (200, 30, 30)).save(tmp_path / "red.png")
+    predicted = run_client([REPO / "scripts" / "predict.py", "tester/timm-vit", tmp_path / "red.png", "--json"],
+                           hub, pulled["work"])
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    labels = [p["label"] for p in json.loads(predicted.stdout.strip().splitlines()[-1])["predictions"]]
+    assert sorted(labels) == sorted(LABELS)
