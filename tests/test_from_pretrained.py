@@ -367,7 +367,9 @@ def test_training_scripts_fine_tune_a_foreign_repo_with_a_new_head(hub, pulled, 
     assert processor["image_processor_type"].startswith("BitImageProcessor")
 
 
-def test_convert_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path):
+def test_convert_push_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path):
+    """convert_checkpoint.py --checkpoint <repo> (no --source) --verify, then push_to_hub.py of the result; predict.py
+    with a timm repo prints its label names."""
     from helpers import REPO
 
     convert = run_client([REPO / "scripts" / "convert_checkpoint.py", "--checkpoint", "tester/vit", "--verify",
@@ -377,6 +379,12 @@ def test_convert_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path):
     diff = float(convert.stdout.split("max-abs-diff vs transformers: ")[1].split()[0])
     assert diff <= TOL
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["model_type"] == "hf_vit"
+    pushed = run_client([REPO / "scripts" / "push_to_hub.py", tmp_path / "vit", "--repo_id", "tester/vit-hf_vit"],
+                        hub, pulled["work"])
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    files = hub.files("tester/vit-hf_vit")
+    assert files["model.safetensors"] == (tmp_path / "vit" / "model.safetensors").read_bytes()
+    assert b"base_model: tester/vit" in files["README.md"] and "preprocessor_config.json" in files
 
     from PIL import Image
 
