@@ -199,9 +199,9 @@ def _read_json(path: Path) -> dict:
         value = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read {path}: {error}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return value
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"{path} holds JSON but not an object (a mapping of settings)")
 
 
 def convert_layout(layout: str, path: Path) -> Conversion:
@@ -389,7 +389,7 @@ def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, sour
     hub = _hub_source(repo_id, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
     if hub.layout == "hf_vit":
         return Resolved(location=repo_id, layout=hub.layout, source_repo=repo_id, commit=hub.sha,
-                        load_kwargs=dict(revision=hub.sha, cache_dir=cache_dir, token=token))
+                        load_kwargs={"revision": hub.sha, "cache_dir": cache_dir, "token": token})
     key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
     target = (conversion_cache_root(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model") / hub.sha
               / f"{hub.layout}-v{CONVERTER_VERSION}-{key}")

@@ -134,7 +134,12 @@ DINOV2_SIZES = [(224, 224), (168, 252)]
 
 @pytest.fixture(scope="module", params=["mlp", "swiglu", "registers"])
 def dinov2_pair(request):
-    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+    from transformers import (
+        Dinov2Config,
+        Dinov2Model,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+    )
 
     from hf_vit.convert import from_dinov2
 

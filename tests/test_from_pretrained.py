@@ -12,10 +12,10 @@ Hub clients run in subprocesses (huggingface_hub reads HF_ENDPOINT at import tim
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
-
 from hub_server import HubServer
 from test_hub import run_client
 
@@ -263,7 +263,7 @@ def test_timm_labels_reach_the_pipeline_and_its_preprocessing_comes_along(pulled
     assert online["pipeline_labels"] == sorted(LABELS)
     assert online["processor"].startswith("BitImageProcessor")  # timm's resize-shortest-edge + centre crop
     folder = online["timm"]["folder"]
-    processor = json.loads(open(f"{folder}/preprocessor_config.json").read())
+    processor = json.loads(Path(folder, "preprocessor_config.json").read_text())
     timm_config = online["timm_data_config"]  # timm.data.resolve_data_config of the source model
     _, height, width = timm_config["input_size"]
     assert processor["crop_size"] == {"height": height, "width": width} and timm_config["crop_mode"] == "center"
@@ -281,7 +281,8 @@ def test_card_names_the_source_repo_and_commit(pulled):
     card = ModelCard.load(f"{entry['folder']}/README.md")
     assert card.data.base_model == "tester/vit"
     assert entry["commit"] == pulled["shas"]["tester/vit"] and entry["commit"] in card.text
-    assert json.loads(open(f"{entry['folder']}/config.json").read())["auto_map"]["AutoModel"] == "modeling_hf_vit.HfViTModel"
+    config = json.loads(Path(entry["folder"], "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_hf_vit.HfViTModel"
 
 
 def test_pinned_revision_gives_that_commit(pulled):
