@@ -104,6 +104,7 @@ def build_model(args, data, processor_factory):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from .modeling_hf_vit import HfViTForImageClassification
+    from .pretrained import pretrained_location
 
     labels = dict(num_labels=data.num_labels, id2label=dict(data.id2label), label2id=dict(data.label2id))
     chosen = [flag for flag in ("model_name_or_path", "preset", "config_name") if getattr(args, flag)]
@@ -112,18 +113,19 @@ def build_model(args, data, processor_factory):
     if args.model_name_or_path:
         if args.config_overrides:
             raise UserError("--config_overrides applies to models trained from scratch, not --model_name_or_path")
-        try:
-            config = AutoConfig.from_pretrained(args.model_name_or_path, cache_dir=args.cache_dir)
+        try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+            name = pretrained_location(args.model_name_or_path, cache_dir=args.cache_dir)
+            config = AutoConfig.from_pretrained(name, cache_dir=args.cache_dir)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot load a model from {args.model_name_or_path}: {str(error).splitlines()[0]}") from None
         if config.model_type != "hf_vit":
             raise UserError(f"{args.model_name_or_path} is a {config.model_type!r} model, not hf_vit (convert it first)")
         same_labels = dict(config.id2label or {}) == {int(k): v for k, v in data.id2label.items()}
         model = AutoModelForImageClassification.from_pretrained(
-            args.model_name_or_path, cache_dir=args.cache_dir, ignore_mismatched_sizes=not same_labels, **labels
+            name, cache_dir=args.cache_dir, ignore_mismatched_sizes=not same_labels, **labels
         )
         try:
-            processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, cache_dir=args.cache_dir)
+            processor = AutoImageProcessor.from_pretrained(name, cache_dir=args.cache_dir)
         except OSError:
             processor = processor_factory(config.image_size)
         return model, processor

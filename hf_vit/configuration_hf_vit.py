@@ -28,6 +28,7 @@ PRESETS = {
 }
 
 POOLING_MODES = ("cls", "mean")
+MLP_TYPES = ("mlp", "swiglu")
 
 
 def _is_int(value) -> bool:
@@ -63,6 +64,9 @@ class HfViTConfig(PreTrainedConfig):
         num_attention_heads (`int`): attention heads; must divide `hidden_size`.
         intermediate_size (`int`): hidden width of each block's MLP.
         hidden_act (`str`): MLP activation, a key of `transformers.activations.ACT2FN` ("gelu" is exact GELU).
+        mlp_type (`str`): "mlp" is fc1 -> `hidden_act` -> fc2; "swiglu" is the gated SwiGLU MLP of DINOv2-giant
+            (fc1 projects to 2 × `intermediate_size`, its first half through SiLU gates the second, fc2 projects back;
+            `hidden_act` is then unused).
         hidden_dropout_prob (`float`): dropout on the embeddings and on each attention/MLP branch output.
         attention_probs_dropout_prob (`float`): dropout on the attention weights.
         drop_path_rate (`float`): stochastic depth; block i drops its branches with rate `i / (L-1) * drop_path_rate`.
@@ -77,6 +81,8 @@ class HfViTConfig(PreTrainedConfig):
             only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4` models).
         interpolate_antialias (`bool`): bicubic resizing of the position embeddings with antialiasing (timm) or
             without (transformers, DINO). The two differ numerically; converters set it to match their source.
+        use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
+            tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
         initializer_range (`float`): std of the truncated-normal weight init.
     """
 
@@ -90,6 +96,7 @@ class HfViTConfig(PreTrainedConfig):
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
+    mlp_type: str = "mlp"
     hidden_dropout_prob: float = 0.0
     attention_probs_dropout_prob: float = 0.0
     drop_path_rate: float = 0.0
@@ -100,6 +107,7 @@ class HfViTConfig(PreTrainedConfig):
     pooling: str = "cls"
     cls_position_embedding: bool = True
     interpolate_antialias: bool = False
+    use_mask_token: bool = False
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -164,9 +172,11 @@ class HfViTConfig(PreTrainedConfig):
             problems.append(f"num_register_tokens must be an integer >= 0, got {self.num_register_tokens!r}")
         if self.pooling not in POOLING_MODES:
             problems.append(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.mlp_type not in MLP_TYPES:
+            problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
             problems.append(f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}")
-        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias"):
+        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias", "use_mask_token"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if problems:

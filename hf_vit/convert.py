@@ -159,8 +159,14 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append("register tokens with position embeddings (hf_vit registers have none, as DINOv2)")
     if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
         unsupported.append("normalisation inside attention (qk_norm / scale_attn_norm)")
-    if not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
-        unsupported.append(f"MLP activation {block.mlp.act} (hf_vit uses exact GELU)")
+    swiglu = type(block.mlp).__name__ == "GluMlp"  # timm's SwiGLUPacked (DINOv2-giant)
+    if swiglu:
+        if not isinstance(block.mlp.act, nn.SiLU) or block.mlp.gate_last:
+            unsupported.append(f"gated MLP with {block.mlp.act} gating the last half (hf_vit's SwiGLU is SiLU on the first half)")
+    elif type(block.mlp).__name__ != "Mlp":
+        unsupported.append(f"MLP layer {type(block.mlp).__name__} (hf_vit has timm's Mlp and SwiGLUPacked)")
+    elif not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
+        unsupported.append(f"MLP activation {block.mlp.act} (hf_vit uses exact GELU; e.g. CLIP's quick_gelu is not supported)")
     if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
         unsupported.append("normalisation inside the MLP (scale_mlp_norm)")
     if unsupported:
@@ -179,7 +185,8 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         hidden_size=timm_model.embed_dim,
         num_hidden_layers=len(timm_model.blocks),
         num_attention_heads=block.attn.num_heads,
-        intermediate_size=block.mlp.fc1.out_features,
+        intermediate_size=block.mlp.fc1.out_features // (2 if swiglu else 1),
+        mlp_type="swiglu" if swiglu else "mlp",
         layer_norm_eps=block.norm1.eps,
         qkv_bias=block.attn.qkv.bias is not None,
         layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
@@ -300,6 +307,117 @@ def from_transformers(vit_model: nn.Module) -> HfViTModel | HfViTForImageClassif
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# transformers DINOv2 (dinov2, dinov2_with_registers)
+# ---------------------------------------------------------------------------------------------------------------
+DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+_DINOV2_PREFIX = re.compile(r"^(dinov2_with_registers|dinov2)\.")
+DINOV2_TO_HF_VIT = [
+    (r"^embeddings\.cls_token$", "vit.embeddings.cls_token"),
+    (r"^embeddings\.mask_token$", "vit.embeddings.mask_token"),
+    (r"^embeddings\.register_tokens$", "vit.embeddings.register_tokens"),
+    (r"^embeddings\.position_embeddings$", "vit.embeddings.position_embeddings"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "vit.embeddings.patch_embeddings.projection."),
+    (r"^encoder\.layer\.(\d+)\.norm1\.", r"vit.encoder.layers.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.norm2\.", r"vit.encoder.layers.\1.norm2."),
+    (r"^encoder\.layer\.(\d+)\.attention\.(?:output\.dense|o_proj)\.", r"vit.encoder.layers.\1.attention.proj."),
+    (r"^encoder\.layer\.(\d+)\.layer_scale1\.lambda1$", r"vit.encoder.layers.\1.layer_scale1.lambda1"),
+    (r"^encoder\.layer\.(\d+)\.layer_scale2\.lambda1$", r"vit.encoder.layers.\1.layer_scale2.lambda1"),
+    (r"^encoder\.layer\.(\d+)\.mlp\.(fc1|fc2)\.", r"vit.encoder.layers.\1.mlp.\2."),
+    # SwiGLU, v4 names: weights_in is already packed (gate, value) as hf_vit's fc1
+    (r"^encoder\.layer\.(\d+)\.mlp\.weights_in\.", r"vit.encoder.layers.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.mlp\.(?:weights_out|down_proj)\.", r"vit.encoder.layers.\1.mlp.fc2."),
+    (r"^layernorm\.", "vit.layernorm."),
+]
+# q/k/v (v4 `attention.attention.query`, v5 `attention.q_proj`) and the v5 SwiGLU halves gate_proj/up_proj
+_DINOV2_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
+_DINOV2_GLU = re.compile(r"^encoder\.layer\.(\d+)\.mlp\.(gate|up)_proj\.(weight|bias)$")
+DINOV2_EXPECTED = (
+    "[dinov2.]embeddings.{cls_token,mask_token,[register_tokens],position_embeddings,patch_embeddings.projection.*}, "
+    "encoder.layer.N.{norm1,attention.attention.{query,key,value},attention.output.dense,layer_scale1,norm2,"
+    "mlp.{fc1,fc2 | weights_in,weights_out},layer_scale2}.* (v4) or encoder.layer.N.attention.{q,k,v,o}_proj, "
+    "mlp.{gate,up,down}_proj (v5), layernorm.*"
+)
+
+
+def dinov2_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers Dinov2Model / Dinov2WithRegistersModel names (v4 or v5) -> hf_vit; q/k/v are fused into one qkv,
+    the v5 SwiGLU gate/up halves packed into fc1 (gate first). The mask token is kept."""
+    state_dict = {_DINOV2_PREFIX.sub("", key): value for key, value in state_dict.items()}
+    if any(key.startswith("classifier.") for key in state_dict):
+        raise ValueError(
+            "cannot convert a Dinov2ForImageClassification head: it classifies [CLS] concatenated with the mean patch "
+            "token, which hf_vit's head does not represent; convert the backbone (Dinov2Model) and fine-tune a new head"
+        )
+    parts: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+    rest = {}
+    for key, tensor in state_dict.items():
+        if match := _DINOV2_QKV.match(key):
+            layer, long_name, short_name, kind = match.groups()
+            parts.setdefault(("qkv", layer, kind), {})[short_name or long_name[0]] = tensor
+        elif match := _DINOV2_GLU.match(key):
+            layer, half, kind = match.groups()
+            parts.setdefault(("glu", layer, kind), {})[half] = tensor
+        else:
+            rest[key] = tensor
+    converted = _rename(rest, DINOV2_TO_HF_VIT, "transformers DINOv2", DINOV2_EXPECTED)
+    for (what, layer, kind), found in parts.items():
+        order = ("q", "k", "v") if what == "qkv" else ("gate", "up")
+        if set(found) != set(order):
+            raise ValueError(f"layer {layer} has {what} {kind}s for {sorted(found)} only; expected {', '.join(order)}")
+        target = "attention.qkv" if what == "qkv" else "mlp.fc1"
+        converted[f"vit.encoder.layers.{layer}.{target}.{kind}"] = torch.cat([found[name] for name in order])
+    return converted
+
+
+def config_from_dinov2(dinov2_config, **overrides) -> HfViTConfig:
+    """The HfViTConfig of a transformers `Dinov2Config` / `Dinov2WithRegistersConfig`."""
+    patch_size = dinov2_config.patch_size
+    if not isinstance(patch_size, int):
+        if patch_size[0] != patch_size[1]:
+            raise ValueError(f"hf_vit needs square patches, the DINOv2 model has {patch_size}")
+        patch_size = patch_size[0]
+    with_registers = dinov2_config.model_type == "dinov2_with_registers"
+    mlp_hidden = int(dinov2_config.hidden_size * dinov2_config.mlp_ratio)
+    if dinov2_config.use_swiglu_ffn:  # transformers' Dinov2SwiGLUFFN width: 2/3, rounded up to a multiple of 8
+        mlp_hidden = (int(mlp_hidden * 2 / 3) + 7) // 8 * 8
+    image_size = dinov2_config.image_size
+    fields = dict(
+        image_size=image_size if isinstance(image_size, int) else list(image_size),
+        patch_size=patch_size,
+        num_channels=dinov2_config.num_channels,
+        hidden_size=dinov2_config.hidden_size,
+        num_hidden_layers=dinov2_config.num_hidden_layers,
+        num_attention_heads=dinov2_config.num_attention_heads,
+        intermediate_size=mlp_hidden,
+        hidden_act=dinov2_config.hidden_act,
+        mlp_type="swiglu" if dinov2_config.use_swiglu_ffn else "mlp",
+        hidden_dropout_prob=dinov2_config.hidden_dropout_prob,
+        attention_probs_dropout_prob=dinov2_config.attention_probs_dropout_prob,
+        layer_norm_eps=dinov2_config.layer_norm_eps,
+        qkv_bias=dinov2_config.qkv_bias,
+        layerscale_init=float(dinov2_config.layerscale_value),
+        num_register_tokens=dinov2_config.num_register_tokens if with_registers else 0,
+        cls_position_embedding=True,  # [CLS] and patches have positions, registers none
+        # transformers' Dinov2 resizes position embeddings without antialiasing, Dinov2WithRegisters with it
+        interpolate_antialias=with_registers,
+        use_mask_token=with_registers or bool(getattr(dinov2_config, "use_mask_token", True)),
+        initializer_range=dinov2_config.initializer_range,
+        id2label=dict(dinov2_config.id2label or {}) or None,
+        label2id=dict(dinov2_config.label2id or {}) or None,
+    )
+    fields.update(overrides)
+    return HfViTConfig(**fields)
+
+
+def from_dinov2(dinov2_model: nn.Module) -> HfViTModel:
+    """An hf_vit backbone with the weights of a transformers `Dinov2Model` / `Dinov2WithRegistersModel`."""
+    if type(dinov2_model).__name__ not in ("Dinov2Model", "Dinov2WithRegistersModel"):
+        raise TypeError(f"expected a transformers Dinov2Model or Dinov2WithRegistersModel, got {type(dinov2_model).__name__}")
+    config = config_from_dinov2(dinov2_model.config)
+    return _build(config, dinov2_state_dict_to_hf_vit(dinov2_model.state_dict()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Files: architecture from tensor shapes, per source
 # ---------------------------------------------------------------------------------------------------------------
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -348,13 +466,15 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
             "token(s); hf_vit infers square image sizes only"
         )
     gamma = state_dict.get("blocks.0.ls1.gamma")
+    fc1_out, fc2_in = state_dict["blocks.0.mlp.fc1.weight"].shape[0], state_dict["blocks.0.mlp.fc2.weight"].shape[1]
     return dict(
         img_size=side * patch,
         patch_size=patch,
         in_chans=in_chans,
         embed_dim=embed_dim,
         depth=_block_count(state_dict, r"blocks\.(\d+)\."),
-        mlp_hidden=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        mlp_hidden=fc1_out,
+        swiglu=fc1_out == 2 * fc2_in,  # timm's SwiGLUPacked: fc1 holds gate and value
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
         class_token=has_cls,
         reg_tokens=reg_tokens,
@@ -377,7 +497,8 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
         hidden_size=layout["embed_dim"],
         num_hidden_layers=layout["depth"],
         num_attention_heads=num_heads,
-        intermediate_size=layout["mlp_hidden"],
+        intermediate_size=layout["mlp_hidden"] // (2 if layout.get("swiglu") else 1),
+        mlp_type="swiglu" if layout.get("swiglu") else "mlp",
         layer_norm_eps=1e-6,
         qkv_bias=layout["qkv_bias"],
         layerscale_init=layout["layerscale_init"],
@@ -409,12 +530,17 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
     """A timm VisionTransformer of `layout` (the source library's own forward), loaded with `state_dict` if given."""
     from timm.models.vision_transformer import VisionTransformer
 
+    swiglu = {}
+    if layout.get("swiglu"):
+        from timm.layers import SwiGLUPacked
+
+        swiglu = dict(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
     model = VisionTransformer(
         img_size=layout["img_size"], patch_size=layout["patch_size"], in_chans=layout["in_chans"],
         num_classes=layout["num_classes"], global_pool=layout["global_pool"], embed_dim=layout["embed_dim"],
         depth=layout["depth"], num_heads=num_heads, mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
         qkv_bias=layout["qkv_bias"], init_values=layout["layerscale_init"], class_token=layout["class_token"],
-        no_embed_class=layout["no_embed_class"], reg_tokens=layout["reg_tokens"],
+        no_embed_class=layout["no_embed_class"], reg_tokens=layout["reg_tokens"], **swiglu,
     )
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
@@ -457,6 +583,9 @@ class Conversion:
     reference: Callable[[], Callable[[torch.Tensor], dict]] | None = None  # builds the source library's forward
     reference_name: str = ""
     notes: list[str] = field(default_factory=list)
+    # the source's own preprocessing, when it is more than resize + normalise: a transformers image processor
+    # (written instead of the ViTImageProcessor built from the fields above)
+    image_processor: object | None = None
 
 
 def _timm_forward(model: nn.Module, has_head: bool) -> Callable[[torch.Tensor], dict]:
@@ -476,6 +605,8 @@ def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None
     """
     path = Path(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if path.is_dir() and (path / "config.json").is_file() and timm_model is None and num_heads is None and preset is None:
+        return convert_timm_folder(path)
     if path.is_dir() and (path / "config.json").is_file():  # timm's own folder format (push_to_hub / local-dir)
         timm_config = json.loads((path / "config.json").read_text())
         if "architecture" not in timm_config:
@@ -536,6 +667,127 @@ def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None
         details=f"Converted from a timm `{name}` state dict ({', '.join(variants)}) with hf_vit's converter. "
         "Position embeddings are resized with antialiasing, as timm does.",
         image_mean=mean, image_std=std, reference=reference, reference_name="timm",
+    )
+
+
+# Heads of timm's vit_* families by width (tiny/small/base/large/huge/giant, DINOv2 and reg4 variants), for timm
+# folders read without timm installed: head width is 64 everywhere but DINOv2-giant (1536 wide, 24 heads).
+TIMM_HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24, 1664: 16}
+# timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
+TIMM_UNSUPPORTED_KEYS = (
+    (r"^norm_pre\.", "a CLIP-style pre-norm before the blocks (norm_pre)"),
+    (r"^attn_pool\.", "a MAP attention-pooling head (attn_pool)"),
+    (r"^dist_token$", "a distillation token (dist_token, DeiT distilled)"),
+    (r"^head_dist\.", "a distillation head (head_dist)"),
+    (r"\.attn\.(q_norm|k_norm)\.", "normalisation of queries and keys (qk_norm)"),
+    (r"\.attn\.norm\.", "normalisation inside attention (scale_attn_norm)"),
+    (r"\.mlp\.norm\.", "normalisation inside the MLP (scale_mlp_norm)"),
+    (r"^patch_embed\.norm\.", "a norm after the patch embedding (patch_embed.norm)"),
+    (r"^head\.fc\.|^head_drop|^head\.norm\.", "a non-linear classifier head"),
+)
+# PIL resampling codes of timm's interpolation names
+_PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+
+
+def refuse_unsupported_timm_keys(state_dict: dict[str, torch.Tensor], what: str = "this timm model") -> None:
+    found = []
+    for pattern, feature in TIMM_UNSUPPORTED_KEYS:
+        if any(re.search(pattern, key) for key in state_dict) and feature not in found:
+            found.append(feature)
+    if found:
+        raise ValueError(f"cannot convert {what}: it has {'; '.join(found)}, which hf_vit does not implement")
+
+
+def timm_image_processor(pretrained_cfg: dict):
+    """A transformers image processor reproducing timm's eval transform for `pretrained_cfg`: resize the shortest
+    edge to floor(size / crop_pct), centre-crop to `input_size` (crop_mode "center"; BitImageProcessor), or resize
+    to exactly floor(size / crop_pct) and centre-crop ("squash"; DeiTImageProcessor); then timm's mean/std."""
+    from transformers import BitImageProcessor, DeiTImageProcessor
+
+    _, height, width = pretrained_cfg.get("input_size", (3, 224, 224))
+    crop_pct = pretrained_cfg.get("crop_pct") or 0.875  # timm's DEFAULT_CROP_PCT
+    crop_mode = pretrained_cfg.get("crop_mode") or "center"
+    interpolation = pretrained_cfg.get("interpolation") or "bicubic"
+    if interpolation not in _PIL_RESAMPLE:
+        raise ValueError(f"timm interpolation {interpolation!r} has no PIL equivalent; expected one of {', '.join(_PIL_RESAMPLE)}")
+    common = dict(
+        resample=_PIL_RESAMPLE[interpolation], do_center_crop=True, crop_size={"height": height, "width": width},
+        do_rescale=True, do_normalize=True, image_mean=list(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+        image_std=list(pretrained_cfg.get("std", IMAGENET_STD)),
+    )
+    scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    if crop_mode == "center" and scale[0] == scale[1]:
+        return BitImageProcessor(size={"shortest_edge": scale[0]}, do_convert_rgb=True, **common)
+    if crop_mode in ("squash", "center"):  # center with a non-square target: timm keeps the ratio, this squashes
+        return DeiTImageProcessor(size={"height": scale[0], "width": scale[1]}, **common)
+    raise ValueError(f"timm crop_mode {crop_mode!r} has no transformers image processor equivalent (expected center or squash)")
+
+
+def convert_timm_folder(path) -> Conversion:
+    """A timm folder as timm's `save_for_hf` / `push_to_hf_hub` write it (config.json with `architecture`,
+    `num_classes`, `global_pool`, `pretrained_cfg`, optional `model_args` / `label_names`; model.safetensors or
+    pytorch_model.bin) -> hf_vit. With timm installed the model is built by timm's own registry (so features that do
+    not show in the weights, such as the activation, are checked); without, the heads come from `model_args` or
+    TIMM_HEADS_BY_WIDTH."""
+    path = Path(path)
+    config_file = path / "config.json"
+    timm_config = json.loads(config_file.read_text())
+    architecture = timm_config.get("architecture")
+    if not architecture:
+        raise ValueError(f"{config_file} is not a timm config (no 'architecture')")
+    if not str(architecture).startswith("vit_"):
+        raise ValueError(f"timm architecture {architecture!r} is not a plain ViT (vit_*); hf_vit converts timm's VisionTransformer")
+    pretrained_cfg = dict(timm_config.get("pretrained_cfg") or {})
+    model_args = dict(timm_config.get("model_args") or {})
+    state_dict = strip_wrapper_prefixes(load_weights(path))
+    refuse_unsupported_timm_keys(state_dict, f"timm {architecture}")
+    try:
+        import timm
+    except ImportError:
+        timm = None
+    if timm is not None:
+        kwargs = {**model_args, "num_classes": timm_config.get("num_classes", model_args.get("num_classes", 0))}
+        if timm_config.get("global_pool") is not None:
+            kwargs["global_pool"] = timm_config["global_pool"]
+        try:
+            source_model = timm.create_model(architecture, pretrained=False, **kwargs)
+        except RuntimeError as error:
+            raise ValueError(f"timm does not know the model {architecture!r} ({str(error).splitlines()[0]})") from None
+        except TypeError as error:
+            raise ValueError(f"timm model {architecture!r} is not a plain VisionTransformer ({error})") from None
+        _check_fits(state_dict, source_model.state_dict(), f"timm's {architecture} with the folder's model_args")
+        source_model.load_state_dict(state_dict, strict=True)
+        model = from_timm(source_model.eval())
+        how = "built by timm's model registry"
+    else:
+        timm_state_dict_to_hf_vit(state_dict)
+        layout = timm_layout_from_state_dict(state_dict)
+        heads = model_args.get("num_heads") or TIMM_HEADS_BY_WIDTH.get(layout["embed_dim"])
+        if heads is None:
+            raise ValueError(f"width {layout['embed_dim']} is not one of timm's vit_* widths ({', '.join(map(str, TIMM_HEADS_BY_WIDTH))}): install timm")
+        if "clip" in architecture or "siglip" in architecture:
+            raise ValueError(f"timm {architecture}: CLIP/SigLIP ViTs use quick_gelu or a MAP head, which hf_vit does not implement")
+        model = _build(config_from_timm_layout(layout, heads), timm_state_dict_to_hf_vit(state_dict))
+        how = "read from the weights (timm not installed)"
+    label_names = timm_config.get("label_names")
+    if isinstance(model, HfViTForImageClassification) and label_names and len(label_names) == model.config.num_labels:
+        model.config.id2label = {i: str(name) for i, name in enumerate(label_names)}
+        model.config.label2id = {str(name): i for i, name in enumerate(label_names)}
+    has_head = isinstance(model, HfViTForImageClassification)
+
+    def reference():  # timm's own loader, reading the same folder
+        timm_module = _require("timm", "verify")
+        return _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
+
+    processor = timm_image_processor(pretrained_cfg)
+    return Conversion(
+        model=model, source=f"timm `{architecture}`",
+        details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
+        "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "
+        f"reproduces timm's eval transform (input {processor.crop_size['height']}×{processor.crop_size['width']}, "
+        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'}).",
+        image_mean=tuple(processor.image_mean), image_std=tuple(processor.image_std), resample=processor.resample,
+        reference=reference, reference_name="timm", image_processor=processor,
     )
 
 
@@ -600,8 +852,14 @@ def convert_transformers_folder(path) -> Conversion:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"--source transformers expects a folder with config.json and the weights; {path} is not one")
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type in DINOV2_MODEL_TYPES:
+        return convert_dinov2_folder(path)
+    if model_type == "deit":
+        raise ValueError(f"{path / 'config.json'} is a distilled DeiT (model_type 'deit'): its distillation token has no "
+                         "hf_vit equivalent (the non-distilled facebook/deit-* models are model_type 'vit' and convert)")
     if model_type != "vit":
-        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit' models")
+        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit', "
+                         "'dinov2' and 'dinov2_with_registers' models")
     from transformers import ViTConfig
 
     vit_config = ViTConfig.from_pretrained(path)
@@ -629,6 +887,52 @@ def convert_transformers_folder(path) -> Conversion:
         details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv). "
         "Position embeddings are resized without antialiasing, as transformers does.",
         image_mean=mean, image_std=std, resample=resample, reference=reference, reference_name="transformers",
+        image_processor=_source_processor(path),
+    )
+
+
+def _source_processor(path: Path):
+    """The folder's own image processor (its preprocessor_config.json), or None."""
+    if not (path / "preprocessor_config.json").is_file():
+        return None
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(path)
+
+
+def convert_dinov2_folder(path) -> Conversion:
+    """A transformers `Dinov2Model` / `Dinov2WithRegistersModel` folder (v4 or v5 names) -> an hf_vit backbone (the
+    mask token kept)."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    dinov2_config = AutoConfig.from_pretrained(path)
+    state_dict = dinov2_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
+    model = _build(config_from_dinov2(dinov2_config), state_dict)
+    processor = _source_processor(path)
+    name = "DINOv2 with registers" if dinov2_config.model_type == "dinov2_with_registers" else "DINOv2"
+
+    def reference():
+        from transformers import AutoModel
+
+        source = AutoModel.from_pretrained(path).eval()
+
+        def forward(x):
+            out = source(x)
+            return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+
+        return forward
+
+    return Conversion(
+        model=model, source=f"transformers {name}",
+        details=f"Converted from a transformers {name} checkpoint with hf_vit's converter (q/k/v fused into one qkv"
+        + (", SwiGLU gate and value packed into one fc1" if dinov2_config.use_swiglu_ffn else "")
+        + "; the mask token kept). Position embeddings are resized "
+        + ("with" if dinov2_config.model_type == "dinov2_with_registers" else "without")
+        + " antialiasing, as transformers does for this model.",
+        image_mean=tuple(processor.image_mean) if processor else IMAGENET_MEAN,
+        image_std=tuple(processor.image_std) if processor else IMAGENET_STD,
+        reference=reference, reference_name="transformers", image_processor=processor,
     )
 
 
@@ -838,9 +1142,11 @@ def verify_conversion(conversion: Conversion, tolerance: float = VERIFY_TOLERANC
     return diff
 
 
-def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = False, max_abs_diff: float | None = None) -> Path:
-    """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card;
-    atomically (nothing is left in `output_dir` if any step fails)."""
+def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = False, max_abs_diff: float | None = None,
+                        base_model: str | None = None, model_name: str | None = None) -> Path:
+    """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card
+    (`base_model`: the source's Hub repo id, linked in the card's metadata); atomically (nothing is left in
+    `output_dir` if any step fails)."""
     from transformers import ViTImageProcessor
 
     model = conversion.model
@@ -851,13 +1157,14 @@ def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = Fa
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
-        ViTImageProcessor(
+        processor = conversion.image_processor or ViTImageProcessor(
             do_resize=True, size={"height": height, "width": width}, resample=conversion.resample,
             image_mean=list(conversion.image_mean), image_std=list(conversion.image_std),
-        ).save_pretrained(staging)
+        )
+        processor.save_pretrained(staging)
         card = render_model_card(
-            model.config, num_parameters=count_parameters(model), model_name=output_dir.name,
-            source=conversion.source, source_details=details,
+            model.config, num_parameters=count_parameters(model), model_name=model_name or output_dir.name,
+            source=conversion.source, source_details=details, base_model=base_model,
         )
         write_model_card(staging, card)
     return output_dir
@@ -895,10 +1202,12 @@ def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification:
 
 
 def _classification_names(model) -> dict[str, torch.Tensor]:
+    """The model's weights in classification naming, for export: the mask token (only used for masked-image
+    modelling, never in an ordinary forward) is left out, as timm's and transformers' ViTs have none."""
     state_dict = model.state_dict()
     if isinstance(model, HfViTModel):
         state_dict = {f"vit.{key}": value for key, value in state_dict.items()}
-    return state_dict
+    return {key: value for key, value in state_dict.items() if key != "vit.embeddings.mask_token"}
 
 
 HF_VIT_TO_TIMM = [_name_rule(ours, timm) for timm, ours in _TIMM_HF_VIT_NAMES]
@@ -916,7 +1225,9 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     VisionTransformer cannot express."""
     config = model.config
     problems = []
-    if config.hidden_act != "gelu":
+    if config.mlp_type != "mlp":
+        problems.append(f"mlp_type {config.mlp_type!r} (the export writes timm's plain GELU MLP)")
+    elif config.hidden_act != "gelu":
         problems.append(f"hidden_act {config.hidden_act!r} (timm's VisionTransformer here is built with exact GELU)")
     if config.layer_norm_eps != 1e-6:
         problems.append(f"layer_norm_eps {config.layer_norm_eps:g} (timm's VisionTransformer fixes LayerNorm eps at 1e-6)")
@@ -962,6 +1273,8 @@ def _hf_vit_to_transformers_model(model):
         problems.append("LayerScale (transformers' ViT has none)")
     if config.pooling != "cls":
         problems.append("mean pooling (transformers' ViT pools the [CLS] token)")
+    if config.mlp_type != "mlp":
+        problems.append(f"mlp_type {config.mlp_type!r} (transformers' ViT has a plain MLP)")
     if not config.cls_position_embedding:
         problems.append("no position embedding for [CLS] (transformers' ViT always has one)")
     if problems:

@@ -348,8 +348,20 @@ def image_processor_for(size: int | tuple[int, int], mean=None, std=None) -> ViT
 
 
 def _size(processor: ViTImageProcessor) -> tuple[int, int]:
-    size = processor.size
+    """The model's input size: the crop of a resize-then-crop processor (timm's and DINOv2's eval transform, as a
+    BitImageProcessor), else the resize target."""
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = crop or processor.size
     return (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+
+
+def _eval_resize(processor: ViTImageProcessor) -> list[v2.Transform]:
+    """The processor's own resize (and centre crop) as torchvision transforms."""
+    size = processor.size
+    if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        resize = (size["height"], size["width"]) if "height" in size else size["shortest_edge"]  # int: shortest edge
+        return [v2.Resize(resize, antialias=True), v2.CenterCrop(_size(processor))]
+    return [v2.Resize(_size(processor), antialias=True)]
 
 
 def build_transforms(processor: ViTImageProcessor, train: bool, digits: bool = False) -> v2.Compose:
@@ -362,7 +374,7 @@ def build_transforms(processor: ViTImageProcessor, train: bool, digits: bool = F
     if train and not digits:
         steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
     else:
-        steps += [v2.Resize(size, antialias=True)]
+        steps += _eval_resize(processor)
         if train:
             steps += [digits_augmentation(size)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(processor.image_mean, processor.image_std)]

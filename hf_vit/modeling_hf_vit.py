@@ -137,6 +137,8 @@ class HfViTEmbeddings(nn.Module):
     Position embeddings are learned for the patch grid of `config.image_size`; for any other grid they are resized
     bicubically (the seed's "interpolation"), so the model runs at any size divisible by the patch size.
     Token order is [CLS, registers..., patches...]; registers get no position embedding (DINOv2).
+    With `config.use_mask_token`, the patch tokens marked in `bool_masked_pos` are replaced by a learned mask token
+    before positions are added (DINOv2/iBOT masked-image modelling).
     """
 
     def __init__(self, config: HfViTConfig):
@@ -155,6 +157,7 @@ class HfViTEmbeddings(nn.Module):
         )
         num_positions = self.grid_size[0] * self.grid_size[1] + int(self.cls_position_embedding)
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, hidden_size)) if config.use_mask_token else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, grid_size: tuple[int, int]) -> torch.Tensor:
@@ -171,7 +174,12 @@ class HfViTEmbeddings(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_size[0] * grid_size[1], dim)
         return torch.cat((prefix_pos, patch_pos), dim=1)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         batch_size, _, height, width = pixel_values.shape
         patch_size = self.patch_embeddings.patch_size
         grid_size = (height // patch_size, width // patch_size)
@@ -191,6 +199,16 @@ class HfViTEmbeddings(nn.Module):
             position_embeddings = self.interpolate_pos_encoding(grid_size)
 
         embeddings = self.patch_embeddings(pixel_values)
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError("bool_masked_pos needs a mask token: build the model with config.use_mask_token=True")
+            if bool_masked_pos.shape != embeddings.shape[:2]:
+                raise ValueError(
+                    f"bool_masked_pos must have shape (batch, patches) = {tuple(embeddings.shape[:2])}, "
+                    f"got {tuple(bool_masked_pos.shape)}"
+                )
+            mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
+            embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
         cls_tokens = self.cls_token.expand(batch_size, -1, -1)
         if self.cls_position_embedding:
             embeddings = torch.cat((cls_tokens, embeddings), dim=1) + position_embeddings
@@ -292,6 +310,23 @@ class HfViTMLP(nn.Module):
         return self.dropout(self.fc2(self.activation(self.fc1(hidden_states))))
 
 
+class HfViTSwiGLUMLP(nn.Module):
+    """Gated MLP (SwiGLU, DINOv2-giant): one packed fc1 D -> 2·I (gate, value), SiLU(gate) · value, fc2 I -> D.
+
+    One matmul for both halves, as timm's `SwiGLUPacked`; transformers' gate_proj/up_proj are its two halves.
+    """
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
+        return self.dropout(self.fc2(F.silu(gate) * value))
+
+
 class HfViTLayerScale(nn.Module):
     """Per-channel scale of a residual branch, started small so deep models train stably (CaiT, DINOv2)."""
 
@@ -334,7 +369,7 @@ class HfViTLayer(GradientCheckpointingLayer):
         self.attention = HfViTAttention(config)
         self.layer_scale1 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = HfViTMLP(config)
+        self.mlp = HfViTSwiGLUMLP(config) if config.mlp_type == "swiglu" else HfViTMLP(config)
         self.layer_scale2 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
@@ -425,6 +460,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             if module.register_tokens is not None:
                 init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
+            if module.mask_token is not None:
+                init.zeros_(module.mask_token)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_init)
 
@@ -490,6 +527,7 @@ class HfViTModel(HfViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
@@ -499,6 +537,8 @@ class HfViTModel(HfViTPreTrainedModel):
             patch grid differs from the trained one; `True` likewise; `False` raises instead.
         output_attentions (`bool`, *optional*): return each layer's attention weights `(batch, heads, tokens, tokens)`,
             also when the model runs on SDPA/flash attention (that call then computes attention eagerly).
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch, patches)`, *optional*): patch tokens to replace by the
+            mask token (needs `config.use_mask_token`).
         """
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
@@ -507,7 +547,9 @@ class HfViTModel(HfViTPreTrainedModel):
         _check_pixel_values(pixel_values, config)
 
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
-        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        embeddings = self.embeddings(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, bool_masked_pos=bool_masked_pos
+        )
         with _fast_linears(embeddings):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs

@@ -1,5 +1,12 @@
 #!/usr/bin/env python
-"""Convert timm / DINO / transformers ViT / Google .npz checkpoints into an hf_vit folder, or export one back out.
+"""Convert timm / DINO / transformers ViT / DINOv2 / Google .npz checkpoints into an hf_vit folder, or export one back out.
+
+Without --source the layout is detected from the files, and --checkpoint may be a Hub repo id (downloaded through
+huggingface_hub; --revision pins a commit, --filename names the file of a repo without config.json):
+
+  python scripts/convert_checkpoint.py --checkpoint google/vit-base-patch16-224 --output_dir out --verify
+  python scripts/convert_checkpoint.py --checkpoint timm/vit_small_patch16_224.augreg_in21k_ft_in1k --output_dir out
+  python scripts/convert_checkpoint.py --checkpoint facebook/dinov2-small --output_dir out --verify
 
   python scripts/convert_checkpoint.py --source timm --checkpoint vit_s16.safetensors --timm_model vit_small_patch16_224 --output_dir out --verify
   python scripts/convert_checkpoint.py --source dino --checkpoint dino_checkpoint.pth --output_dir out --verify
@@ -13,14 +20,19 @@ User errors print one line to stderr and exit 1; --verify exits 1 when max-abs-d
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    direction = parser.add_mutually_exclusive_group(required=True)
-    direction.add_argument("--source", choices=("timm", "dino", "transformers", "npz"), help="convert this format into hf_vit")
+    direction = parser.add_mutually_exclusive_group()
+    direction.add_argument("--source", choices=("timm", "dino", "transformers", "dinov2", "npz"),
+                           help="convert this format into hf_vit (default: detected from the files)")
     direction.add_argument("--to", choices=("timm", "transformers"), help="export an hf_vit folder to this format")
-    parser.add_argument("--checkpoint", required=True, help="source file or folder (an hf_vit folder with --to)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="source file or folder, or a Hub repo id (an hf_vit folder with --to)")
+    parser.add_argument("--revision", help="Hub branch, tag or commit of --checkpoint (default: main)")
+    parser.add_argument("--filename", help="the checkpoint file inside a Hub repo without config.json (DINO .pth, .npz)")
     parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument("--timm_model", help="timm: base architecture, e.g. vit_small_patch16_224 (gives the heads)")
     parser.add_argument("--preset", help="timm/dino: an hf_vit preset giving the heads, e.g. vit-small-patch16-224")
@@ -43,9 +55,23 @@ def main(argv=None) -> int:
         check_hub_arguments(args)  # a bad repo id fails before any conversion work
         if args.push_to_hub and args.to:
             raise ValueError("--push_to_hub uploads hf_vit folders; it does not apply to --to exports")
+        local_file_options = [f"--{name}" for name in ("timm_model", "preset", "num_heads") if getattr(args, name)]
+        if args.checkpoint_key != "teacher":
+            local_file_options.append("--checkpoint_key")
         if args.to:
             result = export_checkpoint(args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite)
             against = args.to
+        elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).exists():
+            if local_file_options:
+                raise ValueError(f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino")
+            from hf_vit.pretrained import convert_pretrained
+
+            result = convert_pretrained(args.checkpoint, args.output_dir, revision=args.revision, filename=args.filename,
+                                        source=args.source, verify=args.verify, overwrite=args.overwrite)
+            against = result["conversion"].reference_name
+            print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
+            for note in result["conversion"].notes:
+                print(f"note: {note}")
         else:
             result = convert_checkpoint(
                 args.source, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite,
@@ -63,7 +89,8 @@ def main(argv=None) -> int:
         print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")
     print(f"wrote {result['output_dir']}")
     try:
-        push_from_arguments(args, result["output_dir"], commit_message=f"Convert a {args.source} checkpoint to hf_vit")
+        push_from_arguments(args, result["output_dir"],
+                            commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit")
     except (ValueError, PushError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@
 
     python scripts/predict.py MODEL IMAGE_OR_FOLDER... [--top_k 5] [--batch_size N] [--json]
 
-MODEL is an hf_vit checkpoint folder or Hub id (any image-classification checkpoint transformers can load works too).
+MODEL is an hf_vit checkpoint folder or Hub id, a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
+DINOv2, ...; converted once into the Hugging Face cache), or any image-classification checkpoint transformers can load.
 Folders are searched recursively (hidden files skipped), with a progress bar. One line per image on stdout:
 `PATH<TAB>label (score) | label (score) ...`, or with --json one JSON object per line
 `{"file": PATH, "predictions": [{"label": ..., "score": ...}, ...]}`. Files that cannot be read as images are
@@ -72,11 +73,17 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        check_model_location(args.model)
+        check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
     except ValueError as error:
         fail(str(error))
+    from hf_vit.pretrained import pretrained_location
+
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+        model_name = pretrained_location(args.model)
+    except ValueError:  # a layout hf_vit does not convert: transformers may still load it as it is
+        model_name = args.model
     try:
-        classify = pipeline("image-classification", model=args.model, device=device)
+        classify = pipeline("image-classification", model=model_name, device=device)
     except Exception as error:  # missing folder, bad Hub id, not an image-classification checkpoint
         fail(f"cannot load an image-classification model from {args.model!r}: "
              f"{(str(error).splitlines() or [type(error).__name__])[0]}")

@@ -4,8 +4,9 @@
     python scripts/visualize_attention.py MODEL IMAGE... --output_dir DIR [--layer -1] [--threshold 0.6]
         [--size H W] [--rollout]
 
-MODEL is an hf_vit checkpoint folder or Hub id. Each image runs at its own aspect ratio, at about the pixel count of
-the checkpoint's image processor, each side rounded to a multiple of the patch size (or at --size H W); position
+MODEL is an hf_vit checkpoint folder or Hub id, or any checkpoint hf_vit.from_pretrained converts (timm, transformers
+ViT, DINOv2, ...; converted once into the Hugging Face cache). Each image runs at its own aspect ratio, at about the
+pixel count of the checkpoint's image processor, each side rounded to a multiple of the patch size (or at --size H W); position
 embeddings are interpolated. From the chosen layer, the [CLS] query's attention over the patches (the [CLS] and
 register keys left out) gives, per image, in DIR:
 
@@ -101,9 +102,12 @@ def main(argv=None) -> int:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
     except ValueError as error:
         fail(str(error))
-    try:
-        config = AutoConfig.from_pretrained(args.model)
-    except Exception as error:  # missing folder, bad Hub id, broken config.json
+    from hf_vit.pretrained import pretrained_location
+
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+        model_name = pretrained_location(args.model)
+        config = AutoConfig.from_pretrained(model_name)
+    except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
         fail(f"cannot load a model config from {args.model!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
     if config.model_type != "hf_vit":
         fail(f"{args.model!r} is a {config.model_type!r} model; this script needs an hf_vit checkpoint")
@@ -116,11 +120,11 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        model = AutoModel.from_pretrained(args.model).to(device).eval()
+        model = AutoModel.from_pretrained(model_name).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
-        processor = AutoImageProcessor.from_pretrained(args.model)
+        processor = AutoImageProcessor.from_pretrained(model_name)
     except (OSError, ValueError):
         size = am.size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})

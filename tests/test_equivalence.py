@@ -126,3 +126,69 @@ def test_transformers_base_model_drops_only_the_pooler():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert max_diff(ours(x).last_hidden_state, source(x).last_hidden_state) <= TOL
+
+
+# ---- DINOv2 (transformers' Dinov2Model / Dinov2WithRegistersModel), ViT-S/14 width, 4 blocks ---------------------
+DINOV2_SIZES = [(224, 224), (168, 252)]
+
+
+@pytest.fixture(scope="module", params=["mlp", "swiglu", "registers"])
+def dinov2_pair(request):
+    from transformers import (
+        Dinov2Config,
+        Dinov2Model,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+    )
+
+    from hf_vit.convert import from_dinov2
+
+    torch.manual_seed(3)
+    shape = dict(hidden_size=384, num_hidden_layers=4, num_attention_heads=6, image_size=224, patch_size=14,
+                 layerscale_value=0.1)
+    if request.param == "registers":
+        source = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **shape))
+    else:
+        source = Dinov2Model(Dinov2Config(use_swiglu_ffn=request.param == "swiglu", **shape))
+    source = perturb(source)
+    return request.param, source, from_dinov2(source)
+
+
+@pytest.mark.parametrize("size", DINOV2_SIZES)
+def test_dinov2_matches_transformers(dinov2_pair, size):
+    variant, source, ours = dinov2_pair
+    assert isinstance(ours, HfViTModel) and ours.config.use_mask_token
+    assert ours.config.mlp_type == ("swiglu" if variant == "swiglu" else "mlp")
+    assert ours.config.num_register_tokens == (4 if variant == "registers" else 0)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        theirs, mine = source(x), ours(x)
+    print(f"DINOv2 {variant} {size[0]}x{size[1]}: max-abs-diff {max_diff(mine.last_hidden_state, theirs.last_hidden_state):.2e}")
+    assert max_diff(mine.last_hidden_state, theirs.last_hidden_state) <= TOL
+    assert max_diff(mine.pooler_output, theirs.pooler_output) <= TOL
+
+
+def test_dinov2_mask_token_matches_transformers(dinov2_pair):
+    _, source, ours = dinov2_pair
+    x = torch.randn(2, 3, 224, 224)
+    mask = torch.rand(2, 256, generator=torch.Generator().manual_seed(0)) < 0.4
+    with torch.no_grad():
+        theirs, mine = source(x, bool_masked_pos=mask), ours(x, bool_masked_pos=mask)
+        assert max_diff(mine.last_hidden_state, theirs.last_hidden_state) <= TOL
+        assert max_diff(mine.last_hidden_state, ours(x).last_hidden_state) > 1e-3  # the mask token did something
+
+
+def test_timm_swiglu_packed_matches_timm():
+    """timm's SwiGLUPacked MLP (vit_giant_patch14_dinov2's), at a small width."""
+    from timm.layers import SwiGLUPacked
+
+    torch.manual_seed(4)
+    source = perturb(timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=2,
+                                       mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, mlp_ratio=2.66667 * 2,
+                                       num_classes=5, dynamic_img_size=True))
+    ours = from_timm(source)
+    assert ours.config.mlp_type == "swiglu" and ours.config.intermediate_size * 2 == source.blocks[0].mlp.fc1.out_features
+    for size in [(56, 56), (42, 70)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            assert max_diff(ours(x).logits, source(x)) <= TOL

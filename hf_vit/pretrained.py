@@ -1,0 +1,461 @@
+"""Any ViT checkpoint on the Hub or on disk as an hf_vit model, in one line: `hf_vit.from_pretrained(name)`.
+
+`name` is a Hub repo id or a local folder/file. The layout is detected from the files (an explicit `source` is still
+accepted):
+
+    hf_vit        config.json with model_type "hf_vit"                  -> loaded as it is
+    timm          config.json with "architecture" (timm's push_to_hf_hub / save_for_hf), or a timm state dict file
+    transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*)
+    dinov2        config.json with model_type "dinov2" / "dinov2_with_registers"
+    dino          a DINO training checkpoint or backbone pickle (.pth/.pt), named with `filename=` on the Hub
+    npz           a Google JAX `.npz` (vit_jax / big_vision layouts), named with `filename=` on the Hub
+
+Foreign checkpoints are converted once: the hf_vit folder (safetensors, config with auto_map and the code files, the
+source's preprocessing as a transformers image processor, a model card with `base_model`) is written atomically under
+the Hugging Face cache, in `hf_vit-converted/models--NAMESPACE--NAME/<commit sha>/`, and later calls (and any call
+with HF_HUB_OFFLINE=1) load it from there. Only the files needed are downloaded, through huggingface_hub (revision
+pinning, token), safetensors preferred; pickles are read with `torch.load(weights_only=True)` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint_io import PICKLE_SUFFIXES
+from .convert import (
+    DINOV2_MODEL_TYPES,
+    TIMM_HEADS_BY_WIDTH,
+    VERIFY_TOLERANCE,
+    Conversion,
+    convert_dino_file,
+    convert_npz_file,
+    convert_timm_file,
+    convert_timm_folder,
+    convert_transformers_folder,
+    verify_conversion,
+    write_hf_vit_folder,
+)
+from .modeling_hf_vit import HfViTForImageClassification, HfViTModel
+
+logger = logging.getLogger(__name__)
+
+TASKS = {
+    "image-classification": HfViTForImageClassification,
+    "feature-extraction": HfViTModel,
+    "image-feature-extraction": HfViTModel,
+}
+LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dino", "npz")
+CACHE_FOLDER = "hf_vit-converted"
+# Part of every cache key: a change to the converters that changes their output gets a new conversion.
+CONVERTER_VERSION = "1"
+_WEIGHT_CANDIDATES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class Resolved:
+    """Where the hf_vit checkpoint for a name lives, and how it got there."""
+
+    location: str  # an hf_vit folder, or the Hub repo id of an hf_vit repo
+    layout: str  # one of LAYOUTS
+    load_kwargs: dict = field(default_factory=dict)  # revision/cache_dir/token for an hf_vit Hub repo
+    converted: bool = False  # written by this call (False: hf_vit as it was, or a cached conversion)
+    from_cache: bool = False
+    max_abs_diff: float | None = None  # with verify=True
+    source_repo: str | None = None
+    commit: str | None = None
+    conversion: Conversion | None = None
+
+
+def task_class(task: str):
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    return TASKS[task]
+
+
+def from_pretrained(
+    name_or_path,
+    *,
+    task: str = "image-classification",
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    verify: bool = False,
+    source: str | None = None,
+    filename: str | None = None,
+    **kwargs,
+) -> HfViTForImageClassification | HfViTModel:
+    """An hf_vit model from any supported ViT checkpoint (see the module docstring), converted once and cached.
+
+    Args:
+        name_or_path: a Hub repo id ("google/vit-base-patch16-224", "timm/vit_small_patch16_224.augreg_in21k") or a
+            local folder / file.
+        task: "image-classification" -> `HfViTForImageClassification` (a new, randomly initialised head when the source
+            has none, or with `num_labels=`/`ignore_mismatched_sizes=True` in kwargs); "feature-extraction" ->
+            `HfViTModel`.
+        revision: branch, tag or commit of a Hub repo; the conversion is cached per commit.
+        cache_dir: the Hugging Face cache to use (default: HF_HUB_CACHE); conversions go to its `hf_vit-converted/`.
+        token: Hub token for private or gated repos.
+        verify: run the source library's own forward (timm / transformers) and hf_vit's on the same random batch and
+            fail (writing nothing) if the max-abs-diff exceeds 1e-4; the figure is logged.
+        source: force a layout (one of LAYOUTS) instead of detecting it.
+        filename: the checkpoint file inside a Hub repo without config.json (DINO `.pth`, Google `.npz`).
+        **kwargs: passed to `from_pretrained` of the hf_vit class (e.g. `num_labels`, `id2label`,
+            `ignore_mismatched_sizes`, `attn_implementation`, `dtype`).
+    """
+    model_class = task_class(task)
+    resolved = resolve_pretrained(
+        name_or_path, revision=revision, cache_dir=cache_dir, token=token, verify=verify, source=source, filename=filename
+    )
+    return model_class.from_pretrained(resolved.location, **resolved.load_kwargs, **kwargs)
+
+
+def resolve_pretrained(
+    name_or_path,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    verify: bool = False,
+    source: str | None = None,
+    filename: str | None = None,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> Resolved:
+    """The hf_vit checkpoint for `name_or_path`: the folder/repo itself for hf_vit checkpoints, else the cached
+    conversion (made now if missing, or always with `verify`)."""
+    if source is not None and source not in LAYOUTS:
+        raise ValueError(f"source must be one of {', '.join(LAYOUTS)} (or None to detect it), got {source!r}")
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if filename is not None:
+            path = path / filename if path.is_dir() else path
+            if not path.exists():
+                raise ValueError(f"{path} does not exist")
+        return _resolve_local(path, cache_dir=cache_dir, verify=verify, source=source, tolerance=tolerance)
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ValueError(f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)") from None
+    return _resolve_hub(name, revision=revision, cache_dir=cache_dir, token=token, verify=verify, source=source,
+                        filename=filename, tolerance=tolerance)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# layout detection
+# ---------------------------------------------------------------------------------------------------------------
+def detect_config_layout(config: dict, where: str = "config.json") -> str:
+    """The layout a config.json describes; refuses, naming the feature, what hf_vit cannot represent."""
+    model_type = config.get("model_type")
+    if model_type == "hf_vit":
+        return "hf_vit"
+    if model_type is None and "architecture" in config:
+        return "timm"
+    if model_type == "vit":
+        return "transformers"
+    if model_type in DINOV2_MODEL_TYPES:
+        return "dinov2"
+    if model_type == "deit":
+        raise ValueError(f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
+                         "(the non-distilled facebook/deit-* checkpoints are model_type 'vit' and convert)")
+    if model_type is not None:
+        raise ValueError(f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT, transformers 'vit', "
+                         f"{' and '.join(repr(t) for t in DINOV2_MODEL_TYPES)} checkpoints")
+    raise ValueError(f"{where} is neither a transformers config (model_type) nor a timm config (architecture)")
+
+
+def detect_file_layout(path: Path) -> str:
+    """A single checkpoint file without config.json: `.npz` is Google's, a pickle is DINO's (training checkpoint or
+    backbone), a safetensors state dict is timm-named."""
+    if path.suffix == ".npz":
+        return "npz"
+    if path.suffix in PICKLE_SUFFIXES:
+        return "dino"
+    if path.suffix == ".safetensors":
+        return "timm"
+    raise ValueError(f"cannot tell the layout of {path.name}: expected a folder with config.json, a .safetensors "
+                     "state dict, a DINO .pth/.pt or a Google .npz (or pass source=)")
+
+
+def _layout_of(path: Path, source: str | None) -> str:
+    if source is not None:
+        return source
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"{path} has no config.json: name the checkpoint file inside it, or pass source=")
+        return detect_config_layout(_read_json(config_file), str(config_file))
+    return detect_file_layout(path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"{path} holds JSON but not an object (a mapping of settings)")
+
+
+def convert_layout(layout: str, path: Path) -> Conversion:
+    """Convert the files at `path` (folder or file) of a foreign `layout`."""
+    path = Path(path)
+    if layout == "timm":
+        if path.is_dir() and (path / "config.json").is_file():
+            return convert_timm_folder(path)
+        return _convert_timm_state_dict(path)
+    if layout in ("transformers", "dinov2"):
+        return convert_transformers_folder(path)
+    if layout == "dino":
+        return convert_dino_file(path)
+    if layout == "npz":
+        return convert_npz_file(path)
+    raise ValueError(f"no converter for layout {layout!r}")
+
+
+def _convert_timm_state_dict(path: Path) -> Conversion:
+    from .checkpoint_io import load_weights, strip_wrapper_prefixes
+
+    state_dict = strip_wrapper_prefixes(load_weights(path))
+    width = state_dict["patch_embed.proj.weight"].shape[0] if "patch_embed.proj.weight" in state_dict else None
+    heads = TIMM_HEADS_BY_WIDTH.get(width)
+    if heads is None:
+        raise ValueError(f"{path}: a timm state dict without config.json, width {width}: the heads cannot be inferred; "
+                         "convert it with scripts/convert_checkpoint.py --timm_model/--num_heads")
+    return convert_timm_file(path, num_heads=heads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the cache
+# ---------------------------------------------------------------------------------------------------------------
+def conversion_cache_root(cache_dir=None) -> Path:
+    from huggingface_hub import constants
+
+    return Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE) / CACHE_FOLDER
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (
+        (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    )
+
+
+def _write(conversion: Conversion, target: Path, *, verify: bool, tolerance: float, base_model: str | None,
+           model_name: str) -> float | None:
+    diff = verify_conversion(conversion, tolerance) if verify else None
+    if diff is not None:
+        logger.info("verified against %s: max-abs-diff %.3e (fp32)", conversion.reference_name, diff)
+    write_hf_vit_folder(conversion, target, overwrite=True, max_abs_diff=diff, base_model=base_model,
+                        model_name=model_name)
+    logger.info("converted %s into %s", conversion.source, target)
+    return diff
+
+
+def _local_key(path: Path) -> str:
+    """Identifies a local source by its files' resolved paths, sizes and modification times."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256(CONVERTER_VERSION.encode())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, tolerance: float) -> Resolved:
+    layout = _layout_of(path, source)
+    if layout == "hf_vit":
+        if not path.is_dir():
+            raise ValueError(f"an hf_vit checkpoint is a folder (config.json + weights); {path} is a file")
+        return Resolved(location=str(path), layout=layout)
+    target = conversion_cache_root(cache_dir) / "local" / f"{layout}-{_local_key(path)}"
+    if _is_complete(target) and not verify:
+        logger.info("loading the cached conversion of %s from %s", path, target)
+        return Resolved(location=str(target), layout=layout, from_cache=True)
+    conversion = convert_layout(layout, path)
+    diff = _write(conversion, target, verify=verify, tolerance=tolerance, base_model=None,
+                  model_name=f"{path.stem if path.is_file() else path.name}-hf_vit")
+    return Resolved(location=str(target), layout=layout, converted=True, max_abs_diff=diff, conversion=conversion)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the Hub
+# ---------------------------------------------------------------------------------------------------------------
+def _hub_errors():
+    from huggingface_hub import errors
+
+    return errors
+
+
+def _download(repo_id: str, filename: str, *, revision, cache_dir, token) -> Path:
+    """hf_hub_download with the Hub's errors as one-line ValueErrors (EntryNotFoundError passes through)."""
+    from huggingface_hub import hf_hub_download
+
+    errors = _hub_errors()
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token))
+    except errors.LocalEntryNotFoundError:
+        raise ValueError(
+            f"{repo_id}: {filename} is not in the Hugging Face cache and the Hub cannot be reached (offline: "
+            "HF_HUB_OFFLINE=1, or no network); load it once online"
+        ) from None
+    except errors.GatedRepoError:
+        raise ValueError(f"{repo_id} is a gated repo: accept its terms on the Hub and pass token=") from None
+    except errors.RepositoryNotFoundError:
+        raise ValueError(f"Hub repo {repo_id!r} not found (or private: pass token=)") from None
+    except errors.RevisionNotFoundError:
+        raise ValueError(f"revision {revision!r} not found in the Hub repo {repo_id}") from None
+
+
+def _snapshot_of(file: Path) -> tuple[Path, str]:
+    """(snapshot folder, commit sha) of a file downloaded into the Hugging Face cache."""
+    parts = file.parts
+    index = len(parts) - 1 - parts[::-1].index("snapshots")
+    return Path(*parts[: index + 2]), parts[index + 1]
+
+
+def _download_weights(repo_id: str, sha: str, *, cache_dir, token) -> None:
+    """The repo's weights at commit `sha` into the cache: safetensors (sharded or not) if present, else the pickle."""
+    errors = _hub_errors()
+    for name in _WEIGHT_CANDIDATES:
+        try:
+            file = _download(repo_id, name, revision=sha, cache_dir=cache_dir, token=token)
+        except (errors.EntryNotFoundError, ValueError):
+            continue
+        if name.endswith(".index.json"):
+            for shard in dict.fromkeys(_read_json(file).get("weight_map", {}).values()):
+                _download(repo_id, shard, revision=sha, cache_dir=cache_dir, token=token)
+        return
+    raise ValueError(f"{repo_id} (commit {sha[:12]}) has none of {', '.join(_WEIGHT_CANDIDATES)} (or they are not "
+                     "cached and the Hub cannot be reached)")
+
+
+@dataclass
+class _HubSource:
+    repo_id: str
+    filename: str | None
+    layout: str
+    sha: str
+    snapshot: Path  # the snapshot folder in the Hugging Face cache
+    anchor: Path  # config.json, or the named checkpoint file
+
+
+def _hub_source(repo_id: str, *, revision, cache_dir, token, source: str | None, filename: str | None) -> _HubSource:
+    """Resolve the revision to a commit and detect the layout (one small download: config.json or the named file)."""
+    errors = _hub_errors()
+    anchor_name = filename or "config.json"
+    try:
+        anchor = _download(repo_id, anchor_name, revision=revision, cache_dir=cache_dir, token=token)
+    except errors.EntryNotFoundError:
+        hint = "" if filename else ": name the checkpoint file with filename= (a DINO .pth, a Google .npz)"
+        raise ValueError(f"the Hub repo {repo_id} has no {anchor_name}{hint}") from None
+    snapshot, sha = _snapshot_of(anchor)
+    if filename is None:
+        layout = source or detect_config_layout(_read_json(anchor), f"{repo_id}/config.json")
+    else:
+        layout = source or detect_file_layout(anchor)
+    return _HubSource(repo_id, filename, layout, sha, snapshot, anchor)
+
+
+def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
+    """Download what the conversion needs (the weights, safetensors preferred; the source's image processor) and
+    convert."""
+    errors = _hub_errors()
+    if hub.filename is None:
+        _download_weights(hub.repo_id, hub.sha, cache_dir=cache_dir, token=token)
+        if hub.layout in ("transformers", "dinov2"):
+            try:
+                _download(hub.repo_id, "preprocessor_config.json", revision=hub.sha, cache_dir=cache_dir, token=token)
+            except (errors.EntryNotFoundError, ValueError):
+                pass  # a default processor is written instead
+        conversion = convert_layout(hub.layout, hub.snapshot)
+    else:
+        conversion = convert_layout(hub.layout, hub.anchor)
+    conversion.details += (f" Source: the Hub repo `{hub.repo_id}`" + (f", file `{hub.filename}`" if hub.filename else "")
+                           + f", commit `{hub.sha}`.")
+    return conversion
+
+
+def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, source: str | None, filename: str | None,
+                 tolerance: float) -> Resolved:
+    from huggingface_hub.file_download import repo_folder_name
+
+    hub = _hub_source(repo_id, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
+    if hub.layout == "hf_vit":
+        return Resolved(location=repo_id, layout=hub.layout, source_repo=repo_id, commit=hub.sha,
+                        load_kwargs={"revision": hub.sha, "cache_dir": cache_dir, "token": token})
+    key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
+    target = (conversion_cache_root(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model") / hub.sha
+              / f"{hub.layout}-v{CONVERTER_VERSION}-{key}")
+    if _is_complete(target) and not verify:
+        logger.info("loading the cached conversion of %s (commit %s) from %s", repo_id, hub.sha, target)
+        return Resolved(location=str(target), layout=hub.layout, from_cache=True, source_repo=repo_id, commit=hub.sha)
+    conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
+    diff = _write(conversion, target, verify=verify, tolerance=tolerance, base_model=repo_id,
+                  model_name=f"{repo_id.split('/')[-1]}-hf_vit")
+    return Resolved(location=str(target), layout=hub.layout, converted=True, max_abs_diff=diff, source_repo=repo_id,
+                    commit=hub.sha, conversion=conversion)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# for the command lines
+# ---------------------------------------------------------------------------------------------------------------
+def pretrained_location(name_or_path, cache_dir=None, token=None) -> str:
+    """What to give transformers' `from_pretrained` for `name_or_path`: the name itself for an hf_vit checkpoint, else
+    the folder of its cached conversion (converted now if needed). Refusals are ValueErrors."""
+    return resolve_pretrained(name_or_path, cache_dir=cache_dir, token=token).location
+
+
+def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=None, token=None, verify: bool = False,
+                       source: str | None = None, filename: str | None = None, overwrite: bool = False,
+                       tolerance: float = VERIFY_TOLERANCE) -> dict:
+    """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
+    scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
+    "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
+    from .convert import check_output_dir
+
+    check_output_dir(output_dir, overwrite)
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    base_model = None
+    if path.exists():
+        if filename is not None and path.is_dir():
+            path = path / filename
+        layout = _layout_of(path, source)
+        if layout == "hf_vit":
+            raise ValueError(f"{path} is already an hf_vit checkpoint; nothing to convert")
+        conversion = convert_layout(layout, path)
+    else:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ValueError(f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)") from None
+        hub = _hub_source(name, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
+        if hub.layout == "hf_vit":
+            raise ValueError(f"the Hub repo {name} is already an hf_vit checkpoint; nothing to convert")
+        layout = hub.layout
+        conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
+        base_model = name
+    diff = verify_conversion(conversion, tolerance) if verify else None
+    write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, base_model=base_model)
+    return {"output_dir": Path(output_dir), "max_abs_diff": diff, "model": conversion.model, "conversion": conversion,
+            "layout": layout}
+
+
+__all__ = [
+    "LAYOUTS",
+    "Resolved",
+    "convert_pretrained",
+    "detect_config_layout",
+    "from_pretrained",
+    "pretrained_location",
+    "resolve_pretrained",
+]
