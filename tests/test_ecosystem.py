@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTModel
+from hf_vit import HfViTForImageClassification, HfViTModel
 
 
 def test_builds_on_the_meta_device(tiny_config):
