@@ -1,29 +1,23 @@
-"""Shared by the training scripts: the data and model arguments, model construction, and the one-line error exit."""
+"""The command-line layer: argparse groups shared by the CLIs, the one exit convention, logging, printing.
+
+The convention (README, "Command-line tools"): exit 2 for the user's mistake (`UserError`, and the library's
+`ValueError`s about the inputs), 1 for a failure of the run (`RunFailure`: a full disk, the Hub refusing a push), 130
+for an interrupt; one line on stderr (`error: ...`), a traceback only with `--verbose`. Only this module and
+`hf_vit.commands` know about argparse, flags, exit codes and printing; the library raises and logs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
+import logging
 import sys
-from pathlib import Path
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
-from .configuration_hf_vit import PRESETS, HfViTConfig
-
-# The default model for the embedded digits: 8×8 input cut into 2×2 = 4 patches of 4×4 pixels, width 96, depth 6.
-# Few tokens keep each step cheap on a CPU, and learn far faster here than patch 2 (16 tokens: 89% after 30 epochs
-# where patch 4 is at 97-99%); mean pooling learns faster than [CLS] on so little data. Width 96 rather than 64:
-# over seeds 1/3/42, 20 epochs end at 98.1-99.7% test accuracy (width 64: 97.2-99.2% after 15 epochs).
-DIGITS_MODEL = dict(
-    image_size=8,
-    patch_size=4,
-    hidden_size=96,
-    num_hidden_layers=6,
-    num_attention_heads=4,
-    intermediate_size=384,
-    pooling="mean",
-)
-DEFAULT_PRESET = "vit-tiny-patch16-224"
+from .configuration_hf_vit import PRESETS
+from .model_setup import DEFAULT_PRESET
 
 
 class UserError(Exception):
@@ -34,9 +28,61 @@ class RunFailure(Exception):
     """The run itself failed (e.g. the disk is full): printed as one line, exit status 1, no traceback."""
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
-    print(f"error: {message}", file=sys.stderr)
+EXIT_USER_ERROR, EXIT_RUN_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(code)
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--verbose", action="store_true", help="debug messages, and a traceback with any error")
+    group.add_argument("--quiet", action="store_true", help="errors and warnings only")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """hf_vit's messages: information on stdout (the run's narrative), warnings on stderr, as plain lines."""
+    logger = logging.getLogger("hf_vit")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    info.setFormatter(logging.Formatter("%(message)s"))
+    warning = logging.StreamHandler(sys.stderr)
+    warning.setLevel(logging.WARNING)
+    warning.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(info)
+    logger.addHandler(warning)
+
+
+def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
+    """Run a command's body under the exit convention; returns the exit status."""
+    try:
+        return body() or 0
+    except UserError as error:
+        return _error(error, EXIT_USER_ERROR, verbose)
+    except RunFailure as error:
+        return _error(error, EXIT_RUN_FAILURE, verbose)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: one line unless --verbose asks for the traceback
+        if verbose:
+            traceback.print_exc()
+            return EXIT_RUN_FAILURE
+        first = (str(error).strip().splitlines() or [""])[0]
+        print(f"error: unexpected {type(error).__name__}: {first} (rerun with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_RUN_FAILURE
+
+
+def _error(error: Exception, code: int, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +113,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# set from the data (the labels) or by transformers itself: not for --config_overrides
-_NOT_OVERRIDABLE = {"model_type", "architectures", "auto_map", "id2label", "label2id", "num_labels", "transformers_version"}
+def parse_overrides(text: str | None) -> dict:
+    """`--config_overrides "hidden_size=128,pooling=mean"` -> {"hidden_size": 128, "pooling": "mean"}, keys checked."""
+    from .model_setup import check_overrides
 
-
-def _parse_overrides(text: str | None) -> dict:
     overrides = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -83,74 +128,36 @@ def _parse_overrides(text: str | None) -> dict:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    known = {key for key in HfViTConfig().to_dict() if not key.startswith("_")} - _NOT_OVERRIDABLE
-    for key in overrides:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
-            raise UserError(f"--config_overrides: unknown HfViTConfig key {key!r}; {hint}")
+    try:
+        check_overrides(overrides)
+    except ValueError as error:
+        raise UserError(f"--config_overrides: {error}") from None
     return overrides
 
 
-def check_config_overrides(text: str | None) -> None:
-    """The early check the CLIs run before loading any data."""
-    _parse_overrides(text)
+def build_model(args, data):
+    """(model, image_processor) for the model flags and the data's labels (`hf_vit.model_setup.build_model`)."""
+    from .model_setup import build_model as build
 
-
-def build_model(args, data, processor_factory):
-    """(model, image_processor) for the arguments: fine-tune `--model_name_or_path`, or a fresh model from
-    `--config_name` / `--preset` / the digits default, with the data's labels."""
-    import hf_vit  # noqa: F401  (registers the Auto classes)
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
-
-    from .modeling_hf_vit import HfViTForImageClassification
-    from .pretrained import pretrained_location
-
-    labels = dict(num_labels=data.num_labels, id2label=dict(data.id2label), label2id=dict(data.label2id))
-    chosen = [flag for flag in ("model_name_or_path", "preset", "config_name") if getattr(args, flag)]
-    if len(chosen) > 1:
-        raise UserError(f"give one of --model_name_or_path, --preset, --config_name (got {', '.join('--' + c for c in chosen)})")
-    if args.model_name_or_path:
-        if args.config_overrides:
-            raise UserError("--config_overrides applies to models trained from scratch, not --model_name_or_path")
-        try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
-            name = pretrained_location(args.model_name_or_path, cache_dir=args.cache_dir)
-            config = AutoConfig.from_pretrained(name, cache_dir=args.cache_dir)
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot load a model from {args.model_name_or_path}: {str(error).splitlines()[0]}") from None
-        if config.model_type != "hf_vit":
-            raise UserError(f"{args.model_name_or_path} is a {config.model_type!r} model, not hf_vit (convert it first)")
-        same_labels = dict(config.id2label or {}) == {int(k): v for k, v in data.id2label.items()}
-        model = AutoModelForImageClassification.from_pretrained(
-            name, cache_dir=args.cache_dir, ignore_mismatched_sizes=not same_labels, **labels
-        )
-        try:
-            processor = AutoImageProcessor.from_pretrained(name, cache_dir=args.cache_dir)
-        except OSError:
-            processor = processor_factory(config.image_size)
-        return model, processor
-    overrides = _parse_overrides(args.config_overrides)
+    check_model_flags(args)
     try:
-        if args.config_name:
-            path = Path(args.config_name)
-            if not path.is_file():
-                raise UserError(f"--config_name {args.config_name} is not a file")
-            try:
-                settings = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise UserError(f"--config_name {args.config_name} is not valid JSON: {error}") from None
-            settings = {k: v for k, v in settings.items() if k not in ("model_type", "architectures", "auto_map", "id2label", "label2id", "num_labels", "transformers_version")}
-            config = HfViTConfig(**{**settings, **overrides, **labels})
-        elif args.preset:
-            config = HfViTConfig.from_preset(args.preset, **overrides, **labels)
-        elif data.is_digits:
-            config = HfViTConfig(**{**DIGITS_MODEL, **overrides, **labels})
-        else:
-            config = HfViTConfig.from_preset(DEFAULT_PRESET, **overrides, **labels)
-        config.check_values()  # configs accept any values: a bad one is a one-line error here, not a traceback
+        return build(data.id2label, model_name_or_path=args.model_name_or_path, preset=args.preset,
+                     config_file=args.config_name, config_overrides=parse_overrides(args.config_overrides),
+                     digits=data.is_digits, cache_dir=args.cache_dir)
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
-    return HfViTForImageClassification(config), processor_factory(config.image_size)
+
+
+def check_model_flags(args) -> None:
+    """The cheap checks of the model flags, run before any data is loaded."""
+    chosen = [f"--{flag}" for flag in ("model_name_or_path", "preset", "config_name") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise UserError(f"give one of --model_name_or_path, --preset, --config_name (got {', '.join(chosen)})")
+    if args.preset and args.preset not in PRESETS:
+        raise UserError(f"Unknown preset {args.preset!r}; known presets: {', '.join(PRESETS)}")
+    if args.model_name_or_path and args.config_overrides:
+        raise UserError("--config_overrides applies to models trained from scratch, not --model_name_or_path")
+    parse_overrides(args.config_overrides)
 
 
 def show_prediction(output_dir, data, max_tries: int = 20):

@@ -52,6 +52,7 @@ class ImageData:
     streaming: bool = False
     is_digits: bool = False
     notes: list[str] = field(default_factory=list)
+    from_dataset: bool = False  # loaded with datasets.load_dataset: the model card names it in `datasets`
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -249,7 +250,7 @@ def load_image_data(
             eval_ds = eval_ds.cast_column(image_column, datasets.Image(decode=False))
         data = ImageData(
             train=train, eval=eval_ds, image_column=image_column, label_column=label_column, id2label=id2label,
-            name=name, eval_split=eval_split, streaming=streaming, notes=notes,
+            name=name, eval_split=eval_split, streaming=streaming, notes=notes, from_dataset=bool(dataset_name),
         )
     if not data.streaming:
         if max_train_samples is not None:

@@ -44,6 +44,10 @@ class OutputDirNotEmpty(ValueError):
         super().__init__(f"output folder {folder} is not empty ({shown})")
 
 
+class DiskFullError(OSError):
+    """The disk filled up while writing a checkpoint or the final folder; nothing half-written was left."""
+
+
 class OutputDirBusy(ValueError):
     """Another run holds the output folder's lock."""
 
@@ -171,6 +175,33 @@ def publish(staging: Path, folder: Path) -> None:
             old.unlink()
 
 
+def write_trained_model(folder: str | os.PathLike, model, processor, card: str, files: dict | None = None,
+                        history: list[dict] | None = None) -> None:
+    """The final folder of a training run, for both trainers: the model (safetensors, with its code files), the
+    image processor, the model card, `files` (name -> text) and, given a metrics `history`, `metrics.jsonl` and
+    `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
+    the folder is as it was."""
+    from .model_card import write_model_card
+    from .training import MetricsLog, plot_curves
+
+    folder = Path(folder)
+    try:
+        with final_files(folder) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            processor.save_pretrained(staging)
+            write_model_card(staging, card)
+            for name, text in (files or {}).items():
+                (staging / name).write_text(text)
+            if history is not None:
+                plot_curves(history, staging / "training_curves.png")
+                (staging / "metrics.jsonl").write_text(MetricsLog(history).jsonl())
+    except Exception as error:
+        if is_disk_full(error):
+            raise DiskFullError(f"disk full while writing the trained model to {folder}; nothing in it was changed "
+                                "(free space and run again)") from None
+        raise
+
+
 def is_disk_full(error: BaseException) -> bool:
     """An error from writing a file on a full disk: `OSError` ENOSPC/EDQUOT, or torch's zip writer's RuntimeError
     ("unexpected pos ... vs ...", "failed writing file"), which hides the errno."""
@@ -181,6 +212,6 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 __all__ = [
-    "LOCK_NAME", "RUN_FILES", "RUN_FOLDERS", "OutputDirBusy", "OutputDirNotEmpty", "RunLock", "check_output_dir", "final_files",
-    "is_disk_full", "is_run_file", "publish",
+    "LOCK_NAME", "RUN_FILES", "RUN_FOLDERS", "DiskFullError", "OutputDirBusy", "OutputDirNotEmpty", "RunLock", "check_output_dir", "final_files",
+    "is_disk_full", "is_run_file", "publish", "write_trained_model",
 ]

@@ -232,9 +232,9 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
 def test_train_throughput_compares_the_run_with_the_bare_step(tmp_path):
     out = tmp_path / "run"
     assert train("--output_dir", out, "--max_train_steps", "3").returncode == 0
-    result = run_python([str(REPO / "scripts" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV)
+    result = run_python([str(REPO / "scripts" / "dev" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV)
     assert result.returncode == 0, result.stderr
     assert re.search(r"bare model step: \d+ img/s \(median of 2 x 3 steps, batch 32\)", result.stdout)
     assert re.search(r"train.py end to end: \d+ img/s \(3 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)
-    missing = run_python([str(REPO / "scripts" / "train_throughput.py"), str(tmp_path)], env_extra=ENV)
+    missing = run_python([str(REPO / "scripts" / "dev" / "train_throughput.py"), str(tmp_path)], env_extra=ENV)
     assert missing.returncode == 2 and "not an output folder of scripts/train.py" in missing.stderr

@@ -19,9 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 MATMULS = [(1576, 384, 1152), (1576, 1536, 384), (1576, 768, 3072), (1576, 3072, 768)]  # batch 8 x 197 tokens
 TIMM_NAMES = {"vit-small-patch16-224": "vit_small_patch16_224", "vit-base-patch16-224": "vit_base_patch16_224"}

@@ -2,7 +2,7 @@
 """Measure every conversion against the source library: build random ViT-S/16 sources in each format (no network),
 convert them exactly as scripts/convert_checkpoint.py does with --verify, and print a markdown table of max-abs-diff.
 
-  python scripts/interop_table.py            # needs timm and transformers
+  python scripts/dev/interop_table.py            # needs timm and transformers
 """
 
 import argparse

@@ -6,7 +6,7 @@ Takes a folder written by scripts/train.py, rebuilds the same model (random init
 size, with the run's thread count; compares with the run's own end-to-end img/s (from all_results.json, which
 includes data loading, augmentation and the per-epoch evaluations), and without the evaluations.
 
-  python scripts/train_throughput.py outputs/hf_vit-digits
+  python scripts/dev/train_throughput.py outputs/hf_vit-digits
 """
 
 import argparse

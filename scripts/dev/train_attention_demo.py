@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the small model behind the README's attention picture (no pretrained weights are available offline).
 
-    python scripts/train_attention_demo.py --output_dir demo-vit [--steps 600] [--seed 0]
+    python scripts/dev/train_attention_demo.py --output_dir demo-vit [--steps 600] [--seed 0]
 
 The data are random square crops (64-220 px, resized to 64x64, flipped at random) of the two photographs that ship
 with scikit-learn (`china.jpg`: a pagoda at the Summer Palace; `flower.jpg`: a dahlia), labelled by what they

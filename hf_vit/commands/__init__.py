@@ -1,0 +1,16 @@
+"""The command-line tools, each a `main(argv=None) -> int` behind a console entry point (`pyproject.toml`) and a
+one-line shim in `scripts/` (so `accelerate launch scripts/train.py` keeps working):
+
+| entry point | module | script |
+|---|---|---|
+| `hf-vit-train` | `hf_vit.commands.train` | `scripts/train.py` |
+| `hf-vit-finetune` | `hf_vit.commands.finetune` | `scripts/finetune_trainer.py` |
+| `hf-vit-predict` | `hf_vit.commands.predict` | `scripts/predict.py` |
+| `hf-vit-attention` | `hf_vit.commands.attention` | `scripts/visualize_attention.py` |
+| `hf-vit-convert` | `hf_vit.commands.convert` | `scripts/convert_checkpoint.py` |
+| `hf-vit-export` | `hf_vit.commands.export` | `scripts/export_safetensors.py` |
+| `hf-vit-push` | `hf_vit.commands.push` | `scripts/push_to_hub.py` |
+| `hf-vit-benchmark` | `hf_vit.commands.benchmark` | `scripts/benchmark.py` |
+
+The exit convention and the shared flags are in `hf_vit.cli`.
+"""

@@ -1,0 +1,37 @@
+"""Write hf_vit weights as model.safetensors (optionally sharded, with index) next to their config.
+
+  python scripts/export_safetensors.py --input accelerate_state_dir --config my-vit --output_dir my-vit-safetensors
+  python scripts/export_safetensors.py --input pytorch_model.bin --config config.json --output_dir out --max_shard_size 50MB
+  python scripts/export_safetensors.py --input legacy-hf_vit-folder --output_dir out
+
+Inputs: an Accelerate `save_state` folder, a PyTorch .bin/.pt state dict (loaded with weights_only=True), or an
+hf_vit folder with legacy weights. Every tensor is re-read and compared bitwise before success is reported.
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="Accelerate save_state folder, .bin/.pt file, or hf_vit folder")
+    parser.add_argument("--config", help="hf_vit config.json or folder (default: next to --input)")
+    parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
+    parser.add_argument("--max_shard_size", help="shard above this size, e.g. 5GB or 50MB (default: 5GB)")
+    parser.add_argument("--model_index", type=int, default=0, help="Accelerate folders with several models: which one")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    from hf_vit.convert import export_safetensors
+
+    try:
+        result = export_safetensors(args.input, args.output_dir, config=args.config, max_shard_size=args.max_shard_size,
+                                    model_index=args.model_index, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    print(f"checked {result['num_tensors']} tensors bitwise; wrote {result['output_dir']}: {', '.join(result['files'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

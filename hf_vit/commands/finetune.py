@@ -1,0 +1,206 @@
+"""Train or fine-tune an hf_vit image classifier with transformers.Trainer, on the same data path as train.py.
+
+    python scripts/finetune_trainer.py                                       # the embedded digits, from scratch
+    python scripts/finetune_trainer.py --model_name_or_path outputs/hf_vit-digits --train_dir my_images \\
+        --output_dir out --num_train_epochs 3 --learning_rate 5e-5
+
+Data and model flags are train.py's; every other flag is a `transformers.TrainingArguments` field
+(--num_train_epochs, --per_device_train_batch_size, --learning_rate, --eval_strategy, --save_steps, --bf16, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+
+# TrainingArguments defaults that differ for the digits (from scratch, tiny model): given unless on the command line
+DIGITS_DEFAULTS = {
+    "--num_train_epochs": "20", "--per_device_train_batch_size": "32", "--per_device_eval_batch_size": "256",
+    "--learning_rate": "1e-3", "--weight_decay": "0.05", "--warmup_steps": "0.1", "--lr_scheduler_type": "cosine",
+    "--label_smoothing_factor": "0.1",
+}
+COMMON_DEFAULTS = {"--eval_strategy": "epoch", "--save_strategy": "no", "--logging_strategy": "epoch", "--report_to": "none"}
+
+
+def parse_args(argv=None):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from hf_vit.cli import add_data_arguments, add_logging_arguments, add_model_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    parser.add_argument("-h", "--help", action="store_true")
+    add_logging_arguments(parser)
+    add_data_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
+    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the digits model)")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
+                             "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
+                             "files; nothing else in the folder is touched")
+    args, rest = parser.parse_known_args(argv)
+    if args.help:
+        parser.print_help()
+        print("\nand any transformers.TrainingArguments flag")
+        sys.exit(0)
+    given = {item.split("=")[0] for item in rest if item.startswith("--")}
+    defaults = dict(COMMON_DEFAULTS)
+    if not (args.dataset_name or args.train_dir or args.model_name_or_path):
+        defaults.update(DIGITS_DEFAULTS)
+    if "--output_dir" not in given:
+        defaults["--output_dir"] = "outputs/hf_vit-trainer"
+    for flag, value in defaults.items():
+        if flag not in given:
+            rest += [flag, value]
+    (training_args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(rest)
+    return args, training_args
+
+
+def main(argv=None) -> int:
+    from hf_vit.cli import UserError, check_model_flags, fail, run_command, setup_logging
+    from hf_vit.output_dir import OutputDirBusy, RunLock
+
+    try:
+        args, training_args = parse_args(argv)
+    except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
+        fail(str(error).splitlines()[0])
+    setup_logging(args.verbose, args.quiet)
+
+    def body():
+        from hf_vit.data import DataError
+
+        check_model_flags(args)
+        check_output_dir(args, training_args)
+        # one run per output folder; the other processes of a distributed run write only through the main one
+        lock = RunLock(training_args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+        try:
+            with lock:
+                return run(args, training_args)
+        except (OutputDirBusy, DataError) as error:
+            raise UserError(str(error)) from None
+
+    return run_command(body, verbose=args.verbose)
+
+
+def check_output_dir(args, training_args):
+    from hf_vit import output_dir
+    from hf_vit.cli import UserError
+
+    output = Path(training_args.output_dir)
+    inputs = {f"--{flag}": getattr(args, flag) for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")}
+    resuming = bool(training_args.resume_from_checkpoint) and any(output.glob("checkpoint-*"))
+    try:
+        output_dir.check_output_dir(output, inputs=inputs, overwrite=args.overwrite_output_dir, resuming=resuming)
+    except output_dir.OutputDirNotEmpty as error:
+        raise UserError(
+            f"--output_dir {output} already holds files ({', '.join(error.entries[:4])}); choose another folder or "
+            "pass --overwrite_output_dir to replace the files a run writes there (nothing else is touched)"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"--output_dir: {error}") from None
+
+
+def run(args, training_args):
+    import numpy as np
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    from hf_vit import data as hdata
+    from hf_vit.cli import RunFailure, UserError, build_model, show_prediction
+    from hf_vit.model_card import render_model_card
+    from hf_vit.output_dir import DiskFullError, write_trained_model
+
+    push_to_hub = training_args.push_to_hub
+    if push_to_hub:
+        from hf_vit.hub import check_hub_arguments
+
+        try:  # a bad repo id fails now, not after training
+            check_hub_arguments(training_args)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
+    training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
+    training_args.label_names = ["labels"]
+    try:
+        data = hdata.load_image_data(
+            dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_dir=args.train_dir,
+            validation_dir=args.validation_dir, image_column=args.image_column, label_column=args.label_column,
+            validation_split=args.validation_split, split_seed=training_args.seed, cache_dir=args.cache_dir,
+            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        )
+    except hdata.DataError as error:
+        raise UserError(str(error)) from None
+    if args.streaming:
+        raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    elif data.is_digits and not (args.model_name_or_path or args.preset or args.config_name):
+        torch.set_num_threads(1)
+    torch.manual_seed(training_args.seed)
+    model, processor = build_model(args, data)
+    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=args.augment == "on" or (args.augment == "auto" and not data.is_digits))
+
+    def compute_metrics(eval_pred):
+        logits, labels = eval_pred
+        return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+    class AugmentationEpoch(TrainerCallback):  # new augmentation draws each epoch (see hf_vit.data)
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            train_set.set_epoch(int(state.epoch or 0))
+
+    train_set.set_seed(training_args.seed)
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
+        data_collator=hdata.collate, compute_metrics=compute_metrics, callbacks=[AugmentationEpoch()],
+    )
+    try:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    except hdata.BadImageError as error:
+        raise UserError(str(error)) from None
+    metrics = trainer.evaluate()
+    output_dir = Path(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        card = render_model_card(
+            model.config, num_parameters=sum(p.numel() for p in model.parameters()), model_name=output_dir.name,
+            repo_id=training_args.hub_model_id if push_to_hub else None,
+            datasets=[data.name] if data.from_dataset else None,
+            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+            results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
+            hyperparameters={
+                "learning_rate": training_args.learning_rate, "train_batch_size": training_args.per_device_train_batch_size,
+                "num_epochs": training_args.num_train_epochs, "lr_scheduler_type": str(training_args.lr_scheduler_type),
+                "weight_decay": training_args.weight_decay, "label_smoothing": training_args.label_smoothing_factor,
+                "seed": training_args.seed, "trainer": "transformers.Trainer",
+            },
+        )
+        try:  # the same final folder as hf-vit-train's (no training_args.bin: outputs are safetensors only)
+            write_trained_model(output_dir, trainer.accelerator.unwrap_model(trainer.model), processor, card)
+        except DiskFullError as error:
+            raise RunFailure(str(error)) from None
+        print(f"training time: {train_result.metrics.get('train_runtime', 0):.1f} s ({train_result.global_step} steps)")
+        print(f"saved model, image processor and model card to {output_dir}")
+        print(f"{data.eval_split} accuracy: {100 * metrics['eval_accuracy']:.2f}%")
+        show_prediction(output_dir, data)
+
+        if push_to_hub:
+            from hf_vit.hub import PushError, push_folder
+
+            try:
+                info = push_folder(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
+                            revision=getattr(training_args, "hub_revision", None) or None,
+                            commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer",
+                            token=training_args.hub_token or None)
+            except ValueError as error:  # the folder, the repo id or the token
+                raise UserError(str(error)) from None
+            except PushError as error:  # the Hub
+                raise RunFailure(str(error)) from None
+            print(f"pushed {output_dir} to {training_args.hub_model_id}: {info}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Classify images with a saved model: batched `pipeline("image-classification")`.
+
+    python scripts/predict.py MODEL IMAGE_OR_FOLDER... [--top_k 5] [--batch_size N] [--json]
+
+MODEL is an hf_vit checkpoint folder or Hub id, a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
+DINOv2, ...; converted once into the Hugging Face cache), or any image-classification checkpoint transformers can load.
+Folders are searched recursively (hidden files skipped), with a progress bar. One line per image on stdout:
+`PATH<TAB>label (score) | label (score) ...`, or with --json one JSON object per line
+`{"file": PATH, "predictions": [{"label": ..., "score": ...}, ...]}`. Files that cannot be read as images are
+reported by name on stderr and skipped; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hf_vit.cli import fail
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="checkpoint folder or Hub id")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    parser.add_argument("--top_k", type=int, default=5, help="labels per image (default 5; at most num_labels)")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return parser.parse_args(argv)
+
+
+def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
+    """Files to classify (folders searched recursively, sorted), missing inputs with a reason, any folder given."""
+    files, missing, any_folder = [], [], False
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            any_folder = True
+            files.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append((name, "no such file or folder"))
+    return files, missing, any_folder
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.top_k < 1:
+        fail(f"--top_k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        fail(f"--batch_size must be at least 1, got {args.batch_size}")
+    files, missing, any_folder = expand(args.inputs)
+    for name, reason in missing:
+        print(f"error: {name}: {reason}", file=sys.stderr)
+    if not files:
+        fail("no files to classify" + (" (inputs not found)" if missing else " (the folders are empty)"))
+
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    import hf_vit  # noqa: F401  (registers model_type "hf_vit")
+    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.data import BadImageError, open_image
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        fail(str(error))
+    from hf_vit.pretrained import pretrained_location
+
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+        model_name = pretrained_location(args.model)
+    except ValueError:  # a layout hf_vit does not convert: transformers may still load it as it is
+        model_name = args.model
+    try:
+        classify = pipeline("image-classification", model=model_name, device=device)
+    except Exception as error:  # missing folder, bad Hub id, not an image-classification checkpoint
+        fail(f"cannot load an image-classification model from {args.model!r}: "
+             f"{(str(error).splitlines() or [type(error).__name__])[0]}")
+    top_k = min(args.top_k, classify.model.config.num_labels)
+
+    failed = len(missing)
+    progress = tqdm(total=len(files), unit="img", disable=not any_folder, file=sys.stderr)
+    for start in range(0, len(files), args.batch_size):
+        batch, names = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                batch.append(open_image(path))  # training's decoding: 16-bit and palette images read the same
+                names.append(str(path))
+            except BadImageError as error:
+                tqdm.write(f"error: {error}", file=sys.stderr)
+                failed += 1
+        if batch:
+            results = classify(batch, top_k=top_k, batch_size=args.batch_size)
+            for name, predictions in zip(names, results):
+                if isinstance(predictions, dict):
+                    predictions = [predictions]
+                predictions = [{"label": p["label"], "score": float(p["score"])} for p in predictions]
+                if args.json:
+                    line = json.dumps({"file": name, "predictions": predictions})
+                else:
+                    line = name + "\t" + " | ".join(f"{p['label']} ({p['score']:.4f})" for p in predictions)
+                tqdm.write(line)
+        progress.update(len(files[start : start + args.batch_size]))
+    progress.close()
+    sys.stdout.flush()
+    if failed:
+        print(f"error: {failed} of {len(files) + len(missing)} inputs could not be classified", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
