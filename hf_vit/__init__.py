@@ -40,8 +40,8 @@ _register()
 
 def from_pretrained(name_or_path, **kwargs):
     """Any ViT checkpoint (hf_vit, timm, transformers ViT/DeiT/DINO, DINOv2, DINO `.pth`, Google `.npz`; a Hub repo id
-    or a local path) as an hf_vit model, converted once and cached: see `hf_vit.pretrained.from_pretrained`."""
-    from .pretrained import from_pretrained as _from_pretrained
+    or a local path) as an hf_vit model, converted once and cached: see `hf_vit.convert.pretrained.from_pretrained`."""
+    from .convert.pretrained import from_pretrained as _from_pretrained
 
     return _from_pretrained(name_or_path, **kwargs)
 

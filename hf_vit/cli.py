@@ -84,7 +84,7 @@ def build_model(args, data, processor_factory):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
     from .modeling_hf_vit import HfViTForImageClassification
-    from .pretrained import pretrained_location
+    from .convert.pretrained import pretrained_location
 
     labels = dict(num_labels=data.num_labels, id2label=dict(data.id2label), label2id=dict(data.label2id))
     chosen = [flag for flag in ("model_name_or_path", "preset", "config_name") if getattr(args, flag)]
@@ -93,7 +93,7 @@ def build_model(args, data, processor_factory):
     if args.model_name_or_path:
         if args.config_overrides:
             raise UserError("--config_overrides applies to models trained from scratch, not --model_name_or_path")
-        try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+        try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
             name = pretrained_location(args.model_name_or_path, cache_dir=args.cache_dir)
             config = AutoConfig.from_pretrained(name, cache_dir=args.cache_dir)
         except (OSError, ValueError) as error:

@@ -83,9 +83,9 @@ def main(argv=None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from hf_vit.pretrained import pretrained_location
+    from hf_vit.convert.pretrained import pretrained_location
 
-    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
         model_name = pretrained_location(args.model)
     except ValueError:  # a layout hf_vit does not convert: transformers may still load it as it is
         model_name = args.model

@@ -121,7 +121,7 @@ import numpy as np, timm, torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, pipeline
 import hf_vit
-from hf_vit.pretrained import resolve_pretrained
+from hf_vit.convert.pretrained import resolve_pretrained
 
 work, mode, timm_v1 = sys.argv[1:4]
 x = {"native": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
@@ -206,6 +206,11 @@ for repo in ("tester/timm-clip-style", "tester/timm-map", "tester/deit-distilled
         report["refusals"][repo] = str(error)
 if online:
     report["verify"] = resolve_pretrained("tester/dinov2-swiglu", verify=True).max_abs_diff
+else:
+    try:
+        resolve_pretrained("tester/never-pulled")
+    except ValueError as error:
+        report["never_pulled"] = str(error)
 torch.save(outputs, f"{work}/outputs-{mode}.pt")
 print(json.dumps(report))
 """
@@ -310,6 +315,7 @@ def test_second_load_comes_from_the_cache_and_works_offline(pulled):
     assert offline["requests"] == []  # not a single request to the Hub
     for family in (*FAMILIES, "timm-pinned"):
         assert offline[family]["from_cache"] and offline[family]["folder"] == pulled["online"][family]["folder"]
+    assert "not in the Hugging Face cache" in offline["never_pulled"]  # one line saying why, not a traceback
     online_outputs = torch.load(pulled["work"] / "outputs-online.pt")
     offline_outputs = torch.load(pulled["work"] / "outputs-offline.pt")
     assert online_outputs.keys() == offline_outputs.keys()
@@ -416,7 +422,7 @@ def _timm_folder(folder, seed=11, embed_dim=64, num_heads=4):
 
 def test_local_timm_folder_is_converted_once_and_verify_failure_writes_nothing(tmp_path):
     import hf_vit
-    from hf_vit.pretrained import resolve_pretrained
+    from hf_vit.convert.pretrained import resolve_pretrained
 
     source = _timm_folder(tmp_path / "timm")
     cache = tmp_path / "cache"
