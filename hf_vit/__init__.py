@@ -23,8 +23,9 @@ def _register() -> None:
     AutoConfig.register(HfViTConfig.model_type, HfViTConfig, exist_ok=True)
     AutoModel.register(HfViTConfig, HfViTModel, exist_ok=True)
     AutoModelForImageClassification.register(HfViTConfig, HfViTForImageClassification, exist_ok=True)
-    # Preprocessing is transformers' own ViTImageProcessor; this mapping only matters for folders that lack a
-    # preprocessor_config.json (which names its class itself).
+    # Preprocessing is transformers' own ViTImageProcessor. This mapping serves a preprocessor_config.json that does
+    # not name its class; transformers needs that file to exist at all, so the models' save_pretrained writes a
+    # default one (ViTImageProcessor at config.image_size) into a folder saved without a processor.
     try:
         AutoImageProcessor.register(HfViTConfig, image_processor_classes={"torchvision": ViTImageProcessor}, exist_ok=True)
     except TypeError:  # transformers 5.x before the image_processor_classes argument

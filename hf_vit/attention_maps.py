@@ -59,7 +59,9 @@ def preprocess(image: Image.Image, processor, size: tuple[int, int]) -> torch.Te
     kwargs = {"size": {"height": int(size[0]), "width": int(size[1])}, "return_tensors": "pt"}
     if getattr(processor, "do_center_crop", False):
         kwargs["do_center_crop"] = False
-    pixel_values = processor(image.convert("RGB"), **kwargs)["pixel_values"]
+    from .data import to_rgb  # the training scripts' conversion (convert("RGB") turns 16-bit grey almost white)
+
+    pixel_values = processor(to_rgb(image), **kwargs)["pixel_values"]
     if tuple(pixel_values.shape[-2:]) != tuple(size):
         raise ValueError(f"the image processor returned {tuple(pixel_values.shape[-2:])}, expected {tuple(size)}")
     return pixel_values

@@ -163,8 +163,37 @@ def make_step(net: nn.Module, mode: str, batch_size: int, image_size: int, devic
     return step
 
 
-def matmul_size(device: str) -> int:
+def matmul_size(device: str, quick: bool = False) -> int:
+    if quick:  # the tiny model's groups take milliseconds; a big matmul would dominate the run
+        return 512
     return 8192 if device == "cuda" else 2048
+
+
+# The flags that matter for these figures: oneDNN/MKL pick their kernels by them.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+# CPU flags meaning bf16 matmuls run in hardware (x86 AVX512-BF16 / AMX, Arm BF16). Without them oneDNN emulates
+# bf16, and a 1024² bf16 matmul took ~4.6 s on an AVX2-only EPYC: minutes for one benchmark group.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"); empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: str, flags: set[str] | None = None) -> bool:
+    if device == "cuda":
+        return True
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 def make_matmul(dtype: torch.dtype, device: str, n: int) -> Callable[[], None]:
@@ -276,6 +305,9 @@ class Options:
     memory_models: list[str] = field(default_factory=lambda: ["vit-base-patch16-224"])
     memory_batch_size: int = 32
     memory_contenders: list[str] = field(default_factory=lambda: ["hf_vit-sdpa", "transformers-sdpa", "timm"])
+    quick: bool = False
+    # run bf16 groups on a CPU without native bf16 (emulated: minutes per group); otherwise they are skipped, noted
+    emulated_bf16: bool = False
     out_dir: str = "benchmark_results"
     command: str = ""
 
@@ -292,6 +324,8 @@ def machine_info(device: str) -> dict:
         pass
     info = dict(
         cpu=cpu,
+        isa=[flag for flag in ISA_FLAGS if flag in cpu_flags()],
+        native_bf16=native_bf16(device),
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         python=platform.python_version(),
@@ -324,7 +358,17 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
         options=opts.__dict__, seconds=0.0, matmul_peaks=peaks, results=results, memory=memory,
         notes="img/s: median of interleaved reps; training-step FLOPs = 3x forward FLOPs; % of peak against the "
         "square matmul of the same dtype timed in the same group",
+        skipped=[],
     )
+    modes = list(opts.modes)
+    bf16_modes = [mode for mode in modes if mode.endswith("bf16")]
+    if bf16_modes and not native_bf16(device) and not opts.emulated_bf16:
+        modes = [mode for mode in modes if mode not in bf16_modes]
+        note = (f"skipped {', '.join(bf16_modes)}: this CPU has no native bf16 (none of the flags "
+                f"{', '.join(NATIVE_BF16_FLAGS)}), so oneDNN would emulate it at a fraction of the fp32 speed "
+                "(minutes per group); name the modes with --modes to run them anyway")
+        report["skipped"].append(note)
+        log(note)
 
     def progress():
         report.update(load_after=_load(), seconds=time.perf_counter() - started)
@@ -335,7 +379,7 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
         image_size = config.image_size
         flops = forward_flops(config, num_labels=NUM_CLASSES)
         for batch_size in opts.batch_sizes:
-            for mode in opts.modes:
+            for mode in modes:
                 names = list(opts.train_contenders if mode.startswith("train") else opts.contenders)
                 if opts.compile:
                     names += [f"{n}+compile" for n in names if n.endswith("sdpa") or n == "timm"]
@@ -353,7 +397,7 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
                         _sync(device)
                         compile_s[name] = time.perf_counter() - start
                 dtype = torch.bfloat16 if mode.endswith("bf16") else torch.float32
-                n = matmul_size(device)
+                n = matmul_size(device, opts.quick)
                 steps[MATMUL] = make_matmul(dtype, device, n)
                 log(f"[{time.perf_counter() - started:6.0f}s] {model} batch {batch_size} {mode}: {', '.join(names)} (load {_load()})")
                 times = time_interleaved(steps, opts.reps, opts.iters, opts.warmup, device)
@@ -408,7 +452,8 @@ def _x(value) -> str:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    where = m.get("gpu") or f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads"
+    where = m.get("gpu") or (f"{m['cpu']} ({' '.join(m.get('isa', [])) or 'ISA flags unknown'}), {m['cpu_count']} cores, "
+                             f"{m['torch_threads']} torch threads")
     lines = [
         f"Machine: {where}; torch {m['torch']}, transformers {m['transformers']}, timm {m['timm']}; {m['date']}; "
         f"load average (1/5/15 min) {report['load_before']} before, {report['load_after']} after; {report['seconds']:.0f} s.",
@@ -416,6 +461,8 @@ def markdown(report: dict) -> str:
         "Matmul peak measured in the same run (interleaved with each group): "
         + "; ".join(sorted({f"{p['dtype']} {p['n']}²: {p['gflops']:.0f} GFLOP/s ({p['model']} b{p['batch_size']} {p['mode']})" for p in report["matmul_peaks"]})),
         "",
+        *[f"Note: {note}." for note in report.get("skipped", [])],
+        *([""] if report.get("skipped") else []),
         "| model | mode | batch | contender | img/s | spread | vs timm | vs transformers-sdpa | GFLOP/s | % of peak |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -509,4 +556,4 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CONTENDERS", "EXTRA_CONTENDERS", "MODES", "Options", "build_contender", "markdown", "memory_probe", "run_benchmark", "write_outputs"]
+__all__ = ["CONTENDERS", "cpu_flags", "native_bf16", "EXTRA_CONTENDERS", "MODES", "Options", "build_contender", "markdown", "memory_probe", "run_benchmark", "write_outputs"]

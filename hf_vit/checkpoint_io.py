@@ -40,24 +40,77 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"cannot read {path}: not a valid safetensors file (truncated or corrupt?): {error}") from None
 
 
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Open the file's header (cheap: no tensor is read); a truncated or corrupt file raises ValueError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is damaged: not a complete safetensors file (truncated or corrupt?): "
+                         f"{(str(error).splitlines() or [type(error).__name__])[0]}") from None
+
+
+def check_model_location(name: str) -> None:
+    """For the CLIs' MODEL argument (a local folder or a Hub id), before transformers loads it: a path that does not
+    exist, which transformers would report as a malformed Hub id, and local safetensors weights that are damaged,
+    which it would report with a traceback from safetensors. ValueError in one line; anything else is left to the
+    loader."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(name)
+    if path.is_dir():
+        try:
+            files = weight_files_in(path)
+        except ValueError:  # no weights here: the loader says what it expected
+            return
+        for file in files:
+            if file.suffix == ".safetensors" and file.is_file():
+                check_safetensors_file(file)
+        return
+    if path.exists():
+        raise ValueError(f"{name} is a file; expected a model folder (config.json and weights) or a Hub id")
+    try:
+        validate_repo_id(name)
+        is_repo_id = name.count("/") <= 1 and not name.startswith((".", "~"))
+    except HFValidationError:
+        is_repo_id = False
+    if not is_repo_id:
+        raise ValueError(f"model folder {name} does not exist")
+
+
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (since 1.6) or, in the legacy format, a pickle (protocol 2-5 opcode first)."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def load_pickle(path: str | os.PathLike):
     """`torch.load(weights_only=True)`: tensors, containers, numbers and `argparse.Namespace` (training scripts such
     as DINO's and timm's store their arguments in it); anything that would run code is refused."""
     path = _require_file(path)
+    # Checked first: torch.load feeds any other bytes to its unpickler, which fails with KeyError: 101 or
+    # "Unsupported operand", messages that say nothing about what the file is.
+    if not _is_torch_file(path):
+        raise ValueError(f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
+                         "and this file is neither")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "Unsupported global" in text or "Unsupported operand" in text or "weights_only" in text.lower():
-            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "").rstrip(".")
+        # torch's message mentions weights_only for every failure; only an unsupported GLOBAL means code to run
+        needs_code = next((line.strip() for line in text.splitlines() if "unsupported global" in line.lower()), None)
+        if needs_code:
             raise ValueError(
-                f"refusing to load {path}: this pickle needs arbitrary code to unpickle ({detail or 'non-tensor objects'}); "
+                f"refusing to load {path}: this pickle needs arbitrary code to unpickle ({needs_code.rstrip('.')}); "
                 "hf_vit only loads pickles with torch.load(weights_only=True). Re-save the plain state dict "
                 "(or safetensors) in an environment you trust"
             ) from None
         raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {first}") from None
 
@@ -67,10 +120,12 @@ def load_npz(path: str | os.PathLike) -> dict:
     import numpy as np
 
     path = _require_file(path)
+    # An .npz is a zip archive; checked first because np.load takes any other bytes for a pickle and says so
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"PK":
+            raise ValueError(f"{path} is not an .npz archive (a zip of NumPy arrays, as np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("not an .npz archive")
             return {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
         raise ValueError(f"cannot read {path}: not a valid .npz archive (truncated or corrupt?): {error}") from None

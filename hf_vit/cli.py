@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -27,6 +28,10 @@ DEFAULT_PRESET = "vit-tiny-patch16-224"
 
 class UserError(Exception):
     """A mistake in the command line or the inputs: printed as one line, exit status 2, no traceback."""
+
+
+class RunFailure(Exception):
+    """The run itself failed (e.g. the disk is full): printed as one line, exit status 1, no traceback."""
 
 
 def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
@@ -62,6 +67,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# set from the data (the labels) or by transformers itself: not for --config_overrides
+_NOT_OVERRIDABLE = {"model_type", "architectures", "auto_map", "id2label", "label2id", "num_labels", "transformers_version"}
+
+
 def _parse_overrides(text: str | None) -> dict:
     overrides = {}
     for item in (text or "").split(","):
@@ -74,7 +83,18 @@ def _parse_overrides(text: str | None) -> dict:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    known = {key for key in HfViTConfig().to_dict() if not key.startswith("_")} - _NOT_OVERRIDABLE
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+            raise UserError(f"--config_overrides: unknown HfViTConfig key {key!r}; {hint}")
     return overrides
+
+
+def check_config_overrides(text: str | None) -> None:
+    """The early check the CLIs run before loading any data."""
+    _parse_overrides(text)
 
 
 def build_model(args, data, processor_factory):
@@ -127,20 +147,33 @@ def build_model(args, data, processor_factory):
             config = HfViTConfig(**{**DIGITS_MODEL, **overrides, **labels})
         else:
             config = HfViTConfig.from_preset(DEFAULT_PRESET, **overrides, **labels)
+        config.check_values()  # configs accept any values: a bad one is a one-line error here, not a traceback
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
     return HfViTForImageClassification(config), processor_factory(config.image_size)
 
 
-def show_prediction(output_dir, data):
-    """Load the saved folder with pipeline("image-classification") and classify one held-out image."""
+def show_prediction(output_dir, data, max_tries: int = 20):
+    """Load the saved folder with pipeline("image-classification") and classify one held-out image: the first readable
+    one among the first `max_tries`. A demo only: it prints a note instead of failing the run."""
     from transformers import pipeline
 
     from hf_vit.data import decode_image
 
-    row = next(iter(data.eval))
-    image = decode_image(row[data.image_column])
-    truth = data.id2label.get(int(row[data.label_column]), row[data.label_column])
-    classify = pipeline("image-classification", model=str(output_dir), device="cpu")
-    top = classify(image, top_k=1)[0]
-    print(f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): {top['label']} (score {top['score']:.3f})")
+    for index, row in enumerate(data.eval):
+        if index >= max_tries:
+            break
+        try:
+            image = decode_image(row[data.image_column])
+        except Exception:  # noqa: BLE001  an unreadable held-out image: try the next one
+            continue
+        truth = data.id2label.get(int(row[data.label_column]), row[data.label_column])
+        try:
+            classify = pipeline("image-classification", model=str(output_dir), device="cpu")
+            top = classify(image, top_k=1)[0]
+        except Exception as error:  # noqa: BLE001
+            print(f"note: skipped the pipeline demo ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            return
+        print(f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): {top['label']} (score {top['score']:.3f})")
+        return
+    print(f"note: skipped the pipeline demo (none of the first {max_tries} held-out images could be read)")

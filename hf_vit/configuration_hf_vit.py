@@ -50,6 +50,10 @@ class HfViTConfig(PreTrainedConfig):
     r"""
     Configuration of an hf_vit model. Defaults give ViT-B/16 at 224×224.
 
+    Like transformers' configs, it accepts any values; `check_values()` reports invalid or inconsistent ones (heads
+    that do not divide `hidden_size`, an image size not divisible by the patch size, ...) and runs when a model is
+    built from the config.
+
     Args:
         image_size (`int` or `(height, width)`): the training resolution; position embeddings are learned for its
             patch grid and interpolated for any other size divisible by `patch_size`.
@@ -109,12 +113,17 @@ class HfViTConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
             self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
-        self._validate()
         super().__post_init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: index for index, label in self.id2label.items()}
 
-    def _validate(self):
+    def check_values(self) -> None:
+        """Raise one `ValueError` naming every invalid or inconsistent value (all of them at once).
+
+        Following transformers' convention, the constructor accepts any values (transformers' own `ConfigTester`
+        builds `HfViTConfig(hidden_size=37)` with the default 12 heads); building a model runs this check, and
+        command-line tools call it early to fail before loading data.
+        """
         problems = []
 
         def positive_int(name):

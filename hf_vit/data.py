@@ -152,14 +152,32 @@ def _id2label(dataset, label_column: str) -> dict[int, str]:
     return {i: str(i) for i in range(int(values[-1]) + 1)} if values else {}
 
 
-def _check_dir(path: str, flag: str) -> None:
+_METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+def _check_dir(path: str, flag: str, min_classes: int = 2) -> None:
+    """The folder exists and has the layout "imagefolder" infers labels from: one sub-folder of images per class.
+
+    Checked here because otherwise `datasets` silently drops the label column (images directly in the folder, or a
+    single class), and the error that follows ("no label column found") points at the wrong flag. A folder with a
+    metadata file names its labels in a column instead, so its layout is not checked.
+    """
     from pathlib import Path
 
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{flag} {path} does not exist or is not a folder")
-    if not any(p.is_file() for p in folder.rglob("*")):
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if not files:
         raise DataError(f"{flag} {path} is empty: expected one sub-folder of images per class")
+    if any(p.name in _METADATA_FILES for p in files):
+        return
+    classes = sorted(p.name for p in folder.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and any(q.is_file() for q in p.rglob("*")))
+    if len(classes) < min_classes:
+        found = "no class sub-folders" if not classes else f"a single class sub-folder ({classes[0]!r})"
+        raise DataError(f"{flag} {path} has {found}: expected one sub-folder of images per class"
+                        f"{', at least two classes' if min_classes > 1 else ''} (e.g. {path}/cat/1.jpg, {path}/dog/2.jpg)")
 
 
 def load_image_data(
@@ -200,7 +218,7 @@ def load_image_data(
             _check_dir(train_dir, "--train_dir")
             data_files = {"train": f"{train_dir}/**"}
             if validation_dir:
-                _check_dir(validation_dir, "--validation_dir")
+                _check_dir(validation_dir, "--validation_dir", min_classes=1)
                 data_files["validation"] = f"{validation_dir}/**"
             loaded = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
             name = train_dir
@@ -291,6 +309,21 @@ def to_rgb(image: PILImage.Image) -> PILImage.Image:
     return image.convert("RGB")
 
 
+def open_image(source, name: str | None = None) -> PILImage.Image:
+    """An image file (path or file object) as RGB: the one decoding path of training and of the CLIs, so that every
+    mode (16-bit grey, palette, CMYK ...) is read the same way everywhere. Raises BadImageError naming the file."""
+    name = name or str(source)
+    try:
+        with PILImage.open(source) as image:
+            image.load()  # the pixels: a truncated file fails here, not later in a transform
+            return to_rgb(image)
+    except PILImage.UnidentifiedImageError:
+        raise BadImageError(f"cannot read image {name}: not an image file") from None
+    except Exception as error:  # PIL raises several types for corrupt files (OSError, ValueError, SyntaxError ...)
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise BadImageError(f"cannot read image {name}: {reason}") from None
+
+
 def decode_image(value) -> PILImage.Image:
     """A datasets image cell (decoded PIL image, or {"path", "bytes"} when decoding is off) as an RGB PIL image."""
     import io
@@ -298,17 +331,11 @@ def decode_image(value) -> PILImage.Image:
     if isinstance(value, PILImage.Image):
         return to_rgb(value)
     path = value.get("path") if isinstance(value, dict) else None
-    try:
-        if isinstance(value, dict) and value.get("bytes") is not None:
-            image = PILImage.open(io.BytesIO(value["bytes"]))
-        elif path is not None:
-            image = PILImage.open(path)
-        else:
-            raise ValueError("no image data")
-        image.load()
-        return to_rgb(image)
-    except Exception as error:  # PIL raises several types for corrupt files
-        raise BadImageError(f"cannot read image {path or '(in-memory bytes)'}: {error}") from None
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return open_image(io.BytesIO(value["bytes"]), path or "(in-memory bytes)")
+    if path is not None:
+        return open_image(path)
+    raise BadImageError("cannot read image (in-memory bytes): no image data")
 
 
 def image_processor_for(size: int | tuple[int, int], mean=None, std=None) -> ViTImageProcessor:
@@ -550,6 +577,7 @@ __all__ = [
     "digits_arrays",
     "image_processor_for",
     "load_image_data",
+    "open_image",
     "preprocess_all",
     "stream_for_training",
     "to_rgb",

@@ -24,6 +24,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
         raise ValueError(f"output folder {target} already exists and is not empty; choose another or allow overwriting")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir() would have
     try:
         yield staging
     except BaseException:

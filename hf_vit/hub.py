@@ -10,9 +10,12 @@ local): `config.json` (with `auto_map`), `model.safetensors` or the shards named
 
 Before anything goes over the network the folder is checked: those files exist, `config.json` is an hf_vit config
 with `auto_map`, the code files the checkpoint needs are there, the model loads from the folder with every weight
-present and used, the image processor loads, and the model card's metadata parses. A folder without `README.md` gets
-a card generated from its config (written into the folder, so the folder and the repo stay the same); a training run
-or a conversion writes a richer card (results, hyper-parameters, source) with `hf_vit.model_card` before pushing.
+present and used, the image processor loads, and the model card's metadata parses; and there must be a token. Then,
+before anything is created or uploaded, one read-only `whoami` checks that the Hub accepts the token, that it may
+write, and that the repo's namespace is its user or one of their organizations. A folder without `README.md` gets a
+card generated from its config, written into the folder only once the push has landed (so the folder and the repo
+stay the same, and a failed push leaves the folder untouched); a training run or a conversion writes a richer card
+(results, hyper-parameters, source) with `hf_vit.model_card` before pushing.
 
 The upload is one `HfApi.create_commit` whose parent is the branch head read just before, so a push never
 interleaves with another one: either every file lands in one new commit or the branch is unchanged. A 5xx answer to
@@ -190,22 +193,71 @@ def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[
     return files, num_parameters
 
 
+def _generated_card(folder: Path, repo_id: str | None, num_parameters: int | None) -> str:
+    """A model card for a folder that has none, rendered from its config and checked like any other card."""
+    from .configuration_hf_vit import HfViTConfig
+    from .model_card import render_model_card
+
+    config = HfViTConfig.from_pretrained(folder)
+    name = (repo_id or folder.resolve().name).split("/")[-1]
+    text = str(render_model_card(config, num_parameters=num_parameters, model_name=name, repo_id=repo_id or name))
+    check_card(text)
+    return text
+
+
 def prepare_folder(folder: str | os.PathLike, repo_id: str | None = None) -> list[str]:
     """`check_folder`, then write a model card generated from the config if the folder has none. Returns the files."""
-    from .configuration_hf_vit import HfViTConfig
-    from .model_card import render_model_card, write_model_card
+    from .fileio import atomic_write_text
 
     folder = Path(folder)
     files, num_parameters = check_folder(folder)
     if CARD not in files:
-        config = HfViTConfig.from_pretrained(folder)
-        name = (repo_id or folder.resolve().name).split("/")[-1]
-        card = render_model_card(config, num_parameters=num_parameters, model_name=name, repo_id=repo_id or name)
-        write_model_card(folder, card)
-        check_card((folder / CARD).read_text(encoding="utf-8"))
+        atomic_write_text(folder / CARD, _generated_card(folder, repo_id, num_parameters))
         print(f"{folder / CARD}: no model card in the folder, wrote one generated from {CONFIG}")
         files.append(CARD)
     return files
+
+
+def _no_token_message(repo_id: str) -> str:
+    return (f"no Hugging Face token: pushing to {repo_id} needs one with write access; "
+            "log in with `hf auth login` or set HF_TOKEN")
+
+
+def check_write_access(repo_id: str, token: str | None = None, endpoint: str | None = None) -> str:
+    """Check, with one read-only request (`whoami`), that a token is there, that the Hub accepts it, that it may
+    write, and that `repo_id`'s namespace is its user or one of their organizations; returns the token.
+
+    Raises ValueError for what the user must fix (no, invalid or read-only token; someone else's namespace) and
+    PushError when the Hub cannot be reached. Called before anything is created, uploaded or written.
+    """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or get_token()
+    if not token:
+        raise ValueError(_no_token_message(repo_id))
+    try:
+        me = HfApi(endpoint=endpoint, token=token).whoami(token=token)
+    except HfHubHTTPError as err:
+        if getattr(err.response, "status_code", None) == 401:
+            raise ValueError(f"the Hub rejected the Hugging Face token ({_one_line(err, 200)}); "
+                             "log in again with `hf auth login` or set HF_TOKEN to a valid token") from None
+        raise PushError(f"push to {repo_id} failed: cannot check the token: {_one_line(err)}") from err
+    except Exception as err:  # connection errors: the Hub's side
+        if type(err).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(err, OSError):
+            raise
+        raise PushError(f"push to {repo_id} failed: cannot check the token: {_one_line(err)}") from err
+    user = me.get("name")
+    role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise ValueError(f"the Hugging Face token of {user!r} is read-only; pushing to {repo_id} needs a token with "
+                         "write access (https://huggingface.co/settings/tokens)")
+    namespaces = [user, *(org.get("name") for org in me.get("orgs") or [] if isinstance(org, dict))]
+    namespace = repo_id.split("/")[0]
+    if namespace not in namespaces:
+        raise ValueError(f"the Hugging Face token of {user!r} cannot write to {repo_id}: {namespace!r} is neither "
+                         f"that user nor one of their organizations ({', '.join(map(repr, namespaces))})")
+    return token
 
 
 def push_folder(
@@ -225,33 +277,50 @@ def push_folder(
     `revision`: a branch, created from `main` if it does not exist. `extra_files`: more files of the folder to upload
     with the checkpoint (paths relative to it, e.g. "training_curves.png", "all_results.json"). Returns huggingface_hub's `CommitInfo`
     (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any network call, for a bad repo id,
-    branch name or folder; PushError (one line) when the Hub refuses or cannot be reached.
+    branch name, folder or a missing token, and before anything is created or uploaded for a token that cannot
+    write to the repo; PushError (one line) when the Hub refuses or cannot be reached.
+
+    A folder without README.md gets a generated card: uploaded with the rest, and written into the folder only once
+    the commit has landed, so that a failed push leaves the folder exactly as it was.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
+
+    from .fileio import atomic_write_text
 
     check_repo_id(repo_id)
     if revision is not None:
         check_branch(revision)
+    if not (token or get_token()):  # before the (slow) folder check: nothing can be pushed anyway
+        raise ValueError(_no_token_message(repo_id))
     folder = Path(folder)
     for name in extra_files:
         if Path(name).is_absolute() or ".." in Path(name).parts or not (folder / name).is_file():
             raise ValueError(f"extra file {name!r} is not a file inside {folder}")
-    files = prepare_folder(folder, repo_id)
+    files, num_parameters = check_folder(folder)
     files += [Path(name).as_posix() for name in extra_files if Path(name).as_posix() not in files]
+    token = check_write_access(repo_id, token=token, endpoint=endpoint)
+    card = None if CARD in files else _generated_card(folder, repo_id, num_parameters)
+    contents = {} if card is None else {CARD: card.encode("utf-8")}
+    files += list(contents)
     branch = revision or "main"
 
     try:
-        return _commit_folder(HfApi(endpoint=endpoint, token=token), folder, files, repo_id, branch, private,
-                              commit_message or f"Upload hf_vit model ({', '.join(files)})", retries)
+        info = _commit_folder(HfApi(endpoint=endpoint, token=token), folder, files, repo_id, branch, private,
+                              commit_message or f"Upload hf_vit model ({', '.join(files)})", retries, contents)
     except PushError:
         raise
     except Exception as err:  # huggingface_hub's HTTP errors, connection errors: the Hub's side, in one line
         if type(err).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(err, OSError):
             raise
         raise PushError(f"push to {repo_id} failed: {_one_line(err)}") from err
+    if card is not None:  # the folder now matches the repo
+        atomic_write_text(folder / CARD, card)
+        print(f"{folder / CARD}: no model card in the folder, wrote the one pushed (generated from {CONFIG})")
+    return info
 
 
-def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: str, private: bool, message: str, retries: int):
+def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: str, private: bool, message: str, retries: int,
+                   contents: dict[str, bytes] | None = None):
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -261,7 +330,8 @@ def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: st
     head = api.model_info(repo_id, revision=branch).sha
     for attempt in range(retries + 1):
         stale = [f for f in api.list_repo_files(repo_id, revision=head) if _WEIGHT_FILE_RE.match(f) and f not in files]
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files]
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(contents or {}).get(name, str(folder / name)))
+                      for name in files]
         operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
         try:
             return api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch,

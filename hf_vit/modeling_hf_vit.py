@@ -10,6 +10,8 @@ This file is copied into every saved checkpoint (with `configuration_hf_vit.py`)
 `transformers` and the config.
 """
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 
@@ -25,14 +27,19 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_hf_vit import HfViTConfig
 
+logger = logging.getLogger(__name__)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Linear layers
 # ---------------------------------------------------------------------------------------------------------------
-# For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512 kernels;
-# oneDNN's matmul, also inside every x86 torch build, does: on the project's 2-core EPYC it was 2-13%
-# faster per ViT-S/B matmul and 7-17% on the whole fp32 forward (README, Performance). HF_VIT_ONEDNN_LINEAR=0 turns
-# it off (then outputs are bitwise those of F.linear; otherwise they differ by summation order, ~1e-6).
+# The model's linear layers are plain `nn.Linear` (quantization, pruning, PEFT and other tools match that exact
+# type). For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512
+# kernels; oneDNN's matmul, also inside every x86 torch build, does. So during such a forward a TorchFunctionMode
+# hands each F.linear on plain float32 CPU tensors to oneDNN: the modules, their hooks and parameters stay as they
+# are, only the kernel changes (measured gains and the CPUs they were measured on: README, Performance).
+# HF_VIT_ONEDNN_LINEAR=0 turns it off (then outputs are bitwise those of F.linear; otherwise they differ by summation
+# order, ~1e-6).
 def _onednn_linear_available() -> bool:
     """Whether this torch build has the (private) oneDNN linear op and it agrees with F.linear; checked once at import,
     so a torch release that drops or changes the op silently falls back to F.linear instead of breaking checkpoints."""
@@ -52,28 +59,55 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+_PLAIN_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
 
 
-class HfViTLinear(nn.Linear):
-    """`nn.Linear` (same parameters, init and checkpoint names) whose float32 CPU inference runs on oneDNN.
+def _plain_float32_cpu(tensor) -> bool:
+    return (
+        type(tensor) in _PLAIN_TENSOR_TYPES  # not a subclass (DTensor, quantized weights...): those handle F.linear
+        and tensor.device.type == "cpu"
+        and tensor.dtype == torch.float32
+        and tensor.layout == torch.strided
+    )
 
-    Anything else (training or any autograd, autocast, other dtypes or devices, torch.compile, which does its own
-    CPU matmul lowering, dispatch modes such as FlopCounterMode) takes the ordinary `F.linear`.
-    """
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if (
-            _ONEDNN_LINEAR
-            and input.device.type == "cpu"
-            and input.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
-            and not torch._C._len_torch_dispatch_stack()  # FlopCounterMode, FakeTensorMode... know only aten ops
-        ):
-            return torch.ops.mkldnn._linear_pointwise(input, self.weight, self.bias, "none", [], "")
-        return F.linear(input, self.weight, self.bias)
+class _OneDNNLinears(torch.overrides.TorchFunctionMode):
+    """Within the context, `F.linear` on plain float32 CPU tensors runs oneDNN's matmul; every other call is untouched."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and not torch.is_grad_enabled():  # the oneDNN op has no autograd
+            bound = dict(zip(("input", "weight", "bias"), args), **kwargs)
+            input, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
+            if _plain_float32_cpu(input) and _plain_float32_cpu(weight) and weight.ndim == 2 and (
+                bias is None or _plain_float32_cpu(bias)
+            ):
+                return torch.ops.mkldnn._linear_pointwise(input, weight, bias, "none", [], "")
+        return func(*args, **kwargs)
+
+
+def _fast_linears(reference: torch.Tensor):
+    """The oneDNN context for a float32 CPU inference forward; anything else (training or any autograd, autocast,
+    other dtypes or devices, torch.compile and torch.export, which lower matmuls themselves, tracing, dispatch modes
+    such as FlopCounterMode) keeps the ordinary F.linear."""
+    if (
+        _ONEDNN_LINEAR
+        and reference.device.type == "cpu"
+        and reference.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._len_torch_dispatch_stack()  # FlopCounterMode, FakeTensorMode... know only aten ops
+    ):
+        return _OneDNNLinears()
+    return contextlib.nullcontext()
+
+
+def _capturing_graph() -> bool:
+    """Whether this forward is being recorded as a graph to run elsewhere: torch.export (also under the dynamo ONNX
+    exporter) or jit tracing (the legacy ONNX exporter). Python branches on input sizes would be frozen into it."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,7 +183,11 @@ class HfViTEmbeddings(nn.Module):
         batch_size, _, height, width = pixel_values.shape
         patch_size = self.patch_embeddings.patch_size
         grid_size = (height // patch_size, width // patch_size)
-        if grid_size == self.grid_size:
+        if interpolate_pos_encoding is not False and _capturing_graph():
+            # A graph for any size (ONNX, torch.export): the resize is always in it, and is an identity at the
+            # trained grid. Comparing the sizes here would freeze the example's size into the graph.
+            position_embeddings = self.interpolate_pos_encoding(grid_size)
+        elif grid_size == self.grid_size:  # eager mode at the trained size: no interpolation work
             position_embeddings = self.position_embeddings
         elif interpolate_pos_encoding is False:
             raise ValueError(
@@ -221,8 +259,8 @@ class HfViTAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False  # read by transformers' sdpa/flash functions
-        self.qkv = HfViTLinear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.proj = HfViTLinear(config.hidden_size, config.hidden_size)
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
@@ -263,9 +301,9 @@ class HfViTMLP(nn.Module):
 
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        self.fc1 = HfViTLinear(config.hidden_size, config.intermediate_size)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
-        self.fc2 = HfViTLinear(config.intermediate_size, config.hidden_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -280,8 +318,8 @@ class HfViTSwiGLUMLP(nn.Module):
 
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        self.fc1 = HfViTLinear(config.hidden_size, 2 * config.intermediate_size)
-        self.fc2 = HfViTLinear(config.intermediate_size, config.hidden_size)
+        self.fc1 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -347,8 +385,10 @@ class HfViTLayer(GradientCheckpointingLayer):
 class HfViTEncoder(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
-        # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate.
+        # Plain Python, not torch.linspace(...).tolist(): the model must also build on the meta device.
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.layers = nn.ModuleList([HfViTLayer(config, rate) for rate in rates])
 
     def forward(
@@ -387,6 +427,10 @@ class HfViTPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
 
+    def __init__(self, config: HfViTConfig, *inputs, **kwargs):
+        config.check_values()  # the config accepts any values; a model needs consistent ones
+        super().__init__(config, *inputs, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Name both model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
         # AutoModel (backbone) and a backbone checkpoint as AutoModelForImageClassification (new head).
@@ -396,7 +440,10 @@ class HfViTPreTrainedModel(PreTrainedModel):
             "AutoModel": "modeling_hf_vit.HfViTModel",
             "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
         }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", args[0] if args else True):
+            _save_default_image_processor(save_directory, self.config)
+        return result
 
     def _init_weights(self, module: nn.Module):
         """DINO/timm init: truncated normal (std `initializer_range`) for weights and tokens, zero biases, LayerNorm 1/0."""
@@ -419,6 +466,24 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.constant_(module.lambda1, self.config.layerscale_init)
 
 
+def _save_default_image_processor(save_directory, config: HfViTConfig) -> None:
+    """Give a folder saved without an image processor transformers' `ViTImageProcessor` at `config.image_size` (its
+    default normalisation, mean = std = 0.5), so `AutoImageProcessor.from_pretrained(folder)` and pipelines load it:
+    transformers looks up a registered processor class only once it has read a preprocessor_config.json. A processor
+    saved by the caller (before or after the model) is the one that counts: an existing file is never replaced."""
+    names = ("preprocessor_config.json", "processor_config.json")
+    if any(os.path.exists(os.path.join(save_directory, name)) for name in names):
+        return
+    from transformers import ViTImageProcessor
+
+    height, width = (config.image_size,) * 2 if isinstance(config.image_size, int) else config.image_size
+    path = os.path.join(save_directory, names[0])
+    temporary = f"{path}.{os.getpid()}.tmp"
+    ViTImageProcessor(size={"height": height, "width": width}).to_json_file(temporary)
+    os.replace(temporary, path)  # atomic: never a half-written file
+    logger.info("saved a default ViTImageProcessor (%dx%d, mean = std = 0.5) to %s", height, width, path)
+
+
 def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, channels, height, width)")
@@ -429,6 +494,8 @@ def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
             f"pixel_values must be 4-D (batch, channels, height, width), got {pixel_values.ndim}-D with shape "
             f"{tuple(pixel_values.shape)}"
         )
+    if torch.jit.is_tracing():  # sizes are traced tensors here; a Python check would only warn and freeze them
+        return
     _, channels, height, width = pixel_values.shape
     if channels != config.num_channels:
         raise ValueError(f"pixel_values must have {config.num_channels} channels (config.num_channels), got {channels}")
@@ -483,9 +550,10 @@ class HfViTModel(HfViTPreTrainedModel):
         embeddings = self.embeddings(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, bool_masked_pos=bool_masked_pos
         )
-        hidden_states, all_hidden_states, all_attentions = self.encoder(
-            embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
-        )
+        with _fast_linears(embeddings):
+            hidden_states, all_hidden_states, all_attentions = self.encoder(
+                embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
+            )
         if config.pooling == "cls":
             sequence_output = self.layernorm(hidden_states)
             pooled_output = sequence_output[:, 0]
@@ -515,7 +583,7 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = HfViTModel(config)
-        self.classifier = HfViTLinear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     def forward(

@@ -7,17 +7,20 @@ renamed when complete (with `trainer_state.json` written last), so `latest` neve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
-import torch
 from torch import nn
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_STAGING_PREFIX = ".tmp-"
+_DISCARD_PREFIX = ".del-"
+logger = logging.getLogger(__name__)
 # parameters that get no weight decay besides biases and norm weights
 _NO_DECAY_NAMES = ("position_embeddings", "cls_token", "register_tokens", "lambda1")
 
@@ -66,21 +69,17 @@ def param_groups(
 # Metrics
 # ---------------------------------------------------------------------------------------------------------------
 class MetricsLog:
-    """Metrics as JSON lines (one object per evaluation), kept in memory for the curves PNG and checkpoints."""
+    """Metrics rows (one per evaluation), kept in memory and in every checkpoint; written out as JSON lines only with
+    the final folder, so that a failed or killed run never rewrites an earlier run's `metrics.jsonl`."""
 
-    def __init__(self, path: str | os.PathLike | None, history: list[dict] | None = None):
-        self.path = Path(path) if path else None
+    def __init__(self, history: list[dict] | None = None):
         self.history = list(history or [])
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # rewrite from the (possibly restored) history, so a resumed run's file has no rows from after the checkpoint
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in self.history))
 
     def log(self, row: dict) -> None:
         self.history.append(row)
-        if self.path is not None:
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+
+    def jsonl(self) -> str:
+        return "".join(json.dumps(row) + "\n" for row in self.history)
 
 
 def plot_curves(history: list[dict], path: str | os.PathLike) -> Path | None:
@@ -119,8 +118,8 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> Path | None:
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `folder`, oldest first (by step). Temporary folders and ones without the state
-    file (never the case after the rename, but cheap to check) are ignored."""
+    """Checkpoints in `folder` that have their state file, oldest first (by step). Staging folders of a save in
+    progress, and leftovers of a killed save or removal, are ignored."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -134,12 +133,48 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
 
 def staging_path(folder: str | os.PathLike, step: int) -> Path:
     """Where `checkpoint-<step>` is written before the rename (hidden; never matches a checkpoint name)."""
-    return Path(folder) / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    return Path(folder) / f"{_STAGING_PREFIX}{CHECKPOINT_PREFIX}{step}"
+
+
+def _discard(path: Path) -> None:
+    """Remove a checkpoint so that a kill midway never leaves anything that looks like one: rename it to a hidden
+    name first (atomic), then delete; `rotate_checkpoints` removes what a kill leaves of it."""
+    doomed = path.with_name(f"{_DISCARD_PREFIX}{path.name}-{os.getpid()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def discard_checkpoints(paths) -> None:
+    for path in paths:
+        if Path(path).is_dir():
+            _discard(Path(path))
+
+
+def rotate_checkpoints(folder: str | os.PathLike, total_limit: int | None) -> None:
+    """Keep the newest `total_limit` checkpoints (all with None or 0) and remove everything else that a run put in
+    `folder`: older checkpoints, checkpoints without a state file (left by a kill in an earlier removal), staging
+    folders of killed saves and half-removed ones. Files of other names are not touched."""
+    folder = Path(folder)
+    complete = list_checkpoints(folder)
+    keep = set(complete[-total_limit:] if total_limit else complete)
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not child.is_dir():
+            continue
+        if _CHECKPOINT_RE.match(child.name) and child not in keep:
+            _discard(child)
+        elif child.name.startswith((_DISCARD_PREFIX + CHECKPOINT_PREFIX, _STAGING_PREFIX + CHECKPOINT_PREFIX)):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def save_checkpoint(accelerator, folder: str | os.PathLike, step: int, state: dict, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a temporary folder, then rename to `checkpoint-<step>`; keep the newest
-    `total_limit`. Every process must call this (each saves its RNG state); only the main process renames."""
+    """`accelerator.save_state` into a hidden staging folder, then rename to `checkpoint-<step>` and rotate. The state
+    file, written last, records every file's size so that `checkpoint_problem` can tell a damaged checkpoint. Every
+    process must call this (each saves its RNG state); only the main process renames. A failed save (e.g. a full
+    disk) removes its staging folder and leaves the earlier checkpoints as they were."""
     folder = Path(folder)
     staging = staging_path(folder, step)
     final = folder / f"{CHECKPOINT_PREFIX}{step}"
@@ -147,36 +182,100 @@ def save_checkpoint(accelerator, folder: str | os.PathLike, step: int, state: di
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {**state, "files": _file_sizes(staging)}
+            with (staging / STATE_FILE).open("w") as handle:
+                json.dump(state, handle, indent=1)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        with (staging / STATE_FILE).open("w") as handle:
-            json.dump(state, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
         if final.exists():  # same step saved before (e.g. a resumed run re-saving); replace it
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(staging, final)
-        if total_limit is not None and total_limit > 0:
-            for old in list_checkpoints(folder)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+        rotate_checkpoints(folder, total_limit)
     accelerator.wait_for_everyone()
     return final
 
 
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why checkpoint `path` cannot be resumed from, or None if it looks intact: a missing or unreadable state file,
+    a file missing or of another size than when it was saved, a safetensors file whose header does not parse."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {STATE_FILE}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"{STATE_FILE} is unreadable: {error}"
+    if not isinstance(state, dict) or not isinstance(state.get("completed_steps"), int):
+        return f"{STATE_FILE} has no step count"
+    for name, size in (state.get("files") or {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} when saved"
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            return f"{file.name} is damaged: {error}"
+    return None
+
+
 def resolve_checkpoint(value: str, folder: str | os.PathLike) -> Path | None:
-    """`latest` -> the newest complete checkpoint in `folder` (None if there is none); a path -> that folder."""
+    """`latest` -> the newest intact checkpoint in `folder` (None if there is none; damaged newer ones are logged and
+    passed over); a path -> that folder, which must be an intact checkpoint."""
     if value == "latest":
-        checkpoints = list_checkpoints(folder)
-        return checkpoints[-1] if checkpoints else None
+        for path in reversed(list_checkpoints(folder)):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning("passing over damaged checkpoint %s (%s)", path, problem)
+        return None
     path = Path(value)
-    if not (path / STATE_FILE).is_file():
-        raise ValueError(f"--resume_from_checkpoint {value} is not a complete checkpoint folder (no {STATE_FILE})")
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {value} does not exist or is not a folder")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(damaged_message(path, problem))
     return path
+
+
+def damaged_message(path: str | os.PathLike, problem: str) -> str:
+    path = Path(path)
+    intact = [p for p in list_checkpoints(path.parent) if p != path and checkpoint_problem(p) is None]
+    advice = f"resume from checkpoint {intact[-1]} (the newest intact one) or start over" if intact else "start over"
+    return f"checkpoint {path} is damaged ({problem}); {advice}"
 
 
 def read_checkpoint_state(path: str | os.PathLike) -> dict:
     return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def check_same_run(state: dict, settings: dict, path) -> None:
+    """A resumed run must see the same data in the same order and the same schedule as the run that saved the
+    checkpoint: otherwise it would resume at the wrong step of another schedule and report a wrong result."""
+    saved = state.get("run")
+    if saved is None:
+        return
+    differences = [f"{key} {saved[key]!r} then, {settings.get(key)!r} now" for key in saved
+                   if key in settings and saved[key] != settings[key]]
+    if differences:
+        raise ValueError(
+            f"cannot resume from checkpoint {path}: it was saved by a run with other settings ({'; '.join(differences)}); "
+            "rerun with the checkpoint's settings, or start over"
+        )
 
 
 # model settings that must match for a checkpoint's weights and optimizer state to fit the model being trained
@@ -206,6 +305,11 @@ def check_compatible(state: dict, config, path) -> None:
 __all__ = [
     "MetricsLog",
     "check_compatible",
+    "check_same_run",
+    "checkpoint_problem",
+    "damaged_message",
+    "discard_checkpoints",
+    "rotate_checkpoints",
     "layer_id",
     "list_checkpoints",
     "model_signature",

@@ -12,6 +12,7 @@ Data and model flags are train.py's; every other flag is a `transformers.Trainin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ def parse_args(argv=None):
     add_model_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
     parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the digits model)")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
+                             "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
+                             "files; nothing else in the folder is touched")
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
@@ -57,16 +62,47 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from hf_vit.cli import UserError, fail
+    from hf_vit.cli import RunFailure, UserError, check_config_overrides, fail
+    from hf_vit.output_dir import OutputDirBusy, RunLock
 
     try:
         args, training_args = parse_args(argv)
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
         fail(str(error).splitlines()[0])
     try:
-        return run(args, training_args)
+        check_config_overrides(args.config_overrides)
+        check_output_dir(args, training_args)
+        # one run per output folder; the other processes of a distributed run write only through the main one
+        lock = RunLock(training_args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+        try:
+            with lock:
+                return run(args, training_args)
+        except OutputDirBusy as error:
+            raise UserError(str(error)) from None
     except UserError as error:
         fail(str(error))
+    except RunFailure as error:
+        fail(str(error), code=1)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+def check_output_dir(args, training_args):
+    from hf_vit import output_dir
+    from hf_vit.cli import UserError
+
+    output = Path(training_args.output_dir)
+    inputs = {f"--{flag}": getattr(args, flag) for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")}
+    resuming = bool(training_args.resume_from_checkpoint) and any(output.glob("checkpoint-*"))
+    try:
+        output_dir.check_output_dir(output, inputs=inputs, overwrite=args.overwrite_output_dir, resuming=resuming)
+    except output_dir.OutputDirNotEmpty as error:
+        raise UserError(
+            f"--output_dir {output} already holds files ({', '.join(error.entries[:4])}); choose another folder or "
+            "pass --overwrite_output_dir to replace the files a run writes there (nothing else is touched)"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"--output_dir: {error}") from None
 
 
 def run(args, training_args):
@@ -76,9 +112,9 @@ def run(args, training_args):
 
     import hf_vit  # noqa: F401
     from hf_vit import data as hdata
-    from hf_vit.cli import UserError, build_model, show_prediction
-    from hf_vit.fileio import atomic_directory
+    from hf_vit.cli import RunFailure, UserError, build_model, show_prediction
     from hf_vit.model_card import render_model_card, write_model_card
+    from hf_vit.output_dir import final_files, is_disk_full
 
     push_to_hub = training_args.push_to_hub
     if push_to_hub:
@@ -130,26 +166,30 @@ def run(args, training_args):
     metrics = trainer.evaluate()
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        with atomic_directory(output_dir, overwrite=True) as staging:
-            trainer.save_model(str(staging))  # safetensors
-            processor.save_pretrained(staging)
-            card = render_model_card(
-                model.config, num_parameters=sum(p.numel() for p in model.parameters()), model_name=output_dir.name,
-                repo_id=training_args.hub_model_id if push_to_hub else None,
-                datasets=[data.name] if args.dataset_name else None,
-                dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
-                results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
-                hyperparameters={
-                    "learning_rate": training_args.learning_rate, "train_batch_size": training_args.per_device_train_batch_size,
-                    "num_epochs": training_args.num_train_epochs, "lr_scheduler_type": str(training_args.lr_scheduler_type),
-                    "weight_decay": training_args.weight_decay, "label_smoothing": training_args.label_smoothing_factor,
-                    "seed": training_args.seed, "trainer": "transformers.Trainer",
-                },
-            )
-            write_model_card(staging, card)
-            for child in list(output_dir.iterdir()) if output_dir.is_dir() else []:
-                if child.name.startswith("checkpoint-") or child.name == "runs":
-                    os.replace(child, staging / child.name)
+        try:
+            with final_files(output_dir) as staging:  # moved in file by file; nothing else in the folder is touched
+                trainer.save_model(str(staging))  # safetensors
+                (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle: outputs are safetensors only
+                processor.save_pretrained(staging)
+                card = render_model_card(
+                    model.config, num_parameters=sum(p.numel() for p in model.parameters()), model_name=output_dir.name,
+                    repo_id=training_args.hub_model_id if push_to_hub else None,
+                    datasets=[data.name] if args.dataset_name else None,
+                    dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+                    results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
+                    hyperparameters={
+                        "learning_rate": training_args.learning_rate, "train_batch_size": training_args.per_device_train_batch_size,
+                        "num_epochs": training_args.num_train_epochs, "lr_scheduler_type": str(training_args.lr_scheduler_type),
+                        "weight_decay": training_args.weight_decay, "label_smoothing": training_args.label_smoothing_factor,
+                        "seed": training_args.seed, "trainer": "transformers.Trainer",
+                    },
+                )
+                write_model_card(staging, card)
+        except Exception as error:
+            if is_disk_full(error):
+                raise RunFailure(f"disk full while writing the trained model to {output_dir}; nothing in it was "
+                                 "changed (free space and run again)") from None
+            raise
         print(f"training time: {train_result.metrics.get('train_runtime', 0):.1f} s ({train_result.global_step} steps)")
         print(f"saved model, image processor and model card to {output_dir}")
         print(f"{data.eval_split} accuracy: {100 * metrics['eval_accuracy']:.2f}%")

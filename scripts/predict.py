@@ -48,19 +48,6 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
     return files, missing, any_folder
 
 
-def read_image(path: Path):
-    """The image as RGB, or the reason it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB"), None  # convert() loads the pixels: truncated files fail here
-    except UnidentifiedImageError:
-        return None, "not an image file"
-    except (OSError, ValueError, SyntaxError) as error:  # truncated/corrupt data, unreadable file
-        return None, (str(error).splitlines() or [type(error).__name__])[0]
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.top_k < 1:
@@ -79,10 +66,16 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
+    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.data import BadImageError, open_image
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        fail(str(error))
     from hf_vit.convert.pretrained import pretrained_location
 
     try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
@@ -101,13 +94,12 @@ def main(argv=None) -> int:
     for start in range(0, len(files), args.batch_size):
         batch, names = [], []
         for path in files[start : start + args.batch_size]:
-            image, reason = read_image(path)
-            if image is None:
-                tqdm.write(f"error: cannot read image {path}: {reason}", file=sys.stderr)
-                failed += 1
-            else:
-                batch.append(image)
+            try:
+                batch.append(open_image(path))  # training's decoding: 16-bit and palette images read the same
                 names.append(str(path))
+            except BadImageError as error:
+                tqdm.write(f"error: {error}", file=sys.stderr)
+                failed += 1
         if batch:
             results = classify(batch, top_k=top_k, batch_size=args.batch_size)
             for name, predictions in zip(names, results):

@@ -3,8 +3,11 @@
     python scripts/push_to_hub.py my-vit --repo_id my-user/my-vit [--private] [--revision BRANCH] [--commit_message ...]
 
 The folder is checked first (config.json with auto_map, safetensors weights, preprocessor_config.json, the two code
-files; the model must load); a folder without README.md gets a model card generated from its config. Authentication
-is huggingface_hub's: `hf auth login` or HF_TOKEN; HF_ENDPOINT selects another Hub-compatible server.
+files; the model must load), then the token (huggingface_hub's: `hf auth login` or HF_TOKEN; it must be accepted, may
+write, and the repo's namespace must be its user or one of their organizations), all before anything is created or
+uploaded. A folder without README.md gets a model card generated from its config, written into the folder only once
+the push has landed: a failed push leaves the folder as it was. HF_ENDPOINT selects another Hub-compatible server.
+Exit status 2 for what the user must fix (folder, repo id, token), 1 when the Hub refuses or cannot be reached.
 """
 
 import argparse

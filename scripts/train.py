@@ -12,19 +12,16 @@ checkpoints/checkpoint-<step>/ (with --checkpointing_steps), runs/ (with --repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-FINAL_MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
-                     "configuration_hf_vit.py", "modeling_hf_vit.py", "training_curves.png", "all_results.json"}
-KEPT_ENTRIES = ("checkpoints", "runs", "metrics.jsonl")
 
 
 def parse_args(argv=None):
@@ -35,7 +32,12 @@ def parse_args(argv=None):
     add_model_arguments(parser)
     t = parser.add_argument_group("training")
     t.add_argument("--output_dir", default="outputs/hf_vit-digits")
-    t.add_argument("--overwrite_output_dir", action="store_true", help="discard checkpoints of an earlier run in --output_dir")
+    t.add_argument("--overwrite_output_dir", action="store_true",
+                   help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
+                        "model.safetensors, config.json, preprocessor_config.json, README.md, the two code files, "
+                        "metrics.jsonl, training_curves.png, all_results.json, and an earlier run's "
+                        "checkpoints/checkpoint-* (removed when this run saves its first checkpoint or its model); "
+                        "nothing else in the folder is touched")
     t.add_argument("--num_train_epochs", type=int, default=None, help="default: 20 for the digits, else 3")
     t.add_argument("--max_train_steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
     t.add_argument("--per_device_train_batch_size", type=int, default=32)
@@ -59,7 +61,7 @@ def parse_args(argv=None):
                    help="torch CPU threads per process; default: 1 for the digits model (tiny matmuls gain nothing "
                         "from more and suffer badly on a busy machine), else torch's default")
     t.add_argument("--checkpointing_steps", default=None, help='an integer (every N steps) or "epoch"')
-    t.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep this many newest checkpoints")
+    t.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep this many newest checkpoints (0: all)")
     t.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" (the newest in --output_dir/checkpoints; none: start fresh)')
     t.add_argument("--report_to", default=None, help='Accelerate trackers, e.g. "tensorboard" or "all"')
     t.add_argument("--no_progress", action="store_true", help="no tqdm bar")
@@ -105,32 +107,84 @@ def check_args(args):
 
         if not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
             raise UserError("--mixed_precision fp16 needs a GPU; on CPU use --mixed_precision bf16")
-    for name in ("gradient_accumulation_steps", "per_device_eval_batch_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be at least 1")
+    check_numbers(args)
+    from hf_vit.cli import check_config_overrides
+
+    check_config_overrides(args.config_overrides)
+    check_output_dir(args)
+
+
+def check_numbers(args):
+    """Values that would train nothing, or nonsense, are refused before any work."""
+    from hf_vit.cli import UserError
+
+    rules = [  # (flag, value, ok, what is expected)
+        ("num_train_epochs", args.num_train_epochs, lambda v: v >= 1, "at least 1"),
+        ("max_train_steps", args.max_train_steps, lambda v: v >= 1, "at least 1"),
+        ("per_device_train_batch_size", args.per_device_train_batch_size, lambda v: v >= 1, "at least 1"),
+        ("per_device_eval_batch_size", args.per_device_eval_batch_size, lambda v: v >= 1, "at least 1"),
+        ("gradient_accumulation_steps", args.gradient_accumulation_steps, lambda v: v >= 1, "at least 1"),
+        ("learning_rate", args.learning_rate, lambda v: v > 0, "a positive number"),
+        ("weight_decay", args.weight_decay, lambda v: v >= 0, "0 or more"),
+        ("warmup_ratio", args.warmup_ratio, lambda v: 0 <= v <= 1, "between 0 and 1"),
+        ("num_warmup_steps", args.num_warmup_steps, lambda v: v >= 0, "0 or more"),
+        ("layer_decay", args.layer_decay, lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("label_smoothing", args.label_smoothing, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("max_grad_norm", args.max_grad_norm, lambda v: v >= 0, "0 (off) or more"),
+        ("validation_split", args.validation_split, lambda v: 0 < v < 1, "a fraction between 0 and 1, e.g. 0.15"),
+        ("max_train_samples", args.max_train_samples, lambda v: v >= 1, "at least 1"),
+        ("max_eval_samples", args.max_eval_samples, lambda v: v >= 1, "at least 1"),
+        ("shuffle_buffer_size", args.shuffle_buffer_size, lambda v: v >= 1, "at least 1"),
+        ("checkpoints_total_limit", args.checkpoints_total_limit, lambda v: v >= 0, "0 (keep all) or more"),
+        ("num_workers", args.num_workers, lambda v: v >= 0, "0 or more"),
+        ("num_threads", args.num_threads, lambda v: v >= 1, "at least 1"),
+    ]
+    for flag, value, ok, expected in rules:
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise UserError(f"--{flag} must be {expected}, got {value}")
+
+
+def check_output_dir(args):
+    from hf_vit import output_dir, training
+    from hf_vit.cli import UserError
+
     output = Path(args.output_dir)
-    if output.exists() and not output.is_dir():
-        raise UserError(f"--output_dir {output} exists and is not a folder")
-    if output.is_dir():
-        foreign = [p.name for p in output.iterdir() if p.name not in FINAL_MODEL_FILES and p.name not in KEPT_ENTRIES and not p.name.startswith(".")]
-        if foreign and not args.overwrite_output_dir:
-            raise UserError(f"--output_dir {output} holds files that are not from a training run ({', '.join(sorted(foreign)[:3])}); choose another folder or pass --overwrite_output_dir")
+    inputs = {f"--{flag}": getattr(args, flag) for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")}
+    resuming = bool(args.resume_from_checkpoint) and bool(training.list_checkpoints(output / "checkpoints"))
+    try:
+        output_dir.check_output_dir(output, inputs=inputs, overwrite=args.overwrite_output_dir, resuming=resuming)
+    except output_dir.OutputDirNotEmpty as error:
+        raise UserError(
+            f"--output_dir {output} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
+            "resume its run with --resume_from_checkpoint latest, or pass --overwrite_output_dir to replace the files "
+            "a run writes there (nothing else is touched)"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"--output_dir: {error}") from None
 
 
 def main(argv=None):
-    from hf_vit.cli import UserError, fail
+    from hf_vit.cli import RunFailure, UserError, fail
 
     args = parse_args(argv)
     try:
         check_args(args)
         from hf_vit.data import DataError
+        from hf_vit.output_dir import OutputDirBusy, RunLock
 
+        # one run per output folder; the other processes of a distributed run write only through the main one
+        lock = RunLock(args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
         try:
-            return train(args)
+            with lock:
+                return train(args)
+        except OutputDirBusy as error:
+            raise UserError(str(error)) from None
         except DataError as error:  # e.g. an unreadable image met during training
             raise UserError(str(error)) from None
     except UserError as error:
         fail(str(error))
+    except RunFailure as error:
+        fail(str(error), code=1)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
 
@@ -147,7 +201,8 @@ def train(args):
     import hf_vit  # noqa: F401
     from hf_vit import data as hdata
     from hf_vit import training
-    from hf_vit.cli import UserError, build_model
+    from hf_vit.cli import RunFailure, UserError, build_model
+    from hf_vit.output_dir import is_disk_full
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
@@ -214,22 +269,29 @@ def train(args):
         except ValueError as error:
             raise UserError(str(error)) from None
         if resume_path is None:
-            say(f"no checkpoint in {checkpoint_dir} yet: starting from scratch")
+            say(f"no intact checkpoint in {checkpoint_dir} yet: starting from scratch")
         else:
+            newest = training.list_checkpoints(checkpoint_dir)
+            if args.resume_from_checkpoint == "latest" and newest and newest[-1] != resume_path:
+                say(f"note: passing over damaged checkpoint(s) newer than {resume_path.name}")
             resume_state = training.read_checkpoint_state(resume_path)
             try:
                 training.check_compatible(resume_state, config, resume_path)
             except ValueError as error:
                 raise UserError(str(error)) from None
-    if resume_path is None and training.list_checkpoints(checkpoint_dir):
-        if not args.overwrite_output_dir:
-            raise UserError(
-                f"{checkpoint_dir} holds checkpoints of an earlier run: resume with --resume_from_checkpoint latest, "
-                "or pass --overwrite_output_dir to start over"
-            )
-        if main_process:
-            shutil.rmtree(checkpoint_dir)
-    accelerator.wait_for_everyone()
+    # an earlier run's checkpoints (allowed by --overwrite_output_dir) go when this run saves its own, not before:
+    # a run that fails first leaves them as they were
+    earlier_checkpoints = training.list_checkpoints(checkpoint_dir) if resume_path is None else []
+    if earlier_checkpoints and not args.overwrite_output_dir:
+        raise UserError(
+            f"{checkpoint_dir} holds checkpoints of an earlier run: resume with --resume_from_checkpoint latest, "
+            "or pass --overwrite_output_dir to start over"
+        )
+
+    def discard_earlier_checkpoints():
+        if main_process and earlier_checkpoints:
+            training.discard_checkpoints(earlier_checkpoints)
+        earlier_checkpoints.clear()
 
     # ---- batches --------------------------------------------------------------------------------------------------
     if data.streaming:
@@ -263,6 +325,19 @@ def train(args):
         max_train_steps = args.max_train_steps or args.num_train_epochs * num_update_steps_per_epoch
         num_epochs = math.ceil(max_train_steps / num_update_steps_per_epoch)
     warmup = args.num_warmup_steps if args.num_warmup_steps is not None else int(args.warmup_ratio * max_train_steps)
+    # what fixes the data order and the schedule: a resumed run must have the same, or it resumes another run
+    run_settings = {
+        "per_device_train_batch_size": args.per_device_train_batch_size, "num_processes": accelerator.num_processes,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed, "dataset": data.name,
+        "train_examples": None if data.streaming else len(train_set), "validation_split": args.validation_split,
+        "augment": args.augment == "on" or (args.augment == "auto" and not data.is_digits),
+        "max_train_steps": max_train_steps, "warmup_steps": warmup, "lr_scheduler_type": args.lr_scheduler_type,
+    }
+    if resume_state is not None:
+        try:
+            training.check_same_run(resume_state, run_settings, resume_path)
+        except ValueError as error:
+            raise UserError(str(error)) from None
 
     optimizer = torch.optim.AdamW(
         training.param_groups(model, args.weight_decay, args.learning_rate, args.layer_decay), lr=args.learning_rate
@@ -289,13 +364,14 @@ def train(args):
     if resume_path is not None:
         try:
             accelerator.load_state(str(resume_path))
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise UserError(f"checkpoint {resume_path} does not fit this model: {str(error).splitlines()[0]}") from None
+        except Exception as error:  # noqa: BLE001  the model fits (checked above): what fails to load is damaged
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UserError(training.damaged_message(resume_path, f"{type(error).__name__}: {first_line}")) from None
         completed_steps = resume_state["completed_steps"]
         history = resume_state.get("history", [])
         epoch_sums = resume_state.get("epoch_sums", {})
         say(f"resumed from {resume_path} at step {completed_steps}")
-    metrics = training.MetricsLog(output_dir / "metrics.jsonl" if main_process else None, history)
+    metrics = training.MetricsLog(history)
 
     hyperparameters = {
         "learning_rate": args.learning_rate, "train_batch_size": args.per_device_train_batch_size,
@@ -336,11 +412,20 @@ def train(args):
     def state_for_checkpoint(epoch_sums):
         return {
             "completed_steps": completed_steps, "history": metrics.history, "epoch_sums": epoch_sums,
-            "model": training.model_signature(config), "seed": args.seed, "max_train_steps": max_train_steps,
+            "model": training.model_signature(config), "run": run_settings,
         }
 
     def checkpoint(epoch_sums):
-        path = training.save_checkpoint(accelerator, checkpoint_dir, completed_steps, state_for_checkpoint(epoch_sums), args.checkpoints_total_limit)
+        discard_earlier_checkpoints()
+        try:
+            path = training.save_checkpoint(accelerator, checkpoint_dir, completed_steps, state_for_checkpoint(epoch_sums),
+                                            args.checkpoints_total_limit)
+        except Exception as error:
+            if is_disk_full(error):
+                raise RunFailure(f"disk full while saving checkpoint {completed_steps} in {checkpoint_dir}; nothing "
+                                 "half-written was left, earlier checkpoints are intact: free space and resume "
+                                 "with --resume_from_checkpoint latest") from None
+            raise
         if main_process and progress is not None:
             progress.write(f"saved {path}")
 
@@ -438,39 +523,47 @@ def train(args):
         accelerator.end_training()
     exit_code = 0
     if main_process:
-        from hf_vit.fileio import atomic_directory
         from hf_vit.model_card import render_model_card, write_model_card
+        from hf_vit.output_dir import final_files
 
         unwrapped = accelerator.unwrap_model(model)
         results = {"accuracy": last_eval["eval_accuracy"], "loss": last_eval["eval_loss"]}
-        with atomic_directory(output_dir, overwrite=True) as staging:
-            unwrapped.save_pretrained(staging, safe_serialization=True)
-            processor.save_pretrained(staging)
-            card = render_model_card(
-                unwrapped.config, num_parameters=num_params, model_name=output_dir.name, repo_id=args.hub_model_id,
-                datasets=[data.name] if args.dataset_name else None,
-                dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
-                results=results, hyperparameters={k: v for k, v in hyperparameters.items() if v is not None},
-            )
-            write_model_card(staging, card)
-            training.plot_curves(metrics.history, staging / "training_curves.png")
-            (staging / "all_results.json").write_text(json.dumps(
-                {f"{data.eval_split}_accuracy": last_eval["eval_accuracy"], f"{data.eval_split}_loss": last_eval["eval_loss"],
-                 "train_steps": completed_steps, "training_time_s": round(training_time, 2),
-                 "evaluation_time_s": round(evaluation_time, 2),  # part of training_time_s
-                 "per_device_train_batch_size": args.per_device_train_batch_size,
-                 "num_processes": accelerator.num_processes,
-                 "gradient_accumulation_steps": args.gradient_accumulation_steps}, indent=1) + "\n")
-            for name in KEPT_ENTRIES:  # logs and checkpoints move with the folder
-                if (output_dir / name).exists():
-                    os.replace(output_dir / name, staging / name)
+        try:
+            # written whole into a hidden folder first, then moved in file by file: a failure (a full disk) leaves the
+            # files of an earlier run as they were; nothing but the run's own files is replaced
+            with final_files(output_dir) as staging:
+                unwrapped.save_pretrained(staging, safe_serialization=True)
+                processor.save_pretrained(staging)
+                card = render_model_card(
+                    unwrapped.config, num_parameters=num_params, model_name=output_dir.name, repo_id=args.hub_model_id,
+                    datasets=[data.name] if args.dataset_name else None,
+                    dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+                    results=results, hyperparameters={k: v for k, v in hyperparameters.items() if v is not None},
+                )
+                write_model_card(staging, card)
+                training.plot_curves(metrics.history, staging / "training_curves.png")
+                (staging / "metrics.jsonl").write_text(metrics.jsonl())
+                (staging / "all_results.json").write_text(json.dumps(
+                    {f"{data.eval_split}_accuracy": last_eval["eval_accuracy"], f"{data.eval_split}_loss": last_eval["eval_loss"],
+                     "train_steps": completed_steps, "training_time_s": round(training_time, 2),
+                     "evaluation_time_s": round(evaluation_time, 2),  # part of training_time_s
+                     "per_device_train_batch_size": args.per_device_train_batch_size,
+                     "num_processes": accelerator.num_processes,
+                     "gradient_accumulation_steps": args.gradient_accumulation_steps}, indent=1) + "\n")
+                discard_earlier_checkpoints()
+        except Exception as error:
+            if is_disk_full(error):
+                kept = "its checkpoints are intact, " if training.list_checkpoints(checkpoint_dir) else ""
+                raise RunFailure(f"disk full while writing the trained model to {output_dir}; nothing in it was "
+                                 f"changed ({kept}free space and run again)") from None
+            raise
 
         print(f"training time: {training_time:.1f} s ({completed_steps} steps)")
         print(f"saved model, image processor and model card to {output_dir}")
         print(f"{data.eval_split} accuracy: {100 * last_eval['eval_accuracy']:.2f}%")
         from hf_vit.cli import show_prediction
 
-        show_prediction(output_dir, data)
+        show_prediction(output_dir, data)  # a demo: never fails the run
 
         from hf_vit.hub import PushError, push_from_arguments
 

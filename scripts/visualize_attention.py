@@ -86,16 +86,22 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit import attention_maps as am
+    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.data import BadImageError, open_image
     from hf_vit.fileio import atomic_write_bytes
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    try:
+        check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        fail(str(error))
     from hf_vit.convert.pretrained import pretrained_location
 
     try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
@@ -113,7 +119,10 @@ def main(argv=None) -> int:
              f"{config.num_hidden_layers}-layer model, got {args.layer}")
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModel.from_pretrained(model_name).to(device).eval()
+    try:
+        model = AutoModel.from_pretrained(model_name).to(device).eval()
+    except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
+        fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
         processor = AutoImageProcessor.from_pretrained(model_name)
     except (OSError, ValueError):
@@ -130,11 +139,9 @@ def main(argv=None) -> int:
     failed, stems = [], set()
     for image_path in args.images:
         try:
-            with Image.open(image_path) as opened:
-                image = opened.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            reason = "not an image file" if isinstance(error, UnidentifiedImageError) else str(error).splitlines()[0]
-            print(f"error: cannot read image {image_path}: {reason}", file=sys.stderr)
+            image = open_image(image_path)  # training's decoding: 16-bit and palette images read the same
+        except BadImageError as error:
+            print(f"error: {error}", file=sys.stderr)
             failed.append(image_path)
             continue
         stem = Path(image_path).stem

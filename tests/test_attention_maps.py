@@ -216,4 +216,4 @@ def test_predict_cli(files):
     result = run_python(["scripts/predict.py", str(files / "no-such-model"), str(images / "china.jpg")])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == result.stderr.strip().splitlines()[-1:]
-    assert "cannot load an image-classification model" in result.stderr
+    assert f"model folder {files / 'no-such-model'} does not exist" in result.stderr

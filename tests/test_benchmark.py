@@ -5,7 +5,10 @@ Timings are never asserted: the machines running the tests are shared and noisy 
 
 import json
 
+import pytest
 from helpers import REPO, run_python
+
+from hf_vit import benchmark
 
 
 def test_benchmark_quick_run_writes_table_json_and_png(tmp_path):
@@ -24,13 +27,18 @@ def test_benchmark_quick_run_writes_table_json_and_png(tmp_path):
 
     report = json.loads((out / "benchmark.json").read_text())
     rows = {(r["mode"], r["contender"]) for r in report["results"]}
+    native = benchmark.native_bf16("cpu")
+    assert report["machine"]["native_bf16"] == native
     for contender in ("hf_vit-sdpa", "hf_vit-eager", "transformers-sdpa", "transformers-eager", "timm"):
-        assert ("infer-fp32", contender) in rows and ("infer-bf16", contender) in rows
+        assert ("infer-fp32", contender) in rows
+        assert (("infer-bf16", contender) in rows) == native  # emulated bf16 would take minutes: skipped, noted
     for contender in ("hf_vit-sdpa", "transformers-sdpa", "timm"):
         assert ("train-fp32", contender) in rows
     for r in report["results"]:
         assert len(r["times_s"]) == 5 and r["images_per_s"] > 0 and r["vs_timm"] > 0 and r["vs_transformers"] > 0
-    assert {p["dtype"] for p in report["matmul_peaks"]} == {"float32", "bfloat16"}
+    assert {p["dtype"] for p in report["matmul_peaks"]} == ({"float32", "bfloat16"} if native else {"float32"})
+    assert {p["n"] for p in report["matmul_peaks"]} == {512}
+    assert bool(report["skipped"]) != native and ("no native bf16" in table) != native
     assert [m["gradient_checkpointing"] for m in report["memory"]] == [False, True]
     assert all(m["peak_mb"] > 0 for m in report["memory"])
     assert report["machine"]["torch_threads"] == 1
@@ -42,3 +50,38 @@ def test_benchmark_quick_run_writes_table_json_and_png(tmp_path):
 def test_benchmark_rejects_unknown_names(tmp_path):
     done = run_python([str(REPO / "scripts" / "benchmark.py"), "--quick", "--contenders", "nope", "--out-dir", str(tmp_path)])
     assert done.returncode != 0 and "unknown contender" in done.stderr
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert benchmark.native_bf16("cpu", {"avx2", "fma", "avx512f", "avx512_bf16"})  # AVX-512 EPYC (Zen 4)
+    assert benchmark.native_bf16("cpu", {"avx2", "amx_bf16", "amx_tile"})  # Sapphire Rapids
+    assert not benchmark.native_bf16("cpu", {"avx2", "fma", "f16c"})  # AVX2-only EPYC: emulated
+    assert not benchmark.native_bf16("cpu", set())  # unknown: assume emulated, keep --quick quick
+    assert benchmark.native_bf16("cuda", set())
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_bf16_groups_are_skipped_and_noted_without_native_bf16(monkeypatch, explicit):
+    """What an AVX2-only CPU gets, whatever CPU runs the test: bf16 skipped with a note, unless asked for by name."""
+    monkeypatch.setattr(benchmark, "native_bf16", lambda device, flags=None: False)
+    monkeypatch.setattr(benchmark, "time_interleaved", lambda steps, *a, **k: {name: [1e-3] for name in steps})
+    lines = []
+    opts = benchmark.Options(models=["tiny"], modes=["infer-fp32", "infer-bf16"], contenders=["hf_vit-sdpa", "timm"],
+                             reps=1, quick=True, emulated_bf16=explicit)
+    report = benchmark.run_benchmark(opts, log=lines.append)
+    modes = {r["mode"] for r in report["results"]}
+    if explicit:
+        assert modes == {"infer-fp32", "infer-bf16"} and not report["skipped"]
+    else:
+        assert modes == {"infer-fp32"}
+        assert "skipped infer-bf16: this CPU has no native bf16" in report["skipped"][0]
+        assert report["skipped"][0] in lines and "no native bf16" in benchmark.markdown(report)
+
+
+def test_benchmark_out_dir_that_is_a_file_is_refused_before_running(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("mine")
+    done = run_python([str(REPO / "scripts" / "benchmark.py"), "--quick", "--out-dir", str(target)], timeout=120)
+    assert done.returncode == 2 and "--out-dir" in done.stderr and "is a file" in done.stderr
+    assert done.stderr.count("\n") == 1 and "batch" not in done.stderr  # one line; no group was started
+    assert target.read_text() == "mine"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hf_vit import PRESETS, HfViTConfig
+from hf_vit import PRESETS, HfViTConfig, HfViTForImageClassification, HfViTModel
 
 
 def test_defaults_are_vit_base():
@@ -71,12 +71,26 @@ def test_json_round_trip(tmp_path):
         (dict(initializer_range=0), r"initializer_range must be a positive number"),
     ],
 )
-def test_invalid_values_are_refused_with_a_clear_message(kwargs, message):
+def test_invalid_values_are_refused_with_a_clear_message_when_checked_or_built(kwargs, message):
+    config = HfViTConfig(**kwargs)  # transformers' convention: any values at construction
     with pytest.raises(ValueError, match=message):
-        HfViTConfig(**kwargs)
+        config.check_values()
+    with pytest.raises(ValueError, match=message):
+        HfViTModel(config)
 
 
 def test_all_problems_reported_at_once():
     with pytest.raises(ValueError) as info:
-        HfViTConfig(hidden_size=100, pooling="max")
+        HfViTConfig(hidden_size=100, pooling="max").check_values()
     assert "hidden_size (100)" in str(info.value) and "pooling" in str(info.value)
+
+
+def test_inconsistent_config_constructs_saves_and_reloads(tmp_path):
+    # what transformers' ConfigTester does: hidden_size=37 with the default 12 heads
+    config = HfViTConfig(hidden_size=37)
+    config.save_pretrained(tmp_path)
+    reloaded = HfViTConfig.from_pretrained(tmp_path)
+    assert reloaded.hidden_size == 37 and reloaded.num_attention_heads == 12
+    with pytest.raises(ValueError, match=r"Invalid HfViTConfig: hidden_size \(37\) must be divisible by num_attention_heads \(12\)"):
+        HfViTForImageClassification(reloaded)
+    HfViTConfig().check_values()  # the defaults are consistent

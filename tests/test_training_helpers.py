@@ -30,3 +30,165 @@ def test_layer_decay_scales_learning_rate_with_depth(tiny_config):
     assert lr["vit.encoder.layers.1.mlp.fc1.weight"] == 0.5
     assert lr["vit.encoder.layers.0.mlp.fc1.weight"] == 0.25
     assert lr["vit.embeddings.cls_token"] == pytest.approx(0.125)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: rotation after a kill, damaged checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+def _checkpoint(folder, step, state=True, payload=b"weights"):
+    import json
+
+    from hf_vit.training import STATE_FILE
+
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "optimizer.bin").write_bytes(payload)
+    if state:
+        (path / STATE_FILE).write_text(json.dumps({"completed_steps": step, "files": {"optimizer.bin": len(payload)}}))
+    return path
+
+
+def test_rotation_removes_everything_a_killed_save_or_removal_left(tmp_path):
+    from hf_vit.training import list_checkpoints, rotate_checkpoints
+
+    folder = tmp_path / "checkpoints"
+    _checkpoint(folder, 3, state=False)  # a kill in the middle of an earlier removal took its state file
+    for step in (6, 9, 12):
+        _checkpoint(folder, step)
+    (folder / ".del-checkpoint-2-123").mkdir()  # a kill after the rename, during the delete
+    (folder / ".tmp-checkpoint-15").mkdir()  # a kill while saving
+    (folder / "notes.txt").write_text("mine")  # not a checkpoint: never touched
+    rotate_checkpoints(folder, 2)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-12", "checkpoint-9", "notes.txt"]
+    assert [p.name for p in list_checkpoints(folder)] == ["checkpoint-9", "checkpoint-12"]
+    rotate_checkpoints(folder, 0)  # 0 keeps all
+    assert len(list_checkpoints(folder)) == 2
+
+
+def test_latest_passes_over_damaged_checkpoints_and_names_the_intact_one(tmp_path):
+    import pytest
+
+    from hf_vit.training import STATE_FILE, checkpoint_problem, resolve_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    good = _checkpoint(folder, 4)
+    truncated = _checkpoint(folder, 8)
+    (truncated / "optimizer.bin").write_bytes(b"wei")
+    empty_state = _checkpoint(folder, 12)
+    (empty_state / STATE_FILE).write_text("")
+    bad_weights = _checkpoint(folder, 16)
+    (bad_weights / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert checkpoint_problem(good) is None
+    assert "optimizer.bin has 3 bytes, 7 when saved" in checkpoint_problem(truncated)
+    assert "trainer_state.json is unreadable" in checkpoint_problem(empty_state)
+    assert "model.safetensors is damaged" in checkpoint_problem(bad_weights)
+    assert resolve_checkpoint("latest", folder) == good
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint-8 is damaged \(optimizer.bin has 3 bytes.*\); "
+                                         r"resume from checkpoint .*checkpoint-4 \(the newest intact one\) or start over"):
+        resolve_checkpoint(str(truncated), folder)
+
+
+def test_same_run_check_names_the_setting_that_differs():
+    import pytest
+
+    from hf_vit.training import check_same_run
+
+    state = {"run": {"per_device_train_batch_size": 32, "seed": 1}}
+    check_same_run(state, {"per_device_train_batch_size": 32, "seed": 1}, "ck")
+    check_same_run({}, {"seed": 2}, "ck")  # a checkpoint from before the settings were recorded
+    with pytest.raises(ValueError, match="per_device_train_batch_size 32 then, 16 now"):
+        check_same_run(state, {"per_device_train_batch_size": 16, "seed": 1}, "ck")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The output folder: refusals, the lock, publishing the final files
+# ---------------------------------------------------------------------------------------------------------------
+def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_path):
+    import pytest
+
+    from hf_vit.output_dir import OutputDirNotEmpty, check_output_dir
+
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    for output, word in ((data, "is"), (data / "out", "lies inside"), (tmp_path, "contains")):
+        with pytest.raises(ValueError, match=f"{word} the input --train_dir"):
+            check_output_dir(output, inputs={"--train_dir": data}, overwrite=True, resuming=False)
+    check_output_dir(tmp_path / "new", inputs={"--train_dir": data, "--dataset_name": "user/hub-name"},
+                     overwrite=False, resuming=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / ".hidden").write_text("x")
+    with pytest.raises(OutputDirNotEmpty, match=r"\.hidden"):
+        check_output_dir(tmp_path / "full", inputs={}, overwrite=False, resuming=False)
+    check_output_dir(tmp_path / "full", inputs={}, overwrite=True, resuming=False)
+
+
+def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    from hf_vit.output_dir import LOCK_NAME, OutputDirBusy, RunLock
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from hf_vit.output_dir import RunLock; lock = RunLock({str(out)!r}).acquire(); "
+                               "print('held', flush=True); import time; time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputDirBusy, match=f"another run \\(pid {holder.pid}\\) is writing to {out}"):
+            RunLock(out).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / LOCK_NAME).exists()  # a killed run leaves the file, but not the lock
+    with RunLock(out):
+        pass
+    assert not (out / LOCK_NAME).exists() and out.is_dir()
+    with pytest.raises(RuntimeError):  # a failed run that wrote nothing leaves no folder it created
+        with RunLock(tmp_path / "fresh"):
+            raise RuntimeError("first image unreadable")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_final_files_replace_only_run_files_with_the_ordinary_mode(tmp_path):
+    import os
+
+    import pytest
+
+    from hf_vit.output_dir import final_files, is_disk_full
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in (("notes.txt", "mine"), (".hidden", "mine too"), ("config.json", "old"),
+                       ("model-00001-of-00002.safetensors", "old shard"), ("metrics.jsonl", "old rows")):
+        (out / name).write_text(text)
+    with pytest.raises(OSError):
+        with final_files(out) as staging:
+            (staging / "config.json").write_text("new")
+            raise OSError(28, "No space left on device")
+    assert (out / "config.json").read_text() == "old" and (out / "metrics.jsonl").read_text() == "old rows"
+    with final_files(out) as staging:
+        (staging / "config.json").write_text("new")
+        (staging / "model.safetensors").write_text("new weights")
+        os.chmod(staging / "model.safetensors", 0o600)
+    # an earlier run's shard and metrics would describe another model: gone; the user's files are untouched
+    assert sorted(p.name for p in out.iterdir()) == [".hidden", "config.json", "model.safetensors", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / ".hidden").read_text() == "mine too"
+    (tmp_path / "plain").write_text("x")
+    assert (out / "model.safetensors").stat().st_mode == (tmp_path / "plain").stat().st_mode
+    assert is_disk_full(OSError(28, "No space left on device"))
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1728 vs 1616"))
+    assert not is_disk_full(RuntimeError("size mismatch")) and not is_disk_full(OSError(2, "missing"))
+
+
+def test_atomic_directory_gives_the_ordinary_folder_mode(tmp_path):
+    from hf_vit.fileio import atomic_directory
+
+    with atomic_directory(tmp_path / "out") as staging:
+        (staging / "a").write_text("x")
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode

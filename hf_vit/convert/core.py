@@ -255,6 +255,8 @@ def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = Fa
 def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification:
     """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
     model_type = json.loads((path / "config.json").read_text()).get("model_type")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from ..configuration_hf_vit import HfViTConfig
 from .core import (
     SOURCES,
     VERIFY_TOLERANCE,
@@ -16,8 +20,22 @@ from .timm import convert_timm_file
 from .transformers_vit import convert_transformers_folder
 
 
+def _folder_model_type(path: Path) -> str | None:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None,
                             checkpoint_key="teacher") -> Conversion:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    # said first: otherwise each source's reader would complain about the folder as if it were a foreign one
+    if path.is_dir() and _folder_model_type(path) == HfViTConfig.model_type:
+        raise ValueError(f"{path} is already an hf_vit folder: nothing to convert; load it directly with "
+                         "AutoModel.from_pretrained (after `import hf_vit`)")
     if source == "timm":
         return convert_timm_file(checkpoint, timm_model=timm_model, num_heads=num_heads, preset=preset)
     if source == "dino":

@@ -1,0 +1,186 @@
+"""The output folder of a training run: what may be written there, by whom, and how (DESIGN.md: a user's files are
+sacred).
+
+- A run replaces only the files it writes itself (`is_run_file`), never empties a folder, and refuses an output
+  folder that is, holds or lies inside its input data.
+- One run at a time: `RunLock` holds an advisory lock (`fcntl.flock`), which the kernel drops when the process dies,
+  so a killed run never leaves the folder locked.
+- The final files are written into a hidden staging folder inside the output folder and then moved in one by one
+  (`os.replace`: each file is whole, old or new); a run that fails before that leaves the earlier files untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from .fileio import _umask
+
+# What a training run writes at its end, in the order it is moved in: config.json after the weights it describes
+RUN_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "preprocessor_config.json", "configuration_hf_vit.py",
+    "modeling_hf_vit.py", "config.json", "README.md", "training_curves.png", "all_results.json", "metrics.jsonl",
+)
+_SHARD_RE = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+# folders a run writes into while it trains (kept across runs: resume, tensorboard)
+RUN_FOLDERS = ("checkpoints", "runs")
+LOCK_NAME = ".hf_vit-run.lock"
+STAGING_PREFIX = ".hf_vit-final-"
+
+
+class OutputDirNotEmpty(ValueError):
+    """The output folder holds files and the caller did not allow replacing the run's own files there."""
+
+    def __init__(self, folder: Path, entries: list[str]):
+        self.folder, self.entries = folder, entries
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        super().__init__(f"output folder {folder} is not empty ({shown})")
+
+
+class OutputDirBusy(ValueError):
+    """Another run holds the output folder's lock."""
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_FILES or bool(_SHARD_RE.match(name))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_dir(
+    output_dir: str | os.PathLike, *, inputs: Mapping[str, str | os.PathLike | None], overwrite: bool, resuming: bool
+) -> None:
+    """Raise `ValueError` (one line) for an output folder the run must not write to.
+
+    `inputs` names the run's local inputs (label -> path; missing or non-local ones are ignored). `resuming`: the
+    folder holds the checkpoint being resumed, so it is this run's own. Without `overwrite`, a folder holding anything
+    else raises `OutputDirNotEmpty`."""
+    output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"output folder {output} exists and is not a folder")
+    resolved = output.resolve()
+    for label, value in inputs.items():
+        if not value or not Path(value).exists():
+            continue
+        source = Path(value).resolve()
+        if _inside(resolved, source):
+            where = "is" if resolved == source else "lies inside"
+            raise ValueError(f"output folder {output} {where} the input {label} {value}; choose an output folder outside it")
+        if _inside(source, resolved):
+            raise ValueError(f"output folder {output} contains the input {label} {value}; choose an output folder outside it")
+    if not output.is_dir() or resuming or overwrite:
+        return
+    entries = sorted(p.name for p in output.iterdir() if p.name != LOCK_NAME and not p.name.startswith(STAGING_PREFIX))
+    if entries:
+        raise OutputDirNotEmpty(output, entries)
+
+
+class RunLock:
+    """An exclusive lock on a run's output folder (created if missing). `release(cleanup=True)` also removes the
+    folder again if this lock created it and nothing else was written there."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.created = False
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        while True:
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                handle.close()
+                raise OutputDirBusy(
+                    f"another run (pid {holder}) is writing to {self.folder}; wait for it to end or choose another "
+                    "output folder"
+                ) from None
+            # the holder we waited for may have removed the file on release: lock the file that is there now
+            if path.exists() and os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        for stale in self.folder.glob(f"{STAGING_PREFIX}*"):  # left by a run killed while publishing
+            shutil.rmtree(stale, ignore_errors=True)
+        return self
+
+    def release(self, cleanup: bool = False) -> None:
+        if self._handle is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.folder / LOCK_NAME)
+        self._handle.close()
+        self._handle = None
+        if cleanup and self.created:
+            with contextlib.suppress(OSError):  # not empty: something was written that is worth keeping
+                self.folder.rmdir()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.release(cleanup=kind is not None)
+
+
+@contextlib.contextmanager
+def final_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden staging folder inside `folder` for the run's final files; on success move them into `folder`
+    (`publish`), on error remove the staging folder and leave `folder` as it was."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        yield staging
+        publish(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, folder: Path) -> None:
+    """Move every file of `staging` into `folder`, then remove the run files of an earlier run that this one did not
+    rewrite (e.g. shards where there is now one file). Nothing else in `folder` is touched."""
+    written = {p.name for p in staging.iterdir()}
+    unexpected = sorted(name for name in written if not is_run_file(name))
+    if unexpected:  # a programming error: only run files may replace files in a user's folder
+        raise ValueError(f"not a run file: {', '.join(unexpected)}")
+    order = {name: i for i, name in enumerate(RUN_FILES)}
+    mode = 0o666 & ~_umask()
+    for name in sorted(written, key=lambda n: order.get(n, -1)):
+        os.chmod(staging / name, mode)  # some writers (safetensors via transformers) leave 0600; others read it too
+        os.replace(staging / name, folder / name)
+    for old in folder.iterdir():
+        if is_run_file(old.name) and old.name not in written and old.is_file():
+            old.unlink()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An error from writing a file on a full disk: `OSError` ENOSPC/EDQUOT, or torch's zip writer's RuntimeError
+    ("unexpected pos ... vs ...", "failed writing file"), which hides the errno."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("unexpected pos" in text or "failed writing file" in text)
+
+
+__all__ = [
+    "LOCK_NAME", "RUN_FILES", "RUN_FOLDERS", "OutputDirBusy", "OutputDirNotEmpty", "RunLock", "check_output_dir", "final_files",
+    "is_disk_full", "is_run_file", "publish",
+]
