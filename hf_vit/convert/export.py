@@ -60,6 +60,9 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         problems.append(f"layer_norm_eps {config.layer_norm_eps:g} (timm's VisionTransformer fixes LayerNorm eps at 1e-6)")
     if config.num_register_tokens and config.cls_position_embedding:
         problems.append("register tokens while [CLS] has a position embedding (timm gives registers positions then too)")
+    if config.patch_embedding_bias == config.pre_norm:
+        problems.append("a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
+                        "exactly when there is no pre-norm)")
     if problems:
         raise ValueError("cannot export to timm: " + "; ".join(problems))
     rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "norm." if config.pooling == "cls" else "fc_norm.")]
@@ -74,6 +77,8 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         reg_tokens=config.num_register_tokens, global_pool="token" if config.pooling == "cls" else "avg",
         dynamic_img_size=True,
     )
+    if config.pre_norm:
+        model_args["pre_norm"] = True
     stem = _TIMM_NAMES.get((config.patch_size, config.hidden_size, config.num_hidden_layers,
                             config.num_attention_heads, config.intermediate_size), "vit_base_patch16")
     architecture = f"{stem}_{height}" if f"{stem}_{height}" in _known_timm_names() else "vit_base_patch16_224"
@@ -102,6 +107,10 @@ def _hf_vit_to_transformers_model(model):
         problems.append("mean pooling (transformers' ViT pools the [CLS] token)")
     if config.mlp_type != "mlp":
         problems.append(f"mlp_type {config.mlp_type!r} (transformers' ViT has a plain MLP)")
+    if config.pre_norm:
+        problems.append("a pre-norm before the blocks (transformers' ViT has none)")
+    if not config.patch_embedding_bias:
+        problems.append("a patch projection without bias (transformers' ViT has one)")
     if not config.cls_position_embedding:
         problems.append("no position embedding for [CLS] (transformers' ViT always has one)")
     if problems:

@@ -41,6 +41,7 @@ _TIMM_HF_VIT_NAMES = [
     ("cls_token", "vit.embeddings.cls_token"),
     ("reg_token", "vit.embeddings.register_tokens"),
     ("pos_embed", "vit.embeddings.position_embeddings"),
+    ("norm_pre.", "vit.pre_layernorm."),
     ("blocks.{i}.norm1.", "vit.encoder.layers.{i}.norm1."),
     ("blocks.{i}.attn.qkv.", "vit.encoder.layers.{i}.attention.qkv."),
     ("blocks.{i}.attn.proj.", "vit.encoder.layers.{i}.attention.proj."),
@@ -81,20 +82,24 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append(f"global_pool={timm_model.global_pool!r} (hf_vit pools 'token' or 'avg')")
     if timm_model.global_pool == "avg" and isinstance(timm_model.fc_norm, nn.Identity):
         unsupported.append("avg pooling without fc_norm")
-    if not isinstance(timm_model.norm_pre, nn.Identity):
-        unsupported.append("pre-norm before the blocks (pre_norm=True)")
+    pre_norm = not isinstance(timm_model.norm_pre, nn.Identity)
+    if pre_norm and not isinstance(timm_model.norm_pre, nn.LayerNorm):
+        unsupported.append(f"a {type(timm_model.norm_pre).__name__} pre-norm (hf_vit's pre-norm is a LayerNorm)")
     if timm_model.num_reg_tokens and not timm_model.no_embed_class:
         unsupported.append("register tokens with position embeddings (hf_vit registers have none, as DINOv2)")
     if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
         unsupported.append("normalisation inside attention (qk_norm / scale_attn_norm)")
     swiglu = type(block.mlp).__name__ == "GluMlp"  # timm's SwiGLUPacked (DINOv2-giant)
+    activation = "gelu"
     if swiglu:
         if not isinstance(block.mlp.act, nn.SiLU) or block.mlp.gate_last:
             unsupported.append(f"gated MLP with {block.mlp.act} gating the last half (hf_vit's SwiGLU is SiLU on the first half)")
     elif type(block.mlp).__name__ != "Mlp":
         unsupported.append(f"MLP layer {type(block.mlp).__name__} (hf_vit has timm's Mlp and SwiGLUPacked)")
+    elif type(block.mlp.act).__name__ == "QuickGELU":  # CLIP's x·sigmoid(1.702x), transformers' "quick_gelu"
+        activation = "quick_gelu"
     elif not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
-        unsupported.append(f"MLP activation {block.mlp.act} (hf_vit uses exact GELU; e.g. CLIP's quick_gelu is not supported)")
+        unsupported.append(f"MLP activation {block.mlp.act} (hf_vit converts exact GELU, QuickGELU and SwiGLU)")
     if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
         unsupported.append("normalisation inside the MLP (scale_mlp_norm)")
     if unsupported:
@@ -115,6 +120,9 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         num_attention_heads=block.attn.num_heads,
         intermediate_size=block.mlp.fc1.out_features // (2 if swiglu else 1),
         mlp_type="swiglu" if swiglu else "mlp",
+        hidden_act=activation,
+        pre_norm=pre_norm,
+        patch_embedding_bias=timm_model.patch_embed.proj.bias is not None,
         layer_norm_eps=block.norm1.eps,
         qkv_bias=block.attn.qkv.bias is not None,
         layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
@@ -170,6 +178,7 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         depth=_block_count(state_dict, r"blocks\.(\d+)\."),
         mlp_hidden=fc1_out,
         swiglu=fc1_out == 2 * fc2_in,  # timm's SwiGLUPacked: fc1 holds gate and value
+        pre_norm="norm_pre.weight" in state_dict,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
         class_token=has_cls,
         reg_tokens=reg_tokens,
@@ -181,6 +190,10 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
 
 
 def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTConfig:
+    if layout.get("pre_norm"):
+        raise ValueError("the checkpoint has a CLIP-style pre-norm (norm_pre): its MLP activation (quick_gelu or gelu) "
+                         "cannot be read from the weights; convert it through timm's model registry (a timm folder "
+                         "with config.json, or --timm_model, with timm installed)")
     if not layout["class_token"]:
         raise ValueError("the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token")
     if layout["reg_tokens"] and not layout["no_embed_class"]:
@@ -322,7 +335,6 @@ TIMM_HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 1024: 16, 1152:
 
 # timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
 TIMM_UNSUPPORTED_KEYS = (
-    (r"^norm_pre\.", "a CLIP-style pre-norm before the blocks (norm_pre)"),
     (r"^attn_pool\.", "a MAP attention-pooling head (attn_pool)"),
     (r"^dist_token$", "a distillation token (dist_token, DeiT distilled)"),
     (r"^head_dist\.", "a distillation head (head_dist)"),
