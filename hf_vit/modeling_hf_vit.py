@@ -37,13 +37,13 @@ logger = logging.getLogger(__name__)
 # type). For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512
 # kernels; oneDNN's matmul, also inside every x86 torch build, does. So during such a forward a TorchFunctionMode
 # hands each F.linear on plain float32 CPU tensors to oneDNN: the modules, their hooks and parameters stay as they
-# are, only the kernel changes (measured gains and the CPUs they were measured on: README, Performance).
-# HF_VIT_ONEDNN_LINEAR=0 turns it off (then outputs are bitwise those of F.linear; otherwise they differ by summation
-# order, ~1e-6).
+# are, only the kernel changes. It is on only where it was measured faster: AMD CPUs with AVX-512 (README,
+# Performance, has the figures and the CPUs). HF_VIT_ONEDNN_LINEAR=0 turns it off (then outputs are bitwise those of
+# F.linear; otherwise they differ by summation order, ~1e-6), =1 turns it on on any CPU.
 def _onednn_linear_available() -> bool:
     """Whether this torch build has the (private) oneDNN linear op and it agrees with F.linear; checked once at import,
     so a torch release that drops or changes the op silently falls back to F.linear instead of breaking checkpoints."""
-    if os.environ.get("HF_VIT_ONEDNN_LINEAR", "1") == "0" or not torch.backends.mkldnn.is_available():
+    if not torch.backends.mkldnn.is_available():
         return False
     if not hasattr(torch._C, "_len_torch_dispatch_stack"):
         return False
@@ -58,7 +58,24 @@ def _onednn_linear_available() -> bool:
         return False
 
 
-_ONEDNN_LINEAR = _onednn_linear_available()
+def _onednn_linear_pays_off() -> bool:
+    """Whether this CPU is one where oneDNN's float32 matmul beat F.linear's (MKL sgemm) in a same-run measurement:
+    AMD with AVX-512, whose AVX-512 kernels MKL does not select. On an AVX2-only EPYC no gain was shown."""
+    choice = os.environ.get("HF_VIT_ONEDNN_LINEAR", "auto")
+    if choice in ("0", "1"):
+        return choice == "1"
+    get_capability = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    if get_capability is None or not get_capability().startswith("AVX512"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return "AuthenticAMD" in cpuinfo.read(2048)
+    except OSError:
+        return False
+
+
+_ONEDNN_LINEAR_WORKS = _onednn_linear_available()  # the op itself: the tests exercise it on any CPU
+_ONEDNN_LINEAR = _ONEDNN_LINEAR_WORKS and _onednn_linear_pays_off()
 _PLAIN_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
 
 

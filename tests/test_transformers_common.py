@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import traceback
 import unittest
 from pathlib import Path
 
@@ -87,9 +86,10 @@ def _transformers_tests_root(cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mixins(request):
+def mixins(request, tmp_path_factory):
     """The `test_modeling_common` and `test_configuration_common` modules, importable as a package."""
-    cache_dir = Path(request.config.cache.mkdir("hf_vit-transformers-tests"))
+    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`: then a fresh folder
+    cache_dir = Path(cache.mkdir("hf_vit-transformers-tests") if cache else tmp_path_factory.mktemp("transformers-tests"))
     source = _transformers_tests_root(cache_dir) / "tests"
     package = cache_dir / f"package-{transformers.__version__}"
     target = package / PACKAGE
