@@ -39,12 +39,16 @@ def _register() -> None:
 _register()
 
 
-def from_pretrained(name_or_path, **kwargs):
+def from_pretrained(name_or_path, *, task="image-classification", revision=None, cache_dir=None, token=None,
+                    verify=False, **kwargs):
     """Any ViT checkpoint (hf_vit, timm, transformers ViT/DeiT/DINO, DINOv2, DINO `.pth`, Google `.npz`; a Hub repo id
-    or a local path) as an hf_vit model, converted once and cached: see `hf_vit.pretrained.from_pretrained`."""
-    from .pretrained import from_pretrained as _from_pretrained
+    or a local path) as an `HfViTForImageClassification` (task "image-classification") or `HfViTModel` (task
+    "feature-extraction"), converted once and cached under the Hugging Face cache; `verify=True` compares with the
+    source library first. All arguments: `hf_vit.convert.pretrained.from_pretrained`."""
+    from .convert.pretrained import from_pretrained as _from_pretrained
 
-    return _from_pretrained(name_or_path, **kwargs)
+    return _from_pretrained(name_or_path, task=task, revision=revision, cache_dir=cache_dir, token=token,
+                            verify=verify, **kwargs)
 
 
 __all__ = [

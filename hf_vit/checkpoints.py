@@ -190,6 +190,7 @@ def check_same_run(state: dict, settings: dict, path) -> None:
 _SHAPE_KEYS = (
     "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
     "intermediate_size", "num_register_tokens", "cls_position_embedding", "layerscale_init", "qkv_bias",
+    "mlp_type", "pre_norm", "patch_embedding_bias", "use_mask_token",
 )
 
 
@@ -205,7 +206,7 @@ def check_compatible(state: dict, config, path) -> None:
     if saved is None:
         return
     current = model_signature(config)
-    differences = [f"{k}: checkpoint {saved.get(k)!r} vs model {current[k]!r}" for k in current if saved.get(k) != current[k]]
+    differences = [f"{k}: checkpoint {saved.get(k)!r} vs model {current[k]!r}" for k in current if k in saved and saved[k] != current[k]]
     if differences:
         raise ValueError(f"checkpoint {path} is from an incompatible model ({'; '.join(differences)})")
 

@@ -81,6 +81,9 @@ class HfViTConfig(PreTrainedConfig):
             only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4` models).
         interpolate_antialias (`bool`): bicubic resizing of the position embeddings with antialiasing (timm) or
             without (transformers, DINO). The two differ numerically; converters set it to match their source.
+        patch_embedding_bias (`bool`): bias on the patch projection (CLIP image towers have none).
+        pre_norm (`bool`): a LayerNorm over all tokens before the first block, as CLIP image towers (timm's
+            `pre_norm=True`, weights `norm_pre`); with `hidden_act="quick_gelu"` this loads timm's CLIP ViTs.
         use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
             tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
         initializer_range (`float`): std of the truncated-normal weight init.
@@ -108,6 +111,8 @@ class HfViTConfig(PreTrainedConfig):
     cls_position_embedding: bool = True
     interpolate_antialias: bool = False
     use_mask_token: bool = False
+    pre_norm: bool = False
+    patch_embedding_bias: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -176,7 +181,8 @@ class HfViTConfig(PreTrainedConfig):
             problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
             problems.append(f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}")
-        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias", "use_mask_token"):
+        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias", "use_mask_token", "pre_norm",
+                     "patch_embedding_bias"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if problems:

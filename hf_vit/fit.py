@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,10 +128,9 @@ def fit(model, processor, data: hdata.ImageData, output_dir, settings: FitSettin
     output_dir = Path(output_dir)
     resuming = bool(settings.resume_from_checkpoint) and bool(checkpoints.list_checkpoints(output_dir / "checkpoints"))
     check_output_dir(output_dir, inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
-    from accelerate import PartialState
-
-    # one run per output folder; the other processes of a distributed run write only through the main one
-    lock = RunLock(output_dir) if PartialState().is_main_process else None
+    # one run per output folder; the other processes of a distributed run write only through the main one. (Read
+    # from the launcher's environment: Accelerate's state must not be created before the Accelerator below.)
+    lock = RunLock(output_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     if lock is not None:
         lock.acquire()
     try:
@@ -148,11 +148,12 @@ class _Run:
     """One training run's state; `train()` runs it. Split into named steps so that each reads on its own."""
 
     def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, hub_model_id):
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
 
         self.s, self.data, self.processor, self.hub_model_id = settings, data, processor, hub_model_id
         self.output_dir, self.checkpoint_dir = output_dir, output_dir / "checkpoints"
-        distributed = PartialState().num_processes > 1
+        # several processes (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU over gloo
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
             cpu=distributed and not torch.cuda.is_available(),
             gradient_accumulation_steps=settings.gradient_accumulation_steps,

@@ -95,10 +95,12 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
     import hf_vit  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
+    from .convert.pretrained import pretrained_location
     from .data import image_processor_for
 
-    try:
-        config = AutoConfig.from_pretrained(name_or_path, cache_dir=cache_dir)
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
+        location = pretrained_location(name_or_path, cache_dir=cache_dir)
+        config = AutoConfig.from_pretrained(location, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot load a model from {name_or_path}: {str(error).splitlines()[0]}") from None
     if config.model_type != "hf_vit":
@@ -107,9 +109,9 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
     if not same_labels:
         logger.info("%s has other labels than the data: a new classification head is trained", name_or_path)
     model = AutoModelForImageClassification.from_pretrained(
-        name_or_path, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels)
+        location, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels)
     try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path, cache_dir=cache_dir)
+        processor = AutoImageProcessor.from_pretrained(location, cache_dir=cache_dir)
     except OSError:
         processor = image_processor_for(config.image_size)
     return model, processor

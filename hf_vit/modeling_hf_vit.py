@@ -137,7 +137,11 @@ class HfViTPatchEmbeddings(nn.Module):
         super().__init__()
         self.patch_size = config.patch_size
         self.projection = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            config.num_channels,
+            config.hidden_size,
+            kernel_size=config.patch_size,
+            stride=config.patch_size,
+            bias=config.patch_embedding_bias,
         )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -524,12 +528,13 @@ def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
 
 
 class HfViTModel(HfViTPreTrainedModel):
-    """The ViT backbone: embeddings -> blocks -> final LayerNorm. `pooler_output` is the normed [CLS] token (or the
-    normed mean of the patch tokens for `pooling="mean"`)."""
+    """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm. `pooler_output` is the normed
+    [CLS] token (or the normed mean of the patch tokens for `pooling="mean"`)."""
 
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
         self.embeddings = HfViTEmbeddings(config)
+        self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
         self.encoder = HfViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -567,6 +572,8 @@ class HfViTModel(HfViTPreTrainedModel):
         embeddings = self.embeddings(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, bool_masked_pos=bool_masked_pos
         )
+        if self.pre_layernorm is not None:
+            embeddings = self.pre_layernorm(embeddings)
         with _fast_linears(embeddings):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs

@@ -78,6 +78,11 @@ LABELS = ["cat", "dog", "fish"]
 cfg = {"label_names": LABELS}
 shas["timm-v1"] = push_to_hf_hub(timm_vit(1, **timm_args), "tester/timm-vit", model_config=cfg)
 shas["tester/timm-vit"] = push_to_hf_hub(timm_vit(2, **timm_args), "tester/timm-vit", model_config=cfg)
+# timm: a CLIP image tower's shape (pre-norm, QuickGELU, LayerNorm eps 1e-5), as vit_base_patch16_clip_quickgelu_224
+torch.manual_seed(10)
+clip = timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, depth=2, img_size=32, patch_size=8,
+                         embed_dim=32, num_heads=4, num_classes=3, dynamic_img_size=True)
+push_to_hf_hub(perturb(clip, 10), "tester/timm-clip")
 # timm: average pooling with fc_norm, no head
 push_to_hf_hub(timm_vit(3, global_pool="avg", fc_norm=True, num_classes=0), "tester/timm-avg")
 # transformers ViT classifier (v4 names on disk, as save_pretrained writes them)
@@ -107,7 +112,7 @@ with tempfile.TemporaryDirectory() as folder:
     torch.save({"teacher": teacher, "student": teacher, "epoch": 3}, Path(folder) / "checkpoint.pth")
     shas["tester/dino"] = commit(folder, "tester/dino")
 # what hf_vit cannot represent
-push_to_hf_hub(timm_vit(9, pre_norm=True), "tester/timm-clip-style")
+push_to_hf_hub(timm_vit(9, qk_norm=True), "tester/timm-qk-norm")
 push_to_hf_hub(timm_vit(9, global_pool="map"), "tester/timm-map")
 upload(DeiTForImageClassificationWithTeacher(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
        intermediate_size=64, image_size=32, patch_size=8)), "tester/deit-distilled")
@@ -121,7 +126,7 @@ import numpy as np, timm, torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageClassification, pipeline
 import hf_vit
-from hf_vit.pretrained import resolve_pretrained
+from hf_vit.convert.pretrained import resolve_pretrained
 
 work, mode, timm_v1 = sys.argv[1:4]
 x = {"native": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
@@ -146,6 +151,7 @@ timm_hub = lambda repo, **kw: timm.create_model(f"hf-hub:{repo}", pretrained=Tru
 cases = [
     ("timm", "tester/timm-vit", "image-classification", "logits", lambda: timm_hub("tester/timm-vit")),
     ("timm-pinned", "tester/timm-vit", "image-classification", "logits", lambda: timm_hub(f"tester/timm-vit@{timm_v1}")),
+    ("timm-clip", "tester/timm-clip", "image-classification", "logits", lambda: timm_hub("tester/timm-clip")),
     ("timm-avg", "tester/timm-avg", "feature-extraction", "hidden",
      lambda: (lambda m: m.forward_features)(timm_hub("tester/timm-avg"))),
     ("vit", "tester/vit", "image-classification", "logits",
@@ -199,13 +205,18 @@ if online:  # timm's own eval transform of the source model vs the converted fol
     report["preprocessing_diff"] = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else str(ours.shape)
 # refusals
 report["refusals"] = {}
-for repo in ("tester/timm-clip-style", "tester/timm-map", "tester/deit-distilled", "tester/dinov2-classifier"):
+for repo in ("tester/timm-qk-norm", "tester/timm-map", "tester/deit-distilled", "tester/dinov2-classifier"):
     try:
         hf_vit.from_pretrained(repo)
     except ValueError as error:
         report["refusals"][repo] = str(error)
 if online:
     report["verify"] = resolve_pretrained("tester/dinov2-swiglu", verify=True).max_abs_diff
+else:
+    try:
+        resolve_pretrained("tester/never-pulled")
+    except ValueError as error:
+        report["never_pulled"] = str(error)
 torch.save(outputs, f"{work}/outputs-{mode}.pt")
 print(json.dumps(report))
 """
@@ -237,6 +248,7 @@ def pulled(hub, tmp_path_factory):
 
 FAMILIES = {
     "timm": ("timm", "HfViTForImageClassification"),
+    "timm-clip": ("timm", "HfViTForImageClassification"),  # pre-norm + QuickGELU, as timm's CLIP ViTs
     "timm-avg": ("timm", "HfViTModel"),
     "vit": ("transformers", "HfViTForImageClassification"),
     "dinov2": ("dinov2", "HfViTModel"),
@@ -310,6 +322,7 @@ def test_second_load_comes_from_the_cache_and_works_offline(pulled):
     assert offline["requests"] == []  # not a single request to the Hub
     for family in (*FAMILIES, "timm-pinned"):
         assert offline[family]["from_cache"] and offline[family]["folder"] == pulled["online"][family]["folder"]
+    assert "not in the Hugging Face cache" in offline["never_pulled"]  # one line saying why, not a traceback
     online_outputs = torch.load(pulled["work"] / "outputs-online.pt")
     offline_outputs = torch.load(pulled["work"] / "outputs-offline.pt")
     assert online_outputs.keys() == offline_outputs.keys()
@@ -322,7 +335,7 @@ def test_verify_compares_with_the_source_library(pulled):
 
 
 @pytest.mark.parametrize("repo, feature", [
-    ("tester/timm-clip-style", "norm_pre"),
+    ("tester/timm-qk-norm", "qk_norm"),
     ("tester/timm-map", "MAP attention-pooling head"),
     ("tester/deit-distilled", "distillation token"),
     ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),
@@ -416,7 +429,7 @@ def _timm_folder(folder, seed=11, embed_dim=64, num_heads=4):
 
 def test_local_timm_folder_is_converted_once_and_verify_failure_writes_nothing(tmp_path):
     import hf_vit
-    from hf_vit.pretrained import resolve_pretrained
+    from hf_vit.convert.pretrained import resolve_pretrained
 
     source = _timm_folder(tmp_path / "timm")
     cache = tmp_path / "cache"

@@ -126,7 +126,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):
-    from hf_vit.training import STATE_FILE, list_checkpoints, resolve_checkpoint
+    from hf_vit.checkpoints import STATE_FILE, list_checkpoints, resolve_checkpoint
 
     folder = tmp_path / "checkpoints"
     (folder / "checkpoint-4").mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
 
     skipped = train("--output_dir", tmp_path / "ok", *common, "--skip_bad_images")
     assert skipped.returncode == 0, skipped.stderr
-    assert "skipped 1 unreadable image" in skipped.stdout
+    assert "warning: skipped 1 unreadable image" in skipped.stderr
     assert "validation accuracy:" in skipped.stdout
     config = json.loads((tmp_path / "ok" / "config.json").read_text())
     assert config["id2label"] == {"0": "a", "1": "b"}

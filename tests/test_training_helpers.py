@@ -38,7 +38,7 @@ def test_layer_decay_scales_learning_rate_with_depth(tiny_config):
 def _checkpoint(folder, step, state=True, payload=b"weights"):
     import json
 
-    from hf_vit.training import STATE_FILE
+    from hf_vit.checkpoints import STATE_FILE
 
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
@@ -49,7 +49,7 @@ def _checkpoint(folder, step, state=True, payload=b"weights"):
 
 
 def test_rotation_removes_everything_a_killed_save_or_removal_left(tmp_path):
-    from hf_vit.training import list_checkpoints, rotate_checkpoints
+    from hf_vit.checkpoints import list_checkpoints, rotate
 
     folder = tmp_path / "checkpoints"
     _checkpoint(folder, 3, state=False)  # a kill in the middle of an earlier removal took its state file
@@ -58,17 +58,17 @@ def test_rotation_removes_everything_a_killed_save_or_removal_left(tmp_path):
     (folder / ".del-checkpoint-2-123").mkdir()  # a kill after the rename, during the delete
     (folder / ".tmp-checkpoint-15").mkdir()  # a kill while saving
     (folder / "notes.txt").write_text("mine")  # not a checkpoint: never touched
-    rotate_checkpoints(folder, 2)
+    rotate(folder, 2)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint-12", "checkpoint-9", "notes.txt"]
     assert [p.name for p in list_checkpoints(folder)] == ["checkpoint-9", "checkpoint-12"]
-    rotate_checkpoints(folder, 0)  # 0 keeps all
+    rotate(folder, 0)  # 0 keeps all
     assert len(list_checkpoints(folder)) == 2
 
 
 def test_latest_passes_over_damaged_checkpoints_and_names_the_intact_one(tmp_path):
     import pytest
 
-    from hf_vit.training import STATE_FILE, checkpoint_problem, resolve_checkpoint
+    from hf_vit.checkpoints import STATE_FILE, checkpoint_problem, resolve_checkpoint
 
     folder = tmp_path / "checkpoints"
     good = _checkpoint(folder, 4)
@@ -91,7 +91,7 @@ def test_latest_passes_over_damaged_checkpoints_and_names_the_intact_one(tmp_pat
 def test_same_run_check_names_the_setting_that_differs():
     import pytest
 
-    from hf_vit.training import check_same_run
+    from hf_vit.checkpoints import check_same_run
 
     state = {"run": {"per_device_train_batch_size": 32, "seed": 1}}
     check_same_run(state, {"per_device_train_batch_size": 32, "seed": 1}, "ck")

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).exists():
             if local_file_options:
                 raise ValueError(f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino")
-            from hf_vit.pretrained import convert_pretrained
+            from hf_vit.convert.pretrained import convert_pretrained
 
             result = convert_pretrained(args.checkpoint, args.output_dir, revision=args.revision, filename=args.filename,
                                         source=args.source, verify=args.verify, overwrite=args.overwrite)

@@ -75,9 +75,9 @@ def main(argv=None) -> int:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
     except ValueError as error:
         fail(str(error))
-    from hf_vit.pretrained import pretrained_location
+    from hf_vit.convert.pretrained import pretrained_location
 
-    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.pretrained)
+    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
         model_name = pretrained_location(args.model)
     except ValueError:  # a layout hf_vit does not convert: transformers may still load it as it is
         model_name = args.model

@@ -148,7 +148,6 @@ def check_output_dir(args) -> None:
 def train(args) -> int:
     import datasets
     import torch
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from .. import data as hdata
@@ -158,8 +157,10 @@ def train(args) -> int:
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    state = PartialState()
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ and state.num_processes == 1:
+    # from the launcher's environment: Accelerate's state is created by fit's Accelerator, with the right options
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in os.environ \
+            and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         print("note: `accelerate launch --cpu --num_processes N` starts one process (N only applies under mpirun); "
               "for CPU DDP use `accelerate launch --multi_gpu --num_processes N` or "
               "--config_file scripts/accelerate_configs/cpu_ddp.yaml", file=sys.stderr)
@@ -172,7 +173,7 @@ def train(args) -> int:
         )
     except FileNotFoundError as error:
         raise UserError(f"dataset not found: {error}") from None
-    if state.is_main_process:
+    if main_process:
         for note in data.notes:
             print(note)
     digits_recipe = data.is_digits and not (args.model_name_or_path or args.preset or args.config_name)
@@ -195,7 +196,7 @@ def train(args) -> int:
         raise RunFailure(str(error)) from None
     except OutputDirBusy as error:
         raise UserError(str(error)) from None
-    if not state.is_main_process:
+    if not main_process:
         return 0
     print(f"training time: {result.training_time_s:.1f} s ({result.completed_steps} steps)")
     print(f"saved model, image processor and model card to {result.output_dir}")

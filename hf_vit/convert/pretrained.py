@@ -26,21 +26,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint_io import PICKLE_SUFFIXES
-from .convert import (
-    DINOV2_MODEL_TYPES,
-    TIMM_HEADS_BY_WIDTH,
-    VERIFY_TOLERANCE,
-    Conversion,
-    convert_dino_file,
-    convert_npz_file,
-    convert_timm_file,
-    convert_timm_folder,
-    convert_transformers_folder,
-    verify_conversion,
-    write_hf_vit_folder,
-)
-from .modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..checkpoint_io import PICKLE_SUFFIXES
+from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, write_hf_vit_folder
+from .dino import convert_dino_file
+from .dinov2 import DINOV2_MODEL_TYPES
+from .npz import convert_npz_file
+from .timm import TIMM_HEADS_BY_WIDTH, convert_timm_file, convert_timm_folder
+from .transformers_vit import convert_transformers_folder
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +214,7 @@ def convert_layout(layout: str, path: Path) -> Conversion:
 
 
 def _convert_timm_state_dict(path: Path) -> Conversion:
-    from .checkpoint_io import load_weights, strip_wrapper_prefixes
+    from ..checkpoint_io import load_weights, strip_wrapper_prefixes
 
     state_dict = strip_wrapper_prefixes(load_weights(path))
     width = state_dict["patch_embed.proj.weight"].shape[0] if "patch_embed.proj.weight" in state_dict else None
@@ -273,6 +266,8 @@ def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, t
     if layout == "hf_vit":
         if not path.is_dir():
             raise ValueError(f"an hf_vit checkpoint is a folder (config.json + weights); {path} is a file")
+        if verify:
+            logger.info("%s is an hf_vit checkpoint: nothing converted, nothing to verify", path)
         return Resolved(location=str(path), layout=layout)
     target = conversion_cache_root(cache_dir) / "local" / f"{layout}-{_local_key(path)}"
     if _is_complete(target) and not verify:
@@ -388,6 +383,8 @@ def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, sour
 
     hub = _hub_source(repo_id, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
     if hub.layout == "hf_vit":
+        if verify:
+            logger.info("%s is an hf_vit checkpoint: nothing converted, nothing to verify", repo_id)
         return Resolved(location=repo_id, layout=hub.layout, source_repo=repo_id, commit=hub.sha,
                         load_kwargs={"revision": hub.sha, "cache_dir": cache_dir, "token": token})
     key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
@@ -418,7 +415,7 @@ def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=Non
     """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
     scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
-    from .convert import check_output_dir
+    from .core import check_output_dir
 
     check_output_dir(output_dir, overwrite)
     name = os.fspath(name_or_path)

@@ -1,0 +1,144 @@
+"""Foreign ViT checkpoints <-> hf_vit, one module per source format around a small shared core.
+
+    core              rename rules, building the model from converted weights, verification against the source
+                      library (`verify_conversion`), writing the converted folder (`write_hf_vit_folder`)
+    timm              timm models, state dicts and folders (`from_timm`, `convert_timm_file`, `convert_timm_folder`)
+    transformers_vit  transformers ViT, v4 or v5 names (`from_transformers`, `convert_transformers_folder`)
+    dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
+    dino              DINO training checkpoints and backbones (`convert_dino_file`)
+    npz               Google `.npz`, vit_jax and big_vision layouts (`convert_npz_file`)
+    files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's --source)
+    export            hf_vit -> timm / transformers folders (`export_to_timm`, `export_to_transformers`) and
+                      `export_safetensors` (Accelerate states / .bin / legacy folders -> checked safetensors)
+    pretrained        any checkpoint by name, layout detected, converted once and cached under the Hugging Face cache
+                      (`from_pretrained`, also `hf_vit.from_pretrained`)
+
+The state-dict mappings work on plain state dicts, so file-based conversion needs no source-library model object.
+Every name of the former single module `hf_vit.convert` is importable from here as before.
+"""
+
+from .core import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    EXPORT_TARGETS,
+    GOOGLE_MEAN,
+    GOOGLE_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SOURCES,
+    VERIFY_TOLERANCE,
+    Conversion,
+    _block_count,
+    _build,
+    _check_fits,
+    _classification_names,
+    _expected_names,
+    _name_rule,
+    _outputs,
+    _rename,
+    _require,
+    _source_processor,
+    _square_side,
+    _timm_forward,
+    check_output_dir,
+    load_hf_vit_folder,
+    max_abs_diff,
+    random_batch,
+    verify_conversion,
+    write_hf_vit_folder,
+)
+from .dino import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    DINO_HEADS,
+    convert_dino_file,
+    dino_backbone_state_dict,
+)
+from .dinov2 import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    _DINOV2_GLU,
+    _DINOV2_PREFIX,
+    _DINOV2_QKV,
+    DINOV2_EXPECTED,
+    DINOV2_MODEL_TYPES,
+    DINOV2_TO_HF_VIT,
+    config_from_dinov2,
+    convert_dinov2_folder,
+    dinov2_state_dict_to_hf_vit,
+    from_dinov2,
+)
+from .export import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    _TIMM_NAMES,
+    HF_VIT_TO_TIMM,
+    _accelerate_weights,
+    _copy_code_files,
+    _hf_vit_to_transformers_model,
+    _known_timm_names,
+    export_checkpoint,
+    export_safetensors,
+    export_to_timm,
+    export_to_transformers,
+    hf_vit_to_timm,
+)
+from .files import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    convert_checkpoint,
+    load_foreign_checkpoint,
+)
+from .npz import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    NPZ_EXPECTED,
+    NPZ_PREFIXES,
+    convert_npz_file,
+    npz_to_hf_vit,
+)
+from .pretrained import convert_pretrained, from_pretrained, resolve_pretrained  # noqa: F401
+from .timm import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    _PIL_RESAMPLE,
+    _TIMM_HF_VIT_NAMES,
+    TIMM_EXPECTED,
+    TIMM_HEADS_BY_WIDTH,
+    TIMM_TO_HF_VIT,
+    TIMM_UNSUPPORTED_KEYS,
+    _heads,
+    _timm_reference,
+    config_from_timm,
+    config_from_timm_layout,
+    convert_timm_file,
+    convert_timm_folder,
+    from_timm,
+    refuse_unsupported_timm_keys,
+    timm_image_processor,
+    timm_layout_from_state_dict,
+    timm_state_dict_to_hf_vit,
+)
+from .transformers_vit import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+    _QKV_PATTERN,
+    _TRANSFORMERS_DROPPED,
+    TRANSFORMERS_EXPECTED,
+    TRANSFORMERS_TO_HF_VIT,
+    config_from_transformers,
+    convert_transformers_folder,
+    from_transformers,
+    transformers_state_dict_to_hf_vit,
+)
+
+__all__ = [
+    "Conversion",
+    "config_from_dinov2",
+    "config_from_timm",
+    "config_from_transformers",
+    "convert_checkpoint",
+    "convert_pretrained",
+    "dinov2_state_dict_to_hf_vit",
+    "export_checkpoint",
+    "export_safetensors",
+    "export_to_timm",
+    "export_to_transformers",
+    "from_dinov2",
+    "from_pretrained",
+    "from_timm",
+    "from_transformers",
+    "hf_vit_to_timm",
+    "load_foreign_checkpoint",
+    "load_hf_vit_folder",
+    "npz_to_hf_vit",
+    "resolve_pretrained",
+    "timm_layout_from_state_dict",
+    "timm_state_dict_to_hf_vit",
+    "transformers_state_dict_to_hf_vit",
+    "verify_conversion",
+]

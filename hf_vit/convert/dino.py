@@ -1,0 +1,82 @@
+"""DINO training checkpoints and backbones (facebookresearch/dino, timm names) -> hf_vit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..checkpoint_io import (
+    is_state_dict,
+    load_pickle,
+    load_safetensors,
+    strip_wrapper_prefixes,
+    unwrap_state_dict,
+    weight_files_in,
+)
+from .core import Conversion, _build, _timm_forward
+from .timm import (
+    _heads,
+    _timm_reference,
+    config_from_timm_layout,
+    timm_layout_from_state_dict,
+    timm_state_dict_to_hf_vit,
+)
+
+# DINO's own architectures (vision_transformer.py of facebookresearch/dino) all use 64-wide heads.
+DINO_HEADS = {192: 3, 384: 6, 768: 12}
+
+
+def dino_backbone_state_dict(obj, path, checkpoint_key: str = "teacher") -> tuple[dict, list[str]]:
+    """The backbone weights of a DINO checkpoint: a training checkpoint ({"teacher": ..., "student": ...} with
+    `module.` / `backbone.` prefixes; the DINO projection head is dropped) or plain backbone weights."""
+    if is_state_dict(obj):
+        state_dict = obj
+    elif isinstance(obj, dict) and isinstance(obj.get(checkpoint_key), dict):
+        state_dict = obj[checkpoint_key]
+    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in ("state_dict", "model")):
+        state_dict = unwrap_state_dict(obj, path)
+    else:
+        keys = ", ".join(sorted(map(str, obj))[:8]) if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(
+            f"{path} has no {checkpoint_key!r} entry: DINO training checkpoints hold 'teacher' and 'student' dicts "
+            f"(choose with --checkpoint_key), plain backbone weights are a dict of tensors; found: {keys}"
+        )
+    state_dict = strip_wrapper_prefixes({k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)})
+    dropped = []
+    if any(key.startswith("backbone.") for key in state_dict):
+        dropped = [key for key in state_dict if not key.startswith("backbone.")]
+        state_dict = {key[len("backbone."):]: v for key, v in state_dict.items() if key.startswith("backbone.")}
+    return state_dict, dropped
+
+
+def convert_dino_file(path, checkpoint_key: str = "teacher", num_heads: int | None = None, preset: str | None = None) -> Conversion:
+    path = Path(path)
+    files = weight_files_in(path) if path.is_dir() else [path]
+    obj = load_safetensors(files[0]) if files[0].suffix == ".safetensors" else load_pickle(files[0])
+    state_dict, dropped = dino_backbone_state_dict(obj, files[0], checkpoint_key)
+    timm_state_dict_to_hf_vit(state_dict)
+    layout = timm_layout_from_state_dict(state_dict)
+    heads = _heads(layout["embed_dim"], num_heads, preset) or DINO_HEADS.get(layout["embed_dim"])
+    if heads is None:
+        raise ValueError(
+            f"width {layout['embed_dim']} is not one of DINO's ViTs (tiny 192, small 384, base 768): pass --num_heads"
+        )
+    config = config_from_timm_layout(layout, heads, interpolate_antialias=False)
+    model = _build(config, timm_state_dict_to_hf_vit(state_dict))
+    height = layout["img_size"]
+    note = (
+        f"Outputs match DINO's at the native size ({height}×{height}). At other sizes hf_vit resizes the position "
+        "embeddings to the target grid (transformers' convention, no antialiasing), while DINO's original code "
+        "resizes by a scale factor with a +0.1 offset, so resized outputs differ slightly."
+    )
+    kept = "" if not dropped else f" The DINO projection head ({len(dropped)} tensors) was dropped."
+    return Conversion(
+        model=model,
+        source="DINO",
+        details=f"Converted from a DINO ViT backbone ({layout['embed_dim']} wide, depth {layout['depth']}, {heads} heads, "
+        f"patch {layout['patch_size']}; checkpoint entry {checkpoint_key!r} if a training checkpoint).{kept} {note}",
+        reference=lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0),
+        reference_name="timm VisionTransformer in DINO's shape",
+        notes=[note],
+    )
