@@ -9,8 +9,10 @@ for an interrupt; one line on stderr (`error: ...`), a traceback only with `--ve
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -78,6 +80,18 @@ def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
         return EXIT_RUN_FAILURE
 
 
+def command(body: Callable[[list[str]], int | None]) -> Callable[..., int]:
+    """Make a tool's `main(argv=None) -> int` run under the exit convention, from its start (argument parsing
+    included) to its end."""
+
+    @functools.wraps(body)
+    def main(argv=None) -> int:
+        arguments = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        return run_command(lambda: body(arguments), verbose="--verbose" in arguments)
+
+    return main
+
+
 def _error(error: Exception, code: int, verbose: bool) -> int:
     if verbose:
         traceback.print_exc()
@@ -111,6 +125,64 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--config_overrides",
         help='override config values when training from scratch, e.g. "hidden_size=128,num_hidden_layers=6"',
     )
+
+
+# ---- the Hub flags (transformers' example scripts' names) ---------------------------------------------------------
+def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add transformers' example flags: --push_to_hub, --hub_model_id, --hub_private_repo, --hub_revision."""
+    group = parser.add_argument_group("Hugging Face Hub")
+    group.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub at the end (one commit)")
+    group.add_argument("--hub_model_id", default=None, help="repo to push to, NAMESPACE/NAME (created if needed)")
+    group.add_argument("--hub_private_repo", action="store_true", help="create the repo as private")
+    group.add_argument("--hub_revision", default=None, help="branch to push to (created from main if needed); default main")
+    return group
+
+
+def check_hub_arguments(args) -> None:
+    """Validate the Hub flags right after parsing, so that a bad repo id fails before training, not after."""
+    if not getattr(args, "push_to_hub", False):
+        return
+    if not getattr(args, "hub_model_id", None):
+        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
+    from .hub import check_branch, check_repo_id
+
+    check_repo_id(args.hub_model_id)
+    if getattr(args, "hub_revision", None):
+        check_branch(args.hub_revision)
+
+
+def check_hub_access(args) -> None:
+    """With --push_to_hub: the token may write to --hub_model_id (one read-only request), checked before a training
+    run rather than after it. UserError for the token or namespace, RunFailure when the Hub cannot be reached."""
+    if not getattr(args, "push_to_hub", False):
+        return
+    from .hub import PushError, check_write_access
+
+    try:
+        check_write_access(args.hub_model_id, token=getattr(args, "hub_token", None) or None)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    except PushError as error:
+        raise RunFailure(str(error)) from None
+
+
+def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None, extra_files=()):
+    """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the CommitInfo or None.
+
+    `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
+    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after the model, image processor and card are saved.
+    Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
+    """
+    if not getattr(args, "push_to_hub", False):
+        return None
+    check_hub_arguments(args)
+    from .hub import push_folder
+
+    info = push_folder(output_dir, args.hub_model_id, private=bool(getattr(args, "hub_private_repo", False)),
+                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message,
+                       token=getattr(args, "hub_token", None) or None, extra_files=extra_files)
+    print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
+    return info
 
 
 def parse_overrides(text: str | None) -> dict:

@@ -338,7 +338,7 @@ class _Run:
                                     "resume from the latest checkpoint") from None
             raise
         if self.main:
-            self.progress.write(f"saved {path}")
+            logger.info("saved %s", path)
 
     def train_epoch(self, epoch: int, skip_batches: int) -> None:
         s, acc = self.s, self.accelerator
@@ -409,10 +409,15 @@ class _Run:
                              disable=not self.main or not s.progress, dynamic_ncols=True)
         self.model.train()
         self.start = time.perf_counter()
-        # a checkpoint taken at the last step of an epoch comes before that epoch's evaluation: do it now
-        if resume_path is not None and self.completed_steps and self.steps_per_epoch and not skip_batches:
-            if not any(row.get("epoch") == starting_epoch for row in self.metrics.history):
-                self.end_of_epoch(starting_epoch - 1, self.epoch_sums or {"loss": 0.0, "count": 0})
+        # a checkpoint taken at the last step of an epoch (or of the run, mid-epoch) comes before that epoch's
+        # evaluation: do it now
+        if resume_path is not None and self.completed_steps and self.steps_per_epoch:
+            if not skip_batches:
+                done = starting_epoch
+            else:
+                done = starting_epoch + 1 if self.completed_steps >= self.max_train_steps else None
+            if done and not any(row.get("epoch") == done for row in self.metrics.history):
+                self.end_of_epoch(done - 1, self.epoch_sums or {"loss": 0.0, "count": 0})
         for epoch in range(starting_epoch, self.num_epochs):
             if self.completed_steps >= self.max_train_steps:
                 break

@@ -28,7 +28,7 @@ Training and conversion scripts: `add_hub_arguments(parser)`, `check_hub_argumen
 
 from __future__ import annotations
 
-import argparse
+import logging
 import json
 import os
 import re
@@ -42,6 +42,8 @@ CARD = "README.md"
 _BRANCH_RE = re.compile(r"^(?!refs/)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,99}(?<![/.])$")
 _WEIGHT_FILE_RE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 _NETWORK_MODULES = {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+logger = logging.getLogger(__name__)
 
 
 class PushError(RuntimeError):
@@ -213,7 +215,7 @@ def prepare_folder(folder: str | os.PathLike, repo_id: str | None = None) -> lis
     files, num_parameters = check_folder(folder)
     if CARD not in files:
         atomic_write_text(folder / CARD, _generated_card(folder, repo_id, num_parameters))
-        print(f"{folder / CARD}: no model card in the folder, wrote one generated from {CONFIG}")
+        logger.info("%s: no model card in the folder, wrote one generated from %s", folder / CARD, CONFIG)
         files.append(CARD)
     return files
 
@@ -315,7 +317,7 @@ def push_folder(
         raise PushError(f"push to {repo_id} failed: {_one_line(err)}") from err
     if card is not None:  # the folder now matches the repo
         atomic_write_text(folder / CARD, card)
-        print(f"{folder / CARD}: no model card in the folder, wrote the one pushed (generated from {CONFIG})")
+        logger.info("%s: no model card in the folder, wrote the one pushed (generated from %s)", folder / CARD, CONFIG)
     return info
 
 
@@ -343,44 +345,6 @@ def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: st
             if api.model_info(repo_id, revision=branch).sha != head:
                 raise PushError(f"push to {repo_id} failed: the Hub answered {status} to the commit and the branch "
                                 f"{branch} has moved since; check the repo before pushing again") from err
-            print(f"the Hub answered {status} to the commit; nothing was committed, retrying")
+            logger.info("the Hub answered %s to the commit; nothing was committed, retrying", status)
 
 
-# ---- for the training and conversion scripts --------------------------------------------------------------------
-
-def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add transformers' example flags: --push_to_hub, --hub_model_id, --hub_private_repo, --hub_revision."""
-    group = parser.add_argument_group("Hugging Face Hub")
-    group.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub at the end (one commit)")
-    group.add_argument("--hub_model_id", default=None, help="repo to push to, NAMESPACE/NAME (created if needed)")
-    group.add_argument("--hub_private_repo", action="store_true", help="create the repo as private")
-    group.add_argument("--hub_revision", default=None, help="branch to push to (created from main if needed); default main")
-    return group
-
-
-def check_hub_arguments(args) -> None:
-    """Validate the Hub flags right after parsing, so that a bad repo id fails before training, not after."""
-    if not getattr(args, "push_to_hub", False):
-        return
-    if not getattr(args, "hub_model_id", None):
-        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
-    check_repo_id(args.hub_model_id)
-    if getattr(args, "hub_revision", None):
-        check_branch(args.hub_revision)
-
-
-def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None, extra_files=()):
-    """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the CommitInfo or None.
-
-    `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
-    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after the model, image processor and card are saved.
-    Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
-    """
-    if not getattr(args, "push_to_hub", False):
-        return None
-    check_hub_arguments(args)
-    info = push_folder(output_dir, args.hub_model_id, private=bool(getattr(args, "hub_private_repo", False)),
-                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message,
-                       token=getattr(args, "hub_token", None) or None, extra_files=extra_files)
-    print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
-    return info

@@ -19,14 +19,8 @@ import torch
 from transformers import ViTImageProcessor
 
 from hf_vit import HfViTConfig, HfViTForImageClassification
-from hf_vit.hub import (
-    add_hub_arguments,
-    check_card,
-    check_folder,
-    check_hub_arguments,
-    check_repo_id,
-    prepare_folder,
-)
+from hf_vit.cli import add_hub_arguments, check_hub_arguments
+from hf_vit.hub import check_card, check_folder, check_repo_id, prepare_folder
 from hf_vit.model_card import render_model_card, write_model_card
 from hf_vit.stats import count_parameters
 
@@ -214,7 +208,9 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
 
 TRAIN_STUB = r"""
 import argparse, sys
-from hf_vit.hub import PushError, add_hub_arguments, check_hub_arguments, push_from_arguments
+from hf_vit.cli import add_hub_arguments, check_hub_arguments, push_from_arguments, setup_logging
+from hf_vit.hub import PushError
+setup_logging()
 parser = argparse.ArgumentParser()
 parser.add_argument("--output_dir", required=True)
 add_hub_arguments(parser)
@@ -520,7 +516,7 @@ def test_convert_checkpoint_push_to_hub(hub, tmp_path):
     convert = [REPO / "scripts" / "convert_checkpoint.py", "--source", "timm", "--checkpoint", tmp_path / "w.safetensors",
                "--timm_model", "vit_small_patch16_224", "--output_dir", tmp_path / "out"]
     bad = run_client([*convert, "--push_to_hub", "--hub_model_id", "no-namespace"], hub, tmp_path)
-    assert bad.returncode == 1 and "NAMESPACE/NAME" in bad.stderr and not (tmp_path / "out").exists()
+    assert bad.returncode == 2 and "NAMESPACE/NAME" in bad.stderr and not (tmp_path / "out").exists()
     pushed = run_client([*convert, "--push_to_hub", "--hub_model_id", "tester/converted"], hub, tmp_path)
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     assert f"/tester/converted/commit/{hub.head('tester/converted')}" in pushed.stdout

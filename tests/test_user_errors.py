@@ -120,7 +120,7 @@ def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
     missing = tmp_path / "no-such-model"
     if cli == "convert_to_timm":
         args, code = ["scripts/convert_checkpoint.py", "--to", "timm", "--checkpoint", str(missing),
-                      "--output_dir", str(tmp_path / "out")], 1  # convert_checkpoint.py exits 1 for user errors
+                      "--output_dir", str(tmp_path / "out")], 2
     else:
         args, code = [f"scripts/{cli}.py", str(missing), str(gray16), "--output_dir", str(tmp_path / "out")], 2
         if cli == "predict":
@@ -156,7 +156,7 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     path = tmp_path / name
     make(path)
     before = path.read_bytes()
-    line = error_line(run_python([*args, str(path), "--output_dir", str(tmp_path / "out")]), 1)
+    line = error_line(run_python([*args, str(path), "--output_dir", str(tmp_path / "out")]), 2)
     assert line == (f"error: {path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
                     "and this file is neither"), line
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
@@ -166,7 +166,7 @@ def test_file_that_is_not_an_npz_archive(tmp_path):
     path = tmp_path / "ViT-B_16.npz"
     path.write_text("<html>404: not found</html>\n")  # what a failed download leaves behind
     line = error_line(run_python(["scripts/convert_checkpoint.py", "--source", "npz", "--checkpoint", str(path),
-                                  "--output_dir", str(tmp_path / "out")]), 1)
+                                  "--output_dir", str(tmp_path / "out")]), 2)
     assert line == f"error: {path} is not an .npz archive (a zip of NumPy arrays, as np.savez writes)", line
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
@@ -178,7 +178,7 @@ def test_hf_vit_folder_given_to_convert(source, model_dir, tmp_path):
             "--output_dir", str(tmp_path / "out")]
     if source == "timm":
         args += ["--timm_model", "vit_small_patch16_224"]
-    line = error_line(run_python(args), 1)
+    line = error_line(run_python(args), 2)
     assert line == (f"error: {model_dir} is already an hf_vit folder: nothing to convert; load it directly with "
                     "AutoModel.from_pretrained (after `import hf_vit`)"), line
     assert snapshot(model_dir) == before and not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import fail
+from hf_vit.cli import command
 
 
 def parse_args(argv=None):
@@ -41,6 +42,9 @@ def parse_args(argv=None):
                         help="input size in pixels, multiples of the patch size (default: the image's aspect ratio)")
     parser.add_argument("--rollout", action="store_true", help="also write attention rollout across layers")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -78,8 +82,12 @@ def summary_figure(image, maps, overlays: dict, heads: list) -> bytes:
     return png_bytes(Image.open(buffer).convert("RGB"))  # no alpha channel: a smaller file
 
 
+@command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
     if not 0.0 <= args.threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {args.threshold}")
 

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from hf_vit.cli import fail
 from hf_vit.benchmark import CONTENDERS, EXTRA_CONTENDERS, MODEL_SHAPES, MODES, Options, markdown, run_benchmark, write_outputs
+from hf_vit.cli import command
 
 
 def _list(text):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+@command
 def main(argv=None):
     defaults = Options()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +47,13 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny model, batch 8, 512² matmul peak: seconds on any CPU "
                    "(bf16 skipped where the CPU has no native bf16); for tests and smoke runs")
     p.add_argument("--out-dir", default=defaults.out_dir)
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(p)
     args = p.parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
 
     if args.quick:
         args.models, args.memory_models = ["tiny"], ["tiny"]

@@ -20,6 +20,7 @@ User errors print one line to stderr and exit 1; --verify exits 1 when max-abs-d
 import argparse
 import sys
 from pathlib import Path
+from hf_vit.cli import command
 
 
 def parse_args(argv=None):
@@ -39,16 +40,26 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint_key", default="teacher", help="dino: which training-checkpoint entry (teacher|student)")
     parser.add_argument("--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)")
-    from hf_vit.hub import add_hub_arguments
+    from hf_vit.cli import add_hub_arguments
 
     add_hub_arguments(parser)
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(parser)
     return parser.parse_args(argv)
 
 
+@command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
     from hf_vit.convert import convert_checkpoint, export_checkpoint
-    from hf_vit.hub import PushError, check_hub_arguments, push_from_arguments
+    from hf_vit.cli import check_hub_arguments, push_from_arguments
+    from hf_vit.cli import RunFailure, UserError
+    from hf_vit.hub import PushError
+    from hf_vit.output_dir import is_disk_full
 
     try:
         check_hub_arguments(args)  # a bad repo id fails before any conversion work
@@ -80,8 +91,14 @@ def main(argv=None) -> int:
             for note in result["conversion"].notes:
                 print(f"note: {note}")
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+        if str(error).startswith("verification failed"):  # the conversion itself is wrong: a failure of the run
+            raise RunFailure(str(error)) from None
+        raise UserError(str(error)) from None
+    except OSError as error:
+        if is_disk_full(error):
+            raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
+                             "again)") from None
+        raise
     for note in result.get("notes", []):
         print(f"note: {note}")
     if result["max_abs_diff"] is not None:
@@ -90,9 +107,10 @@ def main(argv=None) -> int:
     try:
         push_from_arguments(args, result["output_dir"],
                             commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit")
-    except (ValueError, PushError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+    except ValueError as error:  # the folder, the repo id or the token
+        raise UserError(str(error)) from None
+    except PushError as error:  # the Hub
+        raise RunFailure(str(error)) from None
     return 0
 
 

@@ -10,8 +10,10 @@ hf_vit folder with legacy weights. Every tensor is re-read and compared bitwise 
 
 import argparse
 import sys
+from hf_vit.cli import command
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="Accelerate save_state folder, .bin/.pt file, or hf_vit folder")
@@ -20,15 +22,27 @@ def main(argv=None) -> int:
     parser.add_argument("--max_shard_size", help="shard above this size, e.g. 5GB or 50MB (default: 5GB)")
     parser.add_argument("--model_index", type=int, default=0, help="Accelerate folders with several models: which one")
     parser.add_argument("--overwrite", action="store_true")
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
+    from hf_vit.cli import RunFailure, UserError
     from hf_vit.convert import export_safetensors
+    from hf_vit.output_dir import is_disk_full
 
     try:
         result = export_safetensors(args.input, args.output_dir, config=args.config, max_shard_size=args.max_shard_size,
                                     model_index=args.model_index, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+        raise UserError(str(error)) from None
+    except OSError as error:
+        if is_disk_full(error):
+            raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
+                             "again)") from None
+        raise
     print(f"checked {result['num_tensors']} tensors bitwise; wrote {result['output_dir']}: {', '.join(result['files'])}")
     return 0
 

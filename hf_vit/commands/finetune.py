@@ -15,6 +15,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from hf_vit.cli import command
 
 
 # TrainingArguments defaults that differ for the digits (from scratch, tiny model): given unless on the command line
@@ -60,6 +61,7 @@ def parse_args(argv=None):
     return args, training_args
 
 
+@command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_model_flags, fail, run_command, setup_logging
     from hf_vit.output_dir import OutputDirBusy, RunLock
@@ -116,12 +118,15 @@ def run(args, training_args):
 
     push_to_hub = training_args.push_to_hub
     if push_to_hub:
-        from hf_vit.hub import check_hub_arguments
+        from hf_vit.cli import check_hub_arguments
 
         try:  # a bad repo id fails now, not after training
             check_hub_arguments(training_args)
         except ValueError as error:
             raise UserError(str(error)) from None
+        from hf_vit.cli import check_hub_access
+
+        check_hub_access(training_args)  # a token that cannot push fails now, not after training
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import fail
+from hf_vit.cli import command
 
 
 def parse_args(argv=None):
@@ -28,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -47,15 +51,19 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
     return files, missing, any_folder
 
 
+@command
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
     if args.top_k < 1:
         fail(f"--top_k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         fail(f"--batch_size must be at least 1, got {args.batch_size}")
     files, missing, any_folder = expand(args.inputs)
     for name, reason in missing:
-        print(f"error: {name}: {reason}", file=sys.stderr)
+        print(f"warning: {name}: {reason}", file=sys.stderr)
     if not files:
         fail("no files to classify" + (" (inputs not found)" if missing else " (the folders are empty)"))
 
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
                 batch.append(open_image(path))  # training's decoding: 16-bit and palette images read the same
                 names.append(str(path))
             except BadImageError as error:
-                tqdm.write(f"error: {error}", file=sys.stderr)
+                tqdm.write(f"warning: {error}", file=sys.stderr)
                 failed += 1
         if batch:
             results = classify(batch, top_k=top_k, batch_size=args.batch_size)

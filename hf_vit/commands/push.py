@@ -12,8 +12,10 @@ Exit status 2 for what the user must fix (folder, repo id, token), 1 when the Hu
 
 import argparse
 import sys
+from hf_vit.cli import command
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="folder written by save_pretrained (model + image processor)")
@@ -21,7 +23,13 @@ def main(argv=None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", default=None, help="branch to push to (created from main if needed); default main")
     parser.add_argument("--commit_message", default=None)
+    from hf_vit.cli import add_logging_arguments
+
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    from hf_vit.cli import setup_logging
+
+    setup_logging(args.verbose, args.quiet)
 
     from hf_vit.hub import PushError, push_folder
 

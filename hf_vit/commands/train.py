@@ -15,12 +15,13 @@ import argparse
 import os
 import sys
 
-from ..cli import RunFailure, UserError, add_data_arguments, add_logging_arguments, add_model_arguments, run_command
+from ..cli import (RunFailure, UserError, add_data_arguments, add_logging_arguments, add_model_arguments, command,
+                   run_command)
 from ..fit import FitSettings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from ..hub import add_hub_arguments
+    from ..cli import add_hub_arguments
 
     parser = argparse.ArgumentParser(prog="hf-vit-train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -93,7 +94,7 @@ def check_args(args) -> None:
 
     from ..cli import check_model_flags
     from ..fit import SettingError
-    from ..hub import check_hub_arguments
+    from ..cli import check_hub_arguments
 
     try:  # a bad repo id fails now, not after training
         check_hub_arguments(args)
@@ -123,6 +124,9 @@ def check_args(args) -> None:
         if not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
             raise UserError("--mixed_precision fp16 needs a GPU; on CPU use --mixed_precision bf16")
     check_output_dir(args)
+    from ..cli import check_hub_access
+
+    check_hub_access(args)  # a token that cannot push fails now, not after training
 
 
 def check_output_dir(args) -> None:
@@ -202,7 +206,8 @@ def train(args) -> int:
     print(f"saved model, image processor and model card to {result.output_dir}")
     print(f"{result.eval_split} accuracy: {100 * result.eval_accuracy:.2f}%")
     show_prediction(result.output_dir, data)  # a demo: never fails the run
-    from ..hub import PushError, push_from_arguments
+    from ..cli import push_from_arguments
+    from ..hub import PushError
 
     try:
         push_from_arguments(args, result.output_dir, commit_message=f"Train {result.output_dir.name} with hf_vit",
@@ -214,6 +219,7 @@ def train(args) -> int:
     return 0
 
 
+@command
 def main(argv=None) -> int:
     from ..cli import setup_logging
 

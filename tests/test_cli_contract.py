@@ -1,0 +1,88 @@
+"""One convention over every command-line tool (README, "Command-line tools"): exit 2 for the user's mistake, 1 for a
+failure of the run, 130 for an interrupt; one `error:` line on stderr and no traceback unless --verbose.
+
+Each tool is run as users run it (its console entry point's module, in a fresh process); the failure of the run and
+the interrupt are injected at a known point so that the test does not depend on timing.
+"""
+
+
+import pytest
+from helpers import REPO, run_python
+
+ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+COMMANDS = ["train", "finetune", "convert", "export", "push", "predict", "attention", "benchmark"]
+# a user mistake for each tool: a missing input, a value that makes no sense
+MISTAKES = {
+    "train": ["--num_train_epochs", "0", "--output_dir", "{tmp}/out"],
+    "finetune": ["--config_overrides", "hidden_sise=8", "--output_dir", "{tmp}/out"],
+    "convert": ["--source", "timm", "--checkpoint", "{tmp}/missing.pth", "--output_dir", "{tmp}/out"],
+    "export": ["--input", "{tmp}/missing", "--output_dir", "{tmp}/out"],
+    "push": ["{tmp}/missing", "--repo_id", "me/model"],
+    "predict": ["{tmp}/missing", "{tmp}/image.png"],
+    "attention": ["{tmp}/missing", "{tmp}/image.png", "--output_dir", "{tmp}/out"],
+    "benchmark": ["--quick", "--out-dir", "{tmp}/file.txt"],
+}
+
+
+def run_command(name, args, patch="", tmp=None):
+    args = [a.replace("{tmp}", str(tmp)) for a in args]
+    code = f"import sys\n{patch}\nfrom hf_vit.commands.{name} import main\nsys.exit(main({args!r}))"
+    return run_python(code, env_extra=ENV, timeout=300)
+
+
+def error_lines(result):
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_a_user_mistake_exits_2_with_one_line(tmp_path, name):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    result = run_command(name, MISTAKES[name], tmp=tmp_path)
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    lines = error_lines(result)
+    assert len(lines) == 1 and len(lines[0]) > len("error: "), result.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_an_interrupt_exits_130(tmp_path, name):
+    # Ctrl-C as the tool starts its work (after parsing its arguments)
+    patch = "import hf_vit.cli as cli\ndef interrupted(*a, **k):\n    raise KeyboardInterrupt\ncli.setup_logging = interrupted"
+    result = run_command(name, MISTAKES[name], patch=patch, tmp=tmp_path)
+    assert result.returncode == 130, (result.returncode, result.stderr[-3000:])
+    assert error_lines(result) == ["error: interrupted"]
+
+
+def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
+    from hf_vit.cli import RunFailure, UserError, run_command as run
+
+    def full_disk():
+        raise RunFailure("disk full while writing X")
+
+    def bug():
+        raise TypeError("an internal mistake")
+
+    assert run(full_disk) == 1 and run(lambda: (_ for _ in ()).throw(UserError("bad"))) == 2
+    assert run(bug) == 1 and run(lambda: 0) == 0
+    # a bug is one line too, and --verbose gives its traceback
+    patch = "import hf_vit.cli as cli\ndef bug(*a, **k):\n    raise TypeError('an internal mistake')\ncli.setup_logging = bug"
+    quiet = run_command("push", MISTAKES["push"], patch=patch, tmp=tmp_path)
+    assert quiet.returncode == 1
+    assert error_lines(quiet) == ["error: unexpected TypeError: an internal mistake (rerun with --verbose for the traceback)"]
+    verbose = run_python(
+        f"import sys\n{patch}\nfrom hf_vit.commands.push import main\n"
+        f"sys.exit(main({[str(tmp_path / 'missing'), '--repo_id', 'me/model', '--verbose']!r}))",
+        env_extra=ENV)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_is_an_entry_point_and_a_script(name):
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[f"hf-vit-{name}"] == f"hf_vit.commands.{name}:main"
+    shims = {p.name: p.read_text() for p in (REPO / "scripts").glob("*.py")}
+    assert sum(f"from hf_vit.commands.{name} import main" in text for text in shims.values()) == 1
+    assert not any("sys.path" in text for text in shims.values())
