@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-SAFE_WEIGHTS_NAME = "model.safetensors"
-SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+# the file names, once: transformers' own constants, and the code files save_pretrained copies into a checkpoint
+from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+CODE_FILES = ("configuration_hf_vit.py", "modeling_hf_vit.py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Wrappers added by DDP (`module.`) and torch.compile (`_orig_mod.`); they never belong to the weights' names.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")

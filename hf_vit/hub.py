@@ -34,10 +34,11 @@ import os
 import re
 from pathlib import Path
 
-WEIGHTS = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"
-CONFIG = "config.json"
-PROCESSOR = "preprocessor_config.json"
+from .checkpoint_io import CONFIG_NAME as CONFIG  # noqa: E402
+from .checkpoint_io import IMAGE_PROCESSOR_NAME as PROCESSOR  # noqa: E402
+from .checkpoint_io import SAFE_WEIGHTS_INDEX_NAME as WEIGHTS_INDEX  # noqa: E402
+from .checkpoint_io import SAFE_WEIGHTS_NAME as WEIGHTS  # noqa: E402
+
 CARD = "README.md"
 _BRANCH_RE = re.compile(r"^(?!refs/)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,99}(?<![/.])$")
 _WEIGHT_FILE_RE = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")

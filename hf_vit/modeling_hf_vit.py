@@ -434,6 +434,14 @@ class HfViTEncoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 # Pretrained base, model, classification head
 # ---------------------------------------------------------------------------------------------------------------
+# What a checkpoint folder's config.json names for `trust_remote_code` loading (the code files are copied beside it).
+AUTO_MAP = {
+    "AutoConfig": "configuration_hf_vit.HfViTConfig",
+    "AutoModel": "modeling_hf_vit.HfViTModel",
+    "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+}
+
+
 class HfViTPreTrainedModel(PreTrainedModel):
     config_class = HfViTConfig
     config: HfViTConfig
@@ -455,12 +463,7 @@ class HfViTPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Name both model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
         # AutoModel (backbone) and a backbone checkpoint as AutoModelForImageClassification (new head).
-        self.config.auto_map = {
-            **(getattr(self.config, "auto_map", None) or {}),
-            "AutoConfig": "configuration_hf_vit.HfViTConfig",
-            "AutoModel": "modeling_hf_vit.HfViTModel",
-            "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
-        }
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):
             _save_default_image_processor(save_directory, self.config)

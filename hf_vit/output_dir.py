@@ -21,12 +21,13 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .checkpoint_io import CODE_FILES, CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 from .fileio import _umask
 
 # What a training run writes at its end, in the order it is moved in: config.json after the weights it describes
 RUN_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "preprocessor_config.json", "configuration_hf_vit.py",
-    "modeling_hf_vit.py", "config.json", "README.md", "training_curves.png", "all_results.json", "metrics.jsonl",
+    SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, IMAGE_PROCESSOR_NAME, *CODE_FILES, CONFIG_NAME,
+    "README.md", "training_curves.png", "all_results.json", "metrics.jsonl",
 )
 _SHARD_RE = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 # folders a run writes into while it trains (kept across runs: resume, tensorboard)

@@ -310,10 +310,6 @@ def _copy_code_files(model, folder: Path) -> None:
         shutil.copy(module.__file__, folder / Path(module.__file__).name)
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text())
-    config["auto_map"] = {
-        "AutoConfig": "configuration_hf_vit.HfViTConfig",
-        "AutoModel": "modeling_hf_vit.HfViTModel",
-        "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
-    }
+    config["auto_map"] = dict(modeling_hf_vit.AUTO_MAP)
     config["architectures"] = [type(model).__name__]
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+
 from ..checkpoint_io import PICKLE_SUFFIXES
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, write_hf_vit_folder
@@ -46,7 +48,7 @@ LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dino", "npz")
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
 CONVERTER_VERSION = "1"
-_WEIGHT_CANDIDATES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_CANDIDATES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
 @dataclass
@@ -236,7 +238,7 @@ def conversion_cache_root(cache_dir=None) -> Path:
 
 def _is_complete(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (
-        (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+        (folder / SAFE_WEIGHTS_NAME).is_file() or (folder / SAFE_WEIGHTS_INDEX_NAME).is_file()
     )
 
 
