@@ -39,8 +39,8 @@ def parse_args(argv=None):
     add_data_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the tiny model of the digits "
-                                                        "and other tiny images)")
+    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the small model of the digits "
+                                                        "and other small images)")
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
                              "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "

@@ -36,8 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "checkpoints/checkpoint-* (removed when this run saves its first checkpoint or its model); "
                         "nothing else in the folder is touched")
     t.add_argument("--num_train_epochs", type=int, default=None,
-                   help="default: the recipe chosen from the images' size (20 for tiny images such as the digits, "
-                        "10 for small ones, 3 for photos); 3 for a given model")
+                   help="default: the recipe chosen from the images' size (20 for images up to 64 px such as the "
+                        "digits, 3 for photos); 3 for a given model")
     t.add_argument("--max_train_steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
     t.add_argument("--per_device_train_batch_size", type=int, default=32)
     t.add_argument("--per_device_eval_batch_size", type=int, default=256)
@@ -50,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--augment", choices=["auto", "on", "off"], default="auto",
                    help="training augmentation, of the kind that fits the images: small shifts (no flips) for images "
                         "up to 64 px, RandomResizedCrop + flip for photos. auto: the recipe chosen from the images' "
-                        "size (off for tiny images such as the digits, which reach higher accuracy in their short "
-                        "budget without it); on for a given model")
+                        "size (off for images up to 64 px such as the digits, which reach higher accuracy in their "
+                        "short budget without it); on for a given model")
     t.add_argument("--label_smoothing", type=float, default=0.1)
     t.add_argument("--gradient_accumulation_steps", type=int, default=1)
     t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
