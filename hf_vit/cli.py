@@ -117,7 +117,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model (default: a small ViT for the digits, else " + DEFAULT_PRESET + ")")
+    group = parser.add_argument_group("model (default: chosen from the images' size, from a small ViT for tiny images "
+                                      "such as the digits to " + DEFAULT_PRESET + " for photos)")
     group.add_argument("--model_name_or_path", help="fine-tune an hf_vit folder or Hub repo (a new head if the labels differ)")
     group.add_argument("--preset", help=f"train from scratch with a named size: {', '.join(PRESETS)}")
     group.add_argument("--config_name", help="train from scratch with an HfViTConfig JSON file")
@@ -207,15 +208,16 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
-def build_model(args, data):
-    """(model, image_processor) for the model flags and the data's labels (`hf_vit.model_setup.build_model`)."""
+def build_model(args, data, recipe=None):
+    """(model, image_processor) for the model flags and the data's labels (`hf_vit.model_setup.build_model`); without
+    model flags, `recipe`'s model (`hf_vit.model_setup.recipe_for_data`)."""
     from .model_setup import build_model as build
 
     check_model_flags(args)
     try:
         return build(data.id2label, model_name_or_path=args.model_name_or_path, preset=args.preset,
                      config_file=args.config_name, config_overrides=parse_overrides(args.config_overrides),
-                     digits=data.is_digits, cache_dir=args.cache_dir)
+                     digits=data.is_digits, recipe=recipe, cache_dir=args.cache_dir)
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
 

@@ -55,6 +55,7 @@ class FitSettings:
     warmup_ratio: float = 0.1
     layer_decay: float | None = None
     augment: bool = False
+    augmentation: str | None = None  # "shift" | "crop_flip" (hf_vit.data.build_transforms); None: the data's default
     label_smoothing: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0  # 0: no clipping
@@ -98,6 +99,8 @@ class FitSettings:
         steps = self.checkpointing_steps
         if steps is not None and steps != "epoch" and not (isinstance(steps, int) and steps >= 1):
             raise SettingError("checkpointing_steps", f'must be a positive integer or "epoch", got {steps!r}')
+        if self.augmentation not in (None, *hdata.AUGMENTATIONS):
+            raise SettingError("augmentation", f"must be one of {', '.join(hdata.AUGMENTATIONS)}, got {self.augmentation!r}")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
 
@@ -194,7 +197,7 @@ class _Run:
         if data.streaming:
             hdata.stream_for_training(data, s.seed, s.shuffle_buffer_size, acc.process_index, acc.num_processes)
         self.train_set, self.eval_set = hdata.build_datasets(
-            data, self.processor, skip_bad_images=s.skip_bad_images, augment=s.augment)
+            data, self.processor, skip_bad_images=s.skip_bad_images, augment=s.augment, augmentation=s.augmentation)
         if hasattr(self.train_set, "set_seed"):
             self.train_set.set_seed(s.seed + acc.process_index)
         kwargs = dict(collate_fn=hdata.collate, num_workers=s.num_workers)
@@ -231,7 +234,7 @@ class _Run:
             "per_device_train_batch_size": s.per_device_train_batch_size, "num_processes": self.accelerator.num_processes,
             "gradient_accumulation_steps": s.gradient_accumulation_steps, "seed": s.seed, "dataset": self.data.name,
             "train_examples": None if self.data.streaming else len(self.train_set),
-            "validation_split": s.validation_split, "augment": s.augment, "max_train_steps": self.max_train_steps,
+            "validation_split": s.validation_split, "augment": s.augment, "augmentation": s.augmentation, "max_train_steps": self.max_train_steps,
             "warmup_steps": self.warmup, "lr_scheduler_type": s.lr_scheduler_type,
         }
 

@@ -1,5 +1,6 @@
 """Which model and image processor to train, for both trainers (`hf_vit.fit` and the Trainer command): a checkpoint
-to fine-tune, or a fresh model from a config file, a preset, or the recipe that fits the data.
+to fine-tune, or a fresh model from a config file, a preset, or the recipe that fits the data (`recipe_for_images`:
+the input size, patch size, model size, epochs, learning rate and augmentation from the images' typical size).
 """
 
 from __future__ import annotations
@@ -7,6 +8,10 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
@@ -27,6 +32,110 @@ DIGITS_MODEL = dict(
     pooling="mean",
 )
 DEFAULT_PRESET = "vit-tiny-patch16-224"
+
+# ---- the recipe that fits the data: a model and its training defaults from the images' typical size ------------
+SMALL_MAX_SIDE = 64  # up to 64 px (digits, MNIST, CIFAR, icons, thumbnails): the digits recipe, at most 4x4 patches
+SMALL_PATCHES = (4, 8, 16)  # the smallest that keeps the grid at most 4x4: few tokens learn fastest on little data
+MAX_IMAGE_SIZE = 224  # larger images are resized to 224 px: the default preset
+AUGMENTATIONS = ("shift", "crop_flip")
+PRETRAINED_HINT = ("for photos, fine-tuning a pretrained ViT (--model_name_or_path google/vit-base-patch16-224, or "
+                   "timm/vit_small_patch16_224.augreg_in21k_ft_in1k) usually beats training from scratch")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model trained from scratch, and its training defaults, for images of one typical size: see
+    `recipe_for_images`. `augmentation` is what augmenting means for these images (when it is on): "shift" (small
+    shifts, slight rotation and scale, never a flip: what small images and digits survive) or "crop_flip"
+    (RandomResizedCrop + horizontal flip, for photos)."""
+
+    kind: str  # "small" | "photo"
+    typical_size: tuple[int, int]  # the median (width, height) of the sampled images
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    pooling: str
+    num_train_epochs: int
+    learning_rate: float
+    augment: bool  # on by default (--augment auto)
+    augmentation: str  # one of AUGMENTATIONS
+    num_threads: int | None  # 1 for the small model: its small matmuls gain nothing from more threads (and suffer
+    # badly from them on a busy machine)
+    reason: str
+
+    @property
+    def model(self) -> dict:
+        """The HfViTConfig values of the recipe's model."""
+        keys = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "pooling")
+        return {key: asdict(self)[key] for key in keys}
+
+    @property
+    def pretrained_hint(self) -> str | None:
+        return PRETRAINED_HINT if self.kind == "photo" else None
+
+    def describe(self) -> str:
+        grid = self.image_size // self.patch_size
+        kind = {"shift": "small shifts, no flips", "crop_flip": "RandomResizedCrop + horizontal flip"}[self.augmentation]
+        augmentation = f"augmentation: {kind}" if self.augment else f"no augmentation (--augment on: {kind})"
+        return (f"model chosen from the data: {self.reason}: {self.image_size}x{self.image_size} input, patch "
+                f"{self.patch_size} ({grid}x{grid} patches), width {self.hidden_size}, depth {self.num_hidden_layers}, "
+                f"{self.num_attention_heads} heads, {self.pooling} pooling; {self.num_train_epochs} epochs at learning "
+                f"rate {self.learning_rate:g}; {augmentation}")
+
+
+def recipe_for_images(sizes: Iterable[tuple[int, int]]) -> Recipe:
+    """The model and training defaults for images of these (width, height) sizes (a sample is enough).
+
+    The typical side is the median of sqrt(width * height). Up to SMALL_MAX_SIDE px: the digits recipe
+    (`DIGITS_MODEL`'s width 96 and depth 6, 20 epochs, lr 1e-3, no augmentation, one thread; 98-99% on the digits in
+    ~30 s on a CPU) with the smallest patch of SMALL_PATCHES that keeps the grid at most 4x4 (8x8 digits: 2x2 patches
+    of 4 px; the digits at 24 px: 3x3 of 8 px, 97.4%, where 6x6 patches of 4 px and width 192 reached 85% in 10
+    epochs); augmenting them means small shifts. Larger: the default preset (ViT-Tiny, patch 16), the input rounded
+    to 16 px and capped at 224, 3 epochs, RandomResizedCrop + flip. Raises `ValueError` for no sizes or a size
+    below 1 px."""
+    sizes = [(int(w), int(h)) for w, h in sizes]
+    if not sizes:
+        raise ValueError("no image sizes to choose a model from")
+    if min(min(s) for s in sizes) < 1:
+        raise ValueError(f"image sizes must be at least 1x1 pixel, got {min(sizes, key=min)}")
+    side = statistics.median(math.sqrt(w * h) for w, h in sizes)
+    typical = (round(statistics.median(w for w, _ in sizes)), round(statistics.median(h for _, h in sizes)))
+    seen = f"the images are typically {typical[0]}x{typical[1]} px (median of {len(sizes)} sampled)"
+    if side <= SMALL_MAX_SIDE:
+        patch = next(p for p in SMALL_PATCHES if side <= 4 * p)
+        image_size = max(math.floor(side / patch + 0.5) * patch, 2 * patch)
+        return Recipe(
+            kind="small", typical_size=typical, **{**DIGITS_MODEL, "image_size": image_size, "patch_size": patch},
+            num_train_epochs=20, learning_rate=1e-3, augment=False, augmentation="shift", num_threads=1,
+            reason=f"{seen}, and small images get the digits recipe with {patch}-px patches (a flip or a large crop "
+                   "can change what a small image shows: augmenting means small shifts)",
+        )
+    preset = dict(PRESETS[DEFAULT_PRESET])
+    patch = preset["patch_size"]
+    image_size = min(max(math.floor(side / patch + 0.5) * patch, 4 * patch), MAX_IMAGE_SIZE)
+    size_note = "" if image_size == MAX_IMAGE_SIZE else f" at {image_size} px rather than 224"
+    return Recipe(
+        kind="photo", typical_size=typical, **{**preset, "image_size": image_size}, pooling="cls",
+        num_train_epochs=3, learning_rate=1e-3, augment=True, augmentation="crop_flip", num_threads=None,
+        reason=f"{seen}, and photo-sized images get the default {DEFAULT_PRESET}{size_note}",
+    )
+
+
+def recipe_for_data(data, max_images: int = 256) -> Recipe:
+    """`recipe_for_images` over a sample of up to `max_images` of `data`'s training images (an `ImageData`)."""
+    from .data import sample_image_sizes
+
+    return recipe_for_images(sample_image_sizes(data, max_images))
+
+
+def log_recipe(recipe: Recipe) -> None:
+    logger.info(recipe.describe())
+    if recipe.pretrained_hint:
+        logger.info("note: %s", recipe.pretrained_hint)
 # set from the data (the labels) or by transformers itself: neither overridable nor read from a config file
 _FROM_ELSEWHERE = {"model_type", "architectures", "auto_map", "id2label", "label2id", "num_labels", "transformers_version"}
 
@@ -47,10 +156,10 @@ def check_overrides(overrides: dict) -> None:
 
 def build_model(id2label: dict[int, str], *, model_name_or_path: str | None = None, preset: str | None = None,
                 config_file: str | None = None, config_overrides: dict | None = None, digits: bool = False,
-                cache_dir: str | None = None):
+                recipe: Recipe | None = None, cache_dir: str | None = None):
     """(model, image_processor) with the data's labels `id2label`: fine-tune `model_name_or_path` (a new head when
-    the labels differ), or a fresh model from `config_file` / `preset` / the digits recipe / the default preset,
-    with `config_overrides`. Raises `ValueError` (one line) for what cannot be built."""
+    the labels differ), or a fresh model from `config_file` / `preset` / `recipe` (`recipe_for_data`) / the digits
+    model / the default preset, with `config_overrides`. Raises `ValueError` (one line) for what cannot be built."""
     from .data import image_processor_for
     from .modeling_hf_vit import HfViTForImageClassification
 
@@ -72,6 +181,8 @@ def build_model(id2label: dict[int, str], *, model_name_or_path: str | None = No
         config = HfViTConfig(**{**settings, **overrides, **labels})
     elif preset:
         config = HfViTConfig.from_preset(preset, **overrides, **labels)
+    elif recipe is not None:
+        config = HfViTConfig(**{**recipe.model, **overrides, **labels})
     elif digits:
         config = HfViTConfig(**{**DIGITS_MODEL, **overrides, **labels})
     else:
@@ -117,4 +228,5 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
     return model, processor
 
 
-__all__ = ["DEFAULT_PRESET", "DIGITS_MODEL", "build_model", "check_overrides", "config_keys"]
+__all__ = ["DEFAULT_PRESET", "DIGITS_MODEL", "Recipe", "build_model", "check_overrides", "config_keys", "log_recipe",
+           "recipe_for_data", "recipe_for_images"]

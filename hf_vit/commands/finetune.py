@@ -18,7 +18,9 @@ from pathlib import Path
 from hf_vit.cli import command
 
 
-# TrainingArguments defaults that differ for the digits (from scratch, tiny model): given unless on the command line
+# TrainingArguments defaults that differ for a model trained from scratch (the digits, or the model chosen from the
+# data): given unless on the command line. With the model chosen from the data, the epochs and learning rate are the
+# recipe's (hf_vit.model_setup.recipe_for_data) unless given.
 DIGITS_DEFAULTS = {
     "--num_train_epochs": "20", "--per_device_train_batch_size": "32", "--per_device_eval_batch_size": "256",
     "--learning_rate": "1e-3", "--weight_decay": "0.05", "--warmup_steps": "0.1", "--lr_scheduler_type": "cosine",
@@ -38,7 +40,8 @@ def parse_args(argv=None):
     add_data_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the digits model)")
+    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the small model of the digits "
+                                                        "and other small images)")
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
                              "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
@@ -50,7 +53,9 @@ def parse_args(argv=None):
         sys.exit(0)
     given = {item.split("=")[0] for item in rest if item.startswith("--")}
     defaults = dict(COMMON_DEFAULTS)
-    if not (args.dataset_name or args.train_dir or args.model_name_or_path):
+    args.given_flags = given
+    if not (args.dataset_name or args.train_dir or args.model_name_or_path) or not (
+            args.model_name_or_path or args.preset or args.config_name):
         defaults.update(DIGITS_DEFAULTS)
     if "--output_dir" not in given:
         defaults["--output_dir"] = "outputs/hf_vit-trainer"
@@ -114,6 +119,7 @@ def run(args, training_args):
     from hf_vit import data as hdata
     from hf_vit.cli import RunFailure, UserError, build_model, show_prediction
     from hf_vit.model_card import render_model_card
+    from hf_vit.model_setup import log_recipe, recipe_for_data
     from hf_vit.output_dir import DiskFullError, write_trained_model
 
     push_to_hub = training_args.push_to_hub
@@ -141,13 +147,24 @@ def run(args, training_args):
         raise UserError(str(error)) from None
     if args.streaming:
         raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
+    # the data's recipe: the model (and its epochs, learning rate) when no model flag names one; the augmentation kind
+    recipe = recipe_for_data(data)
+    model_from_data = not (args.model_name_or_path or args.preset or args.config_name)
+    if model_from_data:
+        if int(os.environ.get("RANK", "0")) == 0:
+            log_recipe(recipe)
+        for name in ("num_train_epochs", "learning_rate"):
+            if f"--{name}" not in args.given_flags:
+                setattr(training_args, name, getattr(recipe, name))
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    elif data.is_digits and not (args.model_name_or_path or args.preset or args.config_name):
-        torch.set_num_threads(1)
+    elif model_from_data and recipe.num_threads:
+        torch.set_num_threads(recipe.num_threads)
     torch.manual_seed(training_args.seed)
-    model, processor = build_model(args, data)
-    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=args.augment == "on" or (args.augment == "auto" and not data.is_digits))
+    model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
+    augment = args.augment == "on" or (args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits))
+    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=augment,
+                                               augmentation=recipe.augmentation)
 
     def compute_metrics(eval_pred):
         logits, labels = eval_pred

@@ -2,6 +2,7 @@
 
     accelerate launch scripts/train.py                      # the embedded digits, a small ViT, ~97.5%+ in < 60 s
     accelerate launch --multi_gpu --num_processes 2 scripts/train.py    # DDP (gloo on a machine without GPUs)
+    hf-vit-train --train_dir my_images/ --output_dir out      # a model chosen from the images' size (logged)
     hf-vit-train --train_dir my_images/ --preset vit-small-patch16-224 --output_dir out
 
 Writes to --output_dir: the model (safetensors) + ViTImageProcessor + model card, metrics.jsonl, training_curves.png,
@@ -35,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "metrics.jsonl, training_curves.png, all_results.json, and an earlier run's "
                         "checkpoints/checkpoint-* (removed when this run saves its first checkpoint or its model); "
                         "nothing else in the folder is touched")
-    t.add_argument("--num_train_epochs", type=int, default=None, help="default: 20 for the digits, else 3")
+    t.add_argument("--num_train_epochs", type=int, default=None,
+                   help="default: the recipe chosen from the images' size (20 for images up to 64 px such as the "
+                        "digits, 3 for photos); 3 for a given model")
     t.add_argument("--max_train_steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
     t.add_argument("--per_device_train_batch_size", type=int, default=32)
     t.add_argument("--per_device_eval_batch_size", type=int, default=256)
@@ -46,8 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--warmup_ratio", type=float, default=0.1)
     t.add_argument("--layer_decay", type=float, default=None, help="layer-wise LR decay, e.g. 0.75 for fine-tuning")
     t.add_argument("--augment", choices=["auto", "on", "off"], default="auto",
-                   help="training augmentation (RandomResizedCrop + flip; small shifts for digits). auto: on, except "
-                        "for the digits recipe, which reaches higher accuracy in its short budget without it")
+                   help="training augmentation, of the kind that fits the images: small shifts (no flips) for images "
+                        "up to 64 px, RandomResizedCrop + flip for photos. auto: the recipe chosen from the images' "
+                        "size (off for images up to 64 px such as the digits, which reach higher accuracy in their "
+                        "short budget without it); on for a given model")
     t.add_argument("--label_smoothing", type=float, default=0.1)
     t.add_argument("--gradient_accumulation_steps", type=int, default=1)
     t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
@@ -69,8 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from(args, digits_recipe: bool, fine_tuning: bool) -> FitSettings:
-    """The fit settings of the flags (same names), with the recipe's defaults where a flag was not given."""
+def settings_from(args, digits_recipe: bool, fine_tuning: bool, recipe=None, augmentation: str | None = None) -> FitSettings:
+    """The fit settings of the flags (same names), with the recipe's defaults where a flag was not given: `recipe`
+    (`model_setup.recipe_for_data`) when its model is trained, else the digits' or the general ones."""
     checkpointing = args.checkpointing_steps
     if checkpointing not in (None, "epoch"):
         try:
@@ -80,9 +86,12 @@ def settings_from(args, digits_recipe: bool, fine_tuning: bool) -> FitSettings:
     given = {name: getattr(args, name) for name in FitSettings.__dataclass_fields__ if hasattr(args, name)}
     return FitSettings(**{
         **given,
-        "num_train_epochs": args.num_train_epochs if args.num_train_epochs is not None else 20 if digits_recipe else 3,
-        "learning_rate": args.learning_rate if args.learning_rate is not None else 5e-5 if fine_tuning else 1e-3,
-        "augment": args.augment == "on" or (args.augment == "auto" and not digits_recipe),
+        "num_train_epochs": args.num_train_epochs if args.num_train_epochs is not None
+        else recipe.num_train_epochs if recipe else 20 if digits_recipe else 3,
+        "learning_rate": args.learning_rate if args.learning_rate is not None
+        else 5e-5 if fine_tuning else recipe.learning_rate if recipe else 1e-3,
+        "augment": args.augment == "on" or (args.augment == "auto" and (recipe.augment if recipe else not digits_recipe)),
+        "augmentation": augmentation,
         "checkpointing_steps": checkpointing,
         "progress": not args.no_progress,
     })
@@ -157,6 +166,7 @@ def train(args) -> int:
     from .. import data as hdata
     from ..cli import build_model, show_prediction
     from ..fit import DiskFullError, SettingError, fit
+    from ..model_setup import log_recipe, recipe_for_data
     from ..output_dir import OutputDirBusy, OutputDirNotEmpty
 
     datasets.disable_progress_bars()
@@ -180,14 +190,19 @@ def train(args) -> int:
     if main_process:
         for note in data.notes:
             print(note)
-    digits_recipe = data.is_digits and not (args.model_name_or_path or args.preset or args.config_name)
-    settings = settings_from(args, digits_recipe=data.is_digits, fine_tuning=bool(args.model_name_or_path))
+    # the data's recipe: the model when no model flag names one, and the kind of augmentation either way
+    recipe = recipe_for_data(data)
+    model_from_data = not (args.model_name_or_path or args.preset or args.config_name)
+    if model_from_data and main_process:
+        log_recipe(recipe)
+    settings = settings_from(args, digits_recipe=data.is_digits, fine_tuning=bool(args.model_name_or_path),
+                             recipe=recipe if model_from_data else None, augmentation=recipe.augmentation)
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    elif digits_recipe:
-        torch.set_num_threads(1)
+    elif model_from_data and recipe.num_threads:
+        torch.set_num_threads(recipe.num_threads)
     set_seed(args.seed)  # the same initial weights on every process
-    model, processor = build_model(args, data)
+    model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
     inputs = {f"--{flag}": getattr(args, flag) for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")}
     try:
         result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
