@@ -86,3 +86,23 @@ def test_every_command_is_an_entry_point_and_a_script(name):
     shims = {p.name: p.read_text() for p in (REPO / "scripts").glob("*.py")}
     assert sum(f"from hf_vit.commands.{name} import main" in text for text in shims.values()) == 1
     assert not any("sys.path" in text for text in shims.values())
+
+
+def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    patch = ("import safetensors.torch as st, transformers.modeling_utils as mu\n"
+             "def full(*a, **k):\n    raise OSError(28, 'No space left on device')\n"
+             "st.save_file = full\nmu.safe_save_file = full")
+    result = run_command("convert", ["--source", "timm", "--checkpoint", str(tmp_path / "w.safetensors"),
+                                     "--timm_model", "vit_small_patch16_224", "--output_dir", str(tmp_path / "out")],
+                         patch=patch, tmp=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert error_lines(result) == [f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space "
+                                   "and run again)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no output, no staging folder
