@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,6 +103,8 @@ def save(accelerator, folder: str | os.PathLike, step: int, state: dict, total_l
     except BaseException:
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the folder this save created, if nothing else is in it
+                folder.rmdir()
         raise
     if accelerator.is_main_process:
         if final.exists():  # same step saved before (e.g. a resumed run re-saving); replace it

@@ -204,11 +204,14 @@ def write_trained_model(folder: str | os.PathLike, model, processor, card: str, 
 
 
 def is_disk_full(error: BaseException) -> bool:
-    """An error from writing a file on a full disk: `OSError` ENOSPC/EDQUOT, or torch's zip writer's RuntimeError
-    ("unexpected pos ... vs ...", "failed writing file"), which hides the errno."""
-    if isinstance(error, OSError):
+    """An error from writing a file on a full disk: `OSError` ENOSPC/EDQUOT, or an error of a writer that hides the
+    errno in its text: safetensors' `SafetensorError` ("No space left on device (os error 28)"), torch's zip
+    writer's RuntimeError ("unexpected pos ... vs ...", "failed writing file")."""
+    if isinstance(error, OSError) and error.errno is not None:
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     text = str(error)
+    if any(sign in text for sign in ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")):
+        return True
     return isinstance(error, RuntimeError) and ("unexpected pos" in text or "failed writing file" in text)
 
 

@@ -96,8 +96,11 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    # what safetensors' writer raised on a real full tmpfs
     patch = ("import safetensors.torch as st, transformers.modeling_utils as mu\n"
-             "def full(*a, **k):\n    raise OSError(28, 'No space left on device')\n"
+             "from safetensors import SafetensorError\n"
+             "def full(*a, **k):\n"
+             "    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')\n"
              "st.save_file = full\nmu.safe_save_file = full")
     result = run_command("convert", ["--source", "timm", "--checkpoint", str(tmp_path / "w.safetensors"),
                                      "--timm_model", "vit_small_patch16_224", "--output_dir", str(tmp_path / "out")],

@@ -182,6 +182,9 @@ def test_final_files_replace_only_run_files_with_the_ordinary_mode(tmp_path):
     assert (out / "model.safetensors").stat().st_mode == (tmp_path / "plain").stat().st_mode
     assert is_disk_full(OSError(28, "No space left on device"))
     assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1728 vs 1616"))
+    from safetensors import SafetensorError  # what a real full tmpfs gave safetensors' writer
+
+    assert is_disk_full(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
     assert not is_disk_full(RuntimeError("size mismatch")) and not is_disk_full(OSError(2, "missing"))
 
 

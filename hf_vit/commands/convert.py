@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         if str(error).startswith("verification failed"):  # the conversion itself is wrong: a failure of the run
             raise RunFailure(str(error)) from None
         raise UserError(str(error)) from None
-    except OSError as error:
+    except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
         if is_disk_full(error):
             raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
                              "again)") from None

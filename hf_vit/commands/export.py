@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                                     model_index=args.model_index, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as error:
         raise UserError(str(error)) from None
-    except OSError as error:
+    except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
         if is_disk_full(error):
             raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
                              "again)") from None
