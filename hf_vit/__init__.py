@@ -27,7 +27,9 @@ def _register() -> None:
     # not name its class; transformers needs that file to exist at all, so the models' save_pretrained writes a
     # default one (ViTImageProcessor at config.image_size) into a folder saved without a processor.
     try:
-        AutoImageProcessor.register(HfViTConfig, image_processor_classes={"torchvision": ViTImageProcessor}, exist_ok=True)
+        AutoImageProcessor.register(
+            HfViTConfig, image_processor_classes={"torchvision": ViTImageProcessor}, exist_ok=True
+        )
     except TypeError:  # transformers 5.x before the image_processor_classes argument
         AutoImageProcessor.register(HfViTConfig, fast_image_processor_class=ViTImageProcessor, exist_ok=True)
     # save_pretrained then writes `auto_map` and copies the two code files, for trust_remote_code loading
@@ -39,16 +41,18 @@ def _register() -> None:
 _register()
 
 
-def from_pretrained(name_or_path, *, task="image-classification", revision=None, cache_dir=None, token=None,
-                    verify=False, **kwargs):
+def from_pretrained(
+    name_or_path, *, task="image-classification", revision=None, cache_dir=None, token=None, verify=False, **kwargs
+):
     """Any ViT checkpoint (hf_vit, timm, transformers ViT/DeiT/DINO, DINOv2, DINO `.pth`, Google `.npz`; a Hub repo id
     or a local path) as an `HfViTForImageClassification` (task "image-classification") or `HfViTModel` (task
     "feature-extraction"), converted once and cached under the Hugging Face cache; `verify=True` compares with the
     source library first. All arguments: `hf_vit.convert.pretrained.from_pretrained`."""
     from .convert.pretrained import from_pretrained as _from_pretrained
 
-    return _from_pretrained(name_or_path, task=task, revision=revision, cache_dir=cache_dir, token=token,
-                            verify=verify, **kwargs)
+    return _from_pretrained(
+        name_or_path, task=task, revision=revision, cache_dir=cache_dir, token=token, verify=verify, **kwargs
+    )
 
 
 __all__ = [

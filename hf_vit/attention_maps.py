@@ -24,9 +24,7 @@ import torch
 from PIL import Image
 
 
-def input_size_for(
-    image_size: tuple[int, int], reference_size: tuple[int, int], patch_size: int
-) -> tuple[int, int]:
+def input_size_for(image_size: tuple[int, int], reference_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """(height, width) with the aspect ratio of `image_size` (height, width) and about the pixel count of
     `reference_size`, each side rounded to a multiple of `patch_size` (at least one patch)."""
     height, width = image_size
@@ -159,7 +157,9 @@ def compute_attention_maps(
         raise ValueError(f"size must be positive multiples of the patch size {patch}, got {size[0]}x{size[1]}")
     num_layers = config.num_hidden_layers
     if not -num_layers <= layer < num_layers:
-        raise ValueError(f"layer must be in [{-num_layers}, {num_layers - 1}] for this {num_layers}-layer model, got {layer}")
+        raise ValueError(
+            f"layer must be in [{-num_layers}, {num_layers - 1}] for this {num_layers}-layer model, got {layer}"
+        )
     layer = layer % num_layers
 
     pixel_values = preprocess(image, processor, size)
@@ -230,7 +230,9 @@ def heatmap_image(grid_map: torch.Tensor, size: tuple[int, int], cmap: str = "in
     return Image.fromarray((rgba[..., :3] * 255).round().astype(np.uint8))
 
 
-def overlay_image(image: Image.Image, grid_map: torch.Tensor, alpha: float = 0.55, cmap: str = "inferno") -> Image.Image:
+def overlay_image(
+    image: Image.Image, grid_map: torch.Tensor, alpha: float = 0.55, cmap: str = "inferno"
+) -> Image.Image:
     """The heat map of `grid_map` blended over `image` (same pixel size as `image`)."""
     heat = heatmap_image(grid_map, (image.height, image.width), cmap)
     return Image.blend(image.convert("RGB"), heat, alpha)

@@ -39,7 +39,9 @@ from .stats import count_parameters, forward_flops
 
 NUM_CLASSES = 1000
 # The quick-run model: small enough that a whole benchmark takes seconds (and the same shape as the tests' TINY).
-TINY_SHAPE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+TINY_SHAPE = dict(
+    image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+)
 MODEL_SHAPES = {"tiny": TINY_SHAPE, **PRESETS}
 
 CONTENDERS = ("hf_vit-sdpa", "hf_vit-eager", "transformers-sdpa", "transformers-eager", "timm")
@@ -86,7 +88,9 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
     base = name.removesuffix("+compile")
     config = model_config(model)
     if base not in CONTENDERS + EXTRA_CONTENDERS:
-        raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)")
+        raise ValueError(
+            f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)"
+        )
     if base.startswith("hf_vit-"):
         from .modeling_hf_vit import HfViTForImageClassification
 
@@ -126,7 +130,9 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
         )
         net.set_grad_checkpointing(gradient_checkpointing)
         return net
-    raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)")
+    raise ValueError(
+        f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,7 +218,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], reps: int, iters: int, warmup: int, device: str) -> dict[str, list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[], None]], reps: int, iters: int, warmup: int, device: str
+) -> dict[str, list[float]]:
     """Seconds per step of each closure: `warmup` untimed rounds, then `reps` rounds, each round timing `iters` steps
     of every closure in turn; the starting closure rotates each round so that none always runs first."""
     names = list(steps)
@@ -222,7 +230,7 @@ def time_interleaved(steps: dict[str, Callable[[], None]], reps: int, iters: int
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             _sync(device)
             start = time.perf_counter()
@@ -241,7 +249,16 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_probe(contender: str, model: str, batch_size: int, gradient_checkpointing: bool, device: str, mode: str, steps: int = 1, threads: int | None = None) -> dict:
+def memory_probe(
+    contender: str,
+    model: str,
+    batch_size: int,
+    gradient_checkpointing: bool,
+    device: str,
+    mode: str,
+    steps: int = 1,
+    threads: int | None = None,
+) -> dict:
     """Run in a fresh process: build one contender, run `steps` training steps, report the peak memory (MiB).
 
     One step is enough: the peak is in its backward (activations alive) or at its AdamW update (state created).
@@ -271,17 +288,30 @@ def memory_probe(contender: str, model: str, batch_size: int, gradient_checkpoin
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return dict(contender=contender, model=model, batch_size=batch_size, mode=mode, gradient_checkpointing=gradient_checkpointing,
-                peak_mb=peak, base_mb=base, last_step_s=seconds[-1])
+    return dict(
+        contender=contender,
+        model=model,
+        batch_size=batch_size,
+        mode=mode,
+        gradient_checkpointing=gradient_checkpointing,
+        peak_mb=peak,
+        base_mb=base,
+        last_step_s=seconds[-1],
+    )
 
 
 def run_memory_probe(spec: dict, timeout: float = 1800) -> dict:
     """`memory_probe(**spec)` in a fresh Python process (same interpreter, environment and thread count)."""
-    code = "import json, sys; from hf_vit.benchmark import memory_probe; print('RESULT ' + json.dumps(memory_probe(**json.loads(sys.argv[1]))))"
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout)
+    code = (
+        "import json, sys; from hf_vit.benchmark import memory_probe; "
+        "print('RESULT ' + json.dumps(memory_probe(**json.loads(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout
+    )
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"memory probe {spec} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
@@ -344,7 +374,9 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress: Callable[[dict], None] | None = None) -> dict:
+def run_benchmark(
+    opts: Options, log: Callable[[str], None] = print, on_progress: Callable[[dict], None] | None = None
+) -> dict:
     """Runs every group and memory probe of `opts`; `on_progress(report)` is called with the report so far after
     each, so that a long run interrupted midway still leaves its finished groups written."""
     if opts.threads:
@@ -354,8 +386,15 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
     load_before = _load()
     started = time.perf_counter()
     report = dict(
-        machine=machine_info(device), load_before=load_before, load_after=None, command=opts.command,
-        options=opts.__dict__, seconds=0.0, matmul_peaks=peaks, results=results, memory=memory,
+        machine=machine_info(device),
+        load_before=load_before,
+        load_after=None,
+        command=opts.command,
+        options=opts.__dict__,
+        seconds=0.0,
+        matmul_peaks=peaks,
+        results=results,
+        memory=memory,
         notes="img/s: median of interleaved reps; training-step FLOPs = 3x forward FLOPs; % of peak against the "
         "square matmul of the same dtype timed in the same group",
         skipped=[],
@@ -364,9 +403,11 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
     bf16_modes = [mode for mode in modes if mode.endswith("bf16")]
     if bf16_modes and not native_bf16(device) and not opts.emulated_bf16:
         modes = [mode for mode in modes if mode not in bf16_modes]
-        note = (f"skipped {', '.join(bf16_modes)}: this CPU has no native bf16 (none of the flags "
-                f"{', '.join(NATIVE_BF16_FLAGS)}), so oneDNN would emulate it at a fraction of the fp32 speed "
-                "(minutes per group); name the modes with --modes to run them anyway")
+        note = (
+            f"skipped {', '.join(bf16_modes)}: this CPU has no native bf16 (none of the flags "
+            f"{', '.join(NATIVE_BF16_FLAGS)}), so oneDNN would emulate it at a fraction of the fp32 speed "
+            "(minutes per group); name the modes with --modes to run them anyway"
+        )
         report["skipped"].append(note)
         log(note)
 
@@ -374,6 +415,7 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
         report.update(load_after=_load(), seconds=time.perf_counter() - started)
         if on_progress is not None:
             on_progress(report)
+
     for model in opts.models:
         config = model_config(model)
         image_size = config.image_size
@@ -399,20 +441,42 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
                 dtype = torch.bfloat16 if mode.endswith("bf16") else torch.float32
                 n = matmul_size(device, opts.quick)
                 steps[MATMUL] = make_matmul(dtype, device, n)
-                log(f"[{time.perf_counter() - started:6.0f}s] {model} batch {batch_size} {mode}: {', '.join(names)} (load {_load()})")
+                log(
+                    f"[{time.perf_counter() - started:6.0f}s] {model} batch {batch_size} {mode}: "
+                    f"{', '.join(names)} (load {_load()})"
+                )
                 times = time_interleaved(steps, opts.reps, opts.iters, opts.warmup, device)
                 peak_gflops = 2 * n**3 / statistics.median(times.pop(MATMUL)) / 1e9
-                peaks.append(dict(model=model, batch_size=batch_size, mode=mode, dtype=str(dtype).removeprefix("torch."), n=n, gflops=peak_gflops))
+                peaks.append(
+                    dict(
+                        model=model,
+                        batch_size=batch_size,
+                        mode=mode,
+                        dtype=str(dtype).removeprefix("torch."),
+                        n=n,
+                        gflops=peak_gflops,
+                    )
+                )
                 step_flops = flops * batch_size * (3 if mode.startswith("train") else 1)
                 group = []
                 for name, seconds in times.items():
                     median = statistics.median(seconds)
-                    group.append(dict(
-                        model=model, batch_size=batch_size, mode=mode, contender=name, parameters=params[name],
-                        times_s=seconds, median_s=median, images_per_s=batch_size / median,
-                        spread=(max(seconds) - min(seconds)) / median, gflops=step_flops / median / 1e9,
-                        pct_of_peak=100 * step_flops / median / 1e9 / peak_gflops, compile_s=compile_s.get(name),
-                    ))
+                    group.append(
+                        dict(
+                            model=model,
+                            batch_size=batch_size,
+                            mode=mode,
+                            contender=name,
+                            parameters=params[name],
+                            times_s=seconds,
+                            median_s=median,
+                            images_per_s=batch_size / median,
+                            spread=(max(seconds) - min(seconds)) / median,
+                            gflops=step_flops / median / 1e9,
+                            pct_of_peak=100 * step_flops / median / 1e9 / peak_gflops,
+                            compile_s=compile_s.get(name),
+                        )
+                    )
                 by_name = {r["contender"]: r for r in group}
                 for r in group:
                     for key, ref in (("vs_timm", BASELINE), ("vs_transformers", HF_BASELINE)):
@@ -428,7 +492,15 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
         for model in opts.memory_models:
             for name in opts.memory_contenders:
                 for gc in (False, True):
-                    spec = dict(contender=name, model=model, batch_size=opts.memory_batch_size, gradient_checkpointing=gc, device=device, mode=mode, threads=torch.get_num_threads())
+                    spec = dict(
+                        contender=name,
+                        model=model,
+                        batch_size=opts.memory_batch_size,
+                        gradient_checkpointing=gc,
+                        device=device,
+                        mode=mode,
+                        threads=torch.get_num_threads(),
+                    )
                     log(f"[{time.perf_counter() - started:6.0f}s] memory: {spec}")
                     r = run_memory_probe(spec)
                     if gc:
@@ -436,7 +508,9 @@ def run_benchmark(opts: Options, log: Callable[[str], None] = print, on_progress
                         r["cut_pct"] = 100 * (1 - r["peak_mb"] / without["peak_mb"])
                         # the part that checkpointing can act on: the activations on top of the process at rest
                         if device != "cuda":
-                            r["cut_above_base_pct"] = 100 * (1 - (r["peak_mb"] - r["base_mb"]) / (without["peak_mb"] - without["base_mb"]))
+                            r["cut_above_base_pct"] = 100 * (
+                                1 - (r["peak_mb"] - r["base_mb"]) / (without["peak_mb"] - without["base_mb"])
+                            )
                     memory.append(r)
                     progress()
     progress()
@@ -452,14 +526,24 @@ def _x(value) -> str:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    where = m.get("gpu") or (f"{m['cpu']} ({' '.join(m.get('isa', [])) or 'ISA flags unknown'}), {m['cpu_count']} cores, "
-                             f"{m['torch_threads']} torch threads")
+    where = m.get("gpu") or (
+        f"{m['cpu']} ({' '.join(m.get('isa', [])) or 'ISA flags unknown'}), {m['cpu_count']} cores, "
+        f"{m['torch_threads']} torch threads"
+    )
     lines = [
         f"Machine: {where}; torch {m['torch']}, transformers {m['transformers']}, timm {m['timm']}; {m['date']}; "
-        f"load average (1/5/15 min) {report['load_before']} before, {report['load_after']} after; {report['seconds']:.0f} s.",
+        f"load average (1/5/15 min) {report['load_before']} before, {report['load_after']} after; "
+        f"{report['seconds']:.0f} s.",
         "",
         "Matmul peak measured in the same run (interleaved with each group): "
-        + "; ".join(sorted({f"{p['dtype']} {p['n']}²: {p['gflops']:.0f} GFLOP/s ({p['model']} b{p['batch_size']} {p['mode']})" for p in report["matmul_peaks"]})),
+        + "; ".join(
+            sorted(
+                {
+                    f"{p['dtype']} {p['n']}²: {p['gflops']:.0f} GFLOP/s ({p['model']} b{p['batch_size']} {p['mode']})"
+                    for p in report["matmul_peaks"]
+                }
+            )
+        ),
         "",
         *[f"Note: {note}." for note in report.get("skipped", [])],
         *([""] if report.get("skipped") else []),
@@ -469,25 +553,32 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         name = f"**{r['contender']}**" if r["contender"].startswith("hf_vit") else r["contender"]
         lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {name} | {r['images_per_s']:.3g} | ±{50 * r['spread']:.0f}% | "
+            f"| {r['model']} | {r['mode']} | {r['batch_size']} | {name} | "
+            f"{r['images_per_s']:.3g} | ±{50 * r['spread']:.0f}% | "
             f"{_x(r['vs_timm'])} | {_x(r['vs_transformers'])} | {r['gflops']:.0f} | {r['pct_of_peak']:.0f}% |"
         )
     lines.append("")
-    lines.append("spread: half the (max − min) of the reps, relative to the median. Training-step FLOPs are 3× the forward's.")
+    lines.append(
+        "spread: half the (max − min) of the reps, relative to the median. Training-step FLOPs are 3× the forward's."
+    )
     if report["memory"]:
         unit = "max_memory_allocated" if m["device"] == "cuda" else "peak RSS"
         lines += [
             "",
             f"Peak training memory ({unit}, MiB; fresh process per row, {report['memory'][0]['mode']}):",
             "",
-            "| model | batch | contender | gradient checkpointing | peak MiB | before 1st step MiB | cut by checkpointing | cut above before-step | s/step (not interleaved) |",
+            (
+                "| model | batch | contender | gradient checkpointing | peak MiB | before 1st step MiB "
+                "| cut by checkpointing | cut above before-step | s/step (not interleaved) |"
+            ),
             "|---|---:|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in report["memory"]:
             cut = f"{r['cut_pct']:.0f}%" if "cut_pct" in r else ""
             cut_above = f"{r['cut_above_base_pct']:.0f}%" if "cut_above_base_pct" in r else ""
             lines.append(
-                f"| {r['model']} | {r['batch_size']} | {r['contender']} | {'on' if r['gradient_checkpointing'] else 'off'} | "
+                f"| {r['model']} | {r['batch_size']} | {r['contender']} | "
+                f"{'on' if r['gradient_checkpointing'] else 'off'} | "
                 f"{r['peak_mb']:.0f} | {r['base_mb']:.0f} | {cut} | {cut_above} | {r['last_step_s']:.2f} |"
             )
     return "\n".join(lines) + "\n"
@@ -507,14 +598,22 @@ def plot(report: dict, path: Path) -> None:
     contenders = list(dict.fromkeys(r["contender"] for r in report["results"]))
     memory = report["memory"]
     panels = int(bool(groups)) + int(bool(memory))
-    fig, axes = plt.subplots(1, max(panels, 1), figsize=(max(6, 1.6 * len(groups)) + 4 * bool(memory), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(panels, 1), figsize=(max(6, 1.6 * len(groups)) + 4 * bool(memory), 4.2), squeeze=False
+    )
     axes = list(axes[0])
     if memory:  # peak training memory, checkpointing off vs on
         mem_ax = axes.pop()
-        labels = [f"{r['contender']}\n{r['model'].replace('-patch16-224', '/16')} b{r['batch_size']}" for r in memory if not r["gradient_checkpointing"]]
+        labels = [
+            f"{r['contender']}\n{r['model'].replace('-patch16-224', '/16')} b{r['batch_size']}"
+            for r in memory
+            if not r["gradient_checkpointing"]
+        ]
         for offset, gc in ((-0.2, False), (0.2, True)):
             values = [r["peak_mb"] for r in memory if r["gradient_checkpointing"] == gc]
-            mem_ax.bar([i + offset for i in range(len(values))], values, 0.4, label=f"checkpointing {'on' if gc else 'off'}")
+            mem_ax.bar(
+                [i + offset for i in range(len(values))], values, 0.4, label=f"checkpointing {'on' if gc else 'off'}"
+            )
         mem_ax.set_xticks(range(len(labels)))
         mem_ax.set_xticklabels(labels, fontsize=7)
         mem_ax.set_ylabel("peak training memory (MiB)")
@@ -529,7 +628,14 @@ def plot(report: dict, path: Path) -> None:
     for i, name in enumerate(contenders):
         xs, ys = [], []
         for g, key in enumerate(groups):
-            row = next((r for r in report["results"] if (r["model"], r["batch_size"], r["mode"]) == key and r["contender"] == name), None)
+            row = next(
+                (
+                    r
+                    for r in report["results"]
+                    if (r["model"], r["batch_size"], r["mode"]) == key and r["contender"] == name
+                ),
+                None,
+            )
             if row is not None and row["vs_timm"] is not None:
                 xs.append(g + (i - (len(contenders) - 1) / 2) * width)
                 ys.append(row["vs_timm"])
@@ -539,7 +645,9 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xticklabels([f"{m.replace('-patch16-224', '/16')}\nb{b} {mode}" for m, b, mode in groups], fontsize=8)
     ax.set_ylabel("throughput relative to timm (median)")
     m = report["machine"]
-    ax.set_title(f"hf_vit vs timm vs transformers ViT — {m.get('gpu') or m['cpu']} ({m['torch_threads']} threads)", fontsize=9)
+    ax.set_title(
+        f"hf_vit vs timm vs transformers ViT — {m.get('gpu') or m['cpu']} ({m['torch_threads']} threads)", fontsize=9
+    )
     ax.legend(fontsize=7, ncol=3, loc="lower center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -556,4 +664,16 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["CONTENDERS", "cpu_flags", "native_bf16", "EXTRA_CONTENDERS", "MODES", "Options", "build_contender", "markdown", "memory_probe", "run_benchmark", "write_outputs"]
+__all__ = [
+    "CONTENDERS",
+    "cpu_flags",
+    "native_bf16",
+    "EXTRA_CONTENDERS",
+    "MODES",
+    "Options",
+    "build_contender",
+    "markdown",
+    "memory_probe",
+    "run_benchmark",
+    "write_outputs",
+]

@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 
 # the file names, once: transformers' own constants, and the code files save_pretrained copies into a checkpoint
-from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+# (`X as X`: names only re-exported here, for hub.py and output_dir.py, kept by ruff's unused-import fix)
+from transformers.utils import CONFIG_NAME as CONFIG_NAME
+from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 CODE_FILES = ("configuration_hf_vit.py", "modeling_hf_vit.py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -50,8 +53,10 @@ def check_safetensors_file(path: str | os.PathLike) -> None:
         with safe_open(str(path), framework="pt"):
             pass
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} is damaged: not a complete safetensors file (truncated or corrupt?): "
-                         f"{(str(error).splitlines() or [type(error).__name__])[0]}") from None
+        raise ValueError(
+            f"{path} is damaged: not a complete safetensors file (truncated or corrupt?): "
+            f"{(str(error).splitlines() or [type(error).__name__])[0]}"
+        ) from None
 
 
 def check_model_location(name: str) -> None:
@@ -96,8 +101,9 @@ def load_pickle(path: str | os.PathLike):
     # Checked first: torch.load feeds any other bytes to its unpickler, which fails with KeyError: 101 or
     # "Unsupported operand", messages that say nothing about what the file is.
     if not _is_torch_file(path):
-        raise ValueError(f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
-                         "and this file is neither")
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, and this file is neither"
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -111,10 +117,14 @@ def load_pickle(path: str | os.PathLike):
                 "hf_vit only loads pickles with torch.load(weights_only=True). Re-save the plain state dict "
                 "(or safetensors) in an environment you trust"
             ) from None
-        raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}") from None
+        raise ValueError(
+            f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {first}") from None
+        raise ValueError(
+            f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {first}"
+        ) from None
 
 
 def load_npz(path: str | os.PathLike) -> dict:
@@ -141,7 +151,7 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
             changed = False
             for prefix in WRAPPER_PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         out[key] = value
     return out
 
@@ -180,7 +190,9 @@ def weight_files_in(folder: Path) -> list[Path]:
     if len(candidates) == 1:
         return candidates
     listing = ", ".join(p.name for p in sorted(folder.iterdir())[:10]) or "nothing"
-    raise ValueError(f"found no unique weight file in {folder} (expected model.safetensors or pytorch_model.bin; it has {listing})")
+    raise ValueError(
+        f"found no unique weight file in {folder} (expected model.safetensors or pytorch_model.bin; it has {listing})"
+    )
 
 
 def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
@@ -190,7 +202,9 @@ def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
     merged = {}
     for file in files:
         if file.suffix == ".npz":
-            raise ValueError(f"{file} is a JAX/Flax .npz archive, not a PyTorch/safetensors state dict; use --source npz")
+            raise ValueError(
+                f"{file} is a JAX/Flax .npz archive, not a PyTorch/safetensors state dict; use --source npz"
+            )
         obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file)
         merged.update(unwrap_state_dict(obj, file) if unwrap else obj)
     return merged
@@ -219,7 +233,7 @@ def save_safetensors_checked(
     """Write `state_dict` into `folder` as model.safetensors (or shards + index), metadata {"format": "pt"}, then read
     every file back and check each tensor bitwise (same dtype, shape and bytes). Returns the files written."""
     from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     folder = Path(folder)
     tensors = _separate_shared(state_dict)
@@ -232,8 +246,10 @@ def save_safetensors_checked(
         save_file({key: tensors[key] for key in keys}, str(folder / filename), metadata={"format": "pt"})
         written.append(folder / filename)
     if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
-                 "weight_map": split.tensor_to_filename}
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+            "weight_map": split.tensor_to_filename,
+        }
         (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         written.append(folder / SAFE_WEIGHTS_INDEX_NAME)
     check_safetensors_bitwise(state_dict, folder)
@@ -260,8 +276,12 @@ def check_safetensors_bitwise(state_dict: dict[str, torch.Tensor], folder: str |
         )
     for key, tensor in state_dict.items():
         got = reloaded[key]
-        same = got.dtype == tensor.dtype and got.shape == tensor.shape and torch.equal(
-            got.reshape(-1).view(torch.uint8), tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        same = (
+            got.dtype == tensor.dtype
+            and got.shape == tensor.shape
+            and torch.equal(
+                got.reshape(-1).view(torch.uint8), tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            )
         )
         if not same:
             raise RuntimeError(f"tensor {key} differs after writing and re-reading {folder}")

@@ -180,20 +180,36 @@ def check_same_run(state: dict, settings: dict, path) -> None:
     saved = state.get("run")
     if saved is None:
         return
-    differences = [f"{key} {saved[key]!r} then, {settings.get(key)!r} now" for key in saved
-                   if key in settings and saved[key] != settings[key]]
+    differences = [
+        f"{key} {saved[key]!r} then, {settings.get(key)!r} now"
+        for key in saved
+        if key in settings and saved[key] != settings[key]
+    ]
     if differences:
         raise ValueError(
-            f"cannot resume from checkpoint {path}: it was saved by a run with other settings ({'; '.join(differences)}); "
+            f"cannot resume from checkpoint {path}: it was saved by a run with other settings "
+            f"({'; '.join(differences)}); "
             "rerun with the checkpoint's settings, or start over"
         )
 
 
 # model settings that must match for a checkpoint's weights and optimizer state to fit the model being trained
 _SHAPE_KEYS = (
-    "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
-    "intermediate_size", "num_register_tokens", "cls_position_embedding", "layerscale_init", "qkv_bias",
-    "mlp_type", "pre_norm", "patch_embedding_bias", "use_mask_token",
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_register_tokens",
+    "cls_position_embedding",
+    "layerscale_init",
+    "qkv_bias",
+    "mlp_type",
+    "pre_norm",
+    "patch_embedding_bias",
+    "use_mask_token",
 )
 
 
@@ -209,12 +225,26 @@ def check_compatible(state: dict, config, path) -> None:
     if saved is None:
         return
     current = model_signature(config)
-    differences = [f"{k}: checkpoint {saved.get(k)!r} vs model {current[k]!r}" for k in current if k in saved and saved[k] != current[k]]
+    differences = [
+        f"{k}: checkpoint {saved.get(k)!r} vs model {current[k]!r}"
+        for k in current
+        if k in saved and saved[k] != current[k]
+    ]
     if differences:
         raise ValueError(f"checkpoint {path} is from an incompatible model ({'; '.join(differences)})")
 
 
 __all__ = [
-    "STATE_FILE", "check_compatible", "check_same_run", "checkpoint_problem", "damaged_message", "discard",
-    "list_checkpoints", "model_signature", "read_state", "resolve_checkpoint", "rotate", "save",
+    "STATE_FILE",
+    "check_compatible",
+    "check_same_run",
+    "checkpoint_problem",
+    "damaged_message",
+    "discard",
+    "list_checkpoints",
+    "model_signature",
+    "read_state",
+    "resolve_checkpoint",
+    "rotate",
+    "save",
 ]

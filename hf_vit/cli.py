@@ -76,7 +76,10 @@ def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
             traceback.print_exc()
             return EXIT_RUN_FAILURE
         first = (str(error).strip().splitlines() or [""])[0]
-        print(f"error: unexpected {type(error).__name__}: {first} (rerun with --verbose for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(error).__name__}: {first} (rerun with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_RUN_FAILURE
 
 
@@ -107,19 +110,27 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_dir", help="image folder for evaluation")
     group.add_argument("--image_column", help="image column (default: auto-detected)")
     group.add_argument("--label_column", help="label column (default: auto-detected)")
-    group.add_argument("--validation_split", type=float, default=0.15, help="held-out fraction when there is no validation split")
+    group.add_argument(
+        "--validation_split", type=float, default=0.15, help="held-out fraction when there is no validation split"
+    )
     group.add_argument("--max_train_samples", type=int, help="truncate the training set (debugging)")
     group.add_argument("--max_eval_samples", type=int, help="truncate the evaluation set (debugging)")
     group.add_argument("--streaming", action="store_true", help="stream --dataset_name (needs --max_train_steps)")
     group.add_argument("--shuffle_buffer_size", type=int, default=10_000, help="shuffle buffer for --streaming")
-    group.add_argument("--skip_bad_images", action="store_true", help="skip unreadable images (counted) instead of stopping")
+    group.add_argument(
+        "--skip_bad_images", action="store_true", help="skip unreadable images (counted) instead of stopping"
+    )
     group.add_argument("--cache_dir", help="datasets/transformers cache folder")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model (default: chosen from the images' size, from a small ViT for tiny images "
-                                      "such as the digits to " + DEFAULT_PRESET + " for photos)")
-    group.add_argument("--model_name_or_path", help="fine-tune an hf_vit folder or Hub repo (a new head if the labels differ)")
+    group = parser.add_argument_group(
+        "model (default: chosen from the images' size, from a small ViT for tiny images "
+        "such as the digits to " + DEFAULT_PRESET + " for photos)"
+    )
+    group.add_argument(
+        "--model_name_or_path", help="fine-tune an hf_vit folder or Hub repo (a new head if the labels differ)"
+    )
     group.add_argument("--preset", help=f"train from scratch with a named size: {', '.join(PRESETS)}")
     group.add_argument("--config_name", help="train from scratch with an HfViTConfig JSON file")
     group.add_argument(
@@ -132,10 +143,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_hub_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Add transformers' example flags: --push_to_hub, --hub_model_id, --hub_private_repo, --hub_revision."""
     group = parser.add_argument_group("Hugging Face Hub")
-    group.add_argument("--push_to_hub", action="store_true", help="upload the output folder to the Hub at the end (one commit)")
+    group.add_argument(
+        "--push_to_hub", action="store_true", help="upload the output folder to the Hub at the end (one commit)"
+    )
     group.add_argument("--hub_model_id", default=None, help="repo to push to, NAMESPACE/NAME (created if needed)")
     group.add_argument("--hub_private_repo", action="store_true", help="create the repo as private")
-    group.add_argument("--hub_revision", default=None, help="branch to push to (created from main if needed); default main")
+    group.add_argument(
+        "--hub_revision", default=None, help="branch to push to (created from main if needed); default main"
+    )
     return group
 
 
@@ -168,10 +183,12 @@ def check_hub_access(args) -> None:
 
 
 def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str | None = None, extra_files=()):
-    """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the CommitInfo or None.
+    """If `args.push_to_hub`, push `output_dir` to `args.hub_model_id` and print the commit URL; returns the
+    CommitInfo or None.
 
     `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
-    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after the model, image processor and card are saved.
+    TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after
+    the model, image processor and card are saved.
     Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
     """
     if not getattr(args, "push_to_hub", False):
@@ -179,9 +196,15 @@ def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str
     check_hub_arguments(args)
     from .hub import push_folder
 
-    info = push_folder(output_dir, args.hub_model_id, private=bool(getattr(args, "hub_private_repo", False)),
-                       revision=getattr(args, "hub_revision", None) or None, commit_message=commit_message,
-                       token=getattr(args, "hub_token", None) or None, extra_files=extra_files)
+    info = push_folder(
+        output_dir,
+        args.hub_model_id,
+        private=bool(getattr(args, "hub_private_repo", False)),
+        revision=getattr(args, "hub_revision", None) or None,
+        commit_message=commit_message,
+        token=getattr(args, "hub_token", None) or None,
+        extra_files=extra_files,
+    )
     print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
     return info
 
@@ -215,9 +238,16 @@ def build_model(args, data, recipe=None):
 
     check_model_flags(args)
     try:
-        return build(data.id2label, model_name_or_path=args.model_name_or_path, preset=args.preset,
-                     config_file=args.config_name, config_overrides=parse_overrides(args.config_overrides),
-                     digits=data.is_digits, recipe=recipe, cache_dir=args.cache_dir)
+        return build(
+            data.id2label,
+            model_name_or_path=args.model_name_or_path,
+            preset=args.preset,
+            config_file=args.config_name,
+            config_overrides=parse_overrides(args.config_overrides),
+            digits=data.is_digits,
+            recipe=recipe,
+            cache_dir=args.cache_dir,
+        )
     except (ValueError, TypeError) as error:
         raise UserError(str(error)) from None
 
@@ -253,8 +283,14 @@ def show_prediction(output_dir, data, max_tries: int = 20):
             classify = pipeline("image-classification", model=str(output_dir), device="cpu")
             top = classify(image, top_k=1)[0]
         except Exception as error:  # noqa: BLE001
-            print(f"note: skipped the pipeline demo ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            print(
+                f"note: skipped the pipeline demo ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''})"
+            )
             return
-        print(f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): {top['label']} (score {top['score']:.3f})")
+        print(
+            f"pipeline prediction for a held-out {data.eval_split} image (true label {truth}): "
+            f"{top['label']} (score {top['score']:.3f})"
+        )
         return
     print(f"note: skipped the pipeline demo (none of the first {max_tries} held-out images could be read)")

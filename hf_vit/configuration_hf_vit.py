@@ -148,7 +148,9 @@ class HfViTConfig(PreTrainedConfig):
         if isinstance(image_size, list):
             image_size_ok = len(image_size) == 2 and all(_is_int(s) and s > 0 for s in image_size)
         if not image_size_ok:
-            problems.append(f"image_size must be a positive integer or a (height, width) pair of them, got {image_size!r}")
+            problems.append(
+                f"image_size must be a positive integer or a (height, width) pair of them, got {image_size!r}"
+            )
 
         for name in ("num_channels", "hidden_size", "num_hidden_layers", "intermediate_size"):
             positive_int(name)
@@ -180,9 +182,17 @@ class HfViTConfig(PreTrainedConfig):
         if self.mlp_type not in MLP_TYPES:
             problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
-            problems.append(f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}")
-        for name in ("qkv_bias", "cls_position_embedding", "interpolate_antialias", "use_mask_token", "pre_norm",
-                     "patch_embedding_bias"):
+            problems.append(
+                f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}"
+            )
+        for name in (
+            "qkv_bias",
+            "cls_position_embedding",
+            "interpolate_antialias",
+            "use_mask_token",
+            "pre_norm",
+            "patch_embedding_bias",
+        ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if problems:
@@ -196,7 +206,8 @@ class HfViTConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "HfViTConfig":
-        """A named size from the ViT paper / timm, e.g. `HfViTConfig.from_preset("vit-small-patch16-224", num_labels=10)`."""
+        """A named size from the ViT paper / timm, e.g.
+        `HfViTConfig.from_preset("vit-small-patch16-224", num_labels=10)`."""
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})

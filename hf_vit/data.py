@@ -86,7 +86,9 @@ def _digits_data() -> ImageData:
     import datasets
 
     images, labels, train_idx, test_idx = digits_arrays()
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])})
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
 
     def split(indices):
         return datasets.Dataset.from_dict(
@@ -95,8 +97,14 @@ def _digits_data() -> ImageData:
         )
 
     return ImageData(
-        train=split(train_idx), eval=split(test_idx), image_column="image", label_column="label",
-        id2label={i: str(i) for i in range(10)}, name=DIGITS, eval_split="test", is_digits=True,
+        train=split(train_idx),
+        eval=split(test_idx),
+        image_column="image",
+        label_column="label",
+        id2label={i: str(i) for i in range(10)},
+        name=DIGITS,
+        eval_split="test",
+        is_digits=True,
     )
 
 
@@ -148,7 +156,9 @@ def _id2label(dataset, label_column: str) -> dict[int, str]:
         )
     values = sorted(set(dataset[label_column]))
     if not all(isinstance(v, (int, np.integer)) for v in values):
-        raise DataError(f"label column {label_column!r} must hold class indices or a ClassLabel, got values like {values[:3]}")
+        raise DataError(
+            f"label column {label_column!r} must hold class indices or a ClassLabel, got values like {values[:3]}"
+        )
     if values and (values[0] < 0 or values[-1] >= 100_000):
         raise DataError(f"label column {label_column!r} holds out-of-range class indices ({values[0]}..{values[-1]})")
     return {i: str(i) for i in range(int(values[-1]) + 1)} if values else {}
@@ -174,12 +184,17 @@ def _check_dir(path: str, flag: str, min_classes: int = 2) -> None:
         raise DataError(f"{flag} {path} is empty: expected one sub-folder of images per class")
     if any(p.name in _METADATA_FILES for p in files):
         return
-    classes = sorted(p.name for p in folder.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and any(q.is_file() for q in p.rglob("*")))
+    classes = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and any(q.is_file() for q in p.rglob("*"))
+    )
     if len(classes) < min_classes:
         found = "no class sub-folders" if not classes else f"a single class sub-folder ({classes[0]!r})"
-        raise DataError(f"{flag} {path} has {found}: expected one sub-folder of images per class"
-                        f"{', at least two classes' if min_classes > 1 else ''} (e.g. {path}/cat/1.jpg, {path}/dog/2.jpg)")
+        raise DataError(
+            f"{flag} {path} has {found}: expected one sub-folder of images per class"
+            f"{', at least two classes' if min_classes > 1 else ''} (e.g. {path}/cat/1.jpg, {path}/dog/2.jpg)"
+        )
 
 
 def load_image_data(
@@ -234,7 +249,9 @@ def load_image_data(
         if eval_split is not None:
             eval_ds = loaded[eval_split]
         elif streaming:
-            raise DataError(f"streaming dataset {name} has no validation/test split; splitting needs a map-style dataset")
+            raise DataError(
+                f"streaming dataset {name} has no validation/test split; splitting needs a map-style dataset"
+            )
         else:
             stratify = label_column if isinstance(train.features[label_column], datasets.ClassLabel) else None
             try:
@@ -246,12 +263,22 @@ def load_image_data(
         if not streaming and len(train) == 0:
             raise DataError(f"the training split of {name} is empty")
         # decode images ourselves, so an unreadable file is reported by name
-        if image_column in (getattr(train, "features", None) or {}) and isinstance(train.features[image_column], datasets.Image):
+        if image_column in (getattr(train, "features", None) or {}) and isinstance(
+            train.features[image_column], datasets.Image
+        ):
             train = train.cast_column(image_column, datasets.Image(decode=False))
             eval_ds = eval_ds.cast_column(image_column, datasets.Image(decode=False))
         data = ImageData(
-            train=train, eval=eval_ds, image_column=image_column, label_column=label_column, id2label=id2label,
-            name=name, eval_split=eval_split, streaming=streaming, notes=notes, from_dataset=bool(dataset_name),
+            train=train,
+            eval=eval_ds,
+            image_column=image_column,
+            label_column=label_column,
+            id2label=id2label,
+            name=name,
+            eval_split=eval_split,
+            streaming=streaming,
+            notes=notes,
+            from_dataset=bool(dataset_name),
         )
     if not data.streaming:
         if max_train_samples is not None:
@@ -277,6 +304,7 @@ def sample_image_sizes(data: ImageData, max_images: int = 256) -> list[tuple[int
         count = len(data.train)
         indices = sorted({int(i) for i in np.linspace(0, count - 1, num=min(count, max_images))}) if count else []
         values = data.train.select(indices)[data.image_column] if indices else []
+
     def size(value) -> tuple[int, int] | None:
         if isinstance(value, PILImage.Image):
             return value.size
@@ -400,8 +428,9 @@ def _eval_resize(processor: ViTImageProcessor) -> list[v2.Transform]:
 AUGMENTATIONS = ("shift", "crop_flip")
 
 
-def build_transforms(processor: ViTImageProcessor, train: bool, digits: bool = False,
-                     augmentation: str | None = None) -> v2.Compose:
+def build_transforms(
+    processor: ViTImageProcessor, train: bool, digits: bool = False, augmentation: str | None = None
+) -> v2.Compose:
     """PIL RGB image -> normalized float tensor (C, H, W), as the processor would, plus augmentation for training.
 
     `augmentation` "crop_flip" (photos): RandomResizedCrop + horizontal flip; "shift" (digits and other small images,
@@ -449,7 +478,9 @@ class TransformedDataset(_TransformedRows, _SeededAugmentation, TorchDataset):
     def __getitem__(self, index):
         row = self.dataset[int(index)]
         with self._rng(index):
-            return example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
+            return example(
+                row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images
+            )
 
 
 def example(row, image_column, label_column, transform, skip_bad_images=False, bad_images=None):
@@ -473,7 +504,9 @@ class TensorImageDataset(_SeededAugmentation, TorchDataset):
     while every group gets its own random shift.
     """
 
-    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, augment=None, normalize=None, group_size: int = 4):
+    def __init__(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor, augment=None, normalize=None, group_size: int = 4
+    ):
         self.pixel_values = pixel_values
         self.labels = labels
         self.augment = augment
@@ -523,8 +556,13 @@ def collate(examples):
     }
 
 
-def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_images: bool = False, augment: bool = True,
-                   augmentation: str | None = None):
+def build_datasets(
+    data: ImageData,
+    processor: ViTImageProcessor,
+    skip_bad_images: bool = False,
+    augment: bool = True,
+    augmentation: str | None = None,
+):
     """(train, eval) torch datasets of {"pixel_values", "labels"}: tensors for the digits and other small images
     (`preprocessed_once`), transformed rows otherwise. `augment=False` trains on the evaluation transform (resize +
     normalize) only; `augmentation` is its kind (`build_transforms`; default: shifts for the digits, RandomResizedCrop
@@ -538,7 +576,9 @@ def build_datasets(data: ImageData, processor: ViTImageProcessor, skip_bad_image
         normalize = v2.Normalize(processor.image_mean, processor.image_std)
         return (
             TensorImageDataset(
-                train_pixels, train_labels, augment=digits_augmentation(_size(processor)) if augment else None,
+                train_pixels,
+                train_labels,
+                augment=digits_augmentation(_size(processor)) if augment else None,
                 normalize=normalize,
             ),
             TensorImageDataset(normalize(eval_pixels), eval_labels),
@@ -560,18 +600,26 @@ PREPROCESS_MAX_SIDE = 64  # model inputs up to this size ...
 PREPROCESS_MAX_BYTES = 256 * 2**20  # ... and all of them in at most this much memory (float32) are preprocessed once
 
 
-def preprocessed_once(data: ImageData, processor: ViTImageProcessor, skip_bad_images: bool = False,
-                      augment: bool = True, augmentation: str | None = None) -> bool:
+def preprocessed_once(
+    data: ImageData,
+    processor: ViTImageProcessor,
+    skip_bad_images: bool = False,
+    augment: bool = True,
+    augmentation: str | None = None,
+) -> bool:
     """Whether `build_datasets` preprocesses every image once into a tensor (`TensorImageDataset`) rather than per
-    step: the digits, and other map-style data of small images (a folder of 8x8 digits trains ~35% faster) that fit in memory,
-    when augmenting is off or small shifts. Not with `skip_bad_images` (the per-row path skips and counts)."""
+    step: the digits, and other map-style data of small images (a folder of 8x8 digits trains ~35% faster) that fit
+    in memory, when augmenting is off or small shifts. Not with `skip_bad_images` (the per-row path skips and
+    counts)."""
     if data.is_digits:
         return True
     if data.streaming or skip_bad_images or (augment and augmentation != "shift") or data.eval is None:
         return False
     height, width = _size(processor)
-    return max(height, width) <= PREPROCESS_MAX_SIDE and \
-        (len(data.train) + len(data.eval)) * 3 * height * width * 4 <= PREPROCESS_MAX_BYTES
+    return (
+        max(height, width) <= PREPROCESS_MAX_SIDE
+        and (len(data.train) + len(data.eval)) * 3 * height * width * 4 <= PREPROCESS_MAX_BYTES
+    )
 
 
 class _StreamingDataset(_TransformedRows, torch.utils.data.IterableDataset):
@@ -581,7 +629,9 @@ class _StreamingDataset(_TransformedRows, torch.utils.data.IterableDataset):
 
     def __iter__(self):
         for row in self.dataset:
-            yield example(row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images)
+            yield example(
+                row, self.image_column, self.label_column, self.transform, self.skip_bad_images, self.bad_images
+            )
 
 
 def stream_for_training(data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int) -> None:

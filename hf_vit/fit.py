@@ -100,7 +100,9 @@ class FitSettings:
         if steps is not None and steps != "epoch" and not (isinstance(steps, int) and steps >= 1):
             raise SettingError("checkpointing_steps", f'must be a positive integer or "epoch", got {steps!r}')
         if self.augmentation not in (None, *hdata.AUGMENTATIONS):
-            raise SettingError("augmentation", f"must be one of {', '.join(hdata.AUGMENTATIONS)}, got {self.augmentation!r}")
+            raise SettingError(
+                "augmentation", f"must be one of {', '.join(hdata.AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
 
@@ -119,8 +121,16 @@ class FitResult:
     skipped_images: list[str] = field(default_factory=list)
 
 
-def fit(model, processor, data: hdata.ImageData, output_dir, settings: FitSettings, *, inputs=None,
-        hub_model_id: str | None = None) -> FitResult:
+def fit(
+    model,
+    processor,
+    data: hdata.ImageData,
+    output_dir,
+    settings: FitSettings,
+    *,
+    inputs=None,
+    hub_model_id: str | None = None,
+) -> FitResult:
     """Train `model` (an `HfViTForImageClassification`, its labels those of `data`) and write the final folder.
 
     `inputs` names the run's local inputs (label -> path) that the output folder must stay out of. Raises
@@ -188,8 +198,10 @@ class _Run:
         # fails first leaves them as they were
         self.earlier_checkpoints = checkpoints.list_checkpoints(self.checkpoint_dir) if path is None else []
         if self.earlier_checkpoints and not self.s.overwrite_output_dir:
-            raise ValueError(f"{self.checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
-                             "or allow overwriting to start over")
+            raise ValueError(
+                f"{self.checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
+                "or allow overwriting to start over"
+            )
         return path, state
 
     def _loaders(self):
@@ -197,7 +209,8 @@ class _Run:
         if data.streaming:
             hdata.stream_for_training(data, s.seed, s.shuffle_buffer_size, acc.process_index, acc.num_processes)
         self.train_set, self.eval_set = hdata.build_datasets(
-            data, self.processor, skip_bad_images=s.skip_bad_images, augment=s.augment, augmentation=s.augmentation)
+            data, self.processor, skip_bad_images=s.skip_bad_images, augment=s.augment, augmentation=s.augmentation
+        )
         if hasattr(self.train_set, "set_seed"):
             self.train_set.set_seed(s.seed + acc.process_index)
         kwargs = dict(collate_fn=hdata.collate, num_workers=s.num_workers)
@@ -205,13 +218,15 @@ class _Run:
             train = torch.utils.data.DataLoader(self.train_set, batch_size=s.per_device_train_batch_size, **kwargs)
         else:
             train = torch.utils.data.DataLoader(
-                self.train_set, batch_size=s.per_device_train_batch_size,
+                self.train_set,
+                batch_size=s.per_device_train_batch_size,
                 sampler=hdata.EpochShuffleSampler(len(self.train_set), s.seed),
                 generator=torch.Generator().manual_seed(s.seed),  # keeps the loader's seed draw off the global RNG
                 **kwargs,
             )
-        evaluation = torch.utils.data.DataLoader(self.eval_set, batch_size=s.per_device_eval_batch_size,
-                                                 generator=torch.Generator(), **kwargs)
+        evaluation = torch.utils.data.DataLoader(
+            self.eval_set, batch_size=s.per_device_eval_batch_size, generator=torch.Generator(), **kwargs
+        )
         return train, evaluation
 
     def _schedule(self):
@@ -222,31 +237,49 @@ class _Run:
             self.steps_per_epoch, self.max_train_steps, self.num_epochs = None, s.max_train_steps, 10**9
         else:
             self.steps_per_epoch = hdata.steps_per_epoch(
-                len(self.train_set), s.per_device_train_batch_size, acc.num_processes, s.gradient_accumulation_steps)
+                len(self.train_set), s.per_device_train_batch_size, acc.num_processes, s.gradient_accumulation_steps
+            )
             self.max_train_steps = s.max_train_steps or s.num_train_epochs * self.steps_per_epoch
             self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
-        self.warmup = s.num_warmup_steps if s.num_warmup_steps is not None else int(s.warmup_ratio * self.max_train_steps)
+        self.warmup = (
+            s.num_warmup_steps if s.num_warmup_steps is not None else int(s.warmup_ratio * self.max_train_steps)
+        )
 
     def run_settings(self) -> dict:
         """What fixes the data order and the schedule: a resumed run must have the same, or it resumes another run."""
         s = self.s
         return {
-            "per_device_train_batch_size": s.per_device_train_batch_size, "num_processes": self.accelerator.num_processes,
-            "gradient_accumulation_steps": s.gradient_accumulation_steps, "seed": s.seed, "dataset": self.data.name,
+            "per_device_train_batch_size": s.per_device_train_batch_size,
+            "num_processes": self.accelerator.num_processes,
+            "gradient_accumulation_steps": s.gradient_accumulation_steps,
+            "seed": s.seed,
+            "dataset": self.data.name,
             "train_examples": None if self.data.streaming else len(self.train_set),
-            "validation_split": s.validation_split, "augment": s.augment, "augmentation": s.augmentation, "max_train_steps": self.max_train_steps,
-            "warmup_steps": self.warmup, "lr_scheduler_type": s.lr_scheduler_type,
+            "validation_split": s.validation_split,
+            "augment": s.augment,
+            "augmentation": s.augmentation,
+            "max_train_steps": self.max_train_steps,
+            "warmup_steps": self.warmup,
+            "lr_scheduler_type": s.lr_scheduler_type,
         }
 
     def hyperparameters(self) -> dict:
         s, acc = self.s, self.accelerator
         values = {
-            "learning_rate": s.learning_rate, "train_batch_size": s.per_device_train_batch_size,
+            "learning_rate": s.learning_rate,
+            "train_batch_size": s.per_device_train_batch_size,
             "total_train_batch_size": s.per_device_train_batch_size * acc.num_processes * s.gradient_accumulation_steps,
-            "num_processes": acc.num_processes, "gradient_accumulation_steps": s.gradient_accumulation_steps,
-            "optimizer": "AdamW", "weight_decay": s.weight_decay, "lr_scheduler_type": s.lr_scheduler_type,
-            "warmup_steps": self.warmup, "training_steps": self.max_train_steps, "label_smoothing": s.label_smoothing,
-            "max_grad_norm": s.max_grad_norm, "layer_decay": s.layer_decay, "seed": s.seed,
+            "num_processes": acc.num_processes,
+            "gradient_accumulation_steps": s.gradient_accumulation_steps,
+            "optimizer": "AdamW",
+            "weight_decay": s.weight_decay,
+            "lr_scheduler_type": s.lr_scheduler_type,
+            "warmup_steps": self.warmup,
+            "training_steps": self.max_train_steps,
+            "label_smoothing": s.label_smoothing,
+            "max_grad_norm": s.max_grad_norm,
+            "layer_decay": s.layer_decay,
+            "seed": s.seed,
             "mixed_precision": acc.mixed_precision,
         }
         return {k: v for k, v in values.items() if v is not None}
@@ -255,22 +288,28 @@ class _Run:
         from transformers import get_scheduler
 
         s, acc = self.s, self.accelerator
-        optimizer = torch.optim.AdamW(param_groups(self.model, s.weight_decay, s.learning_rate, s.layer_decay),
-                                      lr=s.learning_rate)
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, s.weight_decay, s.learning_rate, s.layer_decay), lr=s.learning_rate
+        )
         # Accelerate's scheduler wrapper steps the schedule once per process per update, hence the factor
         try:
-            scheduler = get_scheduler(s.lr_scheduler_type, optimizer=optimizer,
-                                      num_warmup_steps=self.warmup * acc.num_processes,
-                                      num_training_steps=self.max_train_steps * acc.num_processes)
+            scheduler = get_scheduler(
+                s.lr_scheduler_type,
+                optimizer=optimizer,
+                num_warmup_steps=self.warmup * acc.num_processes,
+                num_training_steps=self.max_train_steps * acc.num_processes,
+            )
         except (ValueError, KeyError) as error:
             raise SettingError("lr_scheduler_type", f"{s.lr_scheduler_type!r}: {error}") from None
         if self.data.streaming:
             self.model, self.optimizer, self.eval_loader, self.scheduler = acc.prepare(
-                self.model, optimizer, eval_loader, scheduler)
+                self.model, optimizer, eval_loader, scheduler
+            )
             self.train_loader = train_loader
         else:
             self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
-                self.model, optimizer, train_loader, eval_loader, scheduler)
+                self.model, optimizer, train_loader, eval_loader, scheduler
+            )
 
     def _restore(self, path, state):
         try:
@@ -288,10 +327,21 @@ class _Run:
         acc = self.accelerator
         logger.info(
             "data: %s (%s train, %s %s, %d classes) | model: %dx%d patch %s at %s, %.2fM params | %d process(es) on %s "
-            "| %d steps", self.data.name, "streaming" if self.data.streaming else len(self.train_set),
-            "?" if self.data.streaming else len(self.eval_set), self.data.eval_split, self.data.num_labels,
-            self.config.num_hidden_layers, self.config.hidden_size, self.config.patch_size, self.config.image_size,
-            self.num_params / 1e6, acc.num_processes, acc.device, self.max_train_steps)
+            "| %d steps",
+            self.data.name,
+            "streaming" if self.data.streaming else len(self.train_set),
+            "?" if self.data.streaming else len(self.eval_set),
+            self.data.eval_split,
+            self.data.num_labels,
+            self.config.num_hidden_layers,
+            self.config.hidden_size,
+            self.config.patch_size,
+            self.config.image_size,
+            self.num_params / 1e6,
+            acc.num_processes,
+            acc.device,
+            self.max_train_steps,
+        )
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -314,13 +364,21 @@ class _Run:
         self.last_eval = self.evaluate()
         self.evaluation_time += time.perf_counter() - start
         train_loss = sums["loss"] / max(sums["count"], 1)
-        row = {"epoch": epoch + 1, "step": self.completed_steps, "train_loss": train_loss, **self.last_eval,
-               "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - self.start, 3)}
+        row = {
+            "epoch": epoch + 1,
+            "step": self.completed_steps,
+            "train_loss": train_loss,
+            **self.last_eval,
+            "lr": self.scheduler.get_last_lr()[0],
+            "elapsed_s": round(time.perf_counter() - self.start, 3),
+        }
         if self.main:
             self.metrics.log(row)
             self.progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * self.last_eval['eval_accuracy']:.2f}%")
         if self.s.report_to:
-            self.accelerator.log({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=self.completed_steps)
+            self.accelerator.log(
+                {k: v for k, v in row.items() if k not in ("epoch", "step")}, step=self.completed_steps
+            )
 
     def discard_earlier_checkpoints(self) -> None:
         if self.main and self.earlier_checkpoints:
@@ -329,16 +387,24 @@ class _Run:
 
     def checkpoint(self, epoch_sums: dict) -> None:
         self.discard_earlier_checkpoints()
-        state = {"completed_steps": self.completed_steps, "history": self.metrics.history, "epoch_sums": epoch_sums,
-                 "model": checkpoints.model_signature(self.config), "run": self.run_settings()}
+        state = {
+            "completed_steps": self.completed_steps,
+            "history": self.metrics.history,
+            "epoch_sums": epoch_sums,
+            "model": checkpoints.model_signature(self.config),
+            "run": self.run_settings(),
+        }
         try:
-            path = checkpoints.save(self.accelerator, self.checkpoint_dir, self.completed_steps, state,
-                                    self.s.checkpoints_total_limit)
+            path = checkpoints.save(
+                self.accelerator, self.checkpoint_dir, self.completed_steps, state, self.s.checkpoints_total_limit
+            )
         except Exception as error:
             if is_disk_full(error):
-                raise DiskFullError(f"disk full while saving checkpoint {self.completed_steps} in {self.checkpoint_dir}; "
-                                    "nothing half-written was left, earlier checkpoints are intact: free space and "
-                                    "resume from the latest checkpoint") from None
+                raise DiskFullError(
+                    f"disk full while saving checkpoint {self.completed_steps} in {self.checkpoint_dir}; "
+                    "nothing half-written was left, earlier checkpoints are intact: free space and "
+                    "resume from the latest checkpoint"
+                ) from None
             raise
         if self.main:
             logger.info("saved %s", path)
@@ -408,8 +474,13 @@ class _Run:
         if self.steps_per_epoch is not None:
             starting_epoch = self.completed_steps // self.steps_per_epoch
             skip_batches = (self.completed_steps % self.steps_per_epoch) * s.gradient_accumulation_steps
-        self.progress = tqdm(total=self.max_train_steps, initial=self.completed_steps, desc="training",
-                             disable=not self.main or not s.progress, dynamic_ncols=True)
+        self.progress = tqdm(
+            total=self.max_train_steps,
+            initial=self.completed_steps,
+            desc="training",
+            disable=not self.main or not s.progress,
+            dynamic_ncols=True,
+        )
         self.model.train()
         self.start = time.perf_counter()
         # a checkpoint taken at the last step of an epoch (or of the run, mid-epoch) comes before that epoch's
@@ -440,10 +511,16 @@ class _Run:
             self.write_final_folder(training_time)
         acc.wait_for_everyone()
         return FitResult(
-            output_dir=self.output_dir, eval_split=self.data.eval_split, eval_accuracy=self.last_eval["eval_accuracy"],
-            eval_loss=self.last_eval["eval_loss"], completed_steps=self.completed_steps,
-            training_time_s=training_time, evaluation_time_s=self.evaluation_time, history=self.metrics.history,
-            resumed_from=resume_path, skipped_images=skipped,
+            output_dir=self.output_dir,
+            eval_split=self.data.eval_split,
+            eval_accuracy=self.last_eval["eval_accuracy"],
+            eval_loss=self.last_eval["eval_loss"],
+            completed_steps=self.completed_steps,
+            training_time_s=training_time,
+            evaluation_time_s=self.evaluation_time,
+            history=self.metrics.history,
+            resumed_from=resume_path,
+            skipped_images=skipped,
         )
 
     # ---- the final folder --------------------------------------------------------------------------------------
@@ -453,28 +530,40 @@ class _Run:
         data, split = self.data, self.data.eval_split
         unwrapped = self.accelerator.unwrap_model(self.model)
         card = render_model_card(
-            unwrapped.config, num_parameters=self.num_params, model_name=self.output_dir.name,
-            repo_id=self.hub_model_id, datasets=[data.name] if data.from_dataset else None,
+            unwrapped.config,
+            num_parameters=self.num_params,
+            model_name=self.output_dir.name,
+            repo_id=self.hub_model_id,
+            datasets=[data.name] if data.from_dataset else None,
             dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
             results={"accuracy": self.last_eval["eval_accuracy"], "loss": self.last_eval["eval_loss"]},
             hyperparameters=self.hyperparameters(),
         )
         results = {
-            f"{split}_accuracy": self.last_eval["eval_accuracy"], f"{split}_loss": self.last_eval["eval_loss"],
-            "train_steps": self.completed_steps, "training_time_s": round(training_time, 2),
+            f"{split}_accuracy": self.last_eval["eval_accuracy"],
+            f"{split}_loss": self.last_eval["eval_loss"],
+            "train_steps": self.completed_steps,
+            "training_time_s": round(training_time, 2),
             "evaluation_time_s": round(self.evaluation_time, 2),  # part of training_time_s
             "per_device_train_batch_size": self.s.per_device_train_batch_size,
             "num_processes": self.accelerator.num_processes,
             "gradient_accumulation_steps": self.s.gradient_accumulation_steps,
         }
         try:
-            write_trained_model(self.output_dir, unwrapped, self.processor, card,
-                                files={"all_results.json": json.dumps(results, indent=1) + "\n"},
-                                history=self.metrics.history)
+            write_trained_model(
+                self.output_dir,
+                unwrapped,
+                self.processor,
+                card,
+                files={"all_results.json": json.dumps(results, indent=1) + "\n"},
+                history=self.metrics.history,
+            )
         except DiskFullError:
             if checkpoints.list_checkpoints(self.checkpoint_dir):
-                raise DiskFullError(f"disk full while writing the trained model to {self.output_dir}; nothing in it "
-                                    "was changed (its checkpoints are intact, free space and run again)") from None
+                raise DiskFullError(
+                    f"disk full while writing the trained model to {self.output_dir}; nothing in it "
+                    "was changed (its checkpoints are intact, free space and run again)"
+                ) from None
             raise
         self.discard_earlier_checkpoints()
 

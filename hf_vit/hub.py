@@ -28,8 +28,8 @@ Training and conversion scripts: `add_hub_arguments(parser)`, `check_hub_argumen
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -70,7 +70,9 @@ def check_repo_id(repo_id: str) -> None:
 def check_branch(revision: str) -> None:
     """Raise ValueError unless `revision` can name a branch to push to."""
     if not isinstance(revision, str) or not _BRANCH_RE.fullmatch(revision) or re.fullmatch(r"[0-9a-f]{40}", revision):
-        raise ValueError(f"invalid branch name {revision!r}: use letters, digits, '-', '_', '.', '/' (not a commit id, not refs/...)")
+        raise ValueError(
+            f"invalid branch name {revision!r}: use letters, digits, '-', '_', '.', '/' (not a commit id, not refs/...)"
+        )
 
 
 def _read_json(path: Path) -> dict:
@@ -86,7 +88,9 @@ def _read_json(path: Path) -> dict:
 def _weight_files(folder: Path) -> list[str]:
     single, index = folder / WEIGHTS, folder / WEIGHTS_INDEX
     if single.is_file() and index.is_file():
-        raise ValueError(f"{folder} holds both {WEIGHTS} and {WEIGHTS_INDEX}; keep one layout (save_pretrained into an empty folder)")
+        raise ValueError(
+            f"{folder} holds both {WEIGHTS} and {WEIGHTS_INDEX}; keep one layout (save_pretrained into an empty folder)"
+        )
     if single.is_file():
         return [WEIGHTS]
     if index.is_file():
@@ -99,16 +103,22 @@ def _weight_files(folder: Path) -> list[str]:
             raise ValueError(f"{folder} is missing weight shard(s) {', '.join(missing)} named by {WEIGHTS_INDEX}")
         return [WEIGHTS_INDEX, *shards]
     others = sorted(p.name for p in folder.iterdir() if _WEIGHT_FILE_RE.match(p.name))
-    hint = f" (found {', '.join(others)}: hf_vit shares safetensors only; re-save with save_pretrained)" if others else ""
+    hint = (
+        f" (found {', '.join(others)}: hf_vit shares safetensors only; re-save with save_pretrained)" if others else ""
+    )
     raise ValueError(f"{folder} has no weights: expected {WEIGHTS} or {WEIGHTS_INDEX} with its shards{hint}")
 
 
 def _code_files(folder: Path, config: dict) -> list[str]:
     auto_map = config.get("auto_map")
     if not isinstance(auto_map, dict) or not auto_map.get("AutoConfig") or not auto_map.get("AutoModel"):
-        raise ValueError(f"{folder / CONFIG} has no auto_map (AutoConfig, AutoModel): save the model with hf_vit's save_pretrained "
-                         "so that trust_remote_code loading works")
-    modules = {reference.split("--")[-1].rsplit(".", 1)[0] for reference in auto_map.values() if isinstance(reference, str)}
+        raise ValueError(
+            f"{folder / CONFIG} has no auto_map (AutoConfig, AutoModel): save the model with hf_vit's save_pretrained "
+            "so that trust_remote_code loading works"
+        )
+    modules = {
+        reference.split("--")[-1].rsplit(".", 1)[0] for reference in auto_map.values() if isinstance(reference, str)
+    }
     files, todo = [], sorted(modules)
     while todo:  # the named modules and what they import relatively
         name = todo.pop()
@@ -117,7 +127,9 @@ def _code_files(folder: Path, config: dict) -> list[str]:
             continue
         path = folder / filename
         if not path.is_file():
-            raise ValueError(f"{folder} is missing {filename}, which the checkpoint's code needs (auto_map / relative import)")
+            raise ValueError(
+                f"{folder} is missing {filename}, which the checkpoint's code needs (auto_map / relative import)"
+            )
         files.append(filename)
         todo += [m for m in re.findall(r"^\s*from\s+\.(\w+)\s+import", path.read_text(encoding="utf-8"), re.MULTILINE)]
     return sorted(files)
@@ -132,14 +144,20 @@ def _check_loads(folder: Path, config: dict) -> int:
     architectures = config.get("architectures") or ["HfViTModel"]
     model_class = getattr(hf_vit, architectures[0], None)
     if model_class is None:
-        raise ValueError(f"{folder / CONFIG}: unknown architecture {architectures[0]!r} (expected one of hf_vit's models)")
+        raise ValueError(
+            f"{folder / CONFIG}: unknown architecture {architectures[0]!r} (expected one of hf_vit's models)"
+        )
     try:
         model, info = model_class.from_pretrained(folder, output_loading_info=True)
     except Exception as err:  # OSError, RuntimeError (shapes), SafetensorError (a cut file) ...: the folder's fault
         raise ValueError(f"{folder}: the model does not load: {str(err).strip().splitlines()[0]}") from None
-    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+    problems = {
+        k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+    }
     if problems:
-        detail = "; ".join(f"{k}: {', '.join(map(str, list(v)[:3]))}{' ...' if len(v) > 3 else ''}" for k, v in problems.items())
+        detail = "; ".join(
+            f"{k}: {', '.join(map(str, list(v)[:3]))}{' ...' if len(v) > 3 else ''}" for k, v in problems.items()
+        )
         raise ValueError(f"{folder}: the weights do not match the config ({detail})")
     try:
         AutoImageProcessor.from_pretrained(folder)
@@ -149,7 +167,8 @@ def _check_loads(folder: Path, config: dict) -> int:
 
 
 def check_card(text: str, source: str = CARD) -> None:
-    """Parse a model card as huggingface_hub does (metadata a YAML mapping, a well-formed model-index); ValueError if not.
+    """Parse a model card as huggingface_hub does (metadata a YAML mapping, a well-formed model-index); ValueError
+    if not.
 
     The Hub's own check (`/api/validate-yaml`) runs again when the card is committed.
     """
@@ -180,13 +199,17 @@ def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[
         raise ValueError(f"{folder} has no {CONFIG}: not a saved model (save it with model.save_pretrained)")
     config = _read_json(folder / CONFIG)
     if config.get("model_type") != "hf_vit":
-        raise ValueError(f"{folder / CONFIG} has model_type {config.get('model_type')!r}, expected 'hf_vit' "
-                         "(convert foreign checkpoints with hf_vit.convert first)")
+        raise ValueError(
+            f"{folder / CONFIG} has model_type {config.get('model_type')!r}, expected 'hf_vit' "
+            "(convert foreign checkpoints with hf_vit.convert first)"
+        )
     weights = _weight_files(folder)
     code = _code_files(folder, config)
     if not (folder / PROCESSOR).is_file():
-        raise ValueError(f"{folder} has no {PROCESSOR}: save the image processor too, e.g. "
-                         "ViTImageProcessor(size={'height': H, 'width': W}, ...).save_pretrained(folder)")
+        raise ValueError(
+            f"{folder} has no {PROCESSOR}: save the image processor too, e.g. "
+            "ViTImageProcessor(size={'height': H, 'width': W}, ...).save_pretrained(folder)"
+        )
     _read_json(folder / PROCESSOR)
     files = [CONFIG, *weights, PROCESSOR, *code]
     if (folder / CARD).is_file():
@@ -222,8 +245,10 @@ def prepare_folder(folder: str | os.PathLike, repo_id: str | None = None) -> lis
 
 
 def _no_token_message(repo_id: str) -> str:
-    return (f"no Hugging Face token: pushing to {repo_id} needs one with write access; "
-            "log in with `hf auth login` or set HF_TOKEN")
+    return (
+        f"no Hugging Face token: pushing to {repo_id} needs one with write access; "
+        "log in with `hf auth login` or set HF_TOKEN"
+    )
 
 
 def check_write_access(repo_id: str, token: str | None = None, endpoint: str | None = None) -> str:
@@ -243,8 +268,10 @@ def check_write_access(repo_id: str, token: str | None = None, endpoint: str | N
         me = HfApi(endpoint=endpoint, token=token).whoami(token=token)
     except HfHubHTTPError as err:
         if getattr(err.response, "status_code", None) == 401:
-            raise ValueError(f"the Hub rejected the Hugging Face token ({_one_line(err, 200)}); "
-                             "log in again with `hf auth login` or set HF_TOKEN to a valid token") from None
+            raise ValueError(
+                f"the Hub rejected the Hugging Face token ({_one_line(err, 200)}); "
+                "log in again with `hf auth login` or set HF_TOKEN to a valid token"
+            ) from None
         raise PushError(f"push to {repo_id} failed: cannot check the token: {_one_line(err)}") from err
     except Exception as err:  # connection errors: the Hub's side
         if type(err).__module__.split(".")[0] not in _NETWORK_MODULES and not isinstance(err, OSError):
@@ -253,13 +280,17 @@ def check_write_access(repo_id: str, token: str | None = None, endpoint: str | N
     user = me.get("name")
     role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
-        raise ValueError(f"the Hugging Face token of {user!r} is read-only; pushing to {repo_id} needs a token with "
-                         "write access (https://huggingface.co/settings/tokens)")
+        raise ValueError(
+            f"the Hugging Face token of {user!r} is read-only; pushing to {repo_id} needs a token with "
+            "write access (https://huggingface.co/settings/tokens)"
+        )
     namespaces = [user, *(org.get("name") for org in me.get("orgs") or [] if isinstance(org, dict))]
     namespace = repo_id.split("/")[0]
     if namespace not in namespaces:
-        raise ValueError(f"the Hugging Face token of {user!r} cannot write to {repo_id}: {namespace!r} is neither "
-                         f"that user nor one of their organizations ({', '.join(map(repr, namespaces))})")
+        raise ValueError(
+            f"the Hugging Face token of {user!r} cannot write to {repo_id}: {namespace!r} is neither "
+            f"that user nor one of their organizations ({', '.join(map(repr, namespaces))})"
+        )
     return token
 
 
@@ -278,8 +309,9 @@ def push_folder(
     """Check `folder` and upload it to the Hub model repo `repo_id` (created if needed) as one commit.
 
     `revision`: a branch, created from `main` if it does not exist. `extra_files`: more files of the folder to upload
-    with the checkpoint (paths relative to it, e.g. "training_curves.png", "all_results.json"). Returns huggingface_hub's `CommitInfo`
-    (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any network call, for a bad repo id,
+    with the checkpoint (paths relative to it, e.g. "training_curves.png", "all_results.json"). Returns
+    huggingface_hub's `CommitInfo` (a `str`: the commit URL; `.oid` is the commit id). Raises ValueError, before any
+    network call, for a bad repo id,
     branch name, folder or a missing token, and before anything is created or uploaded for a token that cannot
     write to the repo; PushError (one line) when the Hub refuses or cannot be reached.
 
@@ -308,8 +340,17 @@ def push_folder(
     branch = revision or "main"
 
     try:
-        info = _commit_folder(HfApi(endpoint=endpoint, token=token), folder, files, repo_id, branch, private,
-                              commit_message or f"Upload hf_vit model ({', '.join(files)})", retries, contents)
+        info = _commit_folder(
+            HfApi(endpoint=endpoint, token=token),
+            folder,
+            files,
+            repo_id,
+            branch,
+            private,
+            commit_message or f"Upload hf_vit model ({', '.join(files)})",
+            retries,
+            contents,
+        )
     except PushError:
         raise
     except Exception as err:  # huggingface_hub's HTTP errors, connection errors: the Hub's side, in one line
@@ -322,8 +363,17 @@ def push_folder(
     return info
 
 
-def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: str, private: bool, message: str, retries: int,
-                   contents: dict[str, bytes] | None = None):
+def _commit_folder(
+    api,
+    folder: Path,
+    files: list[str],
+    repo_id: str,
+    branch: str,
+    private: bool,
+    message: str,
+    retries: int,
+    contents: dict[str, bytes] | None = None,
+):
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -333,19 +383,22 @@ def _commit_folder(api, folder: Path, files: list[str], repo_id: str, branch: st
     head = api.model_info(repo_id, revision=branch).sha
     for attempt in range(retries + 1):
         stale = [f for f in api.list_repo_files(repo_id, revision=head) if _WEIGHT_FILE_RE.match(f) and f not in files]
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(contents or {}).get(name, str(folder / name)))
-                      for name in files]
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=(contents or {}).get(name, str(folder / name)))
+            for name in files
+        ]
         operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
         try:
-            return api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch,
-                                     parent_commit=head)
+            return api.create_commit(
+                repo_id, operations=operations, commit_message=message, revision=branch, parent_commit=head
+            )
         except HfHubHTTPError as err:
             status = getattr(err.response, "status_code", None)
             if attempt == retries or status is None or status < 500:
                 raise
             if api.model_info(repo_id, revision=branch).sha != head:
-                raise PushError(f"push to {repo_id} failed: the Hub answered {status} to the commit and the branch "
-                                f"{branch} has moved since; check the repo before pushing again") from err
+                raise PushError(
+                    f"push to {repo_id} failed: the Hub answered {status} to the commit and the branch "
+                    f"{branch} has moved since; check the repo before pushing again"
+                ) from err
             logger.info("the Hub answered %s to the commit; nothing was committed, retrying", status)
-
-

@@ -95,7 +95,8 @@ def render_model_card(
         gflops=f"{flops / 1e9:.2f}",
         gmacs=f"{flops / 2e9:.2f}",
         source=source,
-        source_details=source_details or (f"Weights converted from {source} with hf_vit's converters." if source else None),
+        source_details=source_details
+        or (f"Weights converted from {source} with hf_vit's converters." if source else None),
         hyperparameters=hyperparameters,
         results={k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in (results or {}).items()},
         description=description,

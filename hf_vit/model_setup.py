@@ -38,8 +38,10 @@ SMALL_MAX_SIDE = 64  # up to 64 px (digits, MNIST, CIFAR, icons, thumbnails): th
 SMALL_PATCHES = (4, 8, 16)  # the smallest that keeps the grid at most 4x4: few tokens learn fastest on little data
 MAX_IMAGE_SIZE = 224  # larger images are resized to 224 px: the default preset
 AUGMENTATIONS = ("shift", "crop_flip")
-PRETRAINED_HINT = ("for photos, fine-tuning a pretrained ViT (--model_name_or_path google/vit-base-patch16-224, or "
-                   "timm/vit_small_patch16_224.augreg_in21k_ft_in1k) usually beats training from scratch")
+PRETRAINED_HINT = (
+    "for photos, fine-tuning a pretrained ViT (--model_name_or_path google/vit-base-patch16-224, or "
+    "timm/vit_small_patch16_224.augreg_in21k_ft_in1k) usually beats training from scratch"
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,15 @@ class Recipe:
     @property
     def model(self) -> dict:
         """The HfViTConfig values of the recipe's model."""
-        keys = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "intermediate_size", "pooling")
+        keys = (
+            "image_size",
+            "patch_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "pooling",
+        )
         return {key: asdict(self)[key] for key in keys}
 
     @property
@@ -79,12 +88,16 @@ class Recipe:
 
     def describe(self) -> str:
         grid = self.image_size // self.patch_size
-        kind = {"shift": "small shifts, no flips", "crop_flip": "RandomResizedCrop + horizontal flip"}[self.augmentation]
+        kind = {"shift": "small shifts, no flips", "crop_flip": "RandomResizedCrop + horizontal flip"}[
+            self.augmentation
+        ]
         augmentation = f"augmentation: {kind}" if self.augment else f"no augmentation (--augment on: {kind})"
-        return (f"model chosen from the data: {self.reason}: {self.image_size}x{self.image_size} input, patch "
-                f"{self.patch_size} ({grid}x{grid} patches), width {self.hidden_size}, depth {self.num_hidden_layers}, "
-                f"{self.num_attention_heads} heads, {self.pooling} pooling; {self.num_train_epochs} epochs at learning "
-                f"rate {self.learning_rate:g}; {augmentation}")
+        return (
+            f"model chosen from the data: {self.reason}: {self.image_size}x{self.image_size} input, patch "
+            f"{self.patch_size} ({grid}x{grid} patches), width {self.hidden_size}, depth {self.num_hidden_layers}, "
+            f"{self.num_attention_heads} heads, {self.pooling} pooling; {self.num_train_epochs} epochs at learning "
+            f"rate {self.learning_rate:g}; {augmentation}"
+        )
 
 
 def recipe_for_images(sizes: Iterable[tuple[int, int]]) -> Recipe:
@@ -109,18 +122,31 @@ def recipe_for_images(sizes: Iterable[tuple[int, int]]) -> Recipe:
         patch = next(p for p in SMALL_PATCHES if side <= 4 * p)
         image_size = max(math.floor(side / patch + 0.5) * patch, 2 * patch)
         return Recipe(
-            kind="small", typical_size=typical, **{**DIGITS_MODEL, "image_size": image_size, "patch_size": patch},
-            num_train_epochs=20, learning_rate=1e-3, augment=False, augmentation="shift", num_threads=1,
+            kind="small",
+            typical_size=typical,
+            **{**DIGITS_MODEL, "image_size": image_size, "patch_size": patch},
+            num_train_epochs=20,
+            learning_rate=1e-3,
+            augment=False,
+            augmentation="shift",
+            num_threads=1,
             reason=f"{seen}, and small images get the digits recipe with {patch}-px patches (a flip or a large crop "
-                   "can change what a small image shows: augmenting means small shifts)",
+            "can change what a small image shows: augmenting means small shifts)",
         )
     preset = dict(PRESETS[DEFAULT_PRESET])
     patch = preset["patch_size"]
     image_size = min(max(math.floor(side / patch + 0.5) * patch, 4 * patch), MAX_IMAGE_SIZE)
     size_note = "" if image_size == MAX_IMAGE_SIZE else f" at {image_size} px rather than 224"
     return Recipe(
-        kind="photo", typical_size=typical, **{**preset, "image_size": image_size}, pooling="cls",
-        num_train_epochs=3, learning_rate=1e-3, augment=True, augmentation="crop_flip", num_threads=None,
+        kind="photo",
+        typical_size=typical,
+        **{**preset, "image_size": image_size},
+        pooling="cls",
+        num_train_epochs=3,
+        learning_rate=1e-3,
+        augment=True,
+        augmentation="crop_flip",
+        num_threads=None,
         reason=f"{seen}, and photo-sized images get the default {DEFAULT_PRESET}{size_note}",
     )
 
@@ -136,8 +162,18 @@ def log_recipe(recipe: Recipe) -> None:
     logger.info(recipe.describe())
     if recipe.pretrained_hint:
         logger.info("note: %s", recipe.pretrained_hint)
+
+
 # set from the data (the labels) or by transformers itself: neither overridable nor read from a config file
-_FROM_ELSEWHERE = {"model_type", "architectures", "auto_map", "id2label", "label2id", "num_labels", "transformers_version"}
+_FROM_ELSEWHERE = {
+    "model_type",
+    "architectures",
+    "auto_map",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "transformers_version",
+}
 
 
 def config_keys() -> set[str]:
@@ -154,9 +190,17 @@ def check_overrides(overrides: dict) -> None:
             raise ValueError(f"unknown HfViTConfig key {key!r}; {hint}")
 
 
-def build_model(id2label: dict[int, str], *, model_name_or_path: str | None = None, preset: str | None = None,
-                config_file: str | None = None, config_overrides: dict | None = None, digits: bool = False,
-                recipe: Recipe | None = None, cache_dir: str | None = None):
+def build_model(
+    id2label: dict[int, str],
+    *,
+    model_name_or_path: str | None = None,
+    preset: str | None = None,
+    config_file: str | None = None,
+    config_overrides: dict | None = None,
+    digits: bool = False,
+    recipe: Recipe | None = None,
+    cache_dir: str | None = None,
+):
     """(model, image_processor) with the data's labels `id2label`: fine-tune `model_name_or_path` (a new head when
     the labels differ), or a fresh model from `config_file` / `preset` / `recipe` (`recipe_for_data`) / the digits
     model / the default preset, with `config_overrides`. Raises `ValueError` (one line) for what cannot be built."""
@@ -164,8 +208,15 @@ def build_model(id2label: dict[int, str], *, model_name_or_path: str | None = No
     from .modeling_hf_vit import HfViTForImageClassification
 
     labels = dict(num_labels=len(id2label), id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
-    chosen = [name for name, value in (("model_name_or_path", model_name_or_path), ("preset", preset),
-                                       ("config_file", config_file)) if value]
+    chosen = [
+        name
+        for name, value in (
+            ("model_name_or_path", model_name_or_path),
+            ("preset", preset),
+            ("config_file", config_file),
+        )
+        if value
+    ]
     if len(chosen) > 1:
         raise ValueError(f"give one of model_name_or_path, preset, config_file (got {', '.join(chosen)})")
     overrides = dict(config_overrides or {})
@@ -203,8 +254,9 @@ def _read_config_file(path: str) -> dict:
 
 
 def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
-    import hf_vit  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    import hf_vit  # noqa: F401  (registers the Auto classes)
 
     from .convert.pretrained import pretrained_location
     from .data import image_processor_for
@@ -220,7 +272,8 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
     if not same_labels:
         logger.info("%s has other labels than the data: a new classification head is trained", name_or_path)
     model = AutoModelForImageClassification.from_pretrained(
-        location, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels)
+        location, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels
+    )
     try:
         processor = AutoImageProcessor.from_pretrained(location, cache_dir=cache_dir)
     except OSError:
@@ -228,5 +281,14 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
     return model, processor
 
 
-__all__ = ["DEFAULT_PRESET", "DIGITS_MODEL", "Recipe", "build_model", "check_overrides", "config_keys", "log_recipe",
-           "recipe_for_data", "recipe_for_images"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "DIGITS_MODEL",
+    "Recipe",
+    "build_model",
+    "check_overrides",
+    "config_keys",
+    "log_recipe",
+    "recipe_for_data",
+    "recipe_for_images",
+]

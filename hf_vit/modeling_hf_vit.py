@@ -89,15 +89,19 @@ def _plain_float32_cpu(tensor) -> bool:
 
 
 class _OneDNNLinears(torch.overrides.TorchFunctionMode):
-    """Within the context, `F.linear` on plain float32 CPU tensors runs oneDNN's matmul; every other call is untouched."""
+    """Within the context, `F.linear` on plain float32 CPU tensors runs oneDNN's matmul; every other call is
+    untouched."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear and not torch.is_grad_enabled():  # the oneDNN op has no autograd
-            bound = dict(zip(("input", "weight", "bias"), args), **kwargs)
+            bound = dict(zip(("input", "weight", "bias"), args, strict=False), **kwargs)
             input, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
-            if _plain_float32_cpu(input) and _plain_float32_cpu(weight) and weight.ndim == 2 and (
-                bias is None or _plain_float32_cpu(bias)
+            if (
+                _plain_float32_cpu(input)
+                and _plain_float32_cpu(weight)
+                and weight.ndim == 2
+                and (bias is None or _plain_float32_cpu(bias))
             ):
                 return torch.ops.mkldnn._linear_pointwise(input, weight, bias, "none", [], "")
         return func(*args, **kwargs)
@@ -213,7 +217,8 @@ class HfViTEmbeddings(nn.Module):
         elif interpolate_pos_encoding is False:
             raise ValueError(
                 f"Input image size ({height}x{width}) differs from the model's "
-                f"({self.grid_size[0] * patch_size}x{self.grid_size[1] * patch_size}) and interpolate_pos_encoding=False; "
+                f"({self.grid_size[0] * patch_size}x{self.grid_size[1] * patch_size}) "
+                "and interpolate_pos_encoding=False; "
                 "pass interpolate_pos_encoding=True (or None) to resize the position embeddings, or resize the image"
             )
         else:
@@ -254,7 +259,9 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q kᵀ · scaling) v, returning the weights too. q, k, v: (B, heads, N, head_dim) -> (B, N, heads, head_dim)."""
+    """softmax(q kᵀ · scaling) v, returning the weights too.
+
+    q, k, v: (B, heads, N, head_dim) -> (B, N, heads, head_dim)."""
     attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
@@ -470,7 +477,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
         return result
 
     def _init_weights(self, module: nn.Module):
-        """DINO/timm init: truncated normal (std `initializer_range`) for weights and tokens, zero biases, LayerNorm 1/0."""
+        """DINO/timm init: truncated normal (std `initializer_range`) for weights and tokens, zero biases,
+        LayerNorm 1/0."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
@@ -512,7 +520,10 @@ def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
     if pixel_values is None:
         raise ValueError("pixel_values is required: a float tensor of shape (batch, channels, height, width)")
     if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"pixel_values must be a torch.Tensor of shape (batch, channels, height, width), got {type(pixel_values).__name__}")
+        raise TypeError(
+            "pixel_values must be a torch.Tensor of shape (batch, channels, height, width), "
+            f"got {type(pixel_values).__name__}"
+        )
     if pixel_values.ndim != 4:
         raise ValueError(
             f"pixel_values must be 4-D (batch, channels, height, width), got {pixel_values.ndim}-D with shape "
@@ -589,7 +600,9 @@ class HfViTModel(HfViTPreTrainedModel):
             pooled_output = self.layernorm(hidden_states[:, 1 + config.num_register_tokens :].mean(dim=1))
 
         if not return_dict:
-            return tuple(v for v in (sequence_output, pooled_output, all_hidden_states, all_attentions) if v is not None)
+            return tuple(
+                v for v in (sequence_output, pooled_output, all_hidden_states, all_attentions) if v is not None
+            )
         return BaseModelOutputWithPooling(
             last_hidden_state=sequence_output,
             pooler_output=pooled_output,

@@ -26,8 +26,15 @@ from .fileio import _umask
 
 # What a training run writes at its end, in the order it is moved in: config.json after the weights it describes
 RUN_FILES = (
-    SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, IMAGE_PROCESSOR_NAME, *CODE_FILES, CONFIG_NAME,
-    "README.md", "training_curves.png", "all_results.json", "metrics.jsonl",
+    SAFE_WEIGHTS_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    IMAGE_PROCESSOR_NAME,
+    *CODE_FILES,
+    CONFIG_NAME,
+    "README.md",
+    "training_curves.png",
+    "all_results.json",
+    "metrics.jsonl",
 )
 _SHARD_RE = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 # folders a run writes into while it trains (kept across runs: resume, tensorboard)
@@ -79,9 +86,13 @@ def check_output_dir(
         source = Path(value).resolve()
         if _inside(resolved, source):
             where = "is" if resolved == source else "lies inside"
-            raise ValueError(f"output folder {output} {where} the input {label} {value}; choose an output folder outside it")
+            raise ValueError(
+                f"output folder {output} {where} the input {label} {value}; choose an output folder outside it"
+            )
         if _inside(source, resolved):
-            raise ValueError(f"output folder {output} contains the input {label} {value}; choose an output folder outside it")
+            raise ValueError(
+                f"output folder {output} contains the input {label} {value}; choose an output folder outside it"
+            )
     if not output.is_dir() or resuming or overwrite:
         return
     entries = sorted(p.name for p in output.iterdir() if p.name != LOCK_NAME and not p.name.startswith(STAGING_PREFIX))
@@ -176,8 +187,9 @@ def publish(staging: Path, folder: Path) -> None:
             old.unlink()
 
 
-def write_trained_model(folder: str | os.PathLike, model, processor, card: str, files: dict | None = None,
-                        history: list[dict] | None = None) -> None:
+def write_trained_model(
+    folder: str | os.PathLike, model, processor, card: str, files: dict | None = None, history: list[dict] | None = None
+) -> None:
     """The final folder of a training run, for both trainers: the model (safetensors, with its code files), the
     image processor, the model card, `files` (name -> text) and, given a metrics `history`, `metrics.jsonl` and
     `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
@@ -198,8 +210,10 @@ def write_trained_model(folder: str | os.PathLike, model, processor, card: str, 
                 (staging / "metrics.jsonl").write_text(MetricsLog(history).jsonl())
     except Exception as error:
         if is_disk_full(error):
-            raise DiskFullError(f"disk full while writing the trained model to {folder}; nothing in it was changed "
-                                "(free space and run again)") from None
+            raise DiskFullError(
+                f"disk full while writing the trained model to {folder}; nothing in it was changed "
+                "(free space and run again)"
+            ) from None
         raise
 
 
@@ -216,6 +230,17 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 __all__ = [
-    "LOCK_NAME", "RUN_FILES", "RUN_FOLDERS", "DiskFullError", "OutputDirBusy", "OutputDirNotEmpty", "RunLock", "check_output_dir", "final_files",
-    "is_disk_full", "is_run_file", "publish", "write_trained_model",
+    "LOCK_NAME",
+    "RUN_FILES",
+    "RUN_FOLDERS",
+    "DiskFullError",
+    "OutputDirBusy",
+    "OutputDirNotEmpty",
+    "RunLock",
+    "check_output_dir",
+    "final_files",
+    "is_disk_full",
+    "is_run_file",
+    "publish",
+    "write_trained_model",
 ]

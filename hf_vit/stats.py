@@ -11,7 +11,9 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops(config: HfViTConfig, height: int | None = None, width: int | None = None, num_labels: int | None = None) -> int:
+def forward_flops(
+    config: HfViTConfig, height: int | None = None, width: int | None = None, num_labels: int | None = None
+) -> int:
     """Forward FLOPs of one image (2 per multiply-add), counting the matmuls and the patch convolution.
 
     Norms, softmax, GELU and additions are left out (under 1% at ViT sizes), as in the ViT/DeiT papers' GFLOPs.

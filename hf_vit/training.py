@@ -22,7 +22,8 @@ def no_weight_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def layer_id(name: str, num_layers: int) -> int:
-    """Depth of a parameter for layer-wise LR decay: 0 for the embeddings, i+1 for block i, L+1 for the final norm/head."""
+    """Depth of a parameter for layer-wise LR decay: 0 for the embeddings, i+1 for block i, L+1 for the final
+    norm/head."""
     if ".embeddings." in f".{name}":
         return 0
     match = re.search(r"encoder\.layers\.(\d+)\.", name)
@@ -47,7 +48,12 @@ def param_groups(
         scale = layer_decay ** (num_layers + 1 - depth) if layer_decay not in (None, 1.0) else 1.0
         group = groups.setdefault(
             (depth, decay),
-            {"params": [], "weight_decay": weight_decay if decay else 0.0, "lr": learning_rate * scale, "lr_scale": scale},
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr": learning_rate * scale,
+                "lr_scale": scale,
+            },
         )
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]

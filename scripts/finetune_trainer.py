@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Shim for `hf-vit-finetune` (hf_vit.commands.finetune): the same tool, run from a checkout."""
+
 import sys
 
 from hf_vit.commands.finetune import main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Shim for `hf-vit-predict` (hf_vit.commands.predict): the same tool, run from a checkout."""
+
 import sys
 
 from hf_vit.commands.predict import main

@@ -4,7 +4,6 @@ from helpers import TINY
 
 
 @pytest.fixture(autouse=True)
-
 def _seed():
     torch.manual_seed(0)
 
@@ -17,4 +16,3 @@ def tiny_config():
         return HfViTConfig(**{**TINY, **overrides})
 
     return make
-

@@ -19,7 +19,10 @@ def main(output: str) -> None:
     torch.manual_seed(0)
     model = HfViTForImageClassification(HfViTConfig(**TINY, num_labels=4))
     generator = torch.Generator().manual_seed(1)
-    pixel_values, labels = torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 4, (8,), generator=generator)
+    pixel_values, labels = (
+        torch.randn(8, 3, 32, 32, generator=generator),
+        torch.randint(0, 4, (8,), generator=generator),
+    )
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1:
         import torch.distributed as dist
@@ -40,8 +43,10 @@ def main(output: str) -> None:
         model(pixel_values, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    state = {name: (value.full_tensor() if hasattr(value, "full_tensor") else value).detach()
-             for name, value in model.state_dict().items()}
+    state = {
+        name: (value.full_tensor() if hasattr(value, "full_tensor") else value).detach()
+        for name, value in model.state_dict().items()
+    }
     if rank == 0:
         torch.save(state, output)
         print(f"trained on {world_size} process(es); {sum(v.numel() for v in state.values())} values saved")

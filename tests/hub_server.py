@@ -40,8 +40,23 @@ NAME_RE = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z
 BRANCH_RE = re.compile(r"^(?!refs/)(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
-PIPELINE_TAGS = {"image-classification", "image-feature-extraction", "feature-extraction", "zero-shot-image-classification"}
-LICENSES = {"apache-2.0", "mit", "bsd-3-clause", "cc-by-4.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "openrail", "other", "unknown"}
+PIPELINE_TAGS = {
+    "image-classification",
+    "image-feature-extraction",
+    "feature-extraction",
+    "zero-shot-image-classification",
+}
+LICENSES = {
+    "apache-2.0",
+    "mit",
+    "bsd-3-clause",
+    "cc-by-4.0",
+    "cc-by-nc-4.0",
+    "cc-by-sa-4.0",
+    "openrail",
+    "other",
+    "unknown",
+}
 
 
 def blob_id(data: bytes) -> str:
@@ -98,7 +113,13 @@ class RepoStore:
         return oid
 
     def put_commit(self, repo_id: str, parent: str | None, tree: dict[str, str], title: str, description: str) -> str:
-        record = {"parent": parent, "tree": dict(sorted(tree.items())), "title": title, "message": description, "date": _now()}
+        record = {
+            "parent": parent,
+            "tree": dict(sorted(tree.items())),
+            "title": title,
+            "message": description,
+            "date": _now(),
+        }
         data = json.dumps(record, sort_keys=True).encode()
         oid = hashlib.sha1(b"commit %d\0" % len(data) + data).hexdigest()
         self._write_atomic(self.path(repo_id) / "commits" / f"{oid}.json", data)
@@ -213,7 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # plumbing
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None, content_type: str = "application/json"):
+    def _send(
+        self, status: int, body: bytes = b"", headers: dict | None = None, content_type: str = "application/json"
+    ):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -289,8 +312,15 @@ class _Handler(BaseHTTPRequestHandler):
         if p[:1] == ["api"]:
             if p[1:] == ["whoami-v2"] and method == "GET":
                 self._require_auth()
-                return self._json(200, {"type": "user", "name": USER, "orgs": [], "auth": {"type": "access_token",
-                                        "accessToken": {"displayName": "test", "role": "write"}}})
+                return self._json(
+                    200,
+                    {
+                        "type": "user",
+                        "name": USER,
+                        "orgs": [],
+                        "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+                    },
+                )
             if p[1:] == ["agent-harnesses"] and method == "GET":  # huggingface_hub's user-agent registry
                 return self._json(200, {"standardEnvVars": [], "harnesses": {}})
             if p[1:] == ["repos", "create"] and method == "POST":
@@ -336,7 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{namespace}/{name}"
         url = f"{self.server.url}/{repo_id}"
         with self.server.store.lock:
-            if self.server.store.exists(repo_id):  # the Hub names the existing repo's url (create_repo(exist_ok=True) reads it)
+            if self.server.store.exists(
+                repo_id
+            ):  # the Hub names the existing repo's url (create_repo(exist_ok=True) reads it)
                 message = "You already created this model repo"
                 return self._json(409, {"error": message, "url": url}, {"X-Error-Message": message})
             self.server.store.create(repo_id, private)
@@ -365,23 +397,48 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 pass
         meta = store.meta(repo_id)
-        return self._json(200, {
-            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id, "author": namespace,
-            "sha": oid, "lastModified": commit["date"], "createdAt": meta["createdAt"], "private": meta["private"],
-            "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": card.get("tags", []),
-            "pipeline_tag": card.get("pipeline_tag"), "library_name": card.get("library_name"),
-            "cardData": card or None, "config": config or None, "siblings": siblings,
-        })
+        return self._json(
+            200,
+            {
+                "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": namespace,
+                "sha": oid,
+                "lastModified": commit["date"],
+                "createdAt": meta["createdAt"],
+                "private": meta["private"],
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": card.get("tags", []),
+                "pipeline_tag": card.get("pipeline_tag"),
+                "library_name": card.get("library_name"),
+                "cardData": card or None,
+                "config": config or None,
+                "siblings": siblings,
+            },
+        )
 
     def _preupload(self, namespace: str, name: str, revision: str):
         repo_id = self._repo(namespace, name, write=True)
         tree = self.server.store.commit(repo_id, self.server.store.resolve(repo_id, revision))["tree"]
         files = self._json_body().get("files")
-        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+        if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) for f in files
+        ):
             raise HubError(400, "Expected {'files': [{'path', 'sample', 'size'}, ...]}")
         # every file is "regular": its content comes inline (base64) in the commit, no LFS or Xet service needed
-        return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                           "oid": tree.get(f["path"])} for f in files]})
+        return self._json(
+            200,
+            {
+                "files": [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": tree.get(f["path"])}
+                    for f in files
+                ]
+            },
+        )
 
     def _commit(self, namespace: str, name: str, revision: str, query: dict):
         repo_id = self._repo(namespace, name, write=True)
@@ -417,8 +474,15 @@ class _Handler(BaseHTTPRequestHandler):
                 tree[path] = store.put_blob(repo_id, data)
             oid = store.put_commit(repo_id, head, tree, header["summary"], header.get("description") or "")
             store.set_ref(repo_id, revision, oid)  # the single atomic step that makes the commit visible
-        return self._json(200, {"success": True, "commitOid": oid, "commitUrl": f"{self.server.url}/{repo_id}/commit/{oid}",
-                                "pullRequestUrl": None})
+        return self._json(
+            200,
+            {
+                "success": True,
+                "commitOid": oid,
+                "commitUrl": f"{self.server.url}/{repo_id}/commit/{oid}",
+                "pullRequestUrl": None,
+            },
+        )
 
     def _tree(self, namespace: str, name: str, revision: str, path: str, query: dict):
         repo_id = self._repo(namespace, name)
@@ -433,12 +497,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
         entries, folders = [], set()
         for p in sorted(under):
-            rest = p[len(prefix):].split("/")
+            rest = p[len(prefix) :].split("/")
             for depth in range(1, len(rest)):
                 folder = prefix + "/".join(rest[:depth])
                 if (recursive or depth == 1) and folder not in folders:
                     folders.add(folder)
-                    entries.append({"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0, "path": folder})
+                    entries.append(
+                        {
+                            "type": "directory",
+                            "oid": hashlib.sha1(folder.encode()).hexdigest(),
+                            "size": 0,
+                            "path": folder,
+                        }
+                    )
             if recursive or len(rest) == 1:
                 blob = tree[p]
                 entries.append({"type": "file", "oid": blob, "size": len(store.blob(repo_id, blob)), "path": p})
@@ -459,8 +530,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _refs(self, namespace: str, name: str):
         repo_id = self._repo(namespace, name)
         refs = self.server.store.refs(repo_id)
-        return self._json(200, {"branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in refs.items()],
-                                "converts": [], "tags": []})
+        return self._json(
+            200,
+            {
+                "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c} for b, c in refs.items()],
+                "converts": [],
+                "tags": [],
+            },
+        )
 
     def _validate_yaml(self):
         body = self._json_body()
@@ -471,7 +548,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"warnings": [{"message": "empty or missing yaml metadata in repo card"}]})
         errors += _metadata_errors(metadata or {})
         if errors:
-            return self._json(400, {"errors": [{"message": e} for e in errors]}, {"X-Error-Message": "Invalid metadata"})
+            return self._json(
+                400, {"errors": [{"message": e} for e in errors]}, {"X-Error-Message": "Invalid metadata"}
+            )
         return self._json(200, {"warnings": []})
 
     def _resolve(self, namespace: str, name: str, revision: str, path: str):
@@ -489,9 +568,11 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(ranges.group(1))
             end = int(ranges.group(2)) if ranges.group(2) else len(data) - 1
             if start >= len(data) or end < start:
-                raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{len(data)}"})
+                raise HubError(
+                    416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{len(data)}"}
+                )
             status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{len(data)}"
-            data = data[start:end + 1]
+            data = data[start : end + 1]
         fault = self.server._take_download_fault(path) if self.command == "GET" else None
         if fault == "fail":
             raise HubError(500, "Internal Error (injected by the test server)")
@@ -532,7 +613,9 @@ def _metadata_errors(meta: dict) -> list[str]:
 
     def strings(key):
         value = meta.get(key)
-        if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        if value is not None and not (
+            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
             errors.append(f'"{key}" must be a string or an array of strings')
 
     for key in ("tags", "datasets", "language", "metrics", "base_model"):
@@ -548,17 +631,28 @@ def _metadata_errors(meta: dict) -> list[str]:
         if not isinstance(index, list) or not index:
             return errors + ['"model-index" must be a non-empty array']
         for entry in index:
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("results"), list):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("name"), str)
+                or not isinstance(entry.get("results"), list)
+            ):
                 errors.append('"model-index[]" needs a "name" (string) and "results" (array)')
                 continue
             for result in entry["results"]:
-                task, dataset, metrics = (result or {}).get("task"), (result or {}).get("dataset"), (result or {}).get("metrics")
+                task, dataset, metrics = (
+                    (result or {}).get("task"),
+                    (result or {}).get("dataset"),
+                    (result or {}).get("metrics"),
+                )
                 if not isinstance(task, dict) or not isinstance(task.get("type"), str):
                     errors.append('"model-index[].results[].task.type" must be a string')
                 if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), str) for k in ("type", "name")):
                     errors.append('"model-index[].results[].dataset" needs "type" and "name" strings')
-                if not isinstance(metrics, list) or not metrics or not all(
-                        isinstance(m, dict) and isinstance(m.get("type"), str) and "value" in m for m in metrics):
+                if (
+                    not isinstance(metrics, list)
+                    or not metrics
+                    or not all(isinstance(m, dict) and isinstance(m.get("type"), str) and "value" in m for m in metrics)
+                ):
                     errors.append('"model-index[].results[].metrics" must be a non-empty array of {type, value}')
     return errors
 
@@ -580,8 +674,12 @@ def _parse_commit(body: bytes) -> tuple[dict, list[tuple[str, bytes]], list[tupl
         if not isinstance(value, dict) or not isinstance(value.get("path"), str):
             raise HubError(400, f"Malformed commit operation: {str(line)[:200]}")
         path = value["path"]
-        if path.startswith("/") or path.endswith("/") and key != "deletedFolder" or any(
-                part in ("", ".", "..", ".git") for part in path.rstrip("/").split("/")):
+        if (
+            path.startswith("/")
+            or path.endswith("/")
+            and key != "deletedFolder"
+            or any(part in ("", ".", "..", ".git") for part in path.rstrip("/").split("/"))
+        ):
             raise HubError(400, f"Invalid path in commit: {path!r}")
         if key == "file":
             if value.get("encoding") != "base64" or not isinstance(value.get("content"), str):

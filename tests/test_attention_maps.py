@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_python
 from PIL import Image
 from sklearn.datasets import load_sample_image
 from transformers import AutoModel, ViTImageProcessor
 
 from hf_vit import HfViTForImageClassification
 from hf_vit import attention_maps as am
-
-from helpers import run_python
 
 LABELS = {0: "china", 1: "flower", 2: "other"}
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # not the processor's defaults, so using them shows
@@ -60,8 +59,9 @@ def test_attention_rollout():
     rollout = am.attention_rollout(attentions)
     np.testing.assert_allclose(rollout[0].numpy(), rollout_reference(attentions), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rollout.sum(-1).numpy(), 1.0, atol=1e-12)
-    np.testing.assert_allclose(am.attention_rollout(attentions, num_layers=2)[0].numpy(),
-                               rollout_reference(attentions[:2]), atol=1e-12)
+    np.testing.assert_allclose(
+        am.attention_rollout(attentions, num_layers=2)[0].numpy(), rollout_reference(attentions[:2]), atol=1e-12
+    )
     with pytest.raises(ValueError, match="at least one layer"):
         am.attention_rollout([])
 
@@ -119,8 +119,9 @@ def files(tmp_path_factory):
     JPEG and a text file."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("issue8")
-    from hf_vit import HfViTConfig
     from helpers import TINY
+
+    from hf_vit import HfViTConfig
 
     model = HfViTForImageClassification(HfViTConfig(**{**TINY, "num_register_tokens": 2}, id2label=LABELS)).eval()
     model.save_pretrained(root / "model")
@@ -138,9 +139,21 @@ def files(tmp_path_factory):
 def test_visualize_attention_cli(files):
     out = files / "maps"
     images = files / "images"
-    result = run_python(["scripts/visualize_attention.py", str(files / "model"), str(images / "china.jpg"),
-                         str(images / "broken.jpg"), str(images / "more" / "flower.png"), str(images / "notes.txt"),
-                         "--output_dir", str(out), "--rollout", "--threshold", "0.5"])
+    result = run_python(
+        [
+            "scripts/visualize_attention.py",
+            str(files / "model"),
+            str(images / "china.jpg"),
+            str(images / "broken.jpg"),
+            str(images / "more" / "flower.png"),
+            str(images / "notes.txt"),
+            "--output_dir",
+            str(out),
+            "--rollout",
+            "--threshold",
+            "0.5",
+        ]
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert f"cannot read image {images / 'broken.jpg'}" in result.stderr
@@ -173,18 +186,33 @@ def test_visualize_attention_cli(files):
 def test_visualize_attention_cli_explicit_size_and_user_errors(files):
     out = files / "maps_sized"
     china = str(files / "images" / "china.jpg")
-    result = run_python(["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out),
-                         "--size", "32", "48", "--layer", "0"])
+    result = run_python(
+        [
+            "scripts/visualize_attention.py",
+            str(files / "model"),
+            china,
+            "--output_dir",
+            str(out),
+            "--size",
+            "32",
+            "48",
+            "--layer",
+            "0",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "input 32x48 (4x6 patches), layer 0" in result.stdout
     with Image.open(out / "china_mean.png") as picture:
         assert picture.size == (48, 32)
     assert not (out / "china_rollout.png").exists()
 
-    bad = run_python(["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out),
-                      "--size", "30", "48"])
+    bad = run_python(
+        ["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out), "--size", "30", "48"]
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines() == ["error: --size must be positive multiples of the patch size 8, got 30 48"]
+    assert bad.stderr.strip().splitlines() == [
+        "error: --size must be positive multiples of the patch size 8, got 30 48"
+    ]
 
 
 def test_predict_cli(files):
@@ -203,8 +231,17 @@ def test_predict_cli(files):
     assert "4/4" in result.stderr  # the progress bar, shown for folders
 
     # JSON lines, all good files -> exit 0; top_k is capped at the number of labels
-    result = run_python(["scripts/predict.py", str(files / "model"), str(images / "china.jpg"),
-                         str(images / "more" / "flower.png"), "--json", "--top_k", "10"])
+    result = run_python(
+        [
+            "scripts/predict.py",
+            str(files / "model"),
+            str(images / "china.jpg"),
+            str(images / "more" / "flower.png"),
+            "--json",
+            "--top_k",
+            "10",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [r["file"] for r in records] == [str(images / "china.jpg"), str(images / "more" / "flower.png")]
@@ -215,5 +252,7 @@ def test_predict_cli(files):
     # user errors: one line, no traceback
     result = run_python(["scripts/predict.py", str(files / "no-such-model"), str(images / "china.jpg")])
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == result.stderr.strip().splitlines()[-1:]
+    assert [
+        line for line in result.stderr.splitlines() if line.startswith("error:")
+    ] == result.stderr.strip().splitlines()[-1:]
     assert f"model folder {files / 'no-such-model'} does not exist" in result.stderr

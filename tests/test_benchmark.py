@@ -15,8 +15,19 @@ def test_benchmark_quick_run_writes_table_json_and_png(tmp_path):
     out = tmp_path / "bench"
     # one thread: on a busy 2-core machine two threads of tiny ops mostly wait on each other
     done = run_python(
-        [str(REPO / "scripts" / "benchmark.py"), "--quick", "--threads", "1", "--reps", "5",
-         "--memory", "--memory-contenders", "hf_vit-sdpa", "--out-dir", str(out)],
+        [
+            str(REPO / "scripts" / "benchmark.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--reps",
+            "5",
+            "--memory",
+            "--memory-contenders",
+            "hf_vit-sdpa",
+            "--out-dir",
+            str(out),
+        ],
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -48,7 +59,9 @@ def test_benchmark_quick_run_writes_table_json_and_png(tmp_path):
 
 
 def test_benchmark_rejects_unknown_names(tmp_path):
-    done = run_python([str(REPO / "scripts" / "benchmark.py"), "--quick", "--contenders", "nope", "--out-dir", str(tmp_path)])
+    done = run_python(
+        [str(REPO / "scripts" / "benchmark.py"), "--quick", "--contenders", "nope", "--out-dir", str(tmp_path)]
+    )
     assert done.returncode != 0 and "unknown contender" in done.stderr
 
 
@@ -66,8 +79,14 @@ def test_bf16_groups_are_skipped_and_noted_without_native_bf16(monkeypatch, expl
     monkeypatch.setattr(benchmark, "native_bf16", lambda device, flags=None: False)
     monkeypatch.setattr(benchmark, "time_interleaved", lambda steps, *a, **k: {name: [1e-3] for name in steps})
     lines = []
-    opts = benchmark.Options(models=["tiny"], modes=["infer-fp32", "infer-bf16"], contenders=["hf_vit-sdpa", "timm"],
-                             reps=1, quick=True, emulated_bf16=explicit)
+    opts = benchmark.Options(
+        models=["tiny"],
+        modes=["infer-fp32", "infer-bf16"],
+        contenders=["hf_vit-sdpa", "timm"],
+        reps=1,
+        quick=True,
+        emulated_bf16=explicit,
+    )
     report = benchmark.run_benchmark(opts, log=lines.append)
     modes = {r["mode"] for r in report["results"]}
     if explicit:

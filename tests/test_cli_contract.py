@@ -5,7 +5,6 @@ Each tool is run as users run it (its console entry point's module, in a fresh p
 the interrupt are injected at a known point so that the test does not depend on timing.
 """
 
-
 import pytest
 from helpers import REPO, run_python
 
@@ -48,14 +47,18 @@ def test_a_user_mistake_exits_2_with_one_line(tmp_path, name):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_an_interrupt_exits_130(tmp_path, name):
     # Ctrl-C as the tool starts its work (after parsing its arguments)
-    patch = "import hf_vit.cli as cli\ndef interrupted(*a, **k):\n    raise KeyboardInterrupt\ncli.setup_logging = interrupted"
+    patch = (
+        "import hf_vit.cli as cli\ndef interrupted(*a, **k):\n    raise KeyboardInterrupt\n"
+        "cli.setup_logging = interrupted"
+    )
     result = run_command(name, MISTAKES[name], patch=patch, tmp=tmp_path)
     assert result.returncode == 130, (result.returncode, result.stderr[-3000:])
     assert error_lines(result) == ["error: interrupted"]
 
 
 def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
-    from hf_vit.cli import RunFailure, UserError, run_command as run
+    from hf_vit.cli import RunFailure, UserError
+    from hf_vit.cli import run_command as run
 
     def full_disk():
         raise RunFailure("disk full while writing X")
@@ -66,14 +69,20 @@ def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
     assert run(full_disk) == 1 and run(lambda: (_ for _ in ()).throw(UserError("bad"))) == 2
     assert run(bug) == 1 and run(lambda: 0) == 0
     # a bug is one line too, and --verbose gives its traceback
-    patch = "import hf_vit.cli as cli\ndef bug(*a, **k):\n    raise TypeError('an internal mistake')\ncli.setup_logging = bug"
+    patch = (
+        "import hf_vit.cli as cli\ndef bug(*a, **k):\n    raise TypeError('an internal mistake')\n"
+        "cli.setup_logging = bug"
+    )
     quiet = run_command("push", MISTAKES["push"], patch=patch, tmp=tmp_path)
     assert quiet.returncode == 1
-    assert error_lines(quiet) == ["error: unexpected TypeError: an internal mistake (rerun with --verbose for the traceback)"]
+    assert error_lines(quiet) == [
+        "error: unexpected TypeError: an internal mistake (rerun with --verbose for the traceback)"
+    ]
     verbose = run_python(
         f"import sys\n{patch}\nfrom hf_vit.commands.push import main\n"
         f"sys.exit(main({[str(tmp_path / 'missing'), '--repo_id', 'me/model', '--verbose']!r}))",
-        env_extra=ENV)
+        env_extra=ENV,
+    )
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
 
@@ -97,15 +106,30 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
     source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
     # what safetensors' writer raised on a real full tmpfs
-    patch = ("import safetensors.torch as st, transformers.modeling_utils as mu\n"
-             "from safetensors import SafetensorError\n"
-             "def full(*a, **k):\n"
-             "    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')\n"
-             "st.save_file = full\nmu.safe_save_file = full")
-    result = run_command("convert", ["--source", "timm", "--checkpoint", str(tmp_path / "w.safetensors"),
-                                     "--timm_model", "vit_small_patch16_224", "--output_dir", str(tmp_path / "out")],
-                         patch=patch, tmp=tmp_path)
+    patch = (
+        "import safetensors.torch as st, transformers.modeling_utils as mu\n"
+        "from safetensors import SafetensorError\n"
+        "def full(*a, **k):\n"
+        "    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')\n"
+        "st.save_file = full\nmu.safe_save_file = full"
+    )
+    result = run_command(
+        "convert",
+        [
+            "--source",
+            "timm",
+            "--checkpoint",
+            str(tmp_path / "w.safetensors"),
+            "--timm_model",
+            "vit_small_patch16_224",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        patch=patch,
+        tmp=tmp_path,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
-    assert error_lines(result) == [f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space "
-                                   "and run again)"]
+    assert error_lines(result) == [
+        f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space and run again)"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no output, no staging folder

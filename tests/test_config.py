@@ -23,7 +23,13 @@ def test_defaults_are_vit_base():
 )
 def test_presets_have_the_papers_shapes(name, shape):
     config = HfViTConfig.from_preset(name)
-    got = (config.patch_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size)
+    got = (
+        config.patch_size,
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
     assert got == shape and config.image_size == 224
 
 
@@ -36,8 +42,16 @@ def test_preset_overrides_and_unknown_preset():
 
 
 def test_json_round_trip(tmp_path):
-    config = HfViTConfig(image_size=(32, 48), patch_size=8, hidden_size=32, num_attention_heads=4,
-                         num_register_tokens=2, layerscale_init=1e-5, pooling="mean", id2label={0: "a", 1: "b"})
+    config = HfViTConfig(
+        image_size=(32, 48),
+        patch_size=8,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_register_tokens=2,
+        layerscale_init=1e-5,
+        pooling="mean",
+        id2label={0: "a", 1: "b"},
+    )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "hf_vit" and saved["image_size"] == [32, 48]
@@ -50,7 +64,10 @@ def test_json_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(hidden_size=100, num_attention_heads=12), r"hidden_size \(100\) must be divisible by num_attention_heads \(12\)"),
+        (
+            dict(hidden_size=100, num_attention_heads=12),
+            r"hidden_size \(100\) must be divisible by num_attention_heads \(12\)",
+        ),
         (dict(image_size=225), r"image_size 225x225 must be divisible by patch_size 16"),
         (dict(image_size=(224, 200), patch_size=16), r"image_size 224x200 must be divisible by patch_size 16"),
         (dict(image_size=0), r"image_size must be a positive integer"),
@@ -91,6 +108,8 @@ def test_inconsistent_config_constructs_saves_and_reloads(tmp_path):
     config.save_pretrained(tmp_path)
     reloaded = HfViTConfig.from_pretrained(tmp_path)
     assert reloaded.hidden_size == 37 and reloaded.num_attention_heads == 12
-    with pytest.raises(ValueError, match=r"Invalid HfViTConfig: hidden_size \(37\) must be divisible by num_attention_heads \(12\)"):
+    with pytest.raises(
+        ValueError, match=r"Invalid HfViTConfig: hidden_size \(37\) must be divisible by num_attention_heads \(12\)"
+    ):
         HfViTForImageClassification(reloaded)
     HfViTConfig().check_values()  # the defaults are consistent

@@ -42,25 +42,64 @@ def assert_nothing_left(output_dir):
 def test_convert_timm_with_verify(tmp_path):
     timm_weights(tmp_path / "w.safetensors")
     out = tmp_path / "out"
-    result = run_python([CONVERT, "--source", "timm", "--checkpoint", str(tmp_path / "w.safetensors"),
-                         "--timm_model", "vit_small_patch16_224", "--output_dir", str(out), "--verify"])
+    result = run_python(
+        [
+            CONVERT,
+            "--source",
+            "timm",
+            "--checkpoint",
+            str(tmp_path / "w.safetensors"),
+            "--timm_model",
+            "vit_small_patch16_224",
+            "--output_dir",
+            str(out),
+            "--verify",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "max-abs-diff vs timm:" in result.stdout and f"wrote {out}" in result.stdout
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
-            "modeling_hf_vit.py", "configuration_hf_vit.py"} <= {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "modeling_hf_vit.py",
+        "configuration_hf_vit.py",
+    } <= {p.name for p in out.iterdir()}
 
 
 def test_export_to_transformers_and_refusal(tmp_path, tiny_config):
     HfViTForImageClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "hf")
-    result = run_python([CONVERT, "--to", "transformers", "--checkpoint", str(tmp_path / "hf"),
-                         "--output_dir", str(tmp_path / "vit"), "--verify"])
+    result = run_python(
+        [
+            CONVERT,
+            "--to",
+            "transformers",
+            "--checkpoint",
+            str(tmp_path / "hf"),
+            "--output_dir",
+            str(tmp_path / "vit"),
+            "--verify",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "max-abs-diff vs transformers:" in result.stdout
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["model_type"] == "vit"
 
-    HfViTForImageClassification(tiny_config(num_register_tokens=4, cls_position_embedding=False)).save_pretrained(tmp_path / "reg")
-    result = run_python([CONVERT, "--to", "transformers", "--checkpoint", str(tmp_path / "reg"),
-                         "--output_dir", str(tmp_path / "vit_reg")])
+    HfViTForImageClassification(tiny_config(num_register_tokens=4, cls_position_embedding=False)).save_pretrained(
+        tmp_path / "reg"
+    )
+    result = run_python(
+        [
+            CONVERT,
+            "--to",
+            "transformers",
+            "--checkpoint",
+            str(tmp_path / "reg"),
+            "--output_dir",
+            str(tmp_path / "vit_reg"),
+        ]
+    )
     assert_user_error(result, "cannot export to transformers", "4 register tokens")
     assert_nothing_left(tmp_path / "vit_reg")
 
@@ -84,7 +123,12 @@ def _bad_pickle(tmp_path):
 def _unknown_layout(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"encoder.conv_stem.weight": torch.zeros(8, 3, 3, 3), "encoder.fc.weight": torch.zeros(2, 8)}, str(path))
-    return path, ["have no hf_vit equivalent", "encoder.conv_stem.weight", "expected timm names like", "patch_embed.proj.weight"]
+    return path, [
+        "have no hf_vit equivalent",
+        "encoder.conv_stem.weight",
+        "expected timm names like",
+        "patch_embed.proj.weight",
+    ]
 
 
 def _shape_mismatch(tmp_path):
@@ -134,8 +178,9 @@ def test_export_safetensors_cli(tmp_path, tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=2))
     model.config.save_pretrained(tmp_path / "legacy")
     torch.save(model.state_dict(), tmp_path / "legacy" / "pytorch_model.bin")
-    result = run_python([EXPORT, "--input", str(tmp_path / "legacy"), "--output_dir", str(tmp_path / "out"),
-                         "--max_shard_size", "30KB"])
+    result = run_python(
+        [EXPORT, "--input", str(tmp_path / "legacy"), "--output_dir", str(tmp_path / "out"), "--max_shard_size", "30KB"]
+    )
     assert result.returncode == 0, result.stderr
     assert "bitwise" in result.stdout and "model.safetensors.index.json" in result.stdout
     names = {p.name for p in (tmp_path / "out").iterdir()}

@@ -80,7 +80,11 @@ def test_timm_file_converts_and_matches_timm(case, tmp_path):
     result = convert_checkpoint("timm", path, out, timm_model=arch, verify=True)
     assert result["max_abs_diff"] <= TOL
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "configuration_hf_vit.py", "model.safetensors", "modeling_hf_vit.py",
+        "README.md",
+        "config.json",
+        "configuration_hf_vit.py",
+        "model.safetensors",
+        "modeling_hf_vit.py",
         "preprocessor_config.json",
     ]
     config = json.loads((out / "config.json").read_text())
@@ -125,8 +129,10 @@ def test_dino_training_checkpoint(tmp_path):
     dino_head = {"head.mlp.0.weight": torch.randn(64, 384), "head.last_layer.weight_g": torch.ones(128, 1)}
     checkpoint = {
         "teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, **dino_head},
-        "student": {**{f"module.backbone.{k}": v + 1 for k, v in backbone.items()},
-                    **{f"module.{k}": v for k, v in dino_head.items()}},
+        "student": {
+            **{f"module.backbone.{k}": v + 1 for k, v in backbone.items()},
+            **{f"module.{k}": v for k, v in dino_head.items()},
+        },
         "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
         "epoch": 100,
         "args": argparse.Namespace(arch="vit_small", patch_size=16),
@@ -144,7 +150,9 @@ def test_dino_training_checkpoint(tmp_path):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "native size" in card and "+0.1" in card
     # the student entry and plain backbone weights work too
-    student = convert_checkpoint("dino", tmp_path / "checkpoint.pth", tmp_path / "out_student", checkpoint_key="student")
+    student = convert_checkpoint(
+        "dino", tmp_path / "checkpoint.pth", tmp_path / "out_student", checkpoint_key="student"
+    )
     assert torch.equal(student["model"].embeddings.cls_token, source.cls_token + 1)
     torch.save(backbone, tmp_path / "dino_vits16_pretrain.pth")
     plain = convert_checkpoint("dino", tmp_path / "dino_vits16_pretrain.pth", tmp_path / "out_plain", verify=True)
@@ -155,8 +163,13 @@ def test_dino_training_checkpoint(tmp_path):
 # transformers (v5 names as saved today, v4 names as on the Hub)
 # ---------------------------------------------------------------------------------------------------------------
 def to_v4_names(key):
-    key = re.sub(r"layers\.(\d+)\.attention\.([qkv])_proj",
-                 lambda m: f"encoder.layer.{m.group(1)}.attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(2)], key)
+    key = re.sub(
+        r"layers\.(\d+)\.attention\.([qkv])_proj",
+        lambda m: (
+            f"encoder.layer.{m.group(1)}.attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(2)]
+        ),
+        key,
+    )
     key = re.sub(r"layers\.(\d+)\.attention\.o_proj", r"encoder.layer.\1.attention.output.dense", key)
     key = re.sub(r"layers\.(\d+)\.mlp\.fc1", r"encoder.layer.\1.intermediate.dense", key)
     key = re.sub(r"layers\.(\d+)\.mlp\.fc2", r"encoder.layer.\1.output.dense", key)
@@ -166,8 +179,16 @@ def to_v4_names(key):
 @pytest.mark.parametrize("names", ["v5", "v4"])
 def test_transformers_folder(names, tmp_path):
     torch.manual_seed(3)
-    config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32,
-                       patch_size=8, num_labels=5, id2label={i: f"c{i}" for i in range(5)})
+    config = ViTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+        id2label={i: f"c{i}" for i in range(5)},
+    )
     source = perturb(ViTForImageClassification(config))
     folder = tmp_path / "vit"
     config.save_pretrained(folder)
@@ -217,8 +238,10 @@ def write_npz(model, path, layout):
         q, k, v = np.split(sd[b + "attn.qkv.weight"], 3)
         qb, kb, vb = np.split(sd[b + "attn.qkv.bias"], 3)
         block = {
-            "LayerNorm_0/scale": sd[b + "norm1.weight"], "LayerNorm_0/bias": sd[b + "norm1.bias"],
-            f"LayerNorm_{ln2}/scale": sd[b + "norm2.weight"], f"LayerNorm_{ln2}/bias": sd[b + "norm2.bias"],
+            "LayerNorm_0/scale": sd[b + "norm1.weight"],
+            "LayerNorm_0/bias": sd[b + "norm1.bias"],
+            f"LayerNorm_{ln2}/scale": sd[b + "norm2.weight"],
+            f"LayerNorm_{ln2}/bias": sd[b + "norm2.bias"],
             f"MultiHeadDotProductAttention_{mha}/out/kernel": sd[b + "attn.proj.weight"].T.reshape(heads, -1, dim),
             f"MultiHeadDotProductAttention_{mha}/out/bias": sd[b + "attn.proj.bias"],
         }
@@ -274,8 +297,9 @@ def assert_same_weights(a, b):
         assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), key
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(num_register_tokens=2, cls_position_embedding=False,
-                                                   layerscale_init=0.1, pooling="mean")])
+@pytest.mark.parametrize(
+    "variant", [dict(), dict(num_register_tokens=2, cls_position_embedding=False, layerscale_init=0.1, pooling="mean")]
+)
 def test_round_trip_through_timm_is_bitwise(variant, tmp_path, tiny_config):
     model = save_hf_vit(tmp_path, tiny_config, interpolate_antialias=True, **variant)
     result = export_to_timm(tmp_path / "hf", tmp_path / "timm", verify=True)

@@ -35,7 +35,10 @@ def test_init_empty_weights_then_real_weights_give_the_reference_outputs(tiny_co
 
 
 def test_meta_device_keeps_the_config_check(tiny_config):
-    with torch.device("meta"), pytest.raises(ValueError, match=r"hidden_size \(32\) must be divisible by num_attention_heads \(3\)"):
+    with (
+        torch.device("meta"),
+        pytest.raises(ValueError, match=r"hidden_size \(32\) must be divisible by num_attention_heads \(3\)"),
+    ):
         HfViTModel(tiny_config(num_attention_heads=3))
 
 

@@ -48,8 +48,11 @@ def test_timm_vit_small_token_pooling(timm_token, size, attn):
 @pytest.mark.parametrize("size", SIZES)
 def test_timm_vit_small_avg_pooling(size):
     torch.manual_seed(1)
-    source = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, dynamic_img_size=True,
-                                       global_pool="avg", num_classes=7))
+    source = perturb(
+        timm.create_model(
+            "vit_small_patch16_224", pretrained=False, dynamic_img_size=True, global_pool="avg", num_classes=7
+        )
+    )
     ours = from_timm(source)
     assert ours.config.pooling == "mean"
     x = torch.randn(2, 3, *size)
@@ -70,8 +73,18 @@ def test_timm_backbone_without_head_converts_to_the_base_model():
 
 def test_timm_registers_layerscale_no_embed_class():
     torch.manual_seed(3)
-    source = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, depth=2, reg_tokens=4, no_embed_class=True,
-                                       init_values=1e-1, dynamic_img_size=True, num_classes=5))
+    source = perturb(
+        timm.create_model(
+            "vit_small_patch16_224",
+            pretrained=False,
+            depth=2,
+            reg_tokens=4,
+            no_embed_class=True,
+            init_values=1e-1,
+            dynamic_img_size=True,
+            num_classes=5,
+        )
+    )
     ours = from_timm(source)
     cfg = ours.config
     assert cfg.num_register_tokens == 4 and not cfg.cls_position_embedding and cfg.layerscale_init is not None
@@ -94,8 +107,14 @@ def test_timm_features_hf_vit_lacks_are_refused():
 @pytest.fixture(scope="module")
 def transformers_vit_small():
     torch.manual_seed(4)
-    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                       num_labels=10, layer_norm_eps=1e-12)
+    config = ViTConfig(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        num_labels=10,
+        layer_norm_eps=1e-12,
+    )
     return perturb(ViTForImageClassification(config))
 
 
@@ -111,15 +130,21 @@ def test_transformers_vit_small(transformers_vit_small, size):
         expected = source(x, interpolate_pos_encoding=interpolate, output_hidden_states=True)
         got = ours(x, output_hidden_states=True)
         assert max_diff(got.logits, expected.logits) <= TOL
-        assert max_diff(ours.vit(x).last_hidden_state, source.vit(x, interpolate_pos_encoding=interpolate).last_hidden_state) <= TOL
+        assert (
+            max_diff(
+                ours.vit(x).last_hidden_state, source.vit(x, interpolate_pos_encoding=interpolate).last_hidden_state
+            )
+            <= TOL
+        )
         for ours_h, theirs_h in zip(got.hidden_states, expected.hidden_states, strict=True):
             assert max_diff(ours_h, theirs_h) <= TOL
 
 
 def test_transformers_base_model_drops_only_the_pooler():
     torch.manual_seed(5)
-    config = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                       image_size=32, patch_size=8)
+    config = ViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8
+    )
     source = perturb(ViTModel(config))
     ours = from_transformers(source)
     assert isinstance(ours, HfViTModel)
@@ -144,8 +169,9 @@ def dinov2_pair(request):
     from hf_vit.convert import from_dinov2
 
     torch.manual_seed(3)
-    shape = dict(hidden_size=384, num_hidden_layers=4, num_attention_heads=6, image_size=224, patch_size=14,
-                 layerscale_value=0.1)
+    shape = dict(
+        hidden_size=384, num_hidden_layers=4, num_attention_heads=6, image_size=224, patch_size=14, layerscale_value=0.1
+    )
     if request.param == "registers":
         source = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **shape))
     else:
@@ -163,7 +189,10 @@ def test_dinov2_matches_transformers(dinov2_pair, size):
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         theirs, mine = source(x), ours(x)
-    print(f"DINOv2 {variant} {size[0]}x{size[1]}: max-abs-diff {max_diff(mine.last_hidden_state, theirs.last_hidden_state):.2e}")
+    print(
+        f"DINOv2 {variant} {size[0]}x{size[1]}: "
+        f"max-abs-diff {max_diff(mine.last_hidden_state, theirs.last_hidden_state):.2e}"
+    )
     assert max_diff(mine.last_hidden_state, theirs.last_hidden_state) <= TOL
     assert max_diff(mine.pooler_output, theirs.pooler_output) <= TOL
 
@@ -183,11 +212,23 @@ def test_timm_swiglu_packed_matches_timm():
     from timm.layers import SwiGLUPacked
 
     torch.manual_seed(4)
-    source = perturb(timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=2,
-                                       mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, mlp_ratio=2.66667 * 2,
-                                       num_classes=5, dynamic_img_size=True))
+    source = perturb(
+        timm.create_model(
+            "vit_small_patch14_dinov2",
+            pretrained=False,
+            img_size=56,
+            depth=2,
+            mlp_layer=SwiGLUPacked,
+            act_layer=torch.nn.SiLU,
+            mlp_ratio=2.66667 * 2,
+            num_classes=5,
+            dynamic_img_size=True,
+        )
+    )
     ours = from_timm(source)
-    assert ours.config.mlp_type == "swiglu" and ours.config.intermediate_size * 2 == source.blocks[0].mlp.fc1.out_features
+    assert (
+        ours.config.mlp_type == "swiglu" and ours.config.intermediate_size * 2 == source.blocks[0].mlp.fc1.out_features
+    )
     for size in [(56, 56), (42, 70)]:
         x = torch.randn(2, 3, *size)
         with torch.no_grad():

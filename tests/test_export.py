@@ -14,7 +14,13 @@ from hf_vit import HfViTForImageClassification
 PLAIN = (dict(), [(1, 32, 32), (3, 32, 32), (2, 48, 48), (2, 40, 64), (1, 16, 24)])
 # timm-style: non-square training size, registers, mean pooling, antialiased resizing, no [CLS] position
 TIMM_STYLE = (
-    dict(image_size=(32, 24), num_register_tokens=2, pooling="mean", interpolate_antialias=True, cls_position_embedding=False),
+    dict(
+        image_size=(32, 24),
+        num_register_tokens=2,
+        pooling="mean",
+        interpolate_antialias=True,
+        cls_position_embedding=False,
+    ),
     [(1, 32, 24), (2, 32, 32), (2, 48, 40), (1, 16, 24)],
 )
 DYNAMIC = {"pixel_values": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
@@ -44,7 +50,9 @@ def test_position_resize_to_the_trained_grid_is_an_identity(tiny_config, antiali
     """Why an exported graph may always resize: at the trained grid the bicubic resize gives the learned table back."""
     model = HfViTForImageClassification(tiny_config(image_size=(32, 48), interpolate_antialias=antialias))
     embeddings = model.vit.embeddings
-    torch.testing.assert_close(embeddings.interpolate_pos_encoding((4, 6)), embeddings.position_embeddings, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        embeddings.interpolate_pos_encoding((4, 6)), embeddings.position_embeddings, rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", [PLAIN, TIMM_STYLE], ids=["plain", "timm-style"])
@@ -62,8 +70,15 @@ def test_onnx_dynamo_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_p
 
     overrides, sizes = case
     model = _model(tiny_config, overrides)
-    program = torch.onnx.export(model, (_example(model.config),), dynamo=True, dynamic_shapes=DYNAMIC,
-                                input_names=["pixel_values"], output_names=["logits"], verbose=False)
+    program = torch.onnx.export(
+        model,
+        (_example(model.config),),
+        dynamo=True,
+        dynamic_shapes=DYNAMIC,
+        input_names=["pixel_values"],
+        output_names=["logits"],
+        verbose=False,
+    )
     program.save(str(tmp_path / "model.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     _check(model, lambda x: session.run(["logits"], {"pixel_values": x.numpy()})[0], sizes, atol=1e-4)
@@ -76,8 +91,14 @@ def test_onnx_legacy_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_p
     model = _model(tiny_config, overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch's notice that this exporter is the legacy one
-        torch.onnx.export(model, (_example(model.config),), str(tmp_path / "model.onnx"), dynamo=False,
-                          input_names=["pixel_values"], output_names=["logits"],
-                          dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (_example(model.config),),
+            str(tmp_path / "model.onnx"),
+            dynamo=False,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
+        )
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     _check(model, lambda x: session.run(["logits"], {"pixel_values": x.numpy()})[0], sizes, atol=1e-4)

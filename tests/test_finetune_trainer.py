@@ -12,9 +12,19 @@ ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1
 def test_trainer_on_digits_then_fine_tune_the_saved_folder(tmp_path):
     out = tmp_path / "scratch"
     result = run_python(
-        [SCRIPT, "--output_dir", str(out), "--num_train_epochs", "3", "--max_eval_samples", "120",
-         "--disable_tqdm", "true"],
-        env_extra=ENV, timeout=400,
+        [
+            SCRIPT,
+            "--output_dir",
+            str(out),
+            "--num_train_epochs",
+            "3",
+            "--max_eval_samples",
+            "120",
+            "--disable_tqdm",
+            "true",
+        ],
+        env_extra=ENV,
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     accuracy = float(re.search(r"test accuracy: (\d+\.\d\d)%", result.stdout).group(1))
@@ -34,9 +44,23 @@ def test_trainer_on_digits_then_fine_tune_the_saved_folder(tmp_path):
             Image.new("L", (8, 8), 60 * c + 10 * i).save(images / name / f"{i}.png")
     tuned = tmp_path / "tuned"
     result = run_python(
-        [SCRIPT, "--model_name_or_path", str(out), "--train_dir", str(images), "--output_dir", str(tuned),
-         "--max_steps", "2", "--per_device_train_batch_size", "4", "--disable_tqdm", "true"],
-        env_extra=ENV, timeout=400,
+        [
+            SCRIPT,
+            "--model_name_or_path",
+            str(out),
+            "--train_dir",
+            str(images),
+            "--output_dir",
+            str(tuned),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--disable_tqdm",
+            "true",
+        ],
+        env_extra=ENV,
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation accuracy:" in result.stdout
@@ -47,9 +71,25 @@ def test_trainer_on_digits_then_fine_tune_the_saved_folder(tmp_path):
 def test_trainer_from_a_preset(tmp_path):
     overrides = ",".join(f"{k}={v}" for k, v in TINY.items())
     result = run_python(
-        [SCRIPT, "--preset", "vit-tiny-patch16-224", "--config_overrides", overrides, "--output_dir", str(tmp_path / "p"),
-         "--max_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32", "--disable_tqdm", "true"],
-        env_extra=ENV, timeout=400,
+        [
+            SCRIPT,
+            "--preset",
+            "vit-tiny-patch16-224",
+            "--config_overrides",
+            overrides,
+            "--output_dir",
+            str(tmp_path / "p"),
+            "--max_steps",
+            "2",
+            "--max_train_samples",
+            "64",
+            "--max_eval_samples",
+            "32",
+            "--disable_tqdm",
+            "true",
+        ],
+        env_extra=ENV,
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "p" / "config.json").read_text())["image_size"] == 32

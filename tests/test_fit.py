@@ -66,8 +66,14 @@ def make_model(digits, **overrides):
 
 
 def settings(**changes) -> FitSettings:
-    base = {"num_train_epochs": 2, "per_device_train_batch_size": BATCH, "per_device_eval_batch_size": BATCH,
-            "mixed_precision": "no", "progress": False, "seed": 7}
+    base = {
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": BATCH,
+        "per_device_eval_batch_size": BATCH,
+        "mixed_precision": "no",
+        "progress": False,
+        "seed": 7,
+    }
     return FitSettings(**{**base, **changes})
 
 
@@ -164,10 +170,19 @@ def resumed(request, digits, tmp_path_factory):
         model, processor = make_model(digits, **NOISY)  # as a new process would: fresh weights, then the checkpoint
         torch.manual_seed(12345)  # and another global RNG state than the first run had
         again = Recorder(model, mp)
-        resumed = fit(model, processor, digits, base / "killed",
-                      dataclasses.replace(run, resume_from_checkpoint="latest"))
-    return {"case": RESUME_CASES[request.param], "digits": digits, "base": base, "uninterrupted": uninterrupted,
-            "full": full, "killed": killed, "again": again, "resumed": resumed}
+        resumed = fit(
+            model, processor, digits, base / "killed", dataclasses.replace(run, resume_from_checkpoint="latest")
+        )
+    return {
+        "case": RESUME_CASES[request.param],
+        "digits": digits,
+        "base": base,
+        "uninterrupted": uninterrupted,
+        "full": full,
+        "killed": killed,
+        "again": again,
+        "resumed": resumed,
+    }
 
 
 def test_resumed_run_ends_with_the_weights_and_history_of_an_uninterrupted_run(resumed):
@@ -201,34 +216,52 @@ def test_resumed_run_trains_exactly_the_batches_the_uninterrupted_run_trained_af
     assert len(full.trained) == total_batches
     # the uninterrupted run: each epoch trains every sample exactly once, in a new order
     order = full.trained_indices()
-    epochs = [[i for batch in order[e * BATCHES_PER_EPOCH:(e + 1) * BATCHES_PER_EPOCH] for i in batch] for e in range(2)]
+    epochs = [
+        [i for batch in order[e * BATCHES_PER_EPOCH : (e + 1) * BATCHES_PER_EPOCH] for i in batch] for e in range(2)
+    ]
     assert sorted(epochs[0]) == list(range(TRAIN_SAMPLES))
-    assert len(set(epochs[1])) == len(epochs[1]) and epochs[1] != epochs[0][:len(epochs[1])]
+    assert len(set(epochs[1])) == len(epochs[1]) and epochs[1] != epochs[0][: len(epochs[1])]
     if total_batches == 2 * BATCHES_PER_EPOCH:
         assert sorted(epochs[1]) == list(range(TRAIN_SAMPLES))
     assert [len(batch) for batch in order[:BATCHES_PER_EPOCH]] == [16] * 6 + [4]
     # the killed run trained the same batches as the uninterrupted one until it was killed
     assert len(killed.trained) == kill_at
-    assert all(torch.equal(a, b) for a, b in zip(killed.trained, full.trained))
+    assert all(torch.equal(a, b) for a, b in zip(killed.trained, full.trained, strict=False))
     # the resumed run: the batches after the checkpoint, no more and no fewer, bitwise (augmentation included)
     assert len(again.trained) == total_batches - before
     assert again.trained_indices() == order[before:]
-    assert all(torch.equal(a, b) for a, b in zip(again.trained, full.trained[before:]))
+    assert all(torch.equal(a, b) for a, b in zip(again.trained, full.trained[before:], strict=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # gradient accumulation
 # ---------------------------------------------------------------------------------------------------------------
-def test_gradient_accumulation_steps_once_per_two_batches_like_one_batch_of_twice_the_size(digits, tmp_path, monkeypatch):
+def test_gradient_accumulation_steps_once_per_two_batches_like_one_batch_of_twice_the_size(
+    digits, tmp_path, monkeypatch
+):
     out = tmp_path / "accumulate"
     model, processor = make_model(digits)  # dropout 0 by default
     start = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     reference = make_model(digits)[0]
     recorder = Recorder(model, monkeypatch)
-    result = fit(model, processor, digits, out, settings(
-        gradient_accumulation_steps=2, learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant",
-        num_warmup_steps=0, label_smoothing=0.0, max_grad_norm=0, augment=False, checkpointing_steps=1,
-        checkpoints_total_limit=0))
+    result = fit(
+        model,
+        processor,
+        digits,
+        out,
+        settings(
+            gradient_accumulation_steps=2,
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            num_warmup_steps=0,
+            label_smoothing=0.0,
+            max_grad_norm=0,
+            augment=False,
+            checkpointing_steps=1,
+            checkpoints_total_limit=0,
+        ),
+    )
 
     # 7 batches per epoch -> 4 optimizer steps (the last of a single batch), 2 epochs -> 8
     assert result.completed_steps == 8 == 2 * hdata.steps_per_epoch(TRAIN_SAMPLES, BATCH, 1, 2)
@@ -240,11 +273,11 @@ def test_gradient_accumulation_steps_once_per_two_batches_like_one_batch_of_twic
     labels = torch.tensor(digits.train["label"])
     batches = recorder.trained_indices()
     assert [len(b) for b in batches[:4]] == [BATCH] * 4
-    assert all(torch.equal(a, b) for a, b in zip(start.values(), reference.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(start.values(), reference.state_dict().values(), strict=True))
     reference.train()
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=0.0)
     for step in (1, 2):
-        pixels = torch.cat(recorder.trained[2 * step - 2:2 * step])
+        pixels = torch.cat(recorder.trained[2 * step - 2 : 2 * step])
         targets = labels[batches[2 * step - 2] + batches[2 * step - 1]]
         optimizer.zero_grad()
         F.cross_entropy(reference(pixel_values=pixels).logits, targets).backward()
@@ -283,8 +316,13 @@ def test_each_epoch_ends_with_an_evaluation_of_the_whole_test_set(digits, tmp_pa
 
     out = tmp_path / "eval"
     model, processor = make_model(digits)
-    result = fit(model, processor, digits, out, settings(learning_rate=3e-3, checkpointing_steps="epoch",
-                                                         checkpoints_total_limit=0))
+    result = fit(
+        model,
+        processor,
+        digits,
+        out,
+        settings(learning_rate=3e-3, checkpointing_steps="epoch", checkpoints_total_limit=0),
+    )
     history = result.history
     assert [row["epoch"] for row in history] == [1, 2]
     assert [row["step"] for row in history] == [BATCHES_PER_EPOCH, 2 * BATCHES_PER_EPOCH]
@@ -315,11 +353,22 @@ def test_each_epoch_ends_with_an_evaluation_of_the_whole_test_set(digits, tmp_pa
 # settings refused up front
 # ---------------------------------------------------------------------------------------------------------------
 BAD_SETTINGS = [
-    ("num_train_epochs", 0), ("max_train_steps", 0), ("per_device_train_batch_size", 0),
-    ("per_device_eval_batch_size", -1), ("gradient_accumulation_steps", 0), ("learning_rate", 0.0),
-    ("learning_rate", float("nan")), ("weight_decay", -0.1), ("warmup_ratio", 1.5), ("label_smoothing", 1.0),
-    ("max_grad_norm", float("inf")), ("layer_decay", 0.0), ("checkpointing_steps", 0),
-    ("checkpointing_steps", "sometimes"), ("mixed_precision", "fp8"), ("checkpoints_total_limit", -1),
+    ("num_train_epochs", 0),
+    ("max_train_steps", 0),
+    ("per_device_train_batch_size", 0),
+    ("per_device_eval_batch_size", -1),
+    ("gradient_accumulation_steps", 0),
+    ("learning_rate", 0.0),
+    ("learning_rate", float("nan")),
+    ("weight_decay", -0.1),
+    ("warmup_ratio", 1.5),
+    ("label_smoothing", 1.0),
+    ("max_grad_norm", float("inf")),
+    ("layer_decay", 0.0),
+    ("checkpointing_steps", 0),
+    ("checkpointing_steps", "sometimes"),
+    ("mixed_precision", "fp8"),
+    ("checkpoints_total_limit", -1),
     ("lr_scheduler_type", "no-such-schedule"),  # found out only when the optimizer is built, after the lock
 ]
 

@@ -29,8 +29,8 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 from timm.models._hub import save_for_hf
 from transformers import (BitImageProcessor, DeiTConfig, DeiTForImageClassificationWithTeacher, Dinov2Config,
-                          Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel,
-                          ViTConfig, ViTForImageClassification, ViTImageProcessor)
+                          Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig,
+                          Dinov2WithRegistersModel, ViTConfig, ViTForImageClassification, ViTImageProcessor)
 
 api = HfApi()
 shas = {}
@@ -47,7 +47,8 @@ def perturb(model, seed):
 
 def commit(folder, repo):
     api.create_repo(repo, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in sorted(Path(folder).iterdir())]
+    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
+                  for p in sorted(Path(folder).iterdir())]
     return api.create_commit(repo, operations=operations, commit_message="Add model").oid
 
 
@@ -92,7 +93,8 @@ vit_config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=
 upload(perturb(ViTForImageClassification(vit_config), 4), "tester/vit",
        ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3))
 # DINOv2: MLP, SwiGLU (as the giant models), with registers
-dino_args = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8, layerscale_value=0.3)
+dino_args = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+                 layerscale_value=0.3)
 dino_processor = BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32},
                                    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 for seed, (repo, model) in enumerate([
@@ -107,7 +109,8 @@ for seed, (repo, model) in enumerate([
 torch.manual_seed(8)
 dino = perturb(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8,
                                  num_classes=0), 8)
-teacher = {f"module.backbone.{k}": v for k, v in dino.state_dict().items()} | {"module.head.last_layer.weight": torch.ones(4, 192)}
+teacher = ({f"module.backbone.{k}": v for k, v in dino.state_dict().items()}
+           | {"module.head.last_layer.weight": torch.ones(4, 192)})
 with tempfile.TemporaryDirectory() as folder:
     torch.save({"teacher": teacher, "student": teacher, "epoch": 3}, Path(folder) / "checkpoint.pth")
     shas["tester/dino"] = commit(folder, "tester/dino")
@@ -150,7 +153,8 @@ online = mode == "online"
 timm_hub = lambda repo, **kw: timm.create_model(f"hf-hub:{repo}", pretrained=True, dynamic_img_size=True, **kw).eval()
 cases = [
     ("timm", "tester/timm-vit", "image-classification", "logits", lambda: timm_hub("tester/timm-vit")),
-    ("timm-pinned", "tester/timm-vit", "image-classification", "logits", lambda: timm_hub(f"tester/timm-vit@{timm_v1}")),
+    ("timm-pinned", "tester/timm-vit", "image-classification", "logits",
+     lambda: timm_hub(f"tester/timm-vit@{timm_v1}")),
     ("timm-clip", "tester/timm-clip", "image-classification", "logits", lambda: timm_hub("tester/timm-clip")),
     ("timm-avg", "tester/timm-avg", "feature-extraction", "hidden",
      lambda: (lambda m: m.forward_features)(timm_hub("tester/timm-avg"))),
@@ -160,15 +164,16 @@ cases = [
 ]
 for name in ("dinov2", "dinov2-swiglu", "dinov2-reg"):
     cases.append((name, f"tester/{name}", "feature-extraction", "hidden",
-                  lambda name=name: (lambda m: lambda b: m(b).last_hidden_state)(AutoModel.from_pretrained(f"tester/{name}").eval())))
+                  lambda name=name: (lambda m: lambda b: m(b).last_hidden_state)(
+                      AutoModel.from_pretrained(f"tester/{name}").eval())))
 
 
 def dino_source():  # timm's VisionTransformer in DINO's shape with the teacher weights of the file on the server
     from huggingface_hub import hf_hub_download
 
     checkpoint = torch.load(hf_hub_download("tester/dino", "checkpoint.pth"), weights_only=True)["teacher"]
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8, num_classes=0,
-                              dynamic_img_size=True)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8,
+                              num_classes=0, dynamic_img_size=True)
     model.load_state_dict({k.removeprefix("module.backbone."): v for k, v in checkpoint.items() if ".backbone." in k})
     return model.eval().forward_features
 
@@ -311,8 +316,10 @@ def test_mask_token_is_kept(pulled):
 
 def test_only_the_needed_files_are_downloaded(pulled):
     gets = [path for method, path in pulled["online"]["requests"] if method == "GET" and "/resolve/" in path]
-    assert any(path.endswith("tester/timm-vit/resolve/" + pulled["shas"]["tester/timm-vit"] + "/model.safetensors")
-               for path in gets), gets
+    assert any(
+        path.endswith("tester/timm-vit/resolve/" + pulled["shas"]["tester/timm-vit"] + "/model.safetensors")
+        for path in gets
+    ), gets
     assert not any(path.endswith("pytorch_model.bin") for path in gets)  # timm pushed both; safetensors is preferred
 
 
@@ -334,12 +341,15 @@ def test_verify_compares_with_the_source_library(pulled):
     assert 0 <= pulled["online"]["verify"] <= TOL
 
 
-@pytest.mark.parametrize("repo, feature", [
-    ("tester/timm-qk-norm", "qk_norm"),
-    ("tester/timm-map", "MAP attention-pooling head"),
-    ("tester/deit-distilled", "distillation token"),
-    ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),
-])
+@pytest.mark.parametrize(
+    "repo, feature",
+    [
+        ("tester/timm-qk-norm", "qk_norm"),
+        ("tester/timm-map", "MAP attention-pooling head"),
+        ("tester/deit-distilled", "distillation token"),
+        ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),
+    ],
+)
 def test_unsupported_features_are_refused_in_one_line(pulled, repo, feature):
     message = pulled["online"]["refusals"][repo]
     assert feature in message and "\n" not in message
@@ -348,25 +358,50 @@ def test_unsupported_features_are_refused_in_one_line(pulled, repo, feature):
 
 # ---- everywhere a model is named -----------------------------------------------------------------------------------
 
+
 def _weights(folder):
     from safetensors.torch import load_file
 
     return load_file(f"{folder}/model.safetensors")
 
 
-@pytest.mark.parametrize("script, repo, steps", [
-    ("train.py", "tester/timm-vit", ["--max_train_steps", "2", "--no_progress", "--per_device_train_batch_size", "16"]),
-    ("finetune_trainer.py", "tester/dinov2-reg", ["--max_steps", "2", "--disable_tqdm", "true",
-                                                  "--per_device_train_batch_size", "16"]),
-])
+@pytest.mark.parametrize(
+    "script, repo, steps",
+    [
+        (
+            "train.py",
+            "tester/timm-vit",
+            ["--max_train_steps", "2", "--no_progress", "--per_device_train_batch_size", "16"],
+        ),
+        (
+            "finetune_trainer.py",
+            "tester/dinov2-reg",
+            ["--max_steps", "2", "--disable_tqdm", "true", "--per_device_train_batch_size", "16"],
+        ),
+    ],
+)
 def test_training_scripts_fine_tune_a_foreign_repo_with_a_new_head(hub, pulled, tmp_path, script, repo, steps):
     """The digits (10 classes) from a timm classifier (3 classes) and from a DINOv2 backbone: a new head, the
     pretrained body (moved only a little by two steps), the source's preprocessing saved with the result."""
     from helpers import REPO
 
     out = tmp_path / "out"
-    result = run_client([REPO / "scripts" / script, "--model_name_or_path", repo, "--max_train_samples", "32",
-                         "--max_eval_samples", "16", *steps, "--output_dir", out], hub, pulled["work"])
+    result = run_client(
+        [
+            REPO / "scripts" / script,
+            "--model_name_or_path",
+            repo,
+            "--max_train_samples",
+            "32",
+            "--max_eval_samples",
+            "16",
+            *steps,
+            "--output_dir",
+            out,
+        ],
+        hub,
+        pulled["work"],
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "hf_vit" and len(config["id2label"]) == 10
@@ -386,15 +421,26 @@ def test_convert_push_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path)
     with a timm repo prints its label names."""
     from helpers import REPO
 
-    convert = run_client([REPO / "scripts" / "convert_checkpoint.py", "--checkpoint", "tester/vit", "--verify",
-                          "--output_dir", tmp_path / "vit"], hub, pulled["work"])
+    convert = run_client(
+        [
+            REPO / "scripts" / "convert_checkpoint.py",
+            "--checkpoint",
+            "tester/vit",
+            "--verify",
+            "--output_dir",
+            tmp_path / "vit",
+        ],
+        hub,
+        pulled["work"],
+    )
     assert convert.returncode == 0, convert.stderr[-3000:]
     assert "layout: transformers (detected from the files)" in convert.stdout
     diff = float(convert.stdout.split("max-abs-diff vs transformers: ")[1].split()[0])
     assert diff <= TOL
     assert json.loads((tmp_path / "vit" / "config.json").read_text())["model_type"] == "hf_vit"
-    pushed = run_client([REPO / "scripts" / "push_to_hub.py", tmp_path / "vit", "--repo_id", "tester/vit-hf_vit"],
-                        hub, pulled["work"])
+    pushed = run_client(
+        [REPO / "scripts" / "push_to_hub.py", tmp_path / "vit", "--repo_id", "tester/vit-hf_vit"], hub, pulled["work"]
+    )
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     files = hub.files("tester/vit-hf_vit")
     assert files["model.safetensors"] == (tmp_path / "vit" / "model.safetensors").read_bytes()
@@ -403,8 +449,9 @@ def test_convert_push_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path)
     from PIL import Image
 
     Image.new("RGB", (40, 50), (200, 30, 30)).save(tmp_path / "red.png")
-    predicted = run_client([REPO / "scripts" / "predict.py", "tester/timm-vit", tmp_path / "red.png", "--json"],
-                           hub, pulled["work"])
+    predicted = run_client(
+        [REPO / "scripts" / "predict.py", "tester/timm-vit", tmp_path / "red.png", "--json"], hub, pulled["work"]
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     labels = [p["label"] for p in json.loads(predicted.stdout.strip().splitlines()[-1])["predictions"]]
     assert sorted(labels) == sorted(LABELS)
@@ -412,14 +459,26 @@ def test_convert_push_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path)
 
 # ---- local folders (no Hub) ----------------------------------------------------------------------------------------
 
+
 def _timm_folder(folder, seed=11, embed_dim=64, num_heads=4):
     import timm
     from timm.models._hub import save_for_hf
 
     torch.manual_seed(seed)
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8,
-                              embed_dim=embed_dim, num_heads=num_heads, num_classes=3, global_pool="avg", fc_norm=True,
-                              init_values=0.2, dynamic_img_size=True)
+    model = timm.create_model(
+        "vit_small_patch16_224",
+        pretrained=False,
+        depth=2,
+        img_size=32,
+        patch_size=8,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_classes=3,
+        global_pool="avg",
+        fc_norm=True,
+        init_values=0.2,
+        dynamic_img_size=True,
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -460,9 +519,9 @@ def test_timm_folder_without_timm_uses_the_heads_table(tmp_path):
 import sys, torch
 sys.modules["timm"] = None
 import hf_vit
-model = hf_vit.from_pretrained({str(tmp_path / 'timm')!r}, cache_dir={str(tmp_path / 'cache')!r}).eval()
+model = hf_vit.from_pretrained({str(tmp_path / "timm")!r}, cache_dir={str(tmp_path / "cache")!r}).eval()
 with torch.no_grad():
-    torch.save(model(torch.load({str(tmp_path / 'x.pt')!r})).logits, {str(tmp_path / 'out.pt')!r})
+    torch.save(model(torch.load({str(tmp_path / "x.pt")!r})).logits, {str(tmp_path / "out.pt")!r})
 print(model.config.num_attention_heads, model.config.pooling, model.config.num_labels)
 """
     result = run_python(code)

@@ -19,8 +19,22 @@ def test_two_process_fsdp_training_on_cpu_matches_one_process(tmp_path):
     with socket.socket() as s:  # a free port: other test runs may use torch.distributed at the same time
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sharded = run_python(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                          "--master_port", str(port), WORKER, str(tmp_path / "fsdp.pt")], env_extra=ENV, timeout=300)
+    sharded = run_python(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            WORKER,
+            str(tmp_path / "fsdp.pt"),
+        ],
+        env_extra=ENV,
+        timeout=300,
+    )
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "trained on 2 process(es)" in sharded.stdout
     single = run_python([WORKER, str(tmp_path / "single.pt")], env_extra=ENV, timeout=300)
@@ -32,8 +46,9 @@ def test_two_process_fsdp_training_on_cpu_matches_one_process(tmp_path):
         torch.testing.assert_close(fsdp_state[name], value, rtol=0, atol=1e-4, msg=name)
     # and training moved the weights by far more than that tolerance
     torch.manual_seed(0)
-    from hf_vit import HfViTConfig, HfViTForImageClassification
     from helpers import TINY
+
+    from hf_vit import HfViTConfig, HfViTForImageClassification
 
     initial = HfViTForImageClassification(HfViTConfig(**TINY, num_labels=4)).state_dict()
     assert max((initial[name] - value).abs().max().item() for name, value in single_state.items()) > 1e-3

@@ -1,8 +1,8 @@
 """Hub sharing against the Hub-protocol server in tests/hub_server.py (127.0.0.1, ephemeral port).
 
 Every Hub client call runs in a subprocess with HF_ENDPOINT pointing at the server (huggingface_hub reads it at import
-time), HF_HOME in a temp dir and HF_TOKEN the server's token: the real huggingface_hub / transformers clients, unchanged.
-The server itself is checked in-process with urllib.
+time), HF_HOME in a temp dir and HF_TOKEN the server's token: the real huggingface_hub / transformers clients,
+unchanged. The server itself is checked in-process with urllib.
 """
 
 import base64
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, TINY
+from hub_server import TOKEN, HubServer, blob_id
 from transformers import ViTImageProcessor
 
 from hf_vit import HfViTConfig, HfViTForImageClassification
@@ -23,9 +25,6 @@ from hf_vit.cli import add_hub_arguments, check_hub_arguments
 from hf_vit.hub import check_card, check_folder, check_repo_id, prepare_folder
 from hf_vit.model_card import render_model_card, write_model_card
 from hf_vit.stats import count_parameters
-
-from helpers import REPO, TINY
-from hub_server import TOKEN, HubServer, blob_id
 
 REPO_ID = "tester/vit-digits"
 LABELS = {0: "cat", 1: "dog", 2: "fish"}
@@ -47,9 +46,16 @@ def run_client(args, hub, hf_home, offline=False, timeout=300):
     fails the test, and hf_xet cannot be imported.
     """
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), HF_TOKEN=TOKEN, NO_PROXY="127.0.0.1,localhost",
-               no_proxy="127.0.0.1,localhost", PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(hf_home),
+        HF_TOKEN=TOKEN,
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     argv = [sys.executable, "-c", args] if isinstance(args, str) else [sys.executable, *map(str, args)]
@@ -68,10 +74,19 @@ def save_checkpoint(folder, seed, card=True, **save_kwargs):
     model.save_pretrained(folder, **save_kwargs)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     if card:
-        write_model_card(folder, render_model_card(
-            model.config, num_parameters=count_parameters(model), model_name=f"vit-seed{seed}", repo_id=REPO_ID,
-            datasets=["sklearn-digits"], dataset_name="sklearn-digits", results={"accuracy": 0.875, "loss": 0.41},
-            hyperparameters={"learning_rate": 0.001, "epochs": 3, "batch_size": 16}))
+        write_model_card(
+            folder,
+            render_model_card(
+                model.config,
+                num_parameters=count_parameters(model),
+                model_name=f"vit-seed{seed}",
+                repo_id=REPO_ID,
+                datasets=["sklearn-digits"],
+                dataset_name="sklearn-digits",
+                results={"accuracy": 0.875, "loss": 0.41},
+                hyperparameters={"learning_rate": 0.001, "epochs": 3, "batch_size": 16},
+            ),
+        )
     return model
 
 
@@ -90,29 +105,48 @@ def published(hub, tmp_path_factory):
     torch.save(x, work / "x.pt")
     with torch.no_grad():
         reference = {"a": model_a(x).logits, "a_pooled": model_a.vit(x).pooler_output, "b": model_b(x).logits}
-    return dict(work=work, push_a=push_a, push_b=push_b, x=x, reference=reference,
-                sha_b=hub.head(REPO_ID, "v2"), sha_a=hub.head(REPO_ID, "main"))
+    return dict(
+        work=work,
+        push_a=push_a,
+        push_b=push_b,
+        x=x,
+        reference=reference,
+        sha_b=hub.head(REPO_ID, "v2"),
+        sha_a=hub.head(REPO_ID, "main"),
+    )
 
 
 # ---- pushing -------------------------------------------------------------------------------------------------------
+
 
 def test_push_uploads_the_checkpoint_in_one_commit_and_prints_its_url(hub, published):
     work, sha_a = published["work"], published["sha_a"]
     assert f"{hub.url}/{REPO_ID}/commit/{sha_a}" in published["push_a"].stdout
     assert hub.history(REPO_ID) == ["Add model A", "initial commit"]
     files = hub.files(REPO_ID)
-    assert set(files) == {".gitattributes", "config.json", "model.safetensors", "preprocessor_config.json",
-                          "configuration_hf_vit.py", "modeling_hf_vit.py", "README.md"}
+    assert set(files) == {
+        ".gitattributes",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "configuration_hf_vit.py",
+        "modeling_hf_vit.py",
+        "README.md",
+    }
     for name in set(files) - {".gitattributes"}:
         assert files[name] == (work / "a" / name).read_bytes(), name
-    assert json.loads(files["config.json"])["auto_map"]["AutoModelForImageClassification"] == \
-        "modeling_hf_vit.HfViTForImageClassification"
+    assert (
+        json.loads(files["config.json"])["auto_map"]["AutoModelForImageClassification"]
+        == "modeling_hf_vit.HfViTForImageClassification"
+    )
     # the branch: B's shards + index replace A's single file in one commit on top of main
     history = hub.history(REPO_ID, "v2")
     assert history[1:] == ["Add model A", "initial commit"] and history[0].startswith("Upload hf_vit model (")
     v2 = hub.files(REPO_ID, "v2")
     assert "model.safetensors" not in v2 and "model.safetensors.index.json" in v2
-    assert sorted(f for f in v2 if f.startswith("model-")) == sorted(p.name for p in (work / "b").glob("model-*.safetensors"))
+    assert sorted(f for f in v2 if f.startswith("model-")) == sorted(
+        p.name for p in (work / "b").glob("model-*.safetensors")
+    )
     assert f"/commit/{published['sha_b']}" in published["push_b"].stdout
 
 
@@ -168,7 +202,8 @@ predictions = classify(image, top_k=3)
 with torch.no_grad():
     out["image"] = model(out["processed"]).logits
 torch.save(out, f"{work}/pulled-{mode}-{sys.argv[5]}.pt")
-print(json.dumps({"guarded": "hf_xet" in sys.modules and sys.modules["hf_xet"] is None, "module": type(model).__module__, "class": type(model).__name__,
+print(json.dumps({"guarded": "hf_xet" in sys.modules and sys.modules["hf_xet"] is None,
+                  "module": type(model).__module__, "class": type(model).__name__,
                   "processor": type(processor).__name__, "labels": [p["label"] for p in predictions]}))
 """
 
@@ -179,10 +214,12 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
 
     main gives A; the branch "v2" and B's commit id give B; then HF_HUB_OFFLINE=1 loads it all from the cache.
     """
-    work, reference, x = published["work"], published["reference"], published["x"]
+    work, reference = published["work"], published["reference"]
     for run in ("online", "offline"):
         before = len(hub.requests)
-        result = run_client(["-c", PULL, mode, REPO_ID, published["sha_b"], work, run], hub, tmp_path, offline=run == "offline")
+        result = run_client(
+            ["-c", PULL, mode, REPO_ID, published["sha_b"], work, run], hub, tmp_path, offline=run == "offline"
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         info = json.loads(result.stdout.strip().splitlines()[-1])
         assert info["guarded"]  # the loopback-only / no-hf_xet start-up code ran in the client
@@ -233,18 +270,34 @@ def test_failed_commit_leaves_no_partial_commit_and_a_retry_succeeds(hub, tmp_pa
     (tmp_path / "ckpt" / "training_curves.png").write_bytes(b"\x89PNG not really")
     commits = lambda: sorted((hub.store.path(repo_id) / "commits").iterdir())  # noqa: E731
     hub.fail_commits(2)
-    failed = run_client(["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id,
-                         "--hub_private_repo"], hub, tmp_path)
+    failed = run_client(
+        [
+            "-c",
+            TRAIN_STUB,
+            "--output_dir",
+            tmp_path / "ckpt",
+            "--push_to_hub",
+            "--hub_model_id",
+            repo_id,
+            "--hub_private_repo",
+        ],
+        hub,
+        tmp_path,
+    )
     assert failed.returncode == 1 and "500" in failed.stderr
     assert failed.stderr.strip().count("\n") == 0 and failed.stderr.startswith("error: push to tester/faulty failed")
     assert hub.store.meta(repo_id)["private"]
     assert hub.history(repo_id) == ["initial commit"] and set(hub.files(repo_id)) == {".gitattributes"}
     assert len(commits()) == 1  # nothing half-applied behind the ref either
     hub.fail_commits(1)
-    retried = run_client(["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id],
-                         hub, tmp_path)
+    retried = run_client(
+        ["-c", TRAIN_STUB, "--output_dir", tmp_path / "ckpt", "--push_to_hub", "--hub_model_id", repo_id], hub, tmp_path
+    )
     assert retried.returncode == 0, retried.stderr[-3000:]
-    assert "nothing was committed, retrying" in retried.stdout and f"/{repo_id}/commit/{hub.head(repo_id)}" in retried.stdout
+    assert (
+        "nothing was committed, retrying" in retried.stdout
+        and f"/{repo_id}/commit/{hub.head(repo_id)}" in retried.stdout
+    )
     assert hub.history(repo_id) == ["Training run", "initial commit"] and len(commits()) == 2
     files = hub.files(repo_id)
     assert files["model.safetensors"] == (tmp_path / "ckpt" / "model.safetensors").read_bytes()
@@ -293,7 +346,9 @@ def test_cut_download_leaves_no_corrupt_file_and_a_retry_succeeds(hub, published
     assert report.get("error"), report
     # the cut file is nowhere in the cache: no blob, no snapshot link, no leftover .incomplete
     leftovers = report["after_failure"]
-    assert not any("model.safetensors" in f or f.endswith(".incomplete") or f.endswith(blob_id(weights)) for f in leftovers), leftovers
+    assert not any(
+        "model.safetensors" in f or f.endswith(".incomplete") or f.endswith(blob_id(weights)) for f in leftovers
+    ), leftovers
     assert any(f.endswith("config.json") for f in leftovers)  # what did download is cached
     out = torch.load(tmp_path / "cut.pt")
     torch.testing.assert_close(out["retry"], published["reference"]["a"], rtol=0, atol=0)
@@ -304,6 +359,7 @@ def test_cut_download_leaves_no_corrupt_file_and_a_retry_succeeds(hub, published
 
 
 # ---- user errors fail before any upload ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", ["bad_repo_id", "missing_folder", "no_weights"])
 def test_cli_user_errors_fail_before_any_request(hub, tmp_path, case):
@@ -332,8 +388,17 @@ def test_check_folder_finds_what_is_missing_or_broken(tmp_path, tiny_config):
         return folder
 
     files, parameters = check_folder(fresh("ok"))
-    assert files == ["config.json", "model.safetensors", "preprocessor_config.json", "configuration_hf_vit.py",
-                     "modeling_hf_vit.py"] and parameters > 0
+    assert (
+        files
+        == [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "configuration_hf_vit.py",
+            "modeling_hf_vit.py",
+        ]
+        and parameters > 0
+    )
 
     cases = {}
     folder = fresh("half_written")  # a weights file cut short, as a killed save would leave it
@@ -363,7 +428,9 @@ def test_check_folder_finds_what_is_missing_or_broken(tmp_path, tiny_config):
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
     cases[folder] = "safetensors only"
     folder = fresh("bad_card")
-    (folder / "README.md").write_text("---\nlibrary_name: transformers\nmodel-index:\n- name: x\n  results:\n  - metrics: 3\n---\n")
+    (folder / "README.md").write_text(
+        "---\nlibrary_name: transformers\nmodel-index:\n- name: x\n  results:\n  - metrics: 3\n---\n"
+    )
     cases[folder] = "invalid metadata"
     folder = fresh("not_hf_vit")
     config = json.loads((folder / "config.json").read_text())
@@ -393,8 +460,14 @@ def test_prepare_folder_writes_a_card_when_there_is_none(tmp_path):
 
 def test_conversion_card_names_its_source(tmp_path):
     config = HfViTConfig(**TINY)
-    card = render_model_card(config, num_parameters=12345, model_name="vit-small-from-timm", repo_id="me/vit-small",
-                             source="timm vit_small_patch16_224.augreg_in21k", base_model="timm/vit_small_patch16_224.augreg_in21k")
+    card = render_model_card(
+        config,
+        num_parameters=12345,
+        model_name="vit-small-from-timm",
+        repo_id="me/vit-small",
+        source="timm vit_small_patch16_224.augreg_in21k",
+        base_model="timm/vit_small_patch16_224.augreg_in21k",
+    )
     check_card(str(card))
     assert card.data.to_dict()["base_model"] == "timm/vit_small_patch16_224.augreg_in21k"
     assert "converted from timm vit_small_patch16_224.augreg_in21k" in card.text and "## Source" in card.text
@@ -413,8 +486,12 @@ def test_script_flags(tmp_path):
     with pytest.raises(ValueError, match="invalid repo id"):
         check_hub_arguments(parser.parse_args(["--push_to_hub", "--hub_model_id", "a/b/c"]))
     with pytest.raises(ValueError, match="invalid branch name"):
-        check_hub_arguments(parser.parse_args(["--push_to_hub", "--hub_model_id", "me/x", "--hub_revision", "refs/pr/1"]))
-    args = parser.parse_args(["--push_to_hub", "--hub_model_id", "me/x", "--hub_private_repo", "--hub_revision", "exp-1"])
+        check_hub_arguments(
+            parser.parse_args(["--push_to_hub", "--hub_model_id", "me/x", "--hub_revision", "refs/pr/1"])
+        )
+    args = parser.parse_args(
+        ["--push_to_hub", "--hub_model_id", "me/x", "--hub_private_repo", "--hub_revision", "exp-1"]
+    )
     check_hub_arguments(args)
     assert args.hub_private_repo and args.hub_revision == "exp-1"
 
@@ -456,31 +533,72 @@ def test_server_rejects_what_the_hub_rejects(hub):
     assert status == 404 and headers["X-Error-Code"] == "RevisionNotFound"
     status, headers, _ = _call(hub, "HEAD", f"/{repo_id}/resolve/main/config.json")
     assert status == 404 and headers["X-Error-Code"] == "EntryNotFound" and headers["X-Repo-Commit"] == head
-    status, headers, body = _call(hub, "GET", f"/{repo_id}/resolve/{head}/.gitattributes", headers={"Range": "bytes=5-"})
-    assert status == 206 and headers["X-Repo-Commit"] == head and headers["ETag"].strip('"') == blob_id(hub.files(repo_id)[".gitattributes"])
+    status, headers, body = _call(
+        hub, "GET", f"/{repo_id}/resolve/{head}/.gitattributes", headers={"Range": "bytes=5-"}
+    )
+    assert (
+        status == 206
+        and headers["X-Repo-Commit"] == head
+        and headers["ETag"].strip('"') == blob_id(hub.files(repo_id)[".gitattributes"])
+    )
     assert body == hub.files(repo_id)[".gitattributes"][5:]
     assert _call(hub, "GET", f"/api/models/{repo_id}/revision/{'0' * 40}")[0] == 404
 
     header = {"key": "header", "value": {"summary": "add a file"}}
-    good = {"key": "file", "value": {"path": "a.txt", "encoding": "base64", "content": base64.b64encode(b"hi").decode()}}
+    good = {
+        "key": "file",
+        "value": {"path": "a.txt", "encoding": "base64", "content": base64.b64encode(b"hi").decode()},
+    }
     commit = f"/api/models/{repo_id}/commit/main"
     malformed = {
         "no token": (_ndjson(header, good), None, 401),
         "not NDJSON": (b"{not json\n", TOKEN, 400),
         "no header": (_ndjson(good), TOKEN, 400),
         "empty summary": (_ndjson({"key": "header", "value": {"summary": ""}}, good), TOKEN, 400),
-        "bad base64": (_ndjson(header, {"key": "file", "value": {"path": "a.txt", "encoding": "base64", "content": "@@"}}), TOKEN, 400),
+        "bad base64": (
+            _ndjson(header, {"key": "file", "value": {"path": "a.txt", "encoding": "base64", "content": "@@"}}),
+            TOKEN,
+            400,
+        ),
         "path escapes": (_ndjson(header, {**good, "value": {**good["value"], "path": "../a.txt"}}), TOKEN, 400),
-        "LFS never uploaded": (_ndjson(header, {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": "0" * 64, "size": 3}}), TOKEN, 422),
+        "LFS never uploaded": (
+            _ndjson(
+                header, {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": "0" * 64, "size": 3}}
+            ),
+            TOKEN,
+            422,
+        ),
         "delete a missing file": (_ndjson(header, {"key": "deletedFile", "value": {"path": "nope.txt"}}), TOKEN, 404),
-        "stale parent": (_ndjson({"key": "header", "value": {"summary": "x", "parentCommit": "1" * 40}}, good), TOKEN, 412),
+        "stale parent": (
+            _ndjson({"key": "header", "value": {"summary": "x", "parentCommit": "1" * 40}}, good),
+            TOKEN,
+            412,
+        ),
         "empty commit": (_ndjson(header), TOKEN, 400),
     }
     for name, (body, token, expected) in malformed.items():
         status = _call(hub, "POST", commit, body, token=token, content_type="application/x-ndjson")[0]
         assert status == expected, name
-    assert _call(hub, "POST", f"/api/models/{repo_id}/commit/nope", _ndjson(header, good), content_type="application/x-ndjson")[0] == 404
-    assert _call(hub, "POST", f"/api/models/{repo_id}/commit/{head}", _ndjson(header, good), content_type="application/x-ndjson")[0] == 400
+    assert (
+        _call(
+            hub,
+            "POST",
+            f"/api/models/{repo_id}/commit/nope",
+            _ndjson(header, good),
+            content_type="application/x-ndjson",
+        )[0]
+        == 404
+    )
+    assert (
+        _call(
+            hub,
+            "POST",
+            f"/api/models/{repo_id}/commit/{head}",
+            _ndjson(header, good),
+            content_type="application/x-ndjson",
+        )[0]
+        == 400
+    )
     assert hub.head(repo_id) == head and hub.history(repo_id) == ["initial commit"]  # none of it landed
 
     status, _, body = _call(hub, "POST", commit, _ndjson(header, good), content_type="application/x-ndjson")
@@ -491,7 +609,9 @@ def test_server_rejects_what_the_hub_rejects(hub):
     status, _, body = _call(hub, "GET", f"/api/models/{repo_id}/tree/dev")
     assert status == 200 and {e["path"] for e in json.loads(body)} == {".gitattributes", "a.txt"}
 
-    ok = render_model_card(HfViTConfig(**TINY), num_parameters=1000, model_name="m", results={"accuracy": 0.5}, datasets=["d"])
+    ok = render_model_card(
+        HfViTConfig(**TINY), num_parameters=1000, model_name="m", results={"accuracy": 0.5}, datasets=["d"]
+    )
     assert _call(hub, "POST", "/api/validate-yaml", {"content": str(ok), "repoType": "model"})[0] == 200
     bad_license = str(ok).replace("license: apache-2.0", "license: my-own")
     status, _, body = _call(hub, "POST", "/api/validate-yaml", {"content": bad_license, "repoType": "model"})
@@ -505,16 +625,27 @@ def test_server_rejects_what_the_hub_rejects(hub):
 
 # ---- --push_to_hub in the scripts ----------------------------------------------------------------------------------
 
+
 def test_convert_checkpoint_push_to_hub(hub, tmp_path):
-    """scripts/convert_checkpoint.py --push_to_hub: the converted folder (card naming the source) lands as one commit."""
+    """scripts/convert_checkpoint.py --push_to_hub: the converted folder (card naming the source) lands as one
+    commit."""
     import timm
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
     source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    convert = [REPO / "scripts" / "convert_checkpoint.py", "--source", "timm", "--checkpoint", tmp_path / "w.safetensors",
-               "--timm_model", "vit_small_patch16_224", "--output_dir", tmp_path / "out"]
+    convert = [
+        REPO / "scripts" / "convert_checkpoint.py",
+        "--source",
+        "timm",
+        "--checkpoint",
+        tmp_path / "w.safetensors",
+        "--timm_model",
+        "vit_small_patch16_224",
+        "--output_dir",
+        tmp_path / "out",
+    ]
     bad = run_client([*convert, "--push_to_hub", "--hub_model_id", "no-namespace"], hub, tmp_path)
     assert bad.returncode == 2 and "NAMESPACE/NAME" in bad.stderr and not (tmp_path / "out").exists()
     pushed = run_client([*convert, "--push_to_hub", "--hub_model_id", "tester/converted"], hub, tmp_path)
@@ -529,24 +660,75 @@ def test_train_and_trainer_scripts_push_to_hub(hub, tmp_path):
     """scripts/train.py and scripts/finetune_trainer.py --push_to_hub: the final folder, curves included, in one commit;
     a bad repo id fails before any training."""
     quick = ["--max_train_steps", "2", "--max_train_samples", "64", "--max_eval_samples", "32"]
-    bad = run_client([REPO / "scripts" / "train.py", *quick, "--no_progress", "--output_dir", tmp_path / "bad",
-                      "--push_to_hub", "--hub_model_id", "a/b/c"], hub, tmp_path)
+    bad = run_client(
+        [
+            REPO / "scripts" / "train.py",
+            *quick,
+            "--no_progress",
+            "--output_dir",
+            tmp_path / "bad",
+            "--push_to_hub",
+            "--hub_model_id",
+            "a/b/c",
+        ],
+        hub,
+        tmp_path,
+    )
     assert bad.returncode != 0 and "a/b/c" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
-    trained = run_client([REPO / "scripts" / "train.py", *quick, "--no_progress", "--output_dir", tmp_path / "run",
-                          "--push_to_hub", "--hub_model_id", "tester/digits-train"], hub, tmp_path)
+    trained = run_client(
+        [
+            REPO / "scripts" / "train.py",
+            *quick,
+            "--no_progress",
+            "--output_dir",
+            tmp_path / "run",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/digits-train",
+        ],
+        hub,
+        tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert f"/tester/digits-train/commit/{hub.head('tester/digits-train')}" in trained.stdout
     files = hub.files("tester/digits-train")
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_hf_vit.py",
-            "configuration_hf_vit.py", "training_curves.png", "all_results.json"} <= set(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "modeling_hf_vit.py",
+        "configuration_hf_vit.py",
+        "training_curves.png",
+        "all_results.json",
+    } <= set(files)
     assert files["model.safetensors"] == (tmp_path / "run" / "model.safetensors").read_bytes()
     assert b'model="tester/digits-train"' in files["README.md"]  # the card's usage names the Hub repo
 
-    tuned = run_client([REPO / "scripts" / "finetune_trainer.py", "--model_name_or_path", tmp_path / "run", *quick[2:],
-                        "--max_steps", "2", "--disable_tqdm", "true", "--output_dir", tmp_path / "tuned",
-                        "--push_to_hub", "--hub_model_id", "tester/digits-trainer"], hub, tmp_path)
+    tuned = run_client(
+        [
+            REPO / "scripts" / "finetune_trainer.py",
+            "--model_name_or_path",
+            tmp_path / "run",
+            *quick[2:],
+            "--max_steps",
+            "2",
+            "--disable_tqdm",
+            "true",
+            "--output_dir",
+            tmp_path / "tuned",
+            "--push_to_hub",
+            "--hub_model_id",
+            "tester/digits-trainer",
+        ],
+        hub,
+        tmp_path,
+    )
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     assert "pushed" in tuned.stdout and "tester/digits-trainer" in tuned.stdout
-    assert hub.files("tester/digits-trainer")["model.safetensors"] == (tmp_path / "tuned" / "model.safetensors").read_bytes()
+    assert (
+        hub.files("tester/digits-trainer")["model.safetensors"]
+        == (tmp_path / "tuned" / "model.safetensors").read_bytes()
+    )

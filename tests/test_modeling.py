@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTModel
+from hf_vit import HfViTForImageClassification, HfViTModel
 
 
 def tokens(config, height, width):
@@ -38,18 +38,25 @@ def test_interpolated_positions_are_bicubic_resize_of_the_learned_grid(tiny_conf
     pos = model.embeddings.position_embeddings
     resized = model.embeddings.interpolate_pos_encoding((8, 3))
     grid = pos[:, 1:].reshape(1, 4, 6, -1).permute(0, 3, 1, 2)
-    expected = F.interpolate(grid, size=(8, 3), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 24, -1)
+    expected = (
+        F.interpolate(grid, size=(8, 3), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 24, -1)
+    )
     torch.testing.assert_close(resized[:, 1:], expected, rtol=0, atol=0)
     torch.testing.assert_close(resized[:, :1], pos[:, :1], rtol=0, atol=0)
     antialiased = HfViTModel(tiny_config(image_size=(32, 48), interpolate_antialias=True))
     antialiased.load_state_dict(model.state_dict())
-    assert not torch.equal(antialiased.embeddings.interpolate_pos_encoding((2, 3)), model.embeddings.interpolate_pos_encoding((2, 3)))
+    assert not torch.equal(
+        antialiased.embeddings.interpolate_pos_encoding((2, 3)), model.embeddings.interpolate_pos_encoding((2, 3))
+    )
 
 
 def test_interpolate_pos_encoding_false_refuses_another_size(tiny_config):
     model = HfViTModel(tiny_config()).eval()
     model(torch.randn(1, 3, 32, 32), interpolate_pos_encoding=False)  # native size is fine
-    with pytest.raises(ValueError, match=r"Input image size \(48x32\) differs from the model's \(32x32\) and interpolate_pos_encoding=False"):
+    with pytest.raises(
+        ValueError,
+        match=r"Input image size \(48x32\) differs from the model's \(32x32\) and interpolate_pos_encoding=False",
+    ):
         model(torch.randn(1, 3, 48, 32), interpolate_pos_encoding=False)
     a = model(torch.randn(1, 3, 48, 32, generator=torch.Generator().manual_seed(1)), interpolate_pos_encoding=True)
     b = model(torch.randn(1, 3, 48, 32, generator=torch.Generator().manual_seed(1)))
@@ -111,7 +118,7 @@ def test_attention_weights_under_sdpa_are_the_real_eager_weights(tiny_config):
     b = eager(x, output_attentions=True)
     assert len(a.attentions) == 2
     n = tokens(sdpa.config, 32, 48)
-    for got, expected in zip(a.attentions, b.attentions):
+    for got, expected in zip(a.attentions, b.attentions, strict=True):
         assert got.shape == (2, 4, n, n)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
         torch.testing.assert_close(got.sum(-1), torch.ones(2, 4, n), rtol=0, atol=1e-5)
@@ -252,7 +259,9 @@ def test_no_split_modules_for_device_map(tiny_config):
     model = HfViTForImageClassification(tiny_config())
     assert set(model._no_split_modules) == {"HfViTEmbeddings", "HfViTLayer"}
     # a memory budget that forces a split: blocks are placed whole, never cut inside
-    device_map = infer_auto_device_map(model, max_memory={0: 40_000, "cpu": 10**9}, no_split_module_classes=list(model._no_split_modules))
+    device_map = infer_auto_device_map(
+        model, max_memory={0: 40_000, "cpu": 10**9}, no_split_module_classes=list(model._no_split_modules)
+    )
     assert set(device_map.values()) >= {"cpu"}
     for name in device_map:
         assert not name.startswith("vit.encoder.layers.0.") and not name.startswith("vit.embeddings."), name

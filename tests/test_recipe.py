@@ -24,13 +24,28 @@ ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1
 def test_small_images_get_the_digits_recipe():
     recipe = recipe_for_images([(8, 8)] * 5)
     assert recipe.kind == "small" and recipe.model == DIGITS_MODEL
-    assert (recipe.num_train_epochs, recipe.learning_rate, recipe.augment, recipe.augmentation) == (20, 1e-3, False, "shift")
+    assert (recipe.num_train_epochs, recipe.learning_rate, recipe.augment, recipe.augmentation) == (
+        20,
+        1e-3,
+        False,
+        "shift",
+    )
     assert recipe.num_threads == 1 and recipe.pretrained_hint is None
 
 
-@pytest.mark.parametrize("size, image_size, patch_size", [((3, 2), 8, 4), ((12, 12), 12, 4), ((16, 15), 16, 4),
-                                                          ((24, 24), 24, 8), ((32, 30), 32, 8), ((28, 28), 32, 8), ((40, 40), 48, 16),
-                                                          ((64, 64), 64, 16)])
+@pytest.mark.parametrize(
+    "size, image_size, patch_size",
+    [
+        ((3, 2), 8, 4),
+        ((12, 12), 12, 4),
+        ((16, 15), 16, 4),
+        ((24, 24), 24, 8),
+        ((32, 30), 32, 8),
+        ((28, 28), 32, 8),
+        ((40, 40), 48, 16),
+        ((64, 64), 64, 16),
+    ],
+)
 def test_small_images_keep_a_grid_of_at_most_4x4(size, image_size, patch_size):
     recipe = recipe_for_images([size])
     assert recipe.kind == "small" and (recipe.image_size, recipe.patch_size) == (image_size, patch_size)
@@ -42,10 +57,17 @@ def test_small_images_keep_a_grid_of_at_most_4x4(size, image_size, patch_size):
 def test_photos_keep_the_default_preset_and_hear_about_pretrained_models():
     recipe = recipe_for_images([(640, 480), (500, 375), (1024, 768), (12, 12)])  # the median decides, not an outlier
     assert recipe.kind == "photo" and recipe.model == {**PRESETS[DEFAULT_PRESET], "pooling": "cls"}
-    assert (recipe.num_train_epochs, recipe.learning_rate, recipe.augment, recipe.augmentation) == (3, 1e-3, True, "crop_flip")
+    assert (recipe.num_train_epochs, recipe.learning_rate, recipe.augment, recipe.augmentation) == (
+        3,
+        1e-3,
+        True,
+        "crop_flip",
+    )
     assert "--model_name_or_path google/vit-base-patch16-224" in recipe.pretrained_hint
     assert recipe.typical_size == (570, 428)
-    assert "typically 570x428 px" in recipe.describe() and "224x224 input, patch 16 (14x14 patches)" in recipe.describe()
+    assert (
+        "typically 570x428 px" in recipe.describe() and "224x224 input, patch 16 (14x14 patches)" in recipe.describe()
+    )
     # medium images: rounded to the patch grid, never above 224
     assert (recipe_for_images([(150, 120)]).image_size, recipe_for_images([(5000, 5000)]).image_size) == (128, 224)
     assert recipe_for_images([(96, 96)]).image_size == 96
@@ -68,7 +90,9 @@ def _folder(root, size, per_class=6, mode="L"):
     return root
 
 
-@pytest.mark.parametrize("size, kind, image_size", [((8, 8), "small", 8), ((40, 36), "small", 32), ((300, 200), "photo", 224)])
+@pytest.mark.parametrize(
+    "size, kind, image_size", [((8, 8), "small", 8), ((40, 36), "small", 32), ((300, 200), "photo", 224)]
+)
 def test_the_recipe_of_an_image_folder(tmp_path, size, kind, image_size):
     data = hdata.load_image_data(train_dir=str(_folder(tmp_path / "images", size, mode="L" if size[0] < 10 else "RGB")))
     assert set(hdata.sample_image_sizes(data, max_images=4)) == {size}
@@ -85,7 +109,9 @@ def test_the_recipe_of_an_image_folder(tmp_path, size, kind, image_size):
 def test_augmentation_kinds():
     processor = hdata.image_processor_for(32)
     shift = [type(t).__name__ for t in hdata.build_transforms(processor, train=True, augmentation="shift").transforms]
-    crop_flip = [type(t).__name__ for t in hdata.build_transforms(processor, train=True, augmentation="crop_flip").transforms]
+    crop_flip = [
+        type(t).__name__ for t in hdata.build_transforms(processor, train=True, augmentation="crop_flip").transforms
+    ]
     assert "RandomAffine" in shift and "RandomHorizontalFlip" not in shift and "RandomResizedCrop" not in shift
     assert "RandomResizedCrop" in crop_flip and "RandomHorizontalFlip" in crop_flip
     with pytest.raises(ValueError, match="shift, crop_flip"):
@@ -96,15 +122,30 @@ def test_train_settings_take_the_recipe_and_the_flags_override_it():
     from hf_vit.commands.train import parse_args, settings_from
 
     recipe = recipe_for_images([(8, 8)])
-    settings = settings_from(parse_args(["--train_dir", "x"]), digits_recipe=False, fine_tuning=False, recipe=recipe,
-                             augmentation=recipe.augmentation)
-    assert (settings.num_train_epochs, settings.learning_rate, settings.augment, settings.augmentation) == (20, 1e-3, False, "shift")
+    settings = settings_from(
+        parse_args(["--train_dir", "x"]),
+        digits_recipe=False,
+        fine_tuning=False,
+        recipe=recipe,
+        augmentation=recipe.augmentation,
+    )
+    assert (settings.num_train_epochs, settings.learning_rate, settings.augment, settings.augmentation) == (
+        20,
+        1e-3,
+        False,
+        "shift",
+    )
     given = parse_args(["--train_dir", "x", "--augment", "on", "--num_train_epochs", "2", "--learning_rate", "3e-4"])
     settings = settings_from(given, digits_recipe=False, fine_tuning=False, recipe=recipe, augmentation="shift")
     assert (settings.num_train_epochs, settings.learning_rate, settings.augment) == (2, 3e-4, True)
     photo = recipe_for_images([(640, 480)])
-    off = settings_from(parse_args(["--train_dir", "x", "--augment", "off"]), digits_recipe=False, fine_tuning=False,
-                        recipe=photo, augmentation=photo.augmentation)
+    off = settings_from(
+        parse_args(["--train_dir", "x", "--augment", "off"]),
+        digits_recipe=False,
+        fine_tuning=False,
+        recipe=photo,
+        augmentation=photo.augmentation,
+    )
     assert not off.augment and off.augmentation == "crop_flip"
 
 
@@ -124,8 +165,9 @@ def test_a_folder_of_small_digits_trains_by_default(tmp_path):
     """`hf-vit-train --train_dir digits/` with no model flags: the digits recipe, chosen from the images' size."""
     images = _digits_folder(tmp_path / "digits", per_class=40)
     out = tmp_path / "out"
-    result = run_python([TRAIN, "--train_dir", str(images), "--output_dir", str(out), "--no_progress"],
-                        env_extra=ENV, timeout=300)
+    result = run_python(
+        [TRAIN, "--train_dir", str(images), "--output_dir", str(out), "--no_progress"], env_extra=ENV, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model chosen from the data: the images are typically 8x8 px" in result.stdout
     assert "8x8 input, patch 4 (2x2 patches)" in result.stdout and "no augmentation" in result.stdout
@@ -138,8 +180,23 @@ def test_a_folder_of_small_digits_trains_by_default(tmp_path):
 def test_the_trainer_command_chooses_the_same_model(tmp_path):
     images = _folder(tmp_path / "images", (8, 8), per_class=4)
     out = tmp_path / "out"
-    result = run_python([FINETUNE, "--train_dir", str(images), "--output_dir", str(out), "--max_steps", "2",
-                         "--per_device_train_batch_size", "4", "--disable_tqdm", "true"], env_extra=ENV, timeout=300)
+    result = run_python(
+        [
+            FINETUNE,
+            "--train_dir",
+            str(images),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--disable_tqdm",
+            "true",
+        ],
+        env_extra=ENV,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model chosen from the data" in result.stdout
     config = json.loads((out / "config.json").read_text())

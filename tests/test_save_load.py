@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, run_python
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import (
@@ -21,8 +22,6 @@ from transformers import (
 
 from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTModel
 
-from helpers import REPO, run_python
-
 LABELS = {0: "cat", 1: "dog", 2: "fish"}
 
 
@@ -36,8 +35,13 @@ def saved(tmp_path, tiny_config):
 
 def test_folder_contents_and_auto_map(saved):
     folder, _ = saved
-    assert {"config.json", "model.safetensors", "configuration_hf_vit.py", "modeling_hf_vit.py",
-            "preprocessor_config.json"} <= set(os.listdir(folder))
+    assert {
+        "config.json",
+        "model.safetensors",
+        "configuration_hf_vit.py",
+        "modeling_hf_vit.py",
+        "preprocessor_config.json",
+    } <= set(os.listdir(folder))
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "hf_vit"
     assert config["auto_map"] == {
@@ -78,7 +82,10 @@ def test_auto_classes(saved):
     torch.testing.assert_close(backbone(x).pooler_output, model.vit(x).pooler_output, rtol=0, atol=0)
     assert type(AutoImageProcessor.from_pretrained(folder)).__name__.startswith("ViTImageProcessor")
     # built from a config, too
-    assert type(AutoModelForImageClassification.from_config(HfViTConfig(**{**model.config.to_dict()}))) is HfViTForImageClassification
+    assert (
+        type(AutoModelForImageClassification.from_config(HfViTConfig(**{**model.config.to_dict()})))
+        is HfViTForImageClassification
+    )
 
 
 def test_image_processor_found_through_the_model_type(tmp_path, tiny_config):
@@ -119,8 +126,9 @@ def test_remote_code_load_without_hf_vit(saved, tmp_path_factory):
     x = torch.randn(2, 3, 32, 48)
     torch.save(x, folder / "x.pt")
     hf_home = tmp_path_factory.mktemp("hf_home")
-    result = run_python(["-c", REMOTE_CODE, str(folder)], env_extra={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"},
-                        cwd=hf_home)
+    result = run_python(
+        ["-c", REMOTE_CODE, str(folder)], env_extra={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}, cwd=hf_home
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "transformers_modules" in result.stdout and "HfViTForImageClassification HfViTModel" in result.stdout
     remote = torch.load(folder / "remote.pt")
@@ -165,7 +173,9 @@ class _TinyImages(torch.utils.data.Dataset):
     def __init__(self, n=64):
         generator = torch.Generator().manual_seed(0)
         self.labels = torch.arange(n) % 2
-        self.pixels = torch.randn(n, 3, 32, 32, generator=generator) * 0.5 + (self.labels.float() * 2 - 1)[:, None, None, None]
+        self.pixels = (
+            torch.randn(n, 3, 32, 32, generator=generator) * 0.5 + (self.labels.float() * 2 - 1)[:, None, None, None]
+        )
 
     def __len__(self):
         return len(self.labels)
@@ -177,9 +187,19 @@ class _TinyImages(torch.utils.data.Dataset):
 def test_trainer_a_few_steps_lowers_the_loss(tmp_path, tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=2))
     data = _TinyImages()
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=16, num_train_epochs=3,
-                             learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no", seed=0,
-                             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        num_train_epochs=3,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=data)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

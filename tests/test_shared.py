@@ -57,9 +57,16 @@ def test_vit_base_flops_are_the_papers():
 def test_model_card_metadata_and_body(tmp_path, tiny_config):
     config = tiny_config(num_labels=10)
     model = HfViTForImageClassification(config)
-    card = render_model_card(config, num_parameters=count_parameters(model), model_name="digits-vit", repo_id="me/digits-vit",
-                             datasets=["sklearn-digits"], results={"accuracy": 0.98}, hyperparameters={"learning_rate": 0.001},
-                             source="timm vit_small_patch16_224")
+    card = render_model_card(
+        config,
+        num_parameters=count_parameters(model),
+        model_name="digits-vit",
+        repo_id="me/digits-vit",
+        datasets=["sklearn-digits"],
+        results={"accuracy": 0.98},
+        hyperparameters={"learning_rate": 0.001},
+        source="timm vit_small_patch16_224",
+    )
     path = write_model_card(tmp_path, card)
     loaded = ModelCard.load(path)
     data = loaded.data.to_dict()
@@ -69,5 +76,5 @@ def test_model_card_metadata_and_body(tmp_path, tiny_config):
     assert metric == {"type": "accuracy", "value": 0.98}
     text = path.read_text()
     assert "converted from timm vit_small_patch16_224" in text and "| learning_rate | 0.001 |" in text
-    assert f"{count_parameters(model) / 1e3:.1f}K" in text and 'trust_remote_code=True' in text
+    assert f"{count_parameters(model) / 1e3:.1f}K" in text and "trust_remote_code=True" in text
     assert yaml.safe_load(text.split("---")[1])["datasets"] == ["sklearn-digits"]

@@ -11,7 +11,15 @@ from helpers import REPO, run_python
 TRAIN = str(REPO / "scripts" / "train.py")
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 # a few quick steps on a subset of the digits
-QUICK = ["--no_progress", "--max_train_samples", "256", "--max_eval_samples", "120", "--per_device_train_batch_size", "32"]
+QUICK = [
+    "--no_progress",
+    "--max_train_samples",
+    "256",
+    "--max_eval_samples",
+    "120",
+    "--per_device_train_batch_size",
+    "32",
+]
 
 
 def train(*args, timeout=300):
@@ -36,14 +44,33 @@ def one_line_error(result, *fragments):
 
 def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     out = tmp_path / "run"
-    result = train("--output_dir", out, "--num_train_epochs", "3", "--max_train_samples", "1437", "--max_eval_samples", "360",
-                   "--per_device_train_batch_size", "64", "--report_to", "tensorboard")
+    result = train(
+        "--output_dir",
+        out,
+        "--num_train_epochs",
+        "3",
+        "--max_train_samples",
+        "1437",
+        "--max_eval_samples",
+        "360",
+        "--per_device_train_batch_size",
+        "64",
+        "--report_to",
+        "tensorboard",
+    )
     assert result.returncode == 0, result.stderr
     assert accuracy(result.stdout) > 40.0  # chance is 10%
     assert f"saved model, image processor and model card to {out}" in result.stdout
     assert re.search(r"pipeline prediction for a held-out test image \(true label \d\): \d \(score", result.stdout)
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "metrics.jsonl",
-                 "training_curves.png", "all_results.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "metrics.jsonl",
+        "training_curves.png",
+        "all_results.json",
+    ):
         assert (out / name).is_file(), name
     assert any((out / "runs").rglob("events.out.tfevents*"))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -61,9 +88,20 @@ def test_ddp_two_processes_gathers_metrics_once(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = [
-        "-m", "accelerate.commands.launch", "--config_file", str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
-        "--main_process_port", str(port), TRAIN, *QUICK, "--output_dir", str(out),
-        "--max_train_steps", "6", "--max_eval_samples", "101",  # odd: the last batch is split unevenly across ranks
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
+        "--main_process_port",
+        str(port),
+        TRAIN,
+        *QUICK,
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "6",
+        "--max_eval_samples",
+        "101",  # odd: the last batch is split unevenly across ranks
     ]
     result = run_python(args, env_extra=ENV, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,7 +116,16 @@ def test_ddp_two_processes_gathers_metrics_once(tmp_path):
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
-    common = ["--max_train_steps", "20", "--checkpointing_steps", "3", "--seed", "7", "--augment", "on"]  # 8 steps an epoch
+    common = [
+        "--max_train_steps",
+        "20",
+        "--checkpointing_steps",
+        "3",
+        "--seed",
+        "7",
+        "--augment",
+        "on",
+    ]  # 8 steps an epoch
     reference = train("--output_dir", tmp_path / "ref", *common)
     assert reference.returncode == 0, reference.stderr
 
@@ -95,8 +142,10 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
         "    return real(path, *args, **kwargs)\n"
         "shutil.rmtree = rmtree\n"
     )
-    code = f"import runpy, sys\n{patch}sys.argv = {[TRAIN, *QUICK, '--output_dir', str(out), *common]!r}\n" \
-           f"runpy.run_path({TRAIN!r}, run_name='__main__')"
+    code = (
+        f"import runpy, sys\n{patch}sys.argv = {[TRAIN, *QUICK, '--output_dir', str(out), *common]!r}\n"
+        f"runpy.run_path({TRAIN!r}, run_name='__main__')"
+    )
     killed = run_python(code, env_extra=ENV, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (out / "checkpoints" / "checkpoint-9").is_dir() and (out / "checkpoints" / "checkpoint-6").is_dir()
@@ -120,8 +169,9 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-15", "checkpoint-18"]
 
     # a checkpoint from another model is refused, in one line
-    other = train("--output_dir", out, *common, "--resume_from_checkpoint", "latest",
-                  "--config_overrides", "hidden_size=32")
+    other = train(
+        "--output_dir", out, *common, "--resume_from_checkpoint", "latest", "--config_overrides", "hidden_size=32"
+    )
     one_line_error(other, "incompatible model", "hidden_size")
 
 
@@ -158,9 +208,18 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
     images = tmp_path / "images"
     _write_images(images, modes=("RGB", "L", "RGBA", "P", "CMYK"))
     (images / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    common = ["--train_dir", images, "--preset", "vit-tiny-patch16-224", "--config_overrides",
-              "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64",
-              "--per_device_train_batch_size", "4", "--max_train_steps", "3"]
+    common = [
+        "--train_dir",
+        images,
+        "--preset",
+        "vit-tiny-patch16-224",
+        "--config_overrides",
+        "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_train_steps",
+        "3",
+    ]
     failed = train("--output_dir", tmp_path / "fail", *common)
     one_line_error(failed, "broken.png")
     assert not (tmp_path / "fail" / "model.safetensors").exists()
@@ -215,12 +274,29 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
             (tmp_path / "ds" / split / name).mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (20, 20), (20 * i, 120 * c, 0)).save(tmp_path / "ds" / split / name / f"{i}.png")
-    overrides = "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
+    overrides = (
+        "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64"
+    )
     result = run_python(
-        [TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming", "--max_train_steps", "4", "--no_progress",
-         "--preset", "vit-tiny-patch16-224", "--config_overrides", overrides, "--per_device_train_batch_size", "4",
-         "--output_dir", str(tmp_path / "out")],
-        env_extra=ENV, timeout=300,
+        [
+            TRAIN,
+            "--dataset_name",
+            str(tmp_path / "ds"),
+            "--streaming",
+            "--max_train_steps",
+            "4",
+            "--no_progress",
+            "--preset",
+            "vit-tiny-patch16-224",
+            "--config_overrides",
+            overrides,
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        env_extra=ENV,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation accuracy:" in result.stdout
@@ -232,7 +308,9 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
 def test_train_throughput_compares_the_run_with_the_bare_step(tmp_path):
     out = tmp_path / "run"
     assert train("--output_dir", out, "--max_train_steps", "3").returncode == 0
-    result = run_python([str(REPO / "scripts" / "dev" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV)
+    result = run_python(
+        [str(REPO / "scripts" / "dev" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV
+    )
     assert result.returncode == 0, result.stderr
     assert re.search(r"bare model step: \d+ img/s \(median of 2 x 3 steps, batch 32\)", result.stdout)
     assert re.search(r"train.py end to end: \d+ img/s \(3 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)

@@ -24,7 +24,10 @@ def snapshot(folder):
 
 def run_with_fault(script, args, patch, timeout=300):
     """Run `script args` in a fresh process after executing `patch` (Python source) there."""
-    code = f"import runpy, sys\n{patch}\nsys.argv = {[script, *map(str, args)]!r}\nrunpy.run_path({script!r}, run_name='__main__')"
+    code = (
+        f"import runpy, sys\n{patch}\nsys.argv = {[script, *map(str, args)]!r}\n"
+        f"runpy.run_path({script!r}, run_name='__main__')"
+    )
     return run_python(code, env_extra=ENV, timeout=timeout)
 
 
@@ -89,17 +92,32 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
     data = tmp_path / "images"
     write_images(data)
     before = snapshot(data)
-    into_data = run_python([FINETUNE, "--train_dir", str(data), "--output_dir", str(data), "--overwrite_output_dir"],
-                           env_extra=ENV)
+    into_data = run_python(
+        [FINETUNE, "--train_dir", str(data), "--output_dir", str(data), "--overwrite_output_dir"], env_extra=ENV
+    )
     one_line_error(into_data, "--output_dir", "is the input --train_dir")
     assert snapshot(data) == before
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("my notes")
-    common = [FINETUNE, "--preset", "vit-tiny-patch16-224", "--config_overrides", ",".join(f"{k}={v}" for k, v in TINY.items()),
-              "--output_dir", str(out), "--max_steps", "1", "--max_train_samples", "32", "--max_eval_samples", "16",
-              "--disable_tqdm", "true"]
+    common = [
+        FINETUNE,
+        "--preset",
+        "vit-tiny-patch16-224",
+        "--config_overrides",
+        ",".join(f"{k}={v}" for k, v in TINY.items()),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--max_train_samples",
+        "32",
+        "--max_eval_samples",
+        "16",
+        "--disable_tqdm",
+        "true",
+    ]
     refused = run_python(common, env_extra=ENV)
     one_line_error(refused, "already holds files", "--overwrite_output_dir")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
@@ -115,9 +133,19 @@ def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
     data = tmp_path / "broken"
     write_images(data, broken=[f"{c}/{i}.png" for c in "ab" for i in range(4)])
     before = snapshot(trained)
-    failed = train("--train_dir", data, "--output_dir", trained, "--overwrite_output_dir", "--max_train_steps", "2",
-                   "--preset", "vit-tiny-patch16-224", "--config_overrides", "image_size=8,patch_size=4,hidden_size=32,"
-                   "num_hidden_layers=1,num_attention_heads=2,intermediate_size=64")
+    failed = train(
+        "--train_dir",
+        data,
+        "--output_dir",
+        trained,
+        "--overwrite_output_dir",
+        "--max_train_steps",
+        "2",
+        "--preset",
+        "vit-tiny-patch16-224",
+        "--config_overrides",
+        "image_size=8,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
+    )
     one_line_error(failed, "cannot read image", str(data))
     assert snapshot(trained) == before
     fresh = train("--train_dir", data, "--output_dir", tmp_path / "fresh", "--max_train_steps", "2")
@@ -141,16 +169,30 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     before = snapshot(out)
-    other_batch = train("--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2",
-                        "--resume_from_checkpoint", "latest", "--per_device_train_batch_size", "16")
+    other_batch = train(
+        "--output_dir",
+        out,
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        "--per_device_train_batch_size",
+        "16",
+    )
     one_line_error(other_batch, "cannot resume from checkpoint", "per_device_train_batch_size 32 then, 16 now")
     assert snapshot(out) == before
 
     newest = out / "checkpoints" / "checkpoint-4"
     (newest / "trainer_state.json").write_text("")
     explicit = train("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", newest)
-    one_line_error(explicit, "checkpoint-4 is damaged (trainer_state.json is unreadable",
-                   "resume from checkpoint", "checkpoint-2 (the newest intact one) or start over")
+    one_line_error(
+        explicit,
+        "checkpoint-4 is damaged (trainer_state.json is unreadable",
+        "resume from checkpoint",
+        "checkpoint-2 (the newest intact one) or start over",
+    )
 
     # a checkpoint saved without the file sizes (older hf_vit) whose optimizer.bin would run code: refused as damaged
     oldest = out / "checkpoints" / "checkpoint-2"
@@ -167,8 +209,16 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
     shutil.copytree(trained, out)
     truncated = out / "checkpoints" / "checkpoint-4" / "model.safetensors"
     truncated.write_bytes(truncated.read_bytes()[:100])
-    resumed = train("--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2",
-                    "--resume_from_checkpoint", "latest")
+    resumed = train(
+        "--output_dir",
+        out,
+        "--max_train_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "warning: passing over damaged checkpoint" in resumed.stderr and "resumed from" in resumed.stdout
     assert "checkpoint-2 at step 2" in resumed.stdout
@@ -182,10 +232,11 @@ class Exploit:
 def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
     before = snapshot(trained)
     enospc = "raise OSError(28, 'No space left on device')"
-    final = run_with_fault(TRAIN, [*QUICK, "--output_dir", trained, "--overwrite_output_dir", "--max_train_steps", "2"], (
-        "import transformers.modeling_utils as m\n"
-        f"def full(*args, **kwargs):\n    {enospc}\n"
-        "m.safe_save_file = full"))
+    final = run_with_fault(
+        TRAIN,
+        [*QUICK, "--output_dir", trained, "--overwrite_output_dir", "--max_train_steps", "2"],
+        (f"import transformers.modeling_utils as m\ndef full(*args, **kwargs):\n    {enospc}\nm.safe_save_file = full"),
+    )
     assert final.returncode == 1, final.stderr[-3000:]
     one_line_error(final, "disk full while writing the trained model", "nothing in it was changed")
     assert snapshot(trained) == before
@@ -193,15 +244,20 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
 
     # the second checkpoint meets a full disk inside torch.save (whose error hides the errno)
     out = tmp_path / "run"
-    saving = run_with_fault(TRAIN, [*QUICK, "--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2"], (
-        "import accelerate.utils.other as other, torch\n"
-        "calls = []\n"
-        "def save(obj, f, *args, **kwargs):\n"
-        "    calls.append(f)\n"
-        "    if 'checkpoint-4' in str(f):\n"
-        "        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 1728 vs 1616')\n"
-        "    return torch.serialization.save(obj, f, *args, **kwargs)\n"
-        "other.torch.save = save"))
+    saving = run_with_fault(
+        TRAIN,
+        [*QUICK, "--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2"],
+        (
+            "import accelerate.utils.other as other, torch\n"
+            "calls = []\n"
+            "def save(obj, f, *args, **kwargs):\n"
+            "    calls.append(f)\n"
+            "    if 'checkpoint-4' in str(f):\n"
+            "        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 1728 vs 1616')\n"
+            "    return torch.serialization.save(obj, f, *args, **kwargs)\n"
+            "other.torch.save = save"
+        ),
+    )
     one_line_error(saving, "disk full while saving checkpoint 4", "earlier checkpoints are intact")
     assert saving.returncode == 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2"]
@@ -211,18 +267,24 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
 def test_a_kill_while_the_final_files_are_moved_in_strands_nothing(tmp_path):
     out = tmp_path / "run"
     args = [*QUICK, "--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2"]
-    killed = run_with_fault(TRAIN, args, (
-        "import os, signal\n"
-        "real = os.replace\n"
-        "def replace(src, dst, *a, **k):\n"
-        "    if str(dst).endswith('config.json'):  # model.safetensors is in, config.json not yet\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(src, dst, *a, **k)\n"
-        "os.replace = replace"))
+    killed = run_with_fault(
+        TRAIN,
+        args,
+        (
+            "import os, signal\n"
+            "real = os.replace\n"
+            "def replace(src, dst, *a, **k):\n"
+            "    if str(dst).endswith('config.json'):  # model.safetensors is in, config.json not yet\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(src, dst, *a, **k)\n"
+            "os.replace = replace"
+        ),
+    )
     assert killed.returncode == -signal.SIGKILL
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-4"] or \
-        sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    resumed = train(*args[len(QUICK):], "--resume_from_checkpoint", "latest")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-4"] or sorted(
+        p.name for p in (out / "checkpoints").iterdir()
+    ) == ["checkpoint-2", "checkpoint-4"]
+    resumed = train(*args[len(QUICK) :], "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "config.json").is_file() and (out / "checkpoints" / "checkpoint-4").is_dir()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the killed run's staging folder is gone
@@ -240,8 +302,10 @@ def test_a_kill_while_the_final_files_are_moved_in_strands_nothing(tmp_path):
         (["--per_device_train_batch_size", "-4"], ["--per_device_train_batch_size must be at least 1"]),
         (["--validation_split", "0"], ["--validation_split must be a fraction between 0 and 1"]),
         (["--validation_split", "1"], ["--validation_split must be a fraction between 0 and 1"]),
-        (["--config_overrides", "num_hidden_layer=1"], ["unknown HfViTConfig key 'num_hidden_layer'",
-                                                        "did you mean 'num_hidden_layers'?"]),
+        (
+            ["--config_overrides", "num_hidden_layer=1"],
+            ["unknown HfViTConfig key 'num_hidden_layer'", "did you mean 'num_hidden_layers'?"],
+        ),
         (["--config_overrides", "foo_bar=3"], ["unknown HfViTConfig key 'foo_bar'", "known keys:"]),
     ],
 )
@@ -265,9 +329,20 @@ def test_refusals_exit_2_in_one_line_before_loading_data(tmp_path):
 def test_an_unreadable_demo_image_never_fails_the_run(tmp_path):
     write_images(tmp_path / "train")
     write_images(tmp_path / "val", per_class=2, broken=["a/0.png"])  # the first held-out image
-    result = train("--train_dir", tmp_path / "train", "--validation_dir", tmp_path / "val", "--skip_bad_images",
-                   "--output_dir", tmp_path / "out", "--max_train_steps", "2", "--preset", "vit-tiny-patch16-224",
-                   "--config_overrides", "image_size=8,patch_size=4,hidden_size=32,num_hidden_layers=1,"
-                   "num_attention_heads=2,intermediate_size=64")
+    result = train(
+        "--train_dir",
+        tmp_path / "train",
+        "--validation_dir",
+        tmp_path / "val",
+        "--skip_bad_images",
+        "--output_dir",
+        tmp_path / "out",
+        "--max_train_steps",
+        "2",
+        "--preset",
+        "vit-tiny-patch16-224",
+        "--config_overrides",
+        "image_size=8,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
+    )
     assert result.returncode == 0, result.stderr
     assert "pipeline prediction for a held-out validation image" in result.stdout

@@ -13,12 +13,22 @@ def test_no_weight_decay_on_norms_biases_positions_cls_registers(tiny_config):
     decayed = {names[id(p)] for g in groups if g["weight_decay"] for p in g["params"]}
     undecayed = {names[id(p)] for g in groups if not g["weight_decay"] for p in g["params"]}
     assert decayed | undecayed == set(names.values()) and not decayed & undecayed
-    for name in ("vit.embeddings.cls_token", "vit.embeddings.register_tokens", "vit.embeddings.position_embeddings",
-                 "vit.layernorm.weight", "vit.encoder.layers.0.norm1.weight", "classifier.bias",
-                 "vit.encoder.layers.1.attention.qkv.bias"):
+    for name in (
+        "vit.embeddings.cls_token",
+        "vit.embeddings.register_tokens",
+        "vit.embeddings.position_embeddings",
+        "vit.layernorm.weight",
+        "vit.encoder.layers.0.norm1.weight",
+        "classifier.bias",
+        "vit.encoder.layers.1.attention.qkv.bias",
+    ):
         assert name in undecayed, name
-    for name in ("vit.encoder.layers.0.attention.qkv.weight", "vit.embeddings.patch_embeddings.projection.weight",
-                 "classifier.weight", "vit.encoder.layers.1.mlp.fc1.weight"):
+    for name in (
+        "vit.encoder.layers.0.attention.qkv.weight",
+        "vit.embeddings.patch_embeddings.projection.weight",
+        "classifier.weight",
+        "vit.encoder.layers.1.mlp.fc1.weight",
+    ):
         assert name in decayed, name
 
 
@@ -83,8 +93,11 @@ def test_latest_passes_over_damaged_checkpoints_and_names_the_intact_one(tmp_pat
     assert "trainer_state.json is unreadable" in checkpoint_problem(empty_state)
     assert "model.safetensors is damaged" in checkpoint_problem(bad_weights)
     assert resolve_checkpoint("latest", folder) == good
-    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint-8 is damaged \(optimizer.bin has 3 bytes.*\); "
-                                         r"resume from checkpoint .*checkpoint-4 \(the newest intact one\) or start over"):
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint .*checkpoint-8 is damaged \(optimizer.bin has 3 bytes.*\); "
+        r"resume from checkpoint .*checkpoint-4 \(the newest intact one\) or start over",
+    ):
         resolve_checkpoint(str(truncated), folder)
 
 
@@ -113,8 +126,12 @@ def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_pat
     for output, word in ((data, "is"), (data / "out", "lies inside"), (tmp_path, "contains")):
         with pytest.raises(ValueError, match=f"{word} the input --train_dir"):
             check_output_dir(output, inputs={"--train_dir": data}, overwrite=True, resuming=False)
-    check_output_dir(tmp_path / "new", inputs={"--train_dir": data, "--dataset_name": "user/hub-name"},
-                     overwrite=False, resuming=False)
+    check_output_dir(
+        tmp_path / "new",
+        inputs={"--train_dir": data, "--dataset_name": "user/hub-name"},
+        overwrite=False,
+        resuming=False,
+    )
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / ".hidden").write_text("x")
     with pytest.raises(OutputDirNotEmpty, match=r"\.hidden"):
@@ -133,9 +150,14 @@ def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
 
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from hf_vit.output_dir import RunLock; lock = RunLock({str(out)!r}).acquire(); "
-                               "print('held', flush=True); import time; time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from hf_vit.output_dir import RunLock; lock = RunLock({str(out)!r}).acquire(); "
+            "print('held', flush=True); import time; time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -163,8 +185,13 @@ def test_final_files_replace_only_run_files_with_the_ordinary_mode(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    for name, text in (("notes.txt", "mine"), (".hidden", "mine too"), ("config.json", "old"),
-                       ("model-00001-of-00002.safetensors", "old shard"), ("metrics.jsonl", "old rows")):
+    for name, text in (
+        ("notes.txt", "mine"),
+        (".hidden", "mine too"),
+        ("config.json", "old"),
+        ("model-00001-of-00002.safetensors", "old shard"),
+        ("metrics.jsonl", "old rows"),
+    ):
         (out / name).write_text(text)
     with pytest.raises(OSError):
         with final_files(out) as staging:

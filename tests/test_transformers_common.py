@@ -63,8 +63,18 @@ def _transformers_tests_root(cache_dir: Path) -> Path:
     if (root / "tests" / "test_modeling_common.py").is_file():
         return root
     with tempfile.TemporaryDirectory(dir=cache_dir) as download:
-        command = [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-deps",
-                   "--no-binary", ":all:", "-d", download]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"transformers=={version}",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            download,
+        ]
         # without build isolation pip reads the sdist's metadata with the installed setuptools (seconds, not a
         # minute); if that is missing or too old, the isolated build it falls back to works too
         for extra in (["--no-build-isolation"], []):
@@ -73,9 +83,11 @@ def _transformers_tests_root(cache_dir: Path) -> Path:
             if result.returncode == 0 and archives:
                 break
         if result.returncode != 0 or not archives:
-            pytest.skip(f"cannot fetch transformers {version}'s source distribution from PyPI "
-                        f"({' '.join(command[1:6])}): {result.stderr.strip().splitlines()[-1:]}; set "
-                        "HF_VIT_TRANSFORMERS_TESTS to an unpacked transformers source tree to run these tests")
+            pytest.skip(
+                f"cannot fetch transformers {version}'s source distribution from PyPI "
+                f"({' '.join(command[1:6])}): {result.stderr.strip().splitlines()[-1:]}; set "
+                "HF_VIT_TRANSFORMERS_TESTS to an unpacked transformers source tree to run these tests"
+            )
         unpacked = Path(download) / "unpacked"
         with tarfile.open(archives[0]) as archive:
             members = [m for m in archive.getmembers() if m.name.split("/")[1:2] == ["tests"] and m.isfile()]
@@ -89,7 +101,9 @@ def _transformers_tests_root(cache_dir: Path) -> Path:
 def mixins(request, tmp_path_factory):
     """The `test_modeling_common` and `test_configuration_common` modules, importable as a package."""
     cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`: then a fresh folder
-    cache_dir = Path(cache.mkdir("hf_vit-transformers-tests") if cache else tmp_path_factory.mktemp("transformers-tests"))
+    cache_dir = Path(
+        cache.mkdir("hf_vit-transformers-tests") if cache else tmp_path_factory.mktemp("transformers-tests")
+    )
     source = _transformers_tests_root(cache_dir) / "tests"
     package = cache_dir / f"package-{transformers.__version__}"
     target = package / PACKAGE
@@ -109,8 +123,10 @@ def mixins(request, tmp_path_factory):
             os.replace(built, target)
     sys.path.insert(0, str(package))
     try:
-        yield (importlib.import_module(f"{PACKAGE}.test_modeling_common"),
-               importlib.import_module(f"{PACKAGE}.test_configuration_common"))
+        yield (
+            importlib.import_module(f"{PACKAGE}.test_modeling_common"),
+            importlib.import_module(f"{PACKAGE}.test_configuration_common"),
+        )
     finally:
         sys.path.remove(str(package))
 
@@ -137,22 +153,49 @@ class ViTShapedModelTester:
     """A model tester like that of transformers' `tests/models/vit/test_modeling_vit.py` (which the sdist lacks), for
     either library; smaller inputs (4 images of 16x16 in 4x4 patches) keep the ~160 tests fast on a CPU."""
 
-    def __init__(self, parent, config_class, batch_size=4, image_size=16, patch_size=4, num_channels=3,
-                 hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                 type_sequence_label_size=10):
+    def __init__(
+        self,
+        parent,
+        config_class,
+        batch_size=4,
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        type_sequence_label_size=10,
+    ):
         self.parent, self.config_class = parent, config_class
-        self.batch_size, self.image_size, self.patch_size, self.num_channels = batch_size, image_size, patch_size, num_channels
-        self.hidden_size, self.num_hidden_layers, self.num_attention_heads = hidden_size, num_hidden_layers, num_attention_heads
+        self.batch_size, self.image_size, self.patch_size, self.num_channels = (
+            batch_size,
+            image_size,
+            patch_size,
+            num_channels,
+        )
+        self.hidden_size, self.num_hidden_layers, self.num_attention_heads = (
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+        )
         self.intermediate_size, self.type_sequence_label_size = intermediate_size, type_sequence_label_size
         self.is_training = True
         self.seq_length = (image_size // patch_size) ** 2 + 1
 
     def get_config(self):
         return self.config_class(
-            image_size=self.image_size, patch_size=self.patch_size, num_channels=self.num_channels,
-            hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
-            hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, initializer_range=0.02,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            num_channels=self.num_channels,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act="gelu",
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+            initializer_range=0.02,
             num_labels=self.type_sequence_label_size,
         )
 
@@ -200,7 +243,9 @@ def _test_classes(mixins):
         CommonTest.__name__ = f"{config_class.__name__}CommonTest"
         return CommonTest
 
-    return make(HfViTConfig, (HfViTModel, HfViTForImageClassification)), make(ViTConfig, (ViTModel, ViTForImageClassification))
+    return make(HfViTConfig, (HfViTModel, HfViTForImageClassification)), make(
+        ViTConfig, (ViTModel, ViTForImageClassification)
+    )
 
 
 def _outcome(test_class, name):
@@ -231,5 +276,7 @@ def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mi
             outcome = "failed where ViT fails"
         counts[outcome] += 1
     print(f"transformers {transformers.__version__} common tests on hf_vit: {counts}")
-    assert not regressions, f"{len(regressions)} tests pass for transformers' ViT but fail for hf_vit:\n" + "\n".join(regressions)
+    assert not regressions, f"{len(regressions)} tests pass for transformers' ViT but fail for hf_vit:\n" + "\n".join(
+        regressions
+    )
     assert counts["passed"] > 40, counts

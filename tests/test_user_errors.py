@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY, run_python
+from hub_server import TOKEN, USER, HubServer
 from PIL import Image
 from transformers import ViTImageProcessor
 
 from hf_vit import HfViTConfig, HfViTForImageClassification
 from hf_vit import data as hdata
-
-from helpers import REPO, TINY, run_python
-from hub_server import TOKEN, USER, HubServer
 
 LABELS = {0: "dark", 1: "light"}
 CLIENT_SITE = Path(__file__).resolve().parent / "hub_client_site"
@@ -52,6 +51,7 @@ def model_dir(tmp_path_factory):
 
 
 # ---- 6: 16-bit images decode as in training, in every CLI --------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gray16(tmp_path_factory):
@@ -84,8 +84,18 @@ def test_predict_reads_16bit_png_as_training_does(model_dir, gray16):
 
 
 def test_visualize_attention_reads_16bit_png_as_training_does(model_dir, gray16, tmp_path):
-    result = run_python(["scripts/visualize_attention.py", str(model_dir), str(gray16), "--output_dir", str(tmp_path),
-                         "--size", "32", "32"])
+    result = run_python(
+        [
+            "scripts/visualize_attention.py",
+            str(model_dir),
+            str(gray16),
+            "--output_dir",
+            str(tmp_path),
+            "--size",
+            "32",
+            "32",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     pixel_values = np.load(tmp_path / "ramp16_maps.npz")["pixel_values"]
     processor = ViTImageProcessor.from_pretrained(model_dir)
@@ -95,6 +105,7 @@ def test_visualize_attention_reads_16bit_png_as_training_does(model_dir, gray16,
 
 
 # ---- 13: damaged weights -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cli", ["predict", "visualize_attention"])
 def test_truncated_weights_are_named(cli, model_dir, gray16, tmp_path):
@@ -109,18 +120,31 @@ def test_truncated_weights_are_named(cli, model_dir, gray16, tmp_path):
     if cli == "visualize_attention":
         args += ["--output_dir", str(tmp_path / "maps")]
     line = error_line(run_python(args), 2)
-    assert line.startswith(f"error: {weights} is damaged: not a complete safetensors file (truncated or corrupt?)"), line
+    assert line.startswith(f"error: {weights} is damaged: not a complete safetensors file (truncated or corrupt?)"), (
+        line
+    )
     assert snapshot(folder) == before and not (tmp_path / "maps").exists()
 
 
 # ---- 14: a model folder that does not exist -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cli", ["predict", "visualize_attention", "convert_to_timm"])
 def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
     missing = tmp_path / "no-such-model"
     if cli == "convert_to_timm":
-        args, code = ["scripts/convert_checkpoint.py", "--to", "timm", "--checkpoint", str(missing),
-                      "--output_dir", str(tmp_path / "out")], 2
+        args, code = (
+            [
+                "scripts/convert_checkpoint.py",
+                "--to",
+                "timm",
+                "--checkpoint",
+                str(missing),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ],
+            2,
+        )
     else:
         args, code = [f"scripts/{cli}.py", str(missing), str(gray16), "--output_dir", str(tmp_path / "out")], 2
         if cli == "predict":
@@ -131,6 +155,7 @@ def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
 
 
 # ---- 13/14: files that are not what the flag says -----------------------------------------------------------------
+
 
 def _text_pth(path):
     path.write_text("hello, the weights are in the other folder\n")  # torch.load: KeyError: 101 (the "e")
@@ -143,9 +168,16 @@ def _random_pth(path):
 
 
 NOT_CHECKPOINTS = {
-    "convert_text_pth": (["scripts/convert_checkpoint.py", "--source", "timm", "--timm_model", "vit_small_patch16_224",
-                          "--checkpoint"], "weights.pth", _text_pth),
-    "convert_random_pth": (["scripts/convert_checkpoint.py", "--source", "dino", "--checkpoint"], "weights.pth", _random_pth),
+    "convert_text_pth": (
+        ["scripts/convert_checkpoint.py", "--source", "timm", "--timm_model", "vit_small_patch16_224", "--checkpoint"],
+        "weights.pth",
+        _text_pth,
+    ),
+    "convert_random_pth": (
+        ["scripts/convert_checkpoint.py", "--source", "dino", "--checkpoint"],
+        "weights.pth",
+        _random_pth,
+    ),
     "export_text_pth": (["scripts/export_safetensors.py", "--input"], "weights.pth", _text_pth),
 }
 
@@ -157,16 +189,30 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     make(path)
     before = path.read_bytes()
     line = error_line(run_python([*args, str(path), "--output_dir", str(tmp_path / "out")]), 2)
-    assert line == (f"error: {path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
-                    "and this file is neither"), line
+    assert line == (
+        f"error: {path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
+        "and this file is neither"
+    ), line
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 def test_file_that_is_not_an_npz_archive(tmp_path):
     path = tmp_path / "ViT-B_16.npz"
     path.write_text("<html>404: not found</html>\n")  # what a failed download leaves behind
-    line = error_line(run_python(["scripts/convert_checkpoint.py", "--source", "npz", "--checkpoint", str(path),
-                                  "--output_dir", str(tmp_path / "out")]), 2)
+    line = error_line(
+        run_python(
+            [
+                "scripts/convert_checkpoint.py",
+                "--source",
+                "npz",
+                "--checkpoint",
+                str(path),
+                "--output_dir",
+                str(tmp_path / "out"),
+            ]
+        ),
+        2,
+    )
     assert line == f"error: {path} is not an .npz archive (a zip of NumPy arrays, as np.savez writes)", line
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
@@ -174,17 +220,27 @@ def test_file_that_is_not_an_npz_archive(tmp_path):
 @pytest.mark.parametrize("source", ["timm", "dino", "transformers"])
 def test_hf_vit_folder_given_to_convert(source, model_dir, tmp_path):
     before = snapshot(model_dir)
-    args = ["scripts/convert_checkpoint.py", "--source", source, "--checkpoint", str(model_dir),
-            "--output_dir", str(tmp_path / "out")]
+    args = [
+        "scripts/convert_checkpoint.py",
+        "--source",
+        source,
+        "--checkpoint",
+        str(model_dir),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     if source == "timm":
         args += ["--timm_model", "vit_small_patch16_224"]
     line = error_line(run_python(args), 2)
-    assert line == (f"error: {model_dir} is already an hf_vit folder: nothing to convert; load it directly with "
-                    "AutoModel.from_pretrained (after `import hf_vit`)"), line
+    assert line == (
+        f"error: {model_dir} is already an hf_vit folder: nothing to convert; load it directly with "
+        "AutoModel.from_pretrained (after `import hf_vit`)"
+    ), line
     assert snapshot(model_dir) == before and not (tmp_path / "out").exists()
 
 
 # ---- 14: an image folder without the class layout -----------------------------------------------------------------
+
 
 def _images(folder: Path, count: int = 4):
     folder.mkdir(parents=True)
@@ -202,11 +258,23 @@ def test_train_dir_without_class_folders(layout, tmp_path):
         _images(train_dir / "cat")
         found = "a single class sub-folder ('cat')"
     before = snapshot(train_dir)
-    result = run_python(["scripts/train.py", "--train_dir", str(train_dir), "--output_dir", str(tmp_path / "run"),
-                         "--max_train_steps", "1", "--no_progress"])
+    result = run_python(
+        [
+            "scripts/train.py",
+            "--train_dir",
+            str(train_dir),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_train_steps",
+            "1",
+            "--no_progress",
+        ]
+    )
     line = error_line(result, 2)
-    assert line == (f"error: --train_dir {train_dir} has {found}: expected one sub-folder of images per class, "
-                    f"at least two classes (e.g. {train_dir}/cat/1.jpg, {train_dir}/dog/2.jpg)"), line
+    assert line == (
+        f"error: --train_dir {train_dir} has {found}: expected one sub-folder of images per class, "
+        f"at least two classes (e.g. {train_dir}/cat/1.jpg, {train_dir}/dog/2.jpg)"
+    ), line
     assert snapshot(train_dir) == before and not (tmp_path / "run").exists()
 
 
@@ -217,12 +285,15 @@ def test_image_folder_layout_in_the_library(tmp_path):
     data = hdata.load_image_data(train_dir=str(tmp_path / "two"), cache_dir=str(tmp_path / "cache"))
     assert sorted(data.id2label.values()) == ["cat", "dog"]
     _images(tmp_path / "meta")
-    (tmp_path / "meta" / "metadata.csv").write_text("file_name,label\n" + "".join(f"{i}.png,{i % 2}\n" for i in range(4)))
+    (tmp_path / "meta" / "metadata.csv").write_text(
+        "file_name,label\n" + "".join(f"{i}.png,{i % 2}\n" for i in range(4))
+    )
     data = hdata.load_image_data(train_dir=str(tmp_path / "meta"), cache_dir=str(tmp_path / "cache"))
     assert data.label_column == "label"
 
 
 # ---- 15: a push that cannot succeed touches neither the folder nor the Hub's write endpoints -----------------------
+
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
@@ -235,13 +306,25 @@ def push(hub, home, folder, repo_id, token=TOKEN):
     """scripts/push_to_hub.py as a Hub client of `hub` (HF_ENDPOINT read at import time, HF_HOME a temp dir, no proxy,
     no other network: tests/hub_client_site/sitecustomize.py); `token=None` runs it without any token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               PYTHONUNBUFFERED="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(home),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     if token is not None:
         env["HF_TOKEN"] = token
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(folder), "--repo_id", repo_id],
-                            capture_output=True, text=True, env=env, cwd=home, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(folder), "--repo_id", repo_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=300,
+    )
     assert "NON-LOOPBACK NETWORK ACCESS" not in result.stderr, result.stderr[-3000:]
     return result
 
@@ -260,8 +343,10 @@ def uncarded(model_dir, tmp_path):
 def test_push_without_a_token(hub, uncarded, tmp_path):
     before, sent = snapshot(uncarded), len(hub.requests)
     line = error_line(push(hub, tmp_path, uncarded, f"{USER}/no-token", token=None), 2)
-    assert line == (f"error: no Hugging Face token: pushing to {USER}/no-token needs one with write access; "
-                    "log in with `hf auth login` or set HF_TOKEN"), line
+    assert line == (
+        f"error: no Hugging Face token: pushing to {USER}/no-token needs one with write access; "
+        "log in with `hf auth login` or set HF_TOKEN"
+    ), line
     assert hub.requests[sent:] == []  # nothing sent at all, in particular no POST /api/repos/create
     assert snapshot(uncarded) == before  # no README.md written
 
@@ -274,8 +359,10 @@ def test_push_that_cannot_write_checks_before_creating(case, hub, uncarded, tmp_
     if case == "invalid_token":
         assert line.startswith("error: the Hub rejected the Hugging Face token (") and "hf auth login" in line, line
     else:
-        assert line == (f"error: the Hugging Face token of '{USER}' cannot write to someone-else/x: 'someone-else' is "
-                        f"neither that user nor one of their organizations ('{USER}')"), line
+        assert line == (
+            f"error: the Hugging Face token of '{USER}' cannot write to someone-else/x: 'someone-else' is "
+            f"neither that user nor one of their organizations ('{USER}')"
+        ), line
     sent = hub.requests[sent:]
     assert ("GET", "/api/whoami-v2") in sent and all(method == "GET" for method, _ in sent), sent  # nothing created
     assert not hub.store.exists(repo_id)

@@ -5,9 +5,9 @@
 
 MODEL is an hf_vit checkpoint folder or Hub id, or any checkpoint hf_vit.from_pretrained converts (timm, transformers
 ViT, DINOv2, ...; converted once into the Hugging Face cache). Each image runs at its own aspect ratio, at about the
-pixel count of the checkpoint's image processor, each side rounded to a multiple of the patch size (or at --size H W); position
-embeddings are interpolated. From the chosen layer, the [CLS] query's attention over the patches (the [CLS] and
-register keys left out) gives, per image, in DIR:
+pixel count of the checkpoint's image processor, each side rounded to a multiple of the patch size (or at --size H W);
+position embeddings are interpolated. From the chosen layer, the [CLS] query's attention over the patches (the [CLS]
+and register keys left out) gives, per image, in DIR:
 
     STEM_head{i}.png   one heat map per head                      (input size)
     STEM_mean.png      the head mean overlaid on the image        (input size)
@@ -26,8 +26,7 @@ import io
 import sys
 from pathlib import Path
 
-from hf_vit.cli import fail
-from hf_vit.cli import command
+from hf_vit.cli import command, fail
 
 
 def parse_args(argv=None):
@@ -36,10 +35,16 @@ def parse_args(argv=None):
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--output_dir", required=True, help="folder for the PNGs (created if missing)")
     parser.add_argument("--layer", type=int, default=-1, help="layer whose attention is shown (default -1: the last)")
-    parser.add_argument("--threshold", type=float, default=0.6,
-                        help="share of the attention mass the mask keeps (DINO's default 0.6)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                        help="input size in pixels, multiples of the patch size (default: the image's aspect ratio)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.6, help="share of the attention mass the mask keeps (DINO's default 0.6)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size in pixels, multiples of the patch size (default: the image's aspect ratio)",
+    )
     parser.add_argument("--rollout", action="store_true", help="also write attention rollout across layers")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     from hf_vit.cli import add_logging_arguments
@@ -71,8 +76,9 @@ def summary_figure(image, maps, overlays: dict, heads: list) -> bytes:
             axis.imshow(picture, interpolation="nearest")
             axis.set_title(title, fontsize=9)
             axis.axis("off")
-    figure.suptitle(f"[CLS] attention, layer {maps.layer}, input {maps.input_size[0]}x{maps.input_size[1]}",
-                    fontsize=10)
+    figure.suptitle(
+        f"[CLS] attention, layer {maps.layer}, input {maps.input_size[0]}x{maps.input_size[1]}", fontsize=10
+    )
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -115,15 +121,20 @@ def main(argv=None) -> int:
         model_name = pretrained_location(args.model)
         config = AutoConfig.from_pretrained(model_name)
     except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
-        fail(f"cannot load a model config from {args.model!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        fail(
+            f"cannot load a model config from {args.model!r}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        )
     if config.model_type != "hf_vit":
         fail(f"{args.model!r} is a {config.model_type!r} model; this script needs an hf_vit checkpoint")
     patch = int(config.patch_size)
     if args.size is not None and (min(args.size) <= 0 or args.size[0] % patch or args.size[1] % patch):
         fail(f"--size must be positive multiples of the patch size {patch}, got {args.size[0]} {args.size[1]}")
     if not -config.num_hidden_layers <= args.layer < config.num_hidden_layers:
-        fail(f"--layer must be in [{-config.num_hidden_layers}, {config.num_hidden_layers - 1}] for this "
-             f"{config.num_hidden_layers}-layer model, got {args.layer}")
+        fail(
+            f"--layer must be in [{-config.num_hidden_layers}, {config.num_hidden_layers - 1}] for this "
+            f"{config.num_hidden_layers}-layer model, got {args.layer}"
+        )
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
@@ -135,8 +146,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError):
         size = am.size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})
-        print(f"note: {args.model} has no preprocessor_config.json; using ViTImageProcessor defaults "
-              f"(mean {processor.image_mean}, std {processor.image_std})", file=sys.stderr)
+        print(
+            f"note: {args.model} has no preprocessor_config.json; using ViTImageProcessor defaults "
+            f"(mean {processor.image_mean}, std {processor.image_std})",
+            file=sys.stderr,
+        )
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -158,8 +172,9 @@ def main(argv=None) -> int:
             stem = f"{base}_{n}"
         stems.add(stem)
 
-        maps = am.compute_attention_maps(model, image, processor, size=args.size, layer=args.layer,
-                                         threshold=args.threshold, rollout=args.rollout)
+        maps = am.compute_attention_maps(
+            model, image, processor, size=args.size, layer=args.layer, threshold=args.threshold, rollout=args.rollout
+        )
         shown = am.display_image(maps.pixel_values, processor)
         size = maps.input_size
         head_pictures = [(f"head {i}", am.heatmap_image(head, size)) for i, head in enumerate(maps.heads)]
@@ -176,9 +191,14 @@ def main(argv=None) -> int:
         if maps.rollout is not None:
             files[f"{stem}_rollout.png"] = png_bytes(overlays["rollout"])
         files[f"{stem}_summary.png"] = summary_figure(shown, maps, overlays, head_pictures)
-        arrays = {"heads": maps.heads.numpy(), "mean": maps.mean.numpy(), "mask": maps.mask.numpy(),
-                  "head_masks": maps.head_masks.numpy(), "pixel_values": maps.pixel_values[0].numpy(),
-                  "layer": np.array(maps.layer)}
+        arrays = {
+            "heads": maps.heads.numpy(),
+            "mean": maps.mean.numpy(),
+            "mask": maps.mask.numpy(),
+            "head_masks": maps.head_masks.numpy(),
+            "pixel_values": maps.pixel_values[0].numpy(),
+            "layer": np.array(maps.layer),
+        }
         if maps.rollout is not None:
             arrays["rollout"] = maps.rollout.numpy()
         buffer = io.BytesIO()
@@ -187,9 +207,11 @@ def main(argv=None) -> int:
         for name, data in files.items():
             atomic_write_bytes(output_dir / name, data)
         grid = (size[0] // patch, size[1] // patch)
-        print(f"{image_path}: input {size[0]}x{size[1]} ({grid[0]}x{grid[1]} patches), layer {maps.layer}, "
-              f"attention {model.config._attn_implementation}, "
-              f"mask keeps {int(maps.mask.sum())}/{grid[0] * grid[1]} patches; {len(files)} files in {output_dir}")
+        print(
+            f"{image_path}: input {size[0]}x{size[1]} ({grid[0]}x{grid[1]} patches), layer {maps.layer}, "
+            f"attention {model.config._attn_implementation}, "
+            f"mask keeps {int(maps.mask.sum())}/{grid[0] * grid[1]} patches; {len(files)} files in {output_dir}"
+        )
 
     if failed:
         print(f"error: {len(failed)} of {len(args.images)} images could not be read", file=sys.stderr)

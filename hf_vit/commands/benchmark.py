@@ -14,10 +14,17 @@ import shlex
 import sys
 from pathlib import Path
 
-
-from hf_vit.cli import fail
-from hf_vit.benchmark import CONTENDERS, EXTRA_CONTENDERS, MODEL_SHAPES, MODES, Options, markdown, run_benchmark, write_outputs
-from hf_vit.cli import command
+from hf_vit.benchmark import (
+    CONTENDERS,
+    EXTRA_CONTENDERS,
+    MODEL_SHAPES,
+    MODES,
+    Options,
+    markdown,
+    run_benchmark,
+    write_outputs,
+)
+from hf_vit.cli import command, fail
 
 
 def _list(text):
@@ -30,9 +37,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=_list, default=defaults.models, help=f"comma list of {', '.join(MODEL_SHAPES)}")
     p.add_argument("--batch-sizes", type=lambda t: [int(x) for x in _list(t)], default=defaults.batch_sizes)
-    p.add_argument("--modes", type=_list, default=None, help=f"comma list of {', '.join(MODES)} "
-                   "(default: infer-fp32,infer-bf16,train-fp32 on CPU; infer-bf16,train-bf16,infer-fp32 on CUDA)")
-    p.add_argument("--contenders", type=_list, default=defaults.contenders, help=f"inference contenders, of {', '.join(CONTENDERS + EXTRA_CONTENDERS)}")
+    p.add_argument(
+        "--modes",
+        type=_list,
+        default=None,
+        help=f"comma list of {', '.join(MODES)} "
+        "(default: infer-fp32,infer-bf16,train-fp32 on CPU; infer-bf16,train-bf16,infer-fp32 on CUDA)",
+    )
+    p.add_argument(
+        "--contenders",
+        type=_list,
+        default=defaults.contenders,
+        help=f"inference contenders, of {', '.join(CONTENDERS + EXTRA_CONTENDERS)}",
+    )
     p.add_argument("--train-contenders", type=_list, default=defaults.train_contenders)
     p.add_argument("--compile", action="store_true", help="add torch.compile variants of the sdpa contenders and timm")
     p.add_argument("--reps", type=int, default=defaults.reps, help="interleaved repetitions (median taken; >= 5)")
@@ -40,12 +57,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed rounds before the reps")
     p.add_argument("--device", default=defaults.device, choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--memory", action="store_true", help="peak training memory per contender, fresh process each, GC off/on")
+    p.add_argument(
+        "--memory", action="store_true", help="peak training memory per contender, fresh process each, GC off/on"
+    )
     p.add_argument("--memory-models", type=_list, default=defaults.memory_models)
     p.add_argument("--memory-batch-size", type=int, default=defaults.memory_batch_size)
     p.add_argument("--memory-contenders", type=_list, default=defaults.memory_contenders)
-    p.add_argument("--quick", action="store_true", help="tiny model, batch 8, 512² matmul peak: seconds on any CPU "
-                   "(bf16 skipped where the CPU has no native bf16); for tests and smoke runs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny model, batch 8, 512² matmul peak: seconds on any CPU "
+        "(bf16 skipped where the CPU has no native bf16); for tests and smoke runs",
+    )
     p.add_argument("--out-dir", default=defaults.out_dir)
     from hf_vit.cli import add_logging_arguments
 
@@ -62,7 +85,11 @@ def main(argv=None):
     # bf16 named explicitly runs even where it is emulated; the default set skips it there (with a note)
     args.emulated_bf16 = args.modes is not None and not args.quick
     if args.modes is None:
-        args.modes = ["infer-bf16", "train-bf16", "infer-fp32"] if args.device == "cuda" else ["infer-fp32", "infer-bf16", "train-fp32"]
+        args.modes = (
+            ["infer-bf16", "train-bf16", "infer-fp32"]
+            if args.device == "cuda"
+            else ["infer-fp32", "infer-bf16", "train-fp32"]
+        )
     if args.reps < 1:
         p.error("--reps must be >= 1")
     for name in args.contenders + args.train_contenders + args.memory_contenders:
@@ -88,11 +115,18 @@ def main(argv=None):
     except OSError as error:
         fail(f"--out-dir {out_dir} cannot be created: {error.strerror or error}")
 
-    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    opts = Options(**{k: v for k, v in vars(args).items() if k in Options.__dataclass_fields__}, command=command.strip())
+    command = "python scripts/benchmark.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    opts = Options(
+        **{k: v for k, v in vars(args).items() if k in Options.__dataclass_fields__}, command=command.strip()
+    )
     # outputs are rewritten after every group, so an interrupted long run keeps what it finished
-    report = run_benchmark(opts, log=lambda line: print(line, file=sys.stderr, flush=True),
-                           on_progress=lambda partial: write_outputs(partial, args.out_dir))
+    report = run_benchmark(
+        opts,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+        on_progress=lambda partial: write_outputs(partial, args.out_dir),
+    )
     paths = write_outputs(report, args.out_dir)
     print(markdown(report))
     print(f"wrote {paths['markdown']}, {paths['json']}, {paths['png']}", file=sys.stderr)

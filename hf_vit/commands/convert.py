@@ -15,31 +15,44 @@ huggingface_hub; --revision pins a commit, --filename names the file of a repo w
   python scripts/convert_checkpoint.py --to transformers --checkpoint hf_vit-folder --output_dir vit-out --verify
 
 User errors print one line to stderr and exit 1; --verify exits 1 when max-abs-diff exceeds 1e-4 (nothing is written).
-"""
+"""  # noqa: E501 (--help prints this docstring verbatim: one example command per line)
 
 import argparse
 import sys
 from pathlib import Path
+
 from hf_vit.cli import command
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     direction = parser.add_mutually_exclusive_group()
-    direction.add_argument("--source", choices=("timm", "dino", "transformers", "dinov2", "npz"),
-                           help="convert this format into hf_vit (default: detected from the files)")
+    direction.add_argument(
+        "--source",
+        choices=("timm", "dino", "transformers", "dinov2", "npz"),
+        help="convert this format into hf_vit (default: detected from the files)",
+    )
     direction.add_argument("--to", choices=("timm", "transformers"), help="export an hf_vit folder to this format")
-    parser.add_argument("--checkpoint", required=True,
-                        help="source file or folder, or a Hub repo id (an hf_vit folder with --to)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="source file or folder, or a Hub repo id (an hf_vit folder with --to)"
+    )
     parser.add_argument("--revision", help="Hub branch, tag or commit of --checkpoint (default: main)")
-    parser.add_argument("--filename", help="the checkpoint file inside a Hub repo without config.json (DINO .pth, .npz)")
+    parser.add_argument(
+        "--filename", help="the checkpoint file inside a Hub repo without config.json (DINO .pth, .npz)"
+    )
     parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument("--timm_model", help="timm: base architecture, e.g. vit_small_patch16_224 (gives the heads)")
     parser.add_argument("--preset", help="timm/dino: an hf_vit preset giving the heads, e.g. vit-small-patch16-224")
     parser.add_argument("--num_heads", type=int, help="timm/dino: number of attention heads")
-    parser.add_argument("--checkpoint_key", default="teacher", help="dino: which training-checkpoint entry (teacher|student)")
-    parser.add_argument("--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)")
+    parser.add_argument(
+        "--checkpoint_key", default="teacher", help="dino: which training-checkpoint entry (teacher|student)"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)"
+    )
     from hf_vit.cli import add_hub_arguments
 
     add_hub_arguments(parser)
@@ -55,9 +68,8 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
+    from hf_vit.cli import RunFailure, UserError, check_hub_arguments, push_from_arguments
     from hf_vit.convert import convert_checkpoint, export_checkpoint
-    from hf_vit.cli import check_hub_arguments, push_from_arguments
-    from hf_vit.cli import RunFailure, UserError
     from hf_vit.hub import PushError
     from hf_vit.output_dir import is_disk_full
 
@@ -69,23 +81,41 @@ def main(argv=None) -> int:
         if args.checkpoint_key != "teacher":
             local_file_options.append("--checkpoint_key")
         if args.to:
-            result = export_checkpoint(args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite)
+            result = export_checkpoint(
+                args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite
+            )
             against = args.to
         elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).exists():
             if local_file_options:
-                raise ValueError(f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino")
+                raise ValueError(
+                    f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino"
+                )
             from hf_vit.convert.pretrained import convert_pretrained
 
-            result = convert_pretrained(args.checkpoint, args.output_dir, revision=args.revision, filename=args.filename,
-                                        source=args.source, verify=args.verify, overwrite=args.overwrite)
+            result = convert_pretrained(
+                args.checkpoint,
+                args.output_dir,
+                revision=args.revision,
+                filename=args.filename,
+                source=args.source,
+                verify=args.verify,
+                overwrite=args.overwrite,
+            )
             against = result["conversion"].reference_name
             print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
             for note in result["conversion"].notes:
                 print(f"note: {note}")
         else:
             result = convert_checkpoint(
-                args.source, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite,
-                timm_model=args.timm_model, preset=args.preset, num_heads=args.num_heads, checkpoint_key=args.checkpoint_key,
+                args.source,
+                args.checkpoint,
+                args.output_dir,
+                verify=args.verify,
+                overwrite=args.overwrite,
+                timm_model=args.timm_model,
+                preset=args.preset,
+                num_heads=args.num_heads,
+                checkpoint_key=args.checkpoint_key,
             )
             against = result["conversion"].reference_name
             for note in result["conversion"].notes:
@@ -96,8 +126,9 @@ def main(argv=None) -> int:
         raise UserError(str(error)) from None
     except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
         if is_disk_full(error):
-            raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
-                             "again)") from None
+            raise RunFailure(
+                f"disk full while writing {args.output_dir}: nothing was written (free space and run again)"
+            ) from None
         raise
     for note in result.get("notes", []):
         print(f"note: {note}")
@@ -105,8 +136,11 @@ def main(argv=None) -> int:
         print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")
     print(f"wrote {result['output_dir']}")
     try:
-        push_from_arguments(args, result["output_dir"],
-                            commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit")
+        push_from_arguments(
+            args,
+            result["output_dir"],
+            commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit",
+        )
     except ValueError as error:  # the folder, the repo id or the token
         raise UserError(str(error)) from None
     except PushError as error:  # the Hub

@@ -6,10 +6,11 @@
 
 Inputs: an Accelerate `save_state` folder, a PyTorch .bin/.pt state dict (loaded with weights_only=True), or an
 hf_vit folder with legacy weights. Every tensor is re-read and compared bitwise before success is reported.
-"""
+"""  # noqa: E501 (--help prints this docstring verbatim: one example command per line)
 
 import argparse
 import sys
+
 from hf_vit.cli import command
 
 
@@ -34,16 +35,25 @@ def main(argv=None) -> int:
     from hf_vit.output_dir import is_disk_full
 
     try:
-        result = export_safetensors(args.input, args.output_dir, config=args.config, max_shard_size=args.max_shard_size,
-                                    model_index=args.model_index, overwrite=args.overwrite)
+        result = export_safetensors(
+            args.input,
+            args.output_dir,
+            config=args.config,
+            max_shard_size=args.max_shard_size,
+            model_index=args.model_index,
+            overwrite=args.overwrite,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise UserError(str(error)) from None
     except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
         if is_disk_full(error):
-            raise RunFailure(f"disk full while writing {args.output_dir}: nothing was written (free space and run "
-                             "again)") from None
+            raise RunFailure(
+                f"disk full while writing {args.output_dir}: nothing was written (free space and run again)"
+            ) from None
         raise
-    print(f"checked {result['num_tensors']} tensors bitwise; wrote {result['output_dir']}: {', '.join(result['files'])}")
+    print(
+        f"checked {result['num_tensors']} tensors bitwise; wrote {result['output_dir']}: {', '.join(result['files'])}"
+    )
     return 0
 
 

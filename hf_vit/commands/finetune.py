@@ -15,18 +15,28 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from hf_vit.cli import command
 
+from hf_vit.cli import command
 
 # TrainingArguments defaults that differ for a model trained from scratch (the digits, or the model chosen from the
 # data): given unless on the command line. With the model chosen from the data, the epochs and learning rate are the
 # recipe's (hf_vit.model_setup.recipe_for_data) unless given.
 DIGITS_DEFAULTS = {
-    "--num_train_epochs": "20", "--per_device_train_batch_size": "32", "--per_device_eval_batch_size": "256",
-    "--learning_rate": "1e-3", "--weight_decay": "0.05", "--warmup_steps": "0.1", "--lr_scheduler_type": "cosine",
+    "--num_train_epochs": "20",
+    "--per_device_train_batch_size": "32",
+    "--per_device_eval_batch_size": "256",
+    "--learning_rate": "1e-3",
+    "--weight_decay": "0.05",
+    "--warmup_steps": "0.1",
+    "--lr_scheduler_type": "cosine",
     "--label_smoothing_factor": "0.1",
 }
-COMMON_DEFAULTS = {"--eval_strategy": "epoch", "--save_strategy": "no", "--logging_strategy": "epoch", "--report_to": "none"}
+COMMON_DEFAULTS = {
+    "--eval_strategy": "epoch",
+    "--save_strategy": "no",
+    "--logging_strategy": "epoch",
+    "--report_to": "none",
+}
 
 
 def parse_args(argv=None):
@@ -40,12 +50,18 @@ def parse_args(argv=None):
     add_data_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
-    parser.add_argument("--num_threads", type=int, help="torch CPU threads (default: 1 for the small model of the digits "
-                                                        "and other small images)")
-    parser.add_argument("--overwrite_output_dir", action="store_true",
-                        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
-                             "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
-                             "files; nothing else in the folder is touched")
+    parser.add_argument(
+        "--num_threads",
+        type=int,
+        help="torch CPU threads (default: 1 for the small model of the digits and other small images)",
+    )
+    parser.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
+        "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
+        "files; nothing else in the folder is touched",
+    )
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
@@ -55,7 +71,8 @@ def parse_args(argv=None):
     defaults = dict(COMMON_DEFAULTS)
     args.given_flags = given
     if not (args.dataset_name or args.train_dir or args.model_name_or_path) or not (
-            args.model_name_or_path or args.preset or args.config_name):
+        args.model_name_or_path or args.preset or args.config_name
+    ):
         defaults.update(DIGITS_DEFAULTS)
     if "--output_dir" not in given:
         defaults["--output_dir"] = "outputs/hf_vit-trainer"
@@ -98,7 +115,10 @@ def check_output_dir(args, training_args):
     from hf_vit.cli import UserError
 
     output = Path(training_args.output_dir)
-    inputs = {f"--{flag}": getattr(args, flag) for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")}
+    inputs = {
+        f"--{flag}": getattr(args, flag)
+        for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")
+    }
     resuming = bool(training_args.resume_from_checkpoint) and any(output.glob("checkpoint-*"))
     try:
         output_dir.check_output_dir(output, inputs=inputs, overwrite=args.overwrite_output_dir, resuming=resuming)
@@ -138,10 +158,17 @@ def run(args, training_args):
     training_args.label_names = ["labels"]
     try:
         data = hdata.load_image_data(
-            dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name, train_dir=args.train_dir,
-            validation_dir=args.validation_dir, image_column=args.image_column, label_column=args.label_column,
-            validation_split=args.validation_split, split_seed=training_args.seed, cache_dir=args.cache_dir,
-            max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_dir=args.train_dir,
+            validation_dir=args.validation_dir,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            validation_split=args.validation_split,
+            split_seed=training_args.seed,
+            cache_dir=args.cache_dir,
+            max_train_samples=args.max_train_samples,
+            max_eval_samples=args.max_eval_samples,
         )
     except hdata.DataError as error:
         raise UserError(str(error)) from None
@@ -162,9 +189,12 @@ def run(args, training_args):
         torch.set_num_threads(recipe.num_threads)
     torch.manual_seed(training_args.seed)
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    augment = args.augment == "on" or (args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits))
-    train_set, eval_set = hdata.build_datasets(data, processor, skip_bad_images=args.skip_bad_images, augment=augment,
-                                               augmentation=recipe.augmentation)
+    augment = args.augment == "on" or (
+        args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits)
+    )
+    train_set, eval_set = hdata.build_datasets(
+        data, processor, skip_bad_images=args.skip_bad_images, augment=augment, augmentation=recipe.augmentation
+    )
 
     def compute_metrics(eval_pred):
         logits, labels = eval_pred
@@ -176,8 +206,13 @@ def run(args, training_args):
 
     train_set.set_seed(training_args.seed)
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=hdata.collate, compute_metrics=compute_metrics, callbacks=[AugmentationEpoch()],
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=hdata.collate,
+        compute_metrics=compute_metrics,
+        callbacks=[AugmentationEpoch()],
     )
     try:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -187,16 +222,22 @@ def run(args, training_args):
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         card = render_model_card(
-            model.config, num_parameters=sum(p.numel() for p in model.parameters()), model_name=output_dir.name,
+            model.config,
+            num_parameters=sum(p.numel() for p in model.parameters()),
+            model_name=output_dir.name,
             repo_id=training_args.hub_model_id if push_to_hub else None,
             datasets=[data.name] if data.from_dataset else None,
             dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
             results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
             hyperparameters={
-                "learning_rate": training_args.learning_rate, "train_batch_size": training_args.per_device_train_batch_size,
-                "num_epochs": training_args.num_train_epochs, "lr_scheduler_type": str(training_args.lr_scheduler_type),
-                "weight_decay": training_args.weight_decay, "label_smoothing": training_args.label_smoothing_factor,
-                "seed": training_args.seed, "trainer": "transformers.Trainer",
+                "learning_rate": training_args.learning_rate,
+                "train_batch_size": training_args.per_device_train_batch_size,
+                "num_epochs": training_args.num_train_epochs,
+                "lr_scheduler_type": str(training_args.lr_scheduler_type),
+                "weight_decay": training_args.weight_decay,
+                "label_smoothing": training_args.label_smoothing_factor,
+                "seed": training_args.seed,
+                "trainer": "transformers.Trainer",
             },
         )
         try:  # the same final folder as hf-vit-train's (no training_args.bin: outputs are safetensors only)
@@ -212,10 +253,14 @@ def run(args, training_args):
             from hf_vit.hub import PushError, push_folder
 
             try:
-                info = push_folder(output_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
-                            revision=getattr(training_args, "hub_revision", None) or None,
-                            commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer",
-                            token=training_args.hub_token or None)
+                info = push_folder(
+                    output_dir,
+                    training_args.hub_model_id,
+                    private=bool(training_args.hub_private_repo),
+                    revision=getattr(training_args, "hub_revision", None) or None,
+                    commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer",
+                    token=training_args.hub_token or None,
+                )
             except ValueError as error:  # the folder, the repo id or the token
                 raise UserError(str(error)) from None
             except PushError as error:  # the Hub

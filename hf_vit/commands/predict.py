@@ -17,8 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from hf_vit.cli import fail
-from hf_vit.cli import command
+from hf_vit.cli import command, fail
 
 
 def parse_args(argv=None):
@@ -42,8 +41,13 @@ def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
         path = Path(name)
         if path.is_dir():
             any_folder = True
-            files.extend(sorted(p for p in path.rglob("*")
-                                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -92,8 +96,10 @@ def main(argv=None) -> int:
     try:
         classify = pipeline("image-classification", model=model_name, device=device)
     except Exception as error:  # missing folder, bad Hub id, not an image-classification checkpoint
-        fail(f"cannot load an image-classification model from {args.model!r}: "
-             f"{(str(error).splitlines() or [type(error).__name__])[0]}")
+        fail(
+            f"cannot load an image-classification model from {args.model!r}: "
+            f"{(str(error).splitlines() or [type(error).__name__])[0]}"
+        )
     top_k = min(args.top_k, classify.model.config.num_labels)
 
     failed = len(missing)
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
                 failed += 1
         if batch:
             results = classify(batch, top_k=top_k, batch_size=args.batch_size)
-            for name, predictions in zip(names, results):
+            for name, predictions in zip(names, results, strict=False):
                 if isinstance(predictions, dict):
                     predictions = [predictions]
                 predictions = [{"label": p["label"], "score": float(p["score"])} for p in predictions]

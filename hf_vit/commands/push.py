@@ -12,6 +12,7 @@ Exit status 2 for what the user must fix (folder, repo id, token), 1 when the Hu
 
 import argparse
 import sys
+
 from hf_vit.cli import command
 
 
@@ -21,7 +22,9 @@ def main(argv=None) -> int:
     parser.add_argument("folder", help="folder written by save_pretrained (model + image processor)")
     parser.add_argument("--repo_id", required=True, help="NAMESPACE/NAME of the model repo (created if needed)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--revision", default=None, help="branch to push to (created from main if needed); default main")
+    parser.add_argument(
+        "--revision", default=None, help="branch to push to (created from main if needed); default main"
+    )
     parser.add_argument("--commit_message", default=None)
     from hf_vit.cli import add_logging_arguments
 
@@ -34,8 +37,9 @@ def main(argv=None) -> int:
     from hf_vit.hub import PushError, push_folder
 
     try:
-        info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                           commit_message=args.commit_message)
+        info = push_folder(
+            args.folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
+        )
     except ValueError as err:  # the folder, the repo id, the branch name or the card: nothing was uploaded
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@
     dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
     dino              DINO training checkpoints and backbones (`convert_dino_file`)
     npz               Google `.npz`, vit_jax and big_vision layouts (`convert_npz_file`)
-    files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's --source)
+    files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's
+                      --source)
     export            hf_vit -> timm / transformers folders (`export_to_timm`, `export_to_transformers`) and
                       `export_safetensors` (Accelerate states / .bin / legacy folders -> checked safetensors)
     pretrained        any checkpoint by name, layout detected, converted once and cached under the Hugging Face cache

@@ -52,8 +52,10 @@ def _rename(
 
 
 def _expected_names(rules: list[tuple[str, str]]) -> str:
-    names = [re.sub(r"\(\\d\+\)", "N", pattern).replace("\\.", ".").strip("^$").replace("(vit.)?", "[vit.]")
-             for pattern, _ in rules]
+    names = [
+        re.sub(r"\(\\d\+\)", "N", pattern).replace("\\.", ".").strip("^$").replace("(vit.)?", "[vit.]")
+        for pattern, _ in rules
+    ]
     return ", ".join(names[:8]) + ", ..."
 
 
@@ -117,7 +119,8 @@ def _check_fits(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.T
     for key, tensor in state_dict.items():
         if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
             raise ValueError(
-                f"shape mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, {what} expects {tuple(expected[key].shape)}"
+                f"shape mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, "
+                f"{what} expects {tuple(expected[key].shape)}"
             )
     unexpected = [key for key in state_dict if key not in expected]
     missing = [key for key in expected if key not in state_dict]
@@ -177,7 +180,9 @@ def check_output_dir(output_dir, overwrite: bool = False) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output path {output_dir} exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {output_dir} already exists and is not empty; choose another or pass --overwrite")
+        raise ValueError(
+            f"output folder {output_dir} already exists and is not empty; choose another or pass --overwrite"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,12 +222,20 @@ def verify_conversion(conversion: Conversion, tolerance: float = VERIFY_TOLERANC
         raise ValueError(f"--verify needs the source library installed ({error.name or error})") from None
     diff = max_abs_diff(conversion.model, forward)
     if not diff <= tolerance:
-        raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against {conversion.reference_name} exceeds {tolerance:g}")
+        raise ValueError(
+            f"verification failed: max-abs-diff {diff:.3g} against {conversion.reference_name} exceeds {tolerance:g}"
+        )
     return diff
 
 
-def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = False, max_abs_diff: float | None = None,
-                        base_model: str | None = None, model_name: str | None = None) -> Path:
+def write_hf_vit_folder(
+    conversion: Conversion,
+    output_dir,
+    overwrite: bool = False,
+    max_abs_diff: float | None = None,
+    base_model: str | None = None,
+    model_name: str | None = None,
+) -> Path:
     """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card
     (`base_model`: the source's Hub repo id, linked in the card's metadata); atomically (nothing is left in
     `output_dir` if any step fails)."""
@@ -232,18 +245,28 @@ def write_hf_vit_folder(conversion: Conversion, output_dir, overwrite: bool = Fa
     height, width = image_size_pair(model.config.image_size)
     details = conversion.details
     if max_abs_diff is not None:
-        details += f" Verified against {conversion.reference_name}: max-abs-diff {max_abs_diff:.2e} (fp32, random batch at {height}×{width})."
+        details += (
+            f" Verified against {conversion.reference_name}: max-abs-diff {max_abs_diff:.2e} "
+            f"(fp32, random batch at {height}×{width})."
+        )
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
         processor = conversion.image_processor or ViTImageProcessor(
-            do_resize=True, size={"height": height, "width": width}, resample=conversion.resample,
-            image_mean=list(conversion.image_mean), image_std=list(conversion.image_std),
+            do_resize=True,
+            size={"height": height, "width": width},
+            resample=conversion.resample,
+            image_mean=list(conversion.image_mean),
+            image_std=list(conversion.image_std),
         )
         processor.save_pretrained(staging)
         card = render_model_card(
-            model.config, num_parameters=count_parameters(model), model_name=model_name or output_dir.name,
-            source=conversion.source, source_details=details, base_model=base_model,
+            model.config,
+            num_parameters=count_parameters(model),
+            model_name=model_name or output_dir.name,
+            source=conversion.source,
+            source_details=details,
+            base_model=base_model,
         )
         write_model_card(staging, card)
     return output_dir

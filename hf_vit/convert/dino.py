@@ -46,11 +46,13 @@ def dino_backbone_state_dict(obj, path, checkpoint_key: str = "teacher") -> tupl
     dropped = []
     if any(key.startswith("backbone.") for key in state_dict):
         dropped = [key for key in state_dict if not key.startswith("backbone.")]
-        state_dict = {key[len("backbone."):]: v for key, v in state_dict.items() if key.startswith("backbone.")}
+        state_dict = {key[len("backbone.") :]: v for key, v in state_dict.items() if key.startswith("backbone.")}
     return state_dict, dropped
 
 
-def convert_dino_file(path, checkpoint_key: str = "teacher", num_heads: int | None = None, preset: str | None = None) -> Conversion:
+def convert_dino_file(
+    path, checkpoint_key: str = "teacher", num_heads: int | None = None, preset: str | None = None
+) -> Conversion:
     path = Path(path)
     files = weight_files_in(path) if path.is_dir() else [path]
     obj = load_safetensors(files[0]) if files[0].suffix == ".safetensors" else load_pickle(files[0])
@@ -74,8 +76,9 @@ def convert_dino_file(path, checkpoint_key: str = "teacher", num_heads: int | No
     return Conversion(
         model=model,
         source="DINO",
-        details=f"Converted from a DINO ViT backbone ({layout['embed_dim']} wide, depth {layout['depth']}, {heads} heads, "
-        f"patch {layout['patch_size']}; checkpoint entry {checkpoint_key!r} if a training checkpoint).{kept} {note}",
+        details=f"Converted from a DINO ViT backbone ({layout['embed_dim']} wide, depth {layout['depth']}, "
+        f"{heads} heads, patch {layout['patch_size']}; checkpoint entry {checkpoint_key!r} "
+        f"if a training checkpoint).{kept} {note}",
         reference=lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0),
         reference_name="timm VisionTransformer in DINO's shape",
         notes=[note],

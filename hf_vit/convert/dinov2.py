@@ -52,7 +52,9 @@ DINOV2_TO_HF_VIT = [
 
 
 # q/k/v (v4 `attention.attention.query`, v5 `attention.q_proj`) and the v5 SwiGLU halves gate_proj/up_proj
-_DINOV2_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
+_DINOV2_QKV = re.compile(
+    r"^encoder\.layer\.(\d+)\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$"
+)
 
 
 _DINOV2_GLU = re.compile(r"^encoder\.layer\.(\d+)\.mlp\.(gate|up)_proj\.(weight|bias)$")
@@ -139,7 +141,9 @@ def config_from_dinov2(dinov2_config, **overrides) -> HfViTConfig:
 def from_dinov2(dinov2_model: nn.Module) -> HfViTModel:
     """An hf_vit backbone with the weights of a transformers `Dinov2Model` / `Dinov2WithRegistersModel`."""
     if type(dinov2_model).__name__ not in ("Dinov2Model", "Dinov2WithRegistersModel"):
-        raise TypeError(f"expected a transformers Dinov2Model or Dinov2WithRegistersModel, got {type(dinov2_model).__name__}")
+        raise TypeError(
+            f"expected a transformers Dinov2Model or Dinov2WithRegistersModel, got {type(dinov2_model).__name__}"
+        )
     config = config_from_dinov2(dinov2_model.config)
     return _build(config, dinov2_state_dict_to_hf_vit(dinov2_model.state_dict()))
 
@@ -168,7 +172,8 @@ def convert_dinov2_folder(path) -> Conversion:
         return forward
 
     return Conversion(
-        model=model, source=f"transformers {name}",
+        model=model,
+        source=f"transformers {name}",
         details=f"Converted from a transformers {name} checkpoint with hf_vit's converter (q/k/v fused into one qkv"
         + (", SwiGLU gate and value packed into one fc1" if dinov2_config.use_swiglu_ffn else "")
         + "; the mask token kept). Position embeddings are resized "
@@ -176,5 +181,7 @@ def convert_dinov2_folder(path) -> Conversion:
         + " antialiasing, as transformers does for this model.",
         image_mean=tuple(processor.image_mean) if processor else IMAGENET_MEAN,
         image_std=tuple(processor.image_std) if processor else IMAGENET_STD,
-        reference=reference, reference_name="transformers", image_processor=processor,
+        reference=reference,
+        reference_name="transformers",
+        image_processor=processor,
     )

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..checkpoint_io import (
     load_weights,
@@ -40,10 +39,14 @@ HF_VIT_TO_TIMM = [_name_rule(ours, timm) for timm, ours in _TIMM_HF_VIT_NAMES]
 
 # timm architecture names for the standard shapes: (patch, width, depth, heads, mlp) -> name stem
 _TIMM_NAMES = {
-    (16, 192, 12, 3, 768): "vit_tiny_patch16", (16, 384, 12, 6, 1536): "vit_small_patch16",
-    (16, 768, 12, 12, 3072): "vit_base_patch16", (32, 768, 12, 12, 3072): "vit_base_patch32",
-    (16, 1024, 24, 16, 4096): "vit_large_patch16", (14, 1280, 32, 16, 5120): "vit_huge_patch14",
-    (8, 384, 12, 6, 1536): "vit_small_patch8", (8, 768, 12, 12, 3072): "vit_base_patch8",
+    (16, 192, 12, 3, 768): "vit_tiny_patch16",
+    (16, 384, 12, 6, 1536): "vit_small_patch16",
+    (16, 768, 12, 12, 3072): "vit_base_patch16",
+    (32, 768, 12, 12, 3072): "vit_base_patch32",
+    (16, 1024, 24, 16, 4096): "vit_large_patch16",
+    (14, 1280, 32, 16, 5120): "vit_huge_patch14",
+    (8, 384, 12, 6, 1536): "vit_small_patch8",
+    (8, 768, 12, 12, 3072): "vit_base_patch8",
 }
 
 
@@ -57,30 +60,51 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     elif config.hidden_act != "gelu":
         problems.append(f"hidden_act {config.hidden_act!r} (timm's VisionTransformer here is built with exact GELU)")
     if config.layer_norm_eps != 1e-6:
-        problems.append(f"layer_norm_eps {config.layer_norm_eps:g} (timm's VisionTransformer fixes LayerNorm eps at 1e-6)")
+        problems.append(
+            f"layer_norm_eps {config.layer_norm_eps:g} (timm's VisionTransformer fixes LayerNorm eps at 1e-6)"
+        )
     if config.num_register_tokens and config.cls_position_embedding:
-        problems.append("register tokens while [CLS] has a position embedding (timm gives registers positions then too)")
+        problems.append(
+            "register tokens while [CLS] has a position embedding (timm gives registers positions then too)"
+        )
     if config.patch_embedding_bias == config.pre_norm:
-        problems.append("a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
-                        "exactly when there is no pre-norm)")
+        problems.append(
+            "a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
+            "exactly when there is no pre-norm)"
+        )
     if problems:
         raise ValueError("cannot export to timm: " + "; ".join(problems))
     rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "norm." if config.pooling == "cls" else "fc_norm.")]
     state_dict = _rename(_classification_names(model), rules, "hf_vit")
     height, width = image_size_pair(config.image_size)
-    num_classes = model.classifier.out_features if isinstance(model, HfViTForImageClassification) and isinstance(model.classifier, nn.Linear) else 0
     model_args = dict(
-        img_size=height if height == width else [height, width], patch_size=config.patch_size, in_chans=config.num_channels,
-        embed_dim=config.hidden_size, depth=config.num_hidden_layers, num_heads=config.num_attention_heads,
-        mlp_ratio=config.intermediate_size / config.hidden_size, qkv_bias=config.qkv_bias,
-        init_values=config.layerscale_init, class_token=True, no_embed_class=not config.cls_position_embedding,
-        reg_tokens=config.num_register_tokens, global_pool="token" if config.pooling == "cls" else "avg",
+        img_size=height if height == width else [height, width],
+        patch_size=config.patch_size,
+        in_chans=config.num_channels,
+        embed_dim=config.hidden_size,
+        depth=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        mlp_ratio=config.intermediate_size / config.hidden_size,
+        qkv_bias=config.qkv_bias,
+        init_values=config.layerscale_init,
+        class_token=True,
+        no_embed_class=not config.cls_position_embedding,
+        reg_tokens=config.num_register_tokens,
+        global_pool="token" if config.pooling == "cls" else "avg",
         dynamic_img_size=True,
     )
     if config.pre_norm:
         model_args["pre_norm"] = True
-    stem = _TIMM_NAMES.get((config.patch_size, config.hidden_size, config.num_hidden_layers,
-                            config.num_attention_heads, config.intermediate_size), "vit_base_patch16")
+    stem = _TIMM_NAMES.get(
+        (
+            config.patch_size,
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.intermediate_size,
+        ),
+        "vit_base_patch16",
+    )
     architecture = f"{stem}_{height}" if f"{stem}_{height}" in _known_timm_names() else "vit_base_patch16_224"
     return state_dict, architecture, model_args
 
@@ -116,13 +140,22 @@ def _hf_vit_to_transformers_model(model):
     if problems:
         raise ValueError("cannot export to transformers: " + "; ".join(problems))
     vit_config = ViTConfig(
-        image_size=config.image_size, patch_size=config.patch_size, num_channels=config.num_channels,
-        hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
-        hidden_act=config.hidden_act, hidden_dropout_prob=config.hidden_dropout_prob,
-        attention_probs_dropout_prob=config.attention_probs_dropout_prob, layer_norm_eps=config.layer_norm_eps,
-        qkv_bias=config.qkv_bias, initializer_range=config.initializer_range,
-        id2label=dict(config.id2label), label2id=dict(config.label2id), problem_type=config.problem_type,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        num_channels=config.num_channels,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        layer_norm_eps=config.layer_norm_eps,
+        qkv_bias=config.qkv_bias,
+        initializer_range=config.initializer_range,
+        id2label=dict(config.id2label),
+        label2id=dict(config.label2id),
+        problem_type=config.problem_type,
     )
     has_head = isinstance(model, HfViTForImageClassification)
     target = ViTForImageClassification(vit_config) if has_head else ViTModel(vit_config, add_pooling_layer=False)
@@ -139,11 +172,14 @@ def _hf_vit_to_transformers_model(model):
                 for name, part in zip(("q", "k", "v"), tensor.split(hidden), strict=True):
                     state_dict[f"{out}attention.{name}_proj.{kind}"] = part.clone()
                 continue
-            rest = (rest.replace("norm1.", "layernorm_before.").replace("norm2.", "layernorm_after.")
-                    .replace("attention.proj.", "attention.o_proj."))
+            rest = (
+                rest.replace("norm1.", "layernorm_before.")
+                .replace("norm2.", "layernorm_after.")
+                .replace("attention.proj.", "attention.o_proj.")
+            )
             state_dict[out + rest] = tensor
         elif key.startswith("vit."):
-            state_dict[prefix + key[len("vit."):]] = tensor
+            state_dict[prefix + key[len("vit.") :]] = tensor
         else:
             state_dict[key] = tensor
     _check_fits(state_dict, target.state_dict(), "transformers' ViT")
@@ -151,8 +187,9 @@ def _hf_vit_to_transformers_model(model):
     return target.eval()
 
 
-def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False,
-                   tolerance: float = VERIFY_TOLERANCE) -> dict:
+def export_to_timm(
+    hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
+) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
     check_output_dir(output_dir, overwrite)
@@ -173,18 +210,29 @@ def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: b
         "global_pool": model_args["global_pool"],
         "model_args": model_args,
         "pretrained_cfg": {
-            "tag": "hf_vit", "custom_load": False, "input_size": [config.num_channels, height, width],
-            "fixed_input_size": False, "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
-            "mean": list(mean), "std": list(std), "num_classes": num_classes, "pool_size": None,
-            "first_conv": "patch_embed.proj", "classifier": "head",
+            "tag": "hf_vit",
+            "custom_load": False,
+            "input_size": [config.num_channels, height, width],
+            "fixed_input_size": False,
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "mean": list(mean),
+            "std": list(std),
+            "num_classes": num_classes,
+            "pool_size": None,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
         },
     }
     if num_classes and config.id2label and len(config.id2label) == num_classes:
         timm_config["label_names"] = [config.id2label[i] for i in range(num_classes)]
     notes = []
     if not config.interpolate_antialias:
-        notes.append("timm resizes position embeddings with antialiasing and this model without: outputs are identical "
-                     "at the native size and differ slightly at other sizes")
+        notes.append(
+            "timm resizes position embeddings with antialiasing and this model without: outputs are identical "
+            "at the native size and differ slightly at other sizes"
+        )
     diff = None
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         save_safetensors_checked(state_dict, staging)
@@ -198,18 +246,23 @@ def export_to_timm(hf_vit_folder, output_dir, verify: bool = False, overwrite: b
     return {"output_dir": Path(output_dir), "max_abs_diff": diff, "architecture": architecture, "notes": notes}
 
 
-def export_to_transformers(hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False,
-                           tolerance: float = VERIFY_TOLERANCE) -> dict:
+def export_to_transformers(
+    hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
+) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
     check_output_dir(output_dir, overwrite)
     model = load_hf_vit_folder(hf_vit_folder)
     target = _hf_vit_to_transformers_model(model)
     notes = []
     if model.config.interpolate_antialias:
-        notes.append("transformers resizes position embeddings without antialiasing and this model with: outputs are "
-                     "identical at the native size and differ slightly at other sizes")
+        notes.append(
+            "transformers resizes position embeddings without antialiasing and this model with: outputs are "
+            "identical at the native size and differ slightly at other sizes"
+        )
     if not isinstance(model, HfViTForImageClassification):
-        notes.append("ViTModel is saved without its tanh pooler (hf_vit has none); load it with add_pooling_layer=False")
+        notes.append(
+            "ViTModel is saved without its tanh pooler (hf_vit has none); load it with add_pooling_layer=False"
+        )
     diff = None
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         target.save_pretrained(staging)  # transformers writes its v4 names on disk, for older readers
@@ -231,7 +284,9 @@ def export_to_transformers(hf_vit_folder, output_dir, verify: bool = False, over
                 forward = lambda x: {"last_hidden_state": reloaded(x).last_hidden_state}  # noqa: E731
             diff = max_abs_diff(model, forward)
             if not diff <= tolerance:
-                raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against transformers exceeds {tolerance:g}")
+                raise ValueError(
+                    f"verification failed: max-abs-diff {diff:.3g} against transformers exceeds {tolerance:g}"
+                )
     return {"output_dir": Path(output_dir), "max_abs_diff": diff, "notes": notes}
 
 
@@ -247,16 +302,25 @@ def export_checkpoint(target: str, hf_vit_folder, output_dir, **kwargs) -> dict:
 # safetensors export of hf_vit weights (Accelerate save_state folders, .bin/.pt state dicts, legacy folders)
 # ---------------------------------------------------------------------------------------------------------------
 def _accelerate_weights(folder: Path, model_index: int) -> Path | None:
-    names = ("model.safetensors", "pytorch_model.bin") if model_index == 0 else (
-        f"model_{model_index}.safetensors", f"pytorch_model_{model_index}.bin")
+    names = (
+        ("model.safetensors", "pytorch_model.bin")
+        if model_index == 0
+        else (f"model_{model_index}.safetensors", f"pytorch_model_{model_index}.bin")
+    )
     for name in names:
         if (folder / name).is_file():
             return folder / name
     return None
 
 
-def export_safetensors(source, output_dir, config=None, max_shard_size: int | str | None = None,
-                       model_index: int = 0, overwrite: bool = False) -> dict:
+def export_safetensors(
+    source,
+    output_dir,
+    config=None,
+    max_shard_size: int | str | None = None,
+    model_index: int = 0,
+    overwrite: bool = False,
+) -> dict:
     """hf_vit weights from an Accelerate `save_state` folder, a `.bin`/`.pt` state dict or an hf_vit folder with legacy
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
     (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
@@ -270,8 +334,10 @@ def export_safetensors(source, output_dir, config=None, max_shard_size: int | st
         if is_accelerate:
             weights_file = _accelerate_weights(source, model_index)
             if weights_file is None:
-                raise ValueError(f"{source} (an Accelerate save_state folder) has no weights for model {model_index} "
-                                 "(model.safetensors / pytorch_model.bin; FSDP sharded states are not supported)")
+                raise ValueError(
+                    f"{source} (an Accelerate save_state folder) has no weights for model {model_index} "
+                    "(model.safetensors / pytorch_model.bin; FSDP sharded states are not supported)"
+                )
             state_dict = load_weights(weights_file)
         else:
             state_dict = load_weights(source)
@@ -282,7 +348,9 @@ def export_safetensors(source, output_dir, config=None, max_shard_size: int | st
     if config_path.is_dir():
         config_path = config_path / "config.json"
     if not config_path.is_file():
-        raise ValueError(f"no config.json for these weights at {config_path}; pass --config (an hf_vit config.json or folder)")
+        raise ValueError(
+            f"no config.json for these weights at {config_path}; pass --config (an hf_vit config.json or folder)"
+        )
     model_type = json.loads(config_path.read_text()).get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{config_path} has model_type {model_type!r}; export_safetensors handles hf_vit checkpoints")

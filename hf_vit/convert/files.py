@@ -27,15 +27,18 @@ def _folder_model_type(path: Path) -> str | None:
         return None
 
 
-def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None,
-                            checkpoint_key="teacher") -> Conversion:
+def load_foreign_checkpoint(
+    source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None, checkpoint_key="teacher"
+) -> Conversion:
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     # said first: otherwise each source's reader would complain about the folder as if it were a foreign one
     if path.is_dir() and _folder_model_type(path) == HfViTConfig.model_type:
-        raise ValueError(f"{path} is already an hf_vit folder: nothing to convert; load it directly with "
-                         "AutoModel.from_pretrained (after `import hf_vit`)")
+        raise ValueError(
+            f"{path} is already an hf_vit folder: nothing to convert; load it directly with "
+            "AutoModel.from_pretrained (after `import hf_vit`)"
+        )
     if source == "timm":
         return convert_timm_file(checkpoint, timm_model=timm_model, num_heads=num_heads, preset=preset)
     if source == "dino":
@@ -47,8 +50,16 @@ def load_foreign_checkpoint(source: str, checkpoint, *, timm_model=None, preset=
     raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
-def convert_checkpoint(source: str, checkpoint, output_dir, *, verify: bool = False, overwrite: bool = False,
-                       tolerance: float = VERIFY_TOLERANCE, **options) -> dict:
+def convert_checkpoint(
+    source: str,
+    checkpoint,
+    output_dir,
+    *,
+    verify: bool = False,
+    overwrite: bool = False,
+    tolerance: float = VERIFY_TOLERANCE,
+    **options,
+) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
     (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
     check_output_dir(output_dir, overwrite)

@@ -104,7 +104,13 @@ def from_pretrained(
     """
     model_class = task_class(task)
     resolved = resolve_pretrained(
-        name_or_path, revision=revision, cache_dir=cache_dir, token=token, verify=verify, source=source, filename=filename
+        name_or_path,
+        revision=revision,
+        cache_dir=cache_dir,
+        token=token,
+        verify=verify,
+        source=source,
+        filename=filename,
     )
     return model_class.from_pretrained(resolved.location, **resolved.load_kwargs, **kwargs)
 
@@ -138,8 +144,16 @@ def resolve_pretrained(
         validate_repo_id(name)
     except HFValidationError:
         raise ValueError(f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)") from None
-    return _resolve_hub(name, revision=revision, cache_dir=cache_dir, token=token, verify=verify, source=source,
-                        filename=filename, tolerance=tolerance)
+    return _resolve_hub(
+        name,
+        revision=revision,
+        cache_dir=cache_dir,
+        token=token,
+        verify=verify,
+        source=source,
+        filename=filename,
+        tolerance=tolerance,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,11 +171,15 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
     if model_type in DINOV2_MODEL_TYPES:
         return "dinov2"
     if model_type == "deit":
-        raise ValueError(f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
-                         "(the non-distilled facebook/deit-* checkpoints are model_type 'vit' and convert)")
+        raise ValueError(
+            f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
+            "(the non-distilled facebook/deit-* checkpoints are model_type 'vit' and convert)"
+        )
     if model_type is not None:
-        raise ValueError(f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT, transformers 'vit', "
-                         f"{' and '.join(repr(t) for t in DINOV2_MODEL_TYPES)} checkpoints")
+        raise ValueError(
+            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT, transformers 'vit', "
+            f"{' and '.join(repr(t) for t in DINOV2_MODEL_TYPES)} checkpoints"
+        )
     raise ValueError(f"{where} is neither a transformers config (model_type) nor a timm config (architecture)")
 
 
@@ -174,8 +192,10 @@ def detect_file_layout(path: Path) -> str:
         return "dino"
     if path.suffix == ".safetensors":
         return "timm"
-    raise ValueError(f"cannot tell the layout of {path.name}: expected a folder with config.json, a .safetensors "
-                     "state dict, a DINO .pth/.pt or a Google .npz (or pass source=)")
+    raise ValueError(
+        f"cannot tell the layout of {path.name}: expected a folder with config.json, a .safetensors "
+        "state dict, a DINO .pth/.pt or a Google .npz (or pass source=)"
+    )
 
 
 def _layout_of(path: Path, source: str | None) -> str:
@@ -222,8 +242,10 @@ def _convert_timm_state_dict(path: Path) -> Conversion:
     width = state_dict["patch_embed.proj.weight"].shape[0] if "patch_embed.proj.weight" in state_dict else None
     heads = TIMM_HEADS_BY_WIDTH.get(width)
     if heads is None:
-        raise ValueError(f"{path}: a timm state dict without config.json, width {width}: the heads cannot be inferred; "
-                         "convert it with scripts/convert_checkpoint.py --timm_model/--num_heads")
+        raise ValueError(
+            f"{path}: a timm state dict without config.json, width {width}: the heads cannot be inferred; "
+            "convert it with scripts/convert_checkpoint.py --timm_model/--num_heads"
+        )
     return convert_timm_file(path, num_heads=heads)
 
 
@@ -242,13 +264,15 @@ def _is_complete(folder: Path) -> bool:
     )
 
 
-def _write(conversion: Conversion, target: Path, *, verify: bool, tolerance: float, base_model: str | None,
-           model_name: str) -> float | None:
+def _write(
+    conversion: Conversion, target: Path, *, verify: bool, tolerance: float, base_model: str | None, model_name: str
+) -> float | None:
     diff = verify_conversion(conversion, tolerance) if verify else None
     if diff is not None:
         logger.info("verified against %s: max-abs-diff %.3e (fp32)", conversion.reference_name, diff)
-    write_hf_vit_folder(conversion, target, overwrite=True, max_abs_diff=diff, base_model=base_model,
-                        model_name=model_name)
+    write_hf_vit_folder(
+        conversion, target, overwrite=True, max_abs_diff=diff, base_model=base_model, model_name=model_name
+    )
     logger.info("converted %s into %s", conversion.source, target)
     return diff
 
@@ -276,8 +300,14 @@ def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, t
         logger.info("loading the cached conversion of %s from %s", path, target)
         return Resolved(location=str(target), layout=layout, from_cache=True)
     conversion = convert_layout(layout, path)
-    diff = _write(conversion, target, verify=verify, tolerance=tolerance, base_model=None,
-                  model_name=f"{path.stem if path.is_file() else path.name}-hf_vit")
+    diff = _write(
+        conversion,
+        target,
+        verify=verify,
+        tolerance=tolerance,
+        base_model=None,
+        model_name=f"{path.stem if path.is_file() else path.name}-hf_vit",
+    )
     return Resolved(location=str(target), layout=layout, converted=True, max_abs_diff=diff, conversion=conversion)
 
 
@@ -329,8 +359,10 @@ def _download_weights(repo_id: str, sha: str, *, cache_dir, token) -> None:
             for shard in dict.fromkeys(_read_json(file).get("weight_map", {}).values()):
                 _download(repo_id, shard, revision=sha, cache_dir=cache_dir, token=token)
         return
-    raise ValueError(f"{repo_id} (commit {sha[:12]}) has none of {', '.join(_WEIGHT_CANDIDATES)} (or they are not "
-                     "cached and the Hub cannot be reached)")
+    raise ValueError(
+        f"{repo_id} (commit {sha[:12]}) has none of {', '.join(_WEIGHT_CANDIDATES)} (or they are not "
+        "cached and the Hub cannot be reached)"
+    )
 
 
 @dataclass
@@ -374,32 +406,66 @@ def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
         conversion = convert_layout(hub.layout, hub.snapshot)
     else:
         conversion = convert_layout(hub.layout, hub.anchor)
-    conversion.details += (f" Source: the Hub repo `{hub.repo_id}`" + (f", file `{hub.filename}`" if hub.filename else "")
-                           + f", commit `{hub.sha}`.")
+    conversion.details += (
+        f" Source: the Hub repo `{hub.repo_id}`"
+        + (f", file `{hub.filename}`" if hub.filename else "")
+        + f", commit `{hub.sha}`."
+    )
     return conversion
 
 
-def _resolve_hub(repo_id: str, *, revision, cache_dir, token, verify: bool, source: str | None, filename: str | None,
-                 tolerance: float) -> Resolved:
+def _resolve_hub(
+    repo_id: str,
+    *,
+    revision,
+    cache_dir,
+    token,
+    verify: bool,
+    source: str | None,
+    filename: str | None,
+    tolerance: float,
+) -> Resolved:
     from huggingface_hub.file_download import repo_folder_name
 
     hub = _hub_source(repo_id, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
     if hub.layout == "hf_vit":
         if verify:
             logger.info("%s is an hf_vit checkpoint: nothing converted, nothing to verify", repo_id)
-        return Resolved(location=repo_id, layout=hub.layout, source_repo=repo_id, commit=hub.sha,
-                        load_kwargs={"revision": hub.sha, "cache_dir": cache_dir, "token": token})
+        return Resolved(
+            location=repo_id,
+            layout=hub.layout,
+            source_repo=repo_id,
+            commit=hub.sha,
+            load_kwargs={"revision": hub.sha, "cache_dir": cache_dir, "token": token},
+        )
     key = "default" if filename is None else hashlib.sha256(filename.encode()).hexdigest()[:16]
-    target = (conversion_cache_root(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model") / hub.sha
-              / f"{hub.layout}-v{CONVERTER_VERSION}-{key}")
+    target = (
+        conversion_cache_root(cache_dir)
+        / repo_folder_name(repo_id=repo_id, repo_type="model")
+        / hub.sha
+        / f"{hub.layout}-v{CONVERTER_VERSION}-{key}"
+    )
     if _is_complete(target) and not verify:
         logger.info("loading the cached conversion of %s (commit %s) from %s", repo_id, hub.sha, target)
         return Resolved(location=str(target), layout=hub.layout, from_cache=True, source_repo=repo_id, commit=hub.sha)
     conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
-    diff = _write(conversion, target, verify=verify, tolerance=tolerance, base_model=repo_id,
-                  model_name=f"{repo_id.split('/')[-1]}-hf_vit")
-    return Resolved(location=str(target), layout=hub.layout, converted=True, max_abs_diff=diff, source_repo=repo_id,
-                    commit=hub.sha, conversion=conversion)
+    diff = _write(
+        conversion,
+        target,
+        verify=verify,
+        tolerance=tolerance,
+        base_model=repo_id,
+        model_name=f"{repo_id.split('/')[-1]}-hf_vit",
+    )
+    return Resolved(
+        location=str(target),
+        layout=hub.layout,
+        converted=True,
+        max_abs_diff=diff,
+        source_repo=repo_id,
+        commit=hub.sha,
+        conversion=conversion,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,9 +477,19 @@ def pretrained_location(name_or_path, cache_dir=None, token=None) -> str:
     return resolve_pretrained(name_or_path, cache_dir=cache_dir, token=token).location
 
 
-def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=None, token=None, verify: bool = False,
-                       source: str | None = None, filename: str | None = None, overwrite: bool = False,
-                       tolerance: float = VERIFY_TOLERANCE) -> dict:
+def convert_pretrained(
+    name_or_path,
+    output_dir,
+    *,
+    revision=None,
+    cache_dir=None,
+    token=None,
+    verify: bool = False,
+    source: str | None = None,
+    filename: str | None = None,
+    overwrite: bool = False,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> dict:
     """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
     scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
@@ -436,7 +512,9 @@ def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=Non
         try:
             validate_repo_id(name)
         except HFValidationError:
-            raise ValueError(f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)") from None
+            raise ValueError(
+                f"{name!r} is neither an existing file or folder nor a Hub repo id (NAMESPACE/NAME)"
+            ) from None
         hub = _hub_source(name, revision=revision, cache_dir=cache_dir, token=token, source=source, filename=filename)
         if hub.layout == "hf_vit":
             raise ValueError(f"the Hub repo {name} is already an hf_vit checkpoint; nothing to convert")
@@ -445,8 +523,13 @@ def convert_pretrained(name_or_path, output_dir, *, revision=None, cache_dir=Non
         base_model = name
     diff = verify_conversion(conversion, tolerance) if verify else None
     write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, base_model=base_model)
-    return {"output_dir": Path(output_dir), "max_abs_diff": diff, "model": conversion.model, "conversion": conversion,
-            "layout": layout}
+    return {
+        "output_dir": Path(output_dir),
+        "max_abs_diff": diff,
+        "model": conversion.model,
+        "conversion": conversion,
+        "layout": layout,
+    }
 
 
 __all__ = [

@@ -87,13 +87,17 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append(f"a {type(timm_model.norm_pre).__name__} pre-norm (hf_vit's pre-norm is a LayerNorm)")
     if timm_model.num_reg_tokens and not timm_model.no_embed_class:
         unsupported.append("register tokens with position embeddings (hf_vit registers have none, as DINOv2)")
-    if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
+    if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(
+        getattr(block.attn, "norm", nn.Identity()), nn.Identity
+    ):
         unsupported.append("normalisation inside attention (qk_norm / scale_attn_norm)")
     swiglu = type(block.mlp).__name__ == "GluMlp"  # timm's SwiGLUPacked (DINOv2-giant)
     activation = "gelu"
     if swiglu:
         if not isinstance(block.mlp.act, nn.SiLU) or block.mlp.gate_last:
-            unsupported.append(f"gated MLP with {block.mlp.act} gating the last half (hf_vit's SwiGLU is SiLU on the first half)")
+            unsupported.append(
+                f"gated MLP with {block.mlp.act} gating the last half (hf_vit's SwiGLU is SiLU on the first half)"
+            )
     elif type(block.mlp).__name__ != "Mlp":
         unsupported.append(f"MLP layer {type(block.mlp).__name__} (hf_vit has timm's Mlp and SwiGLUPacked)")
     elif type(block.mlp.act).__name__ == "QuickGELU":  # CLIP's x·sigmoid(1.702x), transformers' "quick_gelu"
@@ -153,7 +157,9 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         )
     proj = state_dict["patch_embed.proj.weight"]
     if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
-        raise ValueError(f"patch_embed.proj.weight must be a square Conv2d kernel (D, C, P, P), got {tuple(proj.shape)}")
+        raise ValueError(
+            f"patch_embed.proj.weight must be a square Conv2d kernel (D, C, P, P), got {tuple(proj.shape)}"
+        )
     embed_dim, in_chans, patch, _ = proj.shape
     has_cls = "cls_token" in state_dict
     reg_tokens = state_dict["reg_token"].shape[1] if "reg_token" in state_dict else 0
@@ -191,13 +197,19 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
 
 def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTConfig:
     if layout.get("pre_norm"):
-        raise ValueError("the checkpoint has a CLIP-style pre-norm (norm_pre): its MLP activation (quick_gelu or gelu) "
-                         "cannot be read from the weights; convert it through timm's model registry (a timm folder "
-                         "with config.json, or --timm_model, with timm installed)")
+        raise ValueError(
+            "the checkpoint has a CLIP-style pre-norm (norm_pre): its MLP activation (quick_gelu or gelu) "
+            "cannot be read from the weights; convert it through timm's model registry (a timm folder "
+            "with config.json, or --timm_model, with timm installed)"
+        )
     if not layout["class_token"]:
-        raise ValueError("the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token")
+        raise ValueError(
+            "the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token"
+        )
     if layout["reg_tokens"] and not layout["no_embed_class"]:
-        raise ValueError("register tokens with position embeddings of their own: hf_vit registers have none (as DINOv2)")
+        raise ValueError(
+            "register tokens with position embeddings of their own: hf_vit registers have none (as DINOv2)"
+        )
     fields = dict(
         image_size=layout["img_size"],
         patch_size=layout["patch_size"],
@@ -228,7 +240,8 @@ def _heads(hidden_size: int, num_heads: int | None, preset: str | None) -> int |
             raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
         if PRESETS[preset]["hidden_size"] != hidden_size:
             raise ValueError(
-                f"preset {preset} has hidden_size {PRESETS[preset]['hidden_size']}, but the checkpoint's width is {hidden_size}"
+                f"preset {preset} has hidden_size {PRESETS[preset]['hidden_size']}, "
+                f"but the checkpoint's width is {hidden_size}"
             )
         return PRESETS[preset]["num_attention_heads"]
     return None
@@ -244,18 +257,30 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
 
         swiglu = dict(mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
     model = VisionTransformer(
-        img_size=layout["img_size"], patch_size=layout["patch_size"], in_chans=layout["in_chans"],
-        num_classes=layout["num_classes"], global_pool=layout["global_pool"], embed_dim=layout["embed_dim"],
-        depth=layout["depth"], num_heads=num_heads, mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
-        qkv_bias=layout["qkv_bias"], init_values=layout["layerscale_init"], class_token=layout["class_token"],
-        no_embed_class=layout["no_embed_class"], reg_tokens=layout["reg_tokens"], **swiglu,
+        img_size=layout["img_size"],
+        patch_size=layout["patch_size"],
+        in_chans=layout["in_chans"],
+        num_classes=layout["num_classes"],
+        global_pool=layout["global_pool"],
+        embed_dim=layout["embed_dim"],
+        depth=layout["depth"],
+        num_heads=num_heads,
+        mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
+        qkv_bias=layout["qkv_bias"],
+        init_values=layout["layerscale_init"],
+        class_token=layout["class_token"],
+        no_embed_class=layout["no_embed_class"],
+        reg_tokens=layout["reg_tokens"],
+        **swiglu,
     )
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
-def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None = None, preset: str | None = None) -> Conversion:
+def convert_timm_file(
+    path, timm_model: str | None = None, num_heads: int | None = None, preset: str | None = None
+) -> Conversion:
     """A timm ViT state dict (.safetensors / .pth / .bin, or a timm folder with config.json) -> hf_vit.
 
     `timm_model` names the base architecture (the heads); the variants visible in the weights (registers, LayerScale,
@@ -263,12 +288,21 @@ def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None
     """
     path = Path(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if path.is_dir() and (path / "config.json").is_file() and timm_model is None and num_heads is None and preset is None:
+    if (
+        path.is_dir()
+        and (path / "config.json").is_file()
+        and timm_model is None
+        and num_heads is None
+        and preset is None
+    ):
         return convert_timm_folder(path)
     if path.is_dir() and (path / "config.json").is_file():  # timm's own folder format (push_to_hub / local-dir)
         timm_config = json.loads((path / "config.json").read_text())
         if "architecture" not in timm_config:
-            raise ValueError(f"{path / 'config.json'} is not a timm config (no 'architecture'); use --source transformers for transformers folders")
+            raise ValueError(
+                f"{path / 'config.json'} is not a timm config (no 'architecture'); "
+                "use --source transformers for transformers folders"
+            )
         timm_model = timm_model or timm_config["architecture"]
         if num_heads is None:
             num_heads = timm_config.get("model_args", {}).get("num_heads")
@@ -286,9 +320,15 @@ def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None
     elif timm_model is not None:
         timm = _require("timm", "--timm_model")
         kwargs = dict(
-            num_classes=layout["num_classes"], global_pool=layout["global_pool"], class_token=layout["class_token"],
-            reg_tokens=layout["reg_tokens"], no_embed_class=layout["no_embed_class"], depth=layout["depth"],
-            init_values=layout["layerscale_init"], img_size=layout["img_size"], in_chans=layout["in_chans"],
+            num_classes=layout["num_classes"],
+            global_pool=layout["global_pool"],
+            class_token=layout["class_token"],
+            reg_tokens=layout["reg_tokens"],
+            no_embed_class=layout["no_embed_class"],
+            depth=layout["depth"],
+            init_values=layout["layerscale_init"],
+            img_size=layout["img_size"],
+            in_chans=layout["in_chans"],
         )
         try:
             source_model = timm.create_model(timm_model, pretrained=False, **kwargs)
@@ -324,13 +364,28 @@ def convert_timm_file(path, timm_model: str | None = None, num_heads: int | None
         source=f"timm `{name}`",
         details=f"Converted from a timm `{name}` state dict ({', '.join(variants)}) with hf_vit's converter. "
         "Position embeddings are resized with antialiasing, as timm does.",
-        image_mean=mean, image_std=std, reference=reference, reference_name="timm",
+        image_mean=mean,
+        image_std=std,
+        reference=reference,
+        reference_name="timm",
     )
 
 
 # Heads of timm's vit_* families by width (tiny/small/base/large/huge/giant, DINOv2 and reg4 variants), for timm
 # folders read without timm installed: head width is 64 everywhere but DINOv2-giant (1536 wide, 24 heads).
-TIMM_HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24, 1664: 16}
+TIMM_HEADS_BY_WIDTH = {
+    192: 3,
+    384: 6,
+    512: 8,
+    640: 10,
+    768: 12,
+    1024: 16,
+    1152: 16,
+    1280: 16,
+    1408: 16,
+    1536: 24,
+    1664: 16,
+}
 
 
 # timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
@@ -370,10 +425,16 @@ def timm_image_processor(pretrained_cfg: dict):
     crop_mode = pretrained_cfg.get("crop_mode") or "center"
     interpolation = pretrained_cfg.get("interpolation") or "bicubic"
     if interpolation not in _PIL_RESAMPLE:
-        raise ValueError(f"timm interpolation {interpolation!r} has no PIL equivalent; expected one of {', '.join(_PIL_RESAMPLE)}")
+        raise ValueError(
+            f"timm interpolation {interpolation!r} has no PIL equivalent; expected one of {', '.join(_PIL_RESAMPLE)}"
+        )
     common = dict(
-        resample=_PIL_RESAMPLE[interpolation], do_center_crop=True, crop_size={"height": height, "width": width},
-        do_rescale=True, do_normalize=True, image_mean=list(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+        resample=_PIL_RESAMPLE[interpolation],
+        do_center_crop=True,
+        crop_size={"height": height, "width": width},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=list(pretrained_cfg.get("mean", IMAGENET_MEAN)),
         image_std=list(pretrained_cfg.get("std", IMAGENET_STD)),
     )
     scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))
@@ -381,7 +442,9 @@ def timm_image_processor(pretrained_cfg: dict):
         return BitImageProcessor(size={"shortest_edge": scale[0]}, do_convert_rgb=True, **common)
     if crop_mode in ("squash", "center"):  # center with a non-square target: timm keeps the ratio, this squashes
         return DeiTImageProcessor(size={"height": scale[0], "width": scale[1]}, **common)
-    raise ValueError(f"timm crop_mode {crop_mode!r} has no transformers image processor equivalent (expected center or squash)")
+    raise ValueError(
+        f"timm crop_mode {crop_mode!r} has no transformers image processor equivalent (expected center or squash)"
+    )
 
 
 def convert_timm_folder(path) -> Conversion:
@@ -397,7 +460,9 @@ def convert_timm_folder(path) -> Conversion:
     if not architecture:
         raise ValueError(f"{config_file} is not a timm config (no 'architecture')")
     if not str(architecture).startswith("vit_"):
-        raise ValueError(f"timm architecture {architecture!r} is not a plain ViT (vit_*); hf_vit converts timm's VisionTransformer")
+        raise ValueError(
+            f"timm architecture {architecture!r} is not a plain ViT (vit_*); hf_vit converts timm's VisionTransformer"
+        )
     pretrained_cfg = dict(timm_config.get("pretrained_cfg") or {})
     model_args = dict(timm_config.get("model_args") or {})
     state_dict = strip_wrapper_prefixes(load_weights(path))
@@ -425,9 +490,14 @@ def convert_timm_folder(path) -> Conversion:
         layout = timm_layout_from_state_dict(state_dict)
         heads = model_args.get("num_heads") or TIMM_HEADS_BY_WIDTH.get(layout["embed_dim"])
         if heads is None:
-            raise ValueError(f"width {layout['embed_dim']} is not one of timm's vit_* widths ({', '.join(map(str, TIMM_HEADS_BY_WIDTH))}): install timm")
+            raise ValueError(
+                f"width {layout['embed_dim']} is not one of timm's vit_* widths "
+                f"({', '.join(map(str, TIMM_HEADS_BY_WIDTH))}): install timm"
+            )
         if "clip" in architecture or "siglip" in architecture:
-            raise ValueError(f"timm {architecture}: CLIP/SigLIP ViTs use quick_gelu or a MAP head, which hf_vit does not implement")
+            raise ValueError(
+                f"timm {architecture}: CLIP/SigLIP ViTs use quick_gelu or a MAP head, which hf_vit does not implement"
+            )
         model = _build(config_from_timm_layout(layout, heads), timm_state_dict_to_hf_vit(state_dict))
         how = "read from the weights (timm not installed)"
     label_names = timm_config.get("label_names")
@@ -442,11 +512,16 @@ def convert_timm_folder(path) -> Conversion:
 
     processor = timm_image_processor(pretrained_cfg)
     return Conversion(
-        model=model, source=f"timm `{architecture}`",
+        model=model,
+        source=f"timm `{architecture}`",
         details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
         "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "
         f"reproduces timm's eval transform (input {processor.crop_size['height']}×{processor.crop_size['width']}, "
         f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'}).",
-        image_mean=tuple(processor.image_mean), image_std=tuple(processor.image_std), resample=processor.resample,
-        reference=reference, reference_name="timm", image_processor=processor,
+        image_mean=tuple(processor.image_mean),
+        image_std=tuple(processor.image_std),
+        resample=processor.resample,
+        reference=reference,
+        reference_name="timm",
+        image_processor=processor,
     )

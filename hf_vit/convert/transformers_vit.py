@@ -71,7 +71,8 @@ TRANSFORMERS_EXPECTED = (
 
 
 def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers ViT names (v5 or v4) -> hf_vit; the separate q/k/v projections are fused into one qkv (q, k, v order)."""
+    """transformers ViT names (v5 or v4) -> hf_vit; the separate q/k/v projections are fused into one qkv
+    (q, k, v order)."""
     qkv_parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     rest = {}
     for key, tensor in state_dict.items():
@@ -125,7 +126,9 @@ def config_from_transformers(vit_config, **overrides) -> HfViTConfig:
 def from_transformers(vit_model: nn.Module) -> HfViTModel | HfViTForImageClassification:
     """An hf_vit model with the weights of a transformers `ViTModel` / `ViTForImageClassification`."""
     if type(vit_model).__name__ not in ("ViTModel", "ViTForImageClassification"):
-        raise TypeError(f"expected a transformers ViTModel or ViTForImageClassification, got {type(vit_model).__name__}")
+        raise TypeError(
+            f"expected a transformers ViTModel or ViTForImageClassification, got {type(vit_model).__name__}"
+        )
     config = config_from_transformers(vit_model.config)
     return _build(config, transformers_state_dict_to_hf_vit(vit_model.state_dict()))
 
@@ -139,11 +142,15 @@ def convert_transformers_folder(path) -> Conversion:
     if model_type in DINOV2_MODEL_TYPES:
         return convert_dinov2_folder(path)
     if model_type == "deit":
-        raise ValueError(f"{path / 'config.json'} is a distilled DeiT (model_type 'deit'): its distillation token has no "
-                         "hf_vit equivalent (the non-distilled facebook/deit-* models are model_type 'vit' and convert)")
+        raise ValueError(
+            f"{path / 'config.json'} is a distilled DeiT (model_type 'deit'): its distillation token has no "
+            "hf_vit equivalent (the non-distilled facebook/deit-* models are model_type 'vit' and convert)"
+        )
     if model_type != "vit":
-        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit', "
-                         "'dinov2' and 'dinov2_with_registers' models")
+        raise ValueError(
+            f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit', "
+            "'dinov2' and 'dinov2_with_registers' models"
+        )
     from transformers import ViTConfig
 
     vit_config = ViTConfig.from_pretrained(path)
@@ -160,16 +167,24 @@ def convert_transformers_folder(path) -> Conversion:
     def reference():
         from transformers import ViTForImageClassification, ViTModel
 
-        source = (ViTForImageClassification.from_pretrained(path) if has_head
-                  else ViTModel.from_pretrained(path, add_pooling_layer=False)).eval()
+        source = (
+            ViTForImageClassification.from_pretrained(path)
+            if has_head
+            else ViTModel.from_pretrained(path, add_pooling_layer=False)
+        ).eval()
         if has_head:
             return lambda x: {"logits": source(x).logits}
         return lambda x: {"last_hidden_state": source(x).last_hidden_state}
 
     return Conversion(
-        model=model, source="transformers ViT",
+        model=model,
+        source="transformers ViT",
         details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv). "
         "Position embeddings are resized without antialiasing, as transformers does.",
-        image_mean=mean, image_std=std, resample=resample, reference=reference, reference_name="transformers",
+        image_mean=mean,
+        image_std=std,
+        resample=resample,
+        reference=reference,
+        reference_name="transformers",
         image_processor=_source_processor(path),
     )

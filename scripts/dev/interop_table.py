@@ -27,20 +27,35 @@ def write_npz(model, path, big_vision):
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     heads, dim = model.blocks[0].attn.num_heads, model.embed_dim
     out = {
-        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0), "embedding/bias": sd["patch_embed.proj.bias"],
-        "cls": sd["cls_token"], ("pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding"): sd["pos_embed"],
-        "Transformer/encoder_norm/scale": sd["norm.weight"], "Transformer/encoder_norm/bias": sd["norm.bias"],
-        "head/kernel": sd["head.weight"].T, "head/bias": sd["head.bias"],
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        ("pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding"): sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
     }
     mha, mlp, ln2 = (0, 0, 1) if big_vision else (1, 3, 2)
     for i in range(len(model.blocks)):
         b, o = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
         a = f"{o}MultiHeadDotProductAttention_{mha}/"
-        for name, w, bias in zip(("query", "key", "value"), np.split(sd[b + "attn.qkv.weight"], 3), np.split(sd[b + "attn.qkv.bias"], 3)):
+        for name, w, bias in zip(
+            ("query", "key", "value"),
+            np.split(sd[b + "attn.qkv.weight"], 3),
+            np.split(sd[b + "attn.qkv.bias"], 3),
+            strict=True,
+        ):
             out[f"{a}{name}/kernel"], out[f"{a}{name}/bias"] = w.T.reshape(dim, heads, -1), bias.reshape(heads, -1)
-        out[f"{a}out/kernel"], out[f"{a}out/bias"] = sd[b + "attn.proj.weight"].T.reshape(heads, -1, dim), sd[b + "attn.proj.bias"]
+        out[f"{a}out/kernel"], out[f"{a}out/bias"] = (
+            sd[b + "attn.proj.weight"].T.reshape(heads, -1, dim),
+            sd[b + "attn.proj.bias"],
+        )
         for ln, norm in ((0, "norm1"), (ln2, "norm2")):
-            out[f"{o}LayerNorm_{ln}/scale"], out[f"{o}LayerNorm_{ln}/bias"] = sd[b + f"{norm}.weight"], sd[b + f"{norm}.bias"]
+            out[f"{o}LayerNorm_{ln}/scale"], out[f"{o}LayerNorm_{ln}/bias"] = (
+                sd[b + f"{norm}.weight"],
+                sd[b + f"{norm}.bias"],
+            )
         for r in range(2):
             out[f"{o}MlpBlock_{mlp}/Dense_{r}/kernel"] = sd[b + f"mlp.fc{r + 1}.weight"].T
             out[f"{o}MlpBlock_{mlp}/Dense_{r}/bias"] = sd[b + f"mlp.fc{r + 1}.bias"]
@@ -48,9 +63,18 @@ def write_npz(model, path, big_vision):
 
 
 def to_v4(key):
-    key = re.sub(r"layers\.(\d+)\.attention\.([qkv])_proj",
-                 lambda m: f"encoder.layer.{m.group(1)}.attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(2)], key)
-    for new, old in (("attention.o_proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense")):
+    key = re.sub(
+        r"layers\.(\d+)\.attention\.([qkv])_proj",
+        lambda m: (
+            f"encoder.layer.{m.group(1)}.attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(2)]
+        ),
+        key,
+    )
+    for new, old in (
+        ("attention.o_proj", "attention.output.dense"),
+        ("mlp.fc1", "intermediate.dense"),
+        ("mlp.fc2", "output.dense"),
+    ):
         key = re.sub(rf"layers\.(\d+)\.{new}", rf"encoder.layer.\1.{old}", key)
     return re.sub(r"(^|\.)layers\.(\d+)\.", r"\1encoder.layer.\2.", key)
 
@@ -79,29 +103,57 @@ def main(argv=None) -> int:
             return result
 
         timm_source("timm_token")
-        convert("timm `.safetensors`, token pooling (ViT-S/16)", "timm", tmp / "timm_token.safetensors", timm_model="vit_small_patch16_224")
+        convert(
+            "timm `.safetensors`, token pooling (ViT-S/16)",
+            "timm",
+            tmp / "timm_token.safetensors",
+            timm_model="vit_small_patch16_224",
+        )
         timm_source("timm_avg", global_pool="avg")
         convert("timm, avg pooling + fc_norm", "timm", tmp / "timm_avg.safetensors", timm_model="vit_small_patch16_224")
         timm_source("timm_reg", reg_tokens=4, no_embed_class=True, init_values=1e-1)
-        convert("timm, 4 registers + LayerScale + no_embed_class", "timm", tmp / "timm_reg.safetensors", timm_model="vit_small_patch16_224")
+        convert(
+            "timm, 4 registers + LayerScale + no_embed_class",
+            "timm",
+            tmp / "timm_reg.safetensors",
+            timm_model="vit_small_patch16_224",
+        )
 
         torch.manual_seed(0)
         dino = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0))
-        torch.save({"teacher": {f"backbone.{k}": v for k, v in dino.state_dict().items()},
-                    "student": {f"module.backbone.{k}": v for k, v in dino.state_dict().items()}, "epoch": 1},
-                   tmp / "dino.pth")
+        torch.save(
+            {
+                "teacher": {f"backbone.{k}": v for k, v in dino.state_dict().items()},
+                "student": {f"module.backbone.{k}": v for k, v in dino.state_dict().items()},
+                "epoch": 1,
+            },
+            tmp / "dino.pth",
+        )
         convert("DINO training checkpoint (teacher, ViT-S/16)", "dino", tmp / "dino.pth")
 
         torch.manual_seed(0)
-        vit = perturb(ViTForImageClassification(ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                                                           intermediate_size=1536, num_labels=1000)))
+        vit = perturb(
+            ViTForImageClassification(
+                ViTConfig(
+                    hidden_size=384,
+                    num_hidden_layers=12,
+                    num_attention_heads=6,
+                    intermediate_size=1536,
+                    num_labels=1000,
+                )
+            )
+        )
         for names in ("v5", "v4"):
             folder = tmp / f"vit_{names}"
             vit.config.save_pretrained(folder)
             state_dict = vit.state_dict()
             if names == "v4":
                 state_dict = {to_v4(k): v for k, v in state_dict.items()}
-            save_file({k: v.contiguous() for k, v in state_dict.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+            save_file(
+                {k: v.contiguous() for k, v in state_dict.items()},
+                str(folder / "model.safetensors"),
+                metadata={"format": "pt"},
+            )
             convert(f"transformers ViT folder, {names} names", "transformers", folder)
 
         for big_vision in (False, True):

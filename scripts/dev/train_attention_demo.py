@@ -72,8 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--crops", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: a tiny model gains little from more on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: a tiny model gains little from more on a shared machine)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -94,8 +98,15 @@ def main(argv=None) -> int:
     held_out = len(pixels) // 10
     train_x, train_y, test_x, test_y = pixels[held_out:], targets[held_out:], pixels[:held_out], targets[:held_out]
 
-    config = HfViTConfig(image_size=SIZE, patch_size=8, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
-                         intermediate_size=384, id2label=LABELS)
+    config = HfViTConfig(
+        image_size=SIZE,
+        patch_size=8,
+        hidden_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=384,
+        id2label=LABELS,
+    )
     model = HfViTForImageClassification(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=args.steps, pct_start=0.1)

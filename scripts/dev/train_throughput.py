@@ -27,8 +27,10 @@ def main(argv=None) -> int:
     folder = Path(args.folder)
     results_file, config_file = folder / "all_results.json", folder / "config.json"
     if not results_file.is_file() or not config_file.is_file():
-        print(f"error: {folder} is not an output folder of scripts/train.py (needs config.json and all_results.json)",
-              file=sys.stderr)
+        print(
+            f"error: {folder} is not an output folder of scripts/train.py (needs config.json and all_results.json)",
+            file=sys.stderr,
+        )
         return 2
 
     import torch
@@ -71,10 +73,15 @@ def main(argv=None) -> int:
     end_to_end = images / results["training_time_s"]
     print(f"bare model step: {bare:.0f} img/s (median of {args.reps} x {args.steps} steps, batch {card_batch})")
     stepping = images / (results["training_time_s"] - results.get("evaluation_time_s", 0.0))
-    print(f"train.py end to end: {end_to_end:.0f} img/s ({results['train_steps']} steps in {results['training_time_s']} s)")
+    print(
+        f"train.py end to end: {end_to_end:.0f} img/s "
+        f"({results['train_steps']} steps in {results['training_time_s']} s)"
+    )
     print(f"ratio: {end_to_end / bare:.2f}")
-    print(f"without the per-epoch evaluations ({results.get('evaluation_time_s', 0.0)} s): {stepping:.0f} img/s, "
-          f"ratio {stepping / bare:.2f} (data loading and the loop's own work included)")
+    print(
+        f"without the per-epoch evaluations ({results.get('evaluation_time_s', 0.0)} s): {stepping:.0f} img/s, "
+        f"ratio {stepping / bare:.2f} (data loading and the loop's own work included)"
+    )
     return 0
 
 
