@@ -51,6 +51,9 @@ def main(output: str) -> None:
         torch.save(state, output)
         print(f"trained on {world_size} process(es); {sum(v.numel() for v in state.values())} values saved")
     if world_size > 1:
+        # every rank waits for rank 0's save before tearing gloo down: a rank leaving early aborted the other
+        # ("terminate called without an active exception") once in a full-suite run
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

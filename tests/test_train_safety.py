@@ -146,7 +146,7 @@ def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
         "--config_overrides",
         "image_size=8,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
     )
-    one_line_error(failed, "cannot read image", str(data))
+    one_line_error(failed, str(data), "read")
     assert snapshot(trained) == before
     fresh = train("--train_dir", data, "--output_dir", tmp_path / "fresh", "--max_train_steps", "2")
     one_line_error(fresh, ".png")
