@@ -149,7 +149,7 @@ def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
     one_line_error(failed, str(data), "read")
     assert snapshot(trained) == before
     fresh = train("--train_dir", data, "--output_dir", tmp_path / "fresh", "--max_train_steps", "2")
-    one_line_error(fresh, ".png")
+    one_line_error(fresh, str(data), "read")
     assert not (tmp_path / "fresh").exists()
 
 
