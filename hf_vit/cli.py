@@ -9,13 +9,14 @@ for an interrupt; one line on stderr (`error: ...`), a traceback only with `--ve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from .configuration_hf_vit import PRESETS
@@ -100,6 +101,31 @@ def _error(error: Exception, code: int, verbose: bool) -> int:
         traceback.print_exc()
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
     return code
+
+
+@contextlib.contextmanager
+def folder_writing_errors(output_dir, overwrite_flag: str = "--overwrite") -> Iterator[None]:
+    """The exit convention for a tool that writes one folder (convert, export): the library's refusals are the
+    user's mistake, a failed verification or a full disk a failure of the run."""
+    from .output_dir import OutputDirNotEmpty, is_disk_full
+
+    try:
+        yield
+    except OutputDirNotEmpty as error:
+        raise UserError(
+            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
+            f"or pass {overwrite_flag} to replace the files this command writes there (nothing else is touched)"
+        ) from None
+    except (ValueError, FileNotFoundError) as error:
+        if str(error).startswith("verification failed"):  # the conversion itself is wrong
+            raise RunFailure(str(error)) from None
+        raise UserError(str(error)) from None
+    except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
+        if is_disk_full(error):
+            raise RunFailure(
+                f"disk full while writing {output_dir}: nothing was written (free space and run again)"
+            ) from None
+        raise
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# Weight files a new folder's weights replace: an earlier single file, or shards and their index, left beside new
+# weights of another layout would be loaded instead of them (or waste space).
+_WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$")
+
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; on success it is renamed to `target`, on error it is removed.
+    """Yield a temporary folder beside `target`; on success its files become `target`'s, on error it is removed.
 
-    `target` must not exist, or be an empty folder, or `overwrite=True` (the old folder is then replaced only once
-    the new one is complete).
-    """
+    `target` must not exist, or be an empty folder (the staging folder is then renamed to it), or `overwrite=True`:
+    the new files are then moved into `target` one by one once all are written, replacing files of the same name and
+    earlier weight files (`model*.safetensors`, their index); every other file there is left alone (DESIGN.md: a
+    user's files are sacred)."""
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise ValueError(f"output path {target} exists and is not a folder")
@@ -27,16 +33,24 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir() would have
     try:
         yield staging
-    except BaseException:
+        for path in staging.iterdir():  # some writers (safetensors via transformers) leave 0600
+            if path.is_file():
+                os.chmod(path, 0o666 & ~_umask())
+        if target.is_dir() and any(target.iterdir()):
+            _move_files_into(staging, target)
+        else:
+            os.replace(staging, target)  # onto a missing or empty folder: one step
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_files_into(staging: Path, target: Path) -> None:
+    written = {path.name for path in staging.iterdir()}
+    for name in sorted(written, key=lambda name: name == "config.json"):  # the config after the weights it describes
+        os.replace(staging / name, target / name)
+    for old in target.iterdir():
+        if old.name not in written and _WEIGHT_FILE.match(old.name) and old.is_file():
+            old.unlink()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -192,3 +192,38 @@ def test_export_safetensors_cli(tmp_path, tiny_config):
     result = run_python([EXPORT, "--input", str(tmp_path / "loose.bin"), "--output_dir", str(tmp_path / "out2")])
     assert_user_error(result, "no config.json", "--config")
     assert_nothing_left(tmp_path / "out2")
+
+
+def test_overwrite_replaces_only_the_files_the_command_writes(tmp_path, tiny_config, capsys):
+    from hf_vit.commands.convert import main as convert_main
+    from hf_vit.commands.export import main as export_main
+
+    model = HfViTForImageClassification(tiny_config(num_labels=2))
+    model.config.save_pretrained(tmp_path / "legacy")
+    torch.save(model.state_dict(), tmp_path / "legacy" / "pytorch_model.bin")
+    out = tmp_path / "out"
+    assert export_main(["--input", tmp_path / "legacy", "--output_dir", out, "--max_shard_size", "30KB"]) == 0
+    (out / "notes.txt").write_text("the user's own notes")
+    capsys.readouterr()
+
+    assert export_main(["--input", tmp_path / "legacy", "--output_dir", out]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: --output_dir") and "--overwrite" in error and "\n" not in error
+
+    assert export_main(["--input", tmp_path / "legacy", "--output_dir", out, "--overwrite"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert (out / "notes.txt").read_text() == "the user's own notes"
+    assert "model.safetensors" in names and not [n for n in names if n.startswith("model-") or "index" in n], names
+    reloaded = HfViTForImageClassification.from_pretrained(out)
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+    # an output folder that is, holds or lies inside the input is refused, with or without --overwrite
+    before = {folder: sorted(p.name for p in folder.iterdir()) for folder in (out, tmp_path / "legacy")}
+    for output in (out, tmp_path, out / "sub"):
+        assert convert_main(["--to", "transformers", "--checkpoint", out, "--output_dir", output, "--overwrite"]) == 2
+        assert "overlaps the input" in capsys.readouterr().err
+    for output in (tmp_path / "legacy", tmp_path, tmp_path / "legacy" / "sub"):
+        assert export_main(["--input", tmp_path / "legacy", "--output_dir", output, "--overwrite"]) == 2
+        assert "overlaps the input" in capsys.readouterr().err
+    assert {folder: sorted(p.name for p in folder.iterdir()) for folder in before} == before

@@ -26,9 +26,14 @@ def test_atomic_directory_commits_on_success_and_leaves_nothing_on_failure(tmp_p
     with pytest.raises(ValueError, match="already exists and is not empty"):
         with atomic_directory(target):
             pass
-    with atomic_directory(target, overwrite=True) as staging:
-        (staging / "new.bin").write_bytes(b"y")
-    assert [p.name for p in target.iterdir()] == ["new.bin"] and len(list(tmp_path.iterdir())) == 1
+    for name in ("model-00001-of-00002.safetensors", "model.safetensors.index.json", "config.json"):
+        (target / name).write_text("earlier")
+    with atomic_directory(target, overwrite=True) as staging:  # into a user's folder: only its own files change
+        (staging / "model.safetensors").write_bytes(b"y")
+        (staging / "config.json").write_text("new")
+        assert (target / "config.json").read_text() == "earlier"
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "whole.bin"]
+    assert (target / "config.json").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_atomic_write_text(tmp_path):

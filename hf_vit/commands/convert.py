@@ -14,7 +14,7 @@ huggingface_hub; --revision pins a commit, --filename names the file of a repo w
   python scripts/convert_checkpoint.py --to timm --checkpoint hf_vit-folder --output_dir timm-out --verify
   python scripts/convert_checkpoint.py --to transformers --checkpoint hf_vit-folder --output_dir vit-out --verify
 
-User errors print one line to stderr and exit 1; --verify exits 1 when max-abs-diff exceeds 1e-4 (nothing is written).
+User errors print one line to stderr and exit 2; --verify exits 1 when max-abs-diff exceeds 1e-4 (nothing is written).
 """  # noqa: E501 (--help prints this docstring verbatim: one example command per line)
 
 import argparse
@@ -51,7 +51,9 @@ def parse_args(argv=None):
         "--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --output_dir (once the new one is complete)"
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output_dir, replacing only the files this writes (once all are complete)",
     )
     from hf_vit.cli import add_hub_arguments
 
@@ -68,12 +70,11 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import RunFailure, UserError, check_hub_arguments, push_from_arguments
+    from hf_vit.cli import RunFailure, UserError, check_hub_arguments, folder_writing_errors, push_from_arguments
     from hf_vit.convert import convert_checkpoint, export_checkpoint
     from hf_vit.hub import PushError
-    from hf_vit.output_dir import is_disk_full
 
-    try:
+    with folder_writing_errors(args.output_dir):
         check_hub_arguments(args)  # a bad repo id fails before any conversion work
         if args.push_to_hub and args.to:
             raise ValueError("--push_to_hub uploads hf_vit folders; it does not apply to --to exports")
@@ -120,16 +121,6 @@ def main(argv=None) -> int:
             against = result["conversion"].reference_name
             for note in result["conversion"].notes:
                 print(f"note: {note}")
-    except (ValueError, FileNotFoundError) as error:
-        if str(error).startswith("verification failed"):  # the conversion itself is wrong: a failure of the run
-            raise RunFailure(str(error)) from None
-        raise UserError(str(error)) from None
-    except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
-        if is_disk_full(error):
-            raise RunFailure(
-                f"disk full while writing {args.output_dir}: nothing was written (free space and run again)"
-            ) from None
-        raise
     for note in result.get("notes", []):
         print(f"note: {note}")
     if result["max_abs_diff"] is not None:

@@ -22,7 +22,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument("--max_shard_size", help="shard above this size, e.g. 5GB or 50MB (default: 5GB)")
     parser.add_argument("--model_index", type=int, default=0, help="Accelerate folders with several models: which one")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output_dir, replacing only the files this writes",
+    )
     from hf_vit.cli import add_logging_arguments
 
     add_logging_arguments(parser)
@@ -30,11 +34,10 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import RunFailure, UserError
+    from hf_vit.cli import folder_writing_errors
     from hf_vit.convert import export_safetensors
-    from hf_vit.output_dir import is_disk_full
 
-    try:
+    with folder_writing_errors(args.output_dir):
         result = export_safetensors(
             args.input,
             args.output_dir,
@@ -43,14 +46,6 @@ def main(argv=None) -> int:
             model_index=args.model_index,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError) as error:
-        raise UserError(str(error)) from None
-    except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
-        if is_disk_full(error):
-            raise RunFailure(
-                f"disk full while writing {args.output_dir}: nothing was written (free space and run again)"
-            ) from None
-        raise
     print(
         f"checked {result['num_tensors']} tensors bitwise; wrote {result['output_dir']}: {', '.join(result['files'])}"
     )

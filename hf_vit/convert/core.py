@@ -21,6 +21,7 @@ from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory
 from ..model_card import render_model_card, write_model_card
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..output_dir import OutputDirNotEmpty
 from ..stats import count_parameters
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,15 +175,25 @@ def _source_processor(path: Path):
     return AutoImageProcessor.from_pretrained(path)
 
 
-def check_output_dir(output_dir, overwrite: bool = False) -> None:
-    """Fail early (before any slow work) if `output_dir` cannot be written as a new checkpoint folder."""
+def check_output_dir(output_dir, overwrite: bool = False, *, inputs=()) -> None:
+    """Fail early (before any slow work) if `output_dir` cannot be written as a checkpoint folder: a file, a folder
+    that is, holds or lies inside one of the local `inputs` (its files would be replaced), or a non-empty folder
+    without `overwrite` (`OutputDirNotEmpty`)."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output path {output_dir} exists and is not a folder")
+    resolved = output_dir.resolve()
+    for source in inputs:
+        if source is None or not Path(source).exists():
+            continue
+        source = Path(source).resolve()
+        if resolved == source or resolved in source.parents or source in resolved.parents:
+            raise ValueError(
+                f"output folder {output_dir} overlaps the input {source}: the converted files would replace or mix "
+                "with it; choose another folder"
+            )
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise ValueError(
-            f"output folder {output_dir} already exists and is not empty; choose another or pass --overwrite"
-        )
+        raise OutputDirNotEmpty(output_dir, sorted(entry.name for entry in output_dir.iterdir()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

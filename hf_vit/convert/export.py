@@ -192,7 +192,7 @@ def export_to_timm(
 ) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
     model = load_hf_vit_folder(hf_vit_folder)
     state_dict, architecture, model_args = hf_vit_to_timm(model)
     config = model.config
@@ -250,7 +250,7 @@ def export_to_transformers(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
     model = load_hf_vit_folder(hf_vit_folder)
     target = _hf_vit_to_transformers_model(model)
     notes = []
@@ -325,7 +325,7 @@ def export_safetensors(
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
     (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
     compared bitwise before success is reported."""
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, inputs=[source, config])
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")

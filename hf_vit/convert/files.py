@@ -62,7 +62,7 @@ def convert_checkpoint(
 ) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
     (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, inputs=[checkpoint])
     conversion = load_foreign_checkpoint(source, checkpoint, **options)
     diff = verify_conversion(conversion, tolerance) if verify else None
     folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff)

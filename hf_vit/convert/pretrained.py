@@ -495,7 +495,7 @@ def convert_pretrained(
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
     from .core import check_output_dir
 
-    check_output_dir(output_dir, overwrite)
+    check_output_dir(output_dir, overwrite, inputs=[Path(os.fspath(name_or_path)).expanduser()])
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     base_model = None
