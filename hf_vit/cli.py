@@ -3,7 +3,9 @@
 The convention (README, "Command-line tools"): exit 2 for the user's mistake (`UserError`, and the library's
 `ValueError`s about the inputs), 1 for a failure of the run (`RunFailure`: a full disk, the Hub refusing a push), 130
 for an interrupt; one line on stderr (`error: ...`), a traceback only with `--verbose`. Only this module and
-`hf_vit.commands` know about argparse, flags, exit codes and printing; the library raises and logs.
+`hf_vit.commands` know about argparse, flags, exit codes and printing; the library raises and logs. The library
+names its parameters in backticks (`train_dir`); each CLI flag has its parameter's name, so the lines printed here show
+them as flags (`as_flags`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -35,8 +38,13 @@ EXIT_USER_ERROR, EXIT_RUN_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"error: {as_flags(' '.join(str(message).split()))}", file=sys.stderr)
     sys.exit(code)
+
+
+def as_flags(text: str) -> str:
+    """A library message for the command line: `train_dir` -> --train_dir."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", r"--\1", text)
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +107,7 @@ def command(body: Callable[[list[str]], int | None]) -> Callable[..., int]:
 def _error(error: Exception, code: int, verbose: bool) -> int:
     if verbose:
         traceback.print_exc()
-    print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+    print(f"error: {as_flags(' '.join(str(error).split()))}", file=sys.stderr)
     return code
 
 
@@ -214,25 +222,98 @@ def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str
 
     `args` is the scripts' argparse namespace (or any object with those attributes, e.g. transformers'
     TrainingArguments; `hub_token`, if it has one, is used as the token). Call it on the main process only, after
-    the model, image processor and card are saved.
-    Raises ValueError (the folder or the flags) or PushError (the Hub); print either as a one-line error.
+    the model, image processor and card are saved. A bad folder, repo id or token is a `UserError`, the Hub's refusal
+    a `RunFailure`.
     """
     if not getattr(args, "push_to_hub", False):
         return None
-    check_hub_arguments(args)
-    from .hub import push_folder
+    from .hub import PushError, push_folder
 
-    info = push_folder(
-        output_dir,
-        args.hub_model_id,
-        private=bool(getattr(args, "hub_private_repo", False)),
-        revision=getattr(args, "hub_revision", None) or None,
-        commit_message=commit_message,
-        token=getattr(args, "hub_token", None) or None,
-        extra_files=extra_files,
-    )
+    try:
+        check_hub_arguments(args)
+        info = push_folder(
+            output_dir,
+            args.hub_model_id,
+            private=bool(getattr(args, "hub_private_repo", False)),
+            revision=getattr(args, "hub_revision", None) or None,
+            commit_message=commit_message,
+            token=getattr(args, "hub_token", None) or None,
+            extra_files=extra_files,
+        )
+    except ValueError as error:  # the folder, the repo id or the token
+        raise UserError(str(error)) from None
+    except PushError as error:  # the Hub
+        raise RunFailure(str(error)) from None
     print(f"pushed {output_dir} to {args.hub_model_id}: {info}")
     return info
+
+
+# ---- the training CLIs' shared steps --------------------------------------------------------------------------
+DATA_INPUTS = ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")
+
+
+def check_training_output_dir(args, output_dir, *, overwrite: bool, resuming: bool, resume_hint: str = "") -> None:
+    """`output_dir.check_output_dir` for a training CLI, its refusals as one line naming the flags."""
+    from . import output_dir as run_output
+
+    inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
+    try:
+        run_output.check_output_dir(output_dir, inputs=inputs, overwrite=overwrite, resuming=resuming)
+    except run_output.OutputDirNotEmpty as error:
+        raise UserError(
+            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
+            f"{resume_hint}or pass --overwrite_output_dir to replace the files a run writes there (nothing else is "
+            "touched)"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"--output_dir: {error}") from None
+
+
+def note_cpu_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` looks like CPU DDP but starts one process: say so."""
+    if (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        and "MASTER_ADDR" in os.environ
+        and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    ):
+        print(
+            "note: `accelerate launch --cpu --num_processes N` starts one process (N only applies under mpirun); "
+            "for CPU DDP use `accelerate launch --multi_gpu --num_processes N` or "
+            "--config_file scripts/accelerate_configs/cpu_ddp.yaml",
+            file=sys.stderr,
+        )
+
+
+def load_data(args, *, seed: int, streaming: bool = False):
+    """The data the data flags name (`data.load_image_data`); a missing dataset or a bad folder is a `UserError`."""
+    from . import data as hdata
+
+    try:
+        return hdata.load_image_data(
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_dir=args.train_dir,
+            validation_dir=args.validation_dir,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            validation_split=args.validation_split,
+            split_seed=seed,
+            streaming=streaming,
+            cache_dir=args.cache_dir,
+            max_train_samples=args.max_train_samples,
+            max_eval_samples=args.max_eval_samples,
+        )
+    except FileNotFoundError as error:
+        raise UserError(f"dataset not found: {error}") from None
+    except hdata.DataError as error:
+        raise UserError(str(error)) from None
+
+
+def print_recipe(recipe) -> None:
+    """The model chosen from the data, and why (`model_setup.recipe_for_data`)."""
+    print(as_flags(recipe.describe()))
+    if recipe.pretrained_hint:
+        print(f"note: {as_flags(recipe.pretrained_hint)}")
 
 
 def parse_overrides(text: str | None) -> dict:

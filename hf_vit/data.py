@@ -131,14 +131,14 @@ def detect_columns(dataset, image_column: str | None, label_column: str | None) 
         named = [c for c in columns if c.lower() in _IMAGE_COLUMN_NAMES]
         found = typed or named
         if not found:
-            raise DataError(f"no image column found (pass --image_column); the dataset's columns are: {listing}")
+            raise DataError(f"no image column found (pass `image_column`); the dataset's columns are: {listing}")
         image_column = found[0]
     if label_column is None:
         typed = [c for c in columns if isinstance(features.get(c), datasets.ClassLabel) and c != image_column]
         named = [c for c in columns if c.lower() in _LABEL_COLUMN_NAMES and c != image_column]
         found = typed or named
         if not found:
-            raise DataError(f"no label column found (pass --label_column); the dataset's columns are: {listing}")
+            raise DataError(f"no label column found (pass `label_column`); the dataset's columns are: {listing}")
         label_column = found[0]
     return image_column, label_column
 
@@ -152,7 +152,7 @@ def _id2label(dataset, label_column: str) -> dict[int, str]:
     if isinstance(dataset, datasets.IterableDataset):
         raise DataError(
             f"label column {label_column!r} has no ClassLabel feature, which streaming needs to know the label set; "
-            "use a dataset with ClassLabel labels or drop --streaming"
+            "use a dataset with ClassLabel labels or drop `streaming`"
         )
     values = sorted(set(dataset[label_column]))
     if not all(isinstance(v, (int, np.integer)) for v in values):
@@ -167,21 +167,21 @@ def _id2label(dataset, label_column: str) -> dict[int, str]:
 _METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 
 
-def _check_dir(path: str, flag: str, min_classes: int = 2) -> None:
+def _check_dir(path: str, argument: str, min_classes: int = 2) -> None:
     """The folder exists and has the layout "imagefolder" infers labels from: one sub-folder of images per class.
 
     Checked here because otherwise `datasets` silently drops the label column (images directly in the folder, or a
-    single class), and the error that follows ("no label column found") points at the wrong flag. A folder with a
+    single class), and the error that follows ("no label column found") points at the wrong argument. A folder with a
     metadata file names its labels in a column instead, so its layout is not checked.
     """
     from pathlib import Path
 
     folder = Path(path)
     if not folder.is_dir():
-        raise DataError(f"{flag} {path} does not exist or is not a folder")
+        raise DataError(f"{argument} {path} does not exist or is not a folder")
     files = [p for p in folder.rglob("*") if p.is_file()]
     if not files:
-        raise DataError(f"{flag} {path} is empty: expected one sub-folder of images per class")
+        raise DataError(f"{argument} {path} is empty: expected one sub-folder of images per class")
     if any(p.name in _METADATA_FILES for p in files):
         return
     classes = sorted(
@@ -192,7 +192,7 @@ def _check_dir(path: str, flag: str, min_classes: int = 2) -> None:
     if len(classes) < min_classes:
         found = "no class sub-folders" if not classes else f"a single class sub-folder ({classes[0]!r})"
         raise DataError(
-            f"{flag} {path} has {found}: expected one sub-folder of images per class"
+            f"{argument} {path} has {found}: expected one sub-folder of images per class"
             f"{', at least two classes' if min_classes > 1 else ''} (e.g. {path}/cat/1.jpg, {path}/dog/2.jpg)"
         )
 
@@ -219,11 +219,11 @@ def load_image_data(
     import datasets
 
     if dataset_name and train_dir:
-        raise DataError("give either --dataset_name or --train_dir, not both")
+        raise DataError("give either `dataset_name` or `train_dir`, not both")
     if validation_dir and not train_dir:
-        raise DataError("--validation_dir needs --train_dir")
+        raise DataError("`validation_dir` needs `train_dir`")
     if streaming and not dataset_name:
-        raise DataError("--streaming works with --dataset_name (local image folders and the digits are map-style)")
+        raise DataError("`streaming` works with `dataset_name` (local image folders and the digits are map-style)")
 
     if not dataset_name and not train_dir:
         data = _digits_data()
@@ -232,10 +232,10 @@ def load_image_data(
             loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
             name = dataset_name
         else:
-            _check_dir(train_dir, "--train_dir")
+            _check_dir(train_dir, "`train_dir`")
             data_files = {"train": f"{train_dir}/**"}
             if validation_dir:
-                _check_dir(validation_dir, "--validation_dir", min_classes=1)
+                _check_dir(validation_dir, "`validation_dir`", min_classes=1)
                 data_files["validation"] = f"{validation_dir}/**"
             loaded = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
             name = train_dir

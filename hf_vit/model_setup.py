@@ -39,7 +39,7 @@ SMALL_PATCHES = (4, 8, 16)  # the smallest that keeps the grid at most 4x4: few 
 MAX_IMAGE_SIZE = 224  # larger images are resized to 224 px: the default preset
 AUGMENTATIONS = ("shift", "crop_flip")
 PRETRAINED_HINT = (
-    "for photos, fine-tuning a pretrained ViT (--model_name_or_path google/vit-base-patch16-224, or "
+    "for photos, fine-tuning a pretrained ViT (`model_name_or_path`=google/vit-base-patch16-224, or "
     "timm/vit_small_patch16_224.augreg_in21k_ft_in1k) usually beats training from scratch"
 )
 
@@ -91,7 +91,7 @@ class Recipe:
         kind = {"shift": "small shifts, no flips", "crop_flip": "RandomResizedCrop + horizontal flip"}[
             self.augmentation
         ]
-        augmentation = f"augmentation: {kind}" if self.augment else f"no augmentation (--augment on: {kind})"
+        augmentation = f"augmentation: {kind}" if self.augment else f"no augmentation (`augment`=on: {kind})"
         return (
             f"model chosen from the data: {self.reason}: {self.image_size}x{self.image_size} input, patch "
             f"{self.patch_size} ({grid}x{grid} patches), width {self.hidden_size}, depth {self.num_hidden_layers}, "
@@ -156,12 +156,6 @@ def recipe_for_data(data, max_images: int = 256) -> Recipe:
     from .data import sample_image_sizes
 
     return recipe_for_images(sample_image_sizes(data, max_images))
-
-
-def log_recipe(recipe: Recipe) -> None:
-    logger.info(recipe.describe())
-    if recipe.pretrained_hint:
-        logger.info("note: %s", recipe.pretrained_hint)
 
 
 # set from the data (the labels) or by transformers itself: neither overridable nor read from a config file
@@ -288,7 +282,6 @@ __all__ = [
     "build_model",
     "check_overrides",
     "config_keys",
-    "log_recipe",
     "recipe_for_data",
     "recipe_for_images",
 ]

@@ -63,7 +63,7 @@ def test_photos_keep_the_default_preset_and_hear_about_pretrained_models():
         True,
         "crop_flip",
     )
-    assert "--model_name_or_path google/vit-base-patch16-224" in recipe.pretrained_hint
+    assert "`model_name_or_path`=google/vit-base-patch16-224" in recipe.pretrained_hint
     assert recipe.typical_size == (570, 428)
     assert (
         "typically 570x428 px" in recipe.describe() and "224x224 input, patch 16 (14x14 patches)" in recipe.describe()

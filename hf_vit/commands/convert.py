@@ -70,9 +70,8 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import RunFailure, UserError, check_hub_arguments, folder_writing_errors, push_from_arguments
+    from hf_vit.cli import check_hub_arguments, folder_writing_errors, push_from_arguments
     from hf_vit.convert import convert_checkpoint, export_checkpoint
-    from hf_vit.hub import PushError
 
     with folder_writing_errors(args.output_dir):
         check_hub_arguments(args)  # a bad repo id fails before any conversion work
@@ -126,16 +125,11 @@ def main(argv=None) -> int:
     if result["max_abs_diff"] is not None:
         print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")
     print(f"wrote {result['output_dir']}")
-    try:
-        push_from_arguments(
-            args,
-            result["output_dir"],
-            commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit",
-        )
-    except ValueError as error:  # the folder, the repo id or the token
-        raise UserError(str(error)) from None
-    except PushError as error:  # the Hub
-        raise RunFailure(str(error)) from None
+    push_from_arguments(
+        args,
+        result["output_dir"],
+        commit_message=f"Convert a {args.source or result.get('layout')} checkpoint to hf_vit",
+    )
     return 0
 
 

@@ -111,24 +111,11 @@ def main(argv=None) -> int:
 
 
 def check_output_dir(args, training_args):
-    from hf_vit import output_dir
-    from hf_vit.cli import UserError
+    from hf_vit.cli import check_training_output_dir
 
     output = Path(training_args.output_dir)
-    inputs = {
-        f"--{flag}": getattr(args, flag)
-        for flag in ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")
-    }
     resuming = bool(training_args.resume_from_checkpoint) and any(output.glob("checkpoint-*"))
-    try:
-        output_dir.check_output_dir(output, inputs=inputs, overwrite=args.overwrite_output_dir, resuming=resuming)
-    except output_dir.OutputDirNotEmpty as error:
-        raise UserError(
-            f"--output_dir {output} already holds files ({', '.join(error.entries[:4])}); choose another folder or "
-            "pass --overwrite_output_dir to replace the files a run writes there (nothing else is touched)"
-        ) from None
-    except ValueError as error:
-        raise UserError(f"--output_dir: {error}") from None
+    check_training_output_dir(args, output, overwrite=args.overwrite_output_dir, resuming=resuming)
 
 
 def run(args, training_args):
@@ -137,9 +124,17 @@ def run(args, training_args):
     from transformers import Trainer, TrainerCallback
 
     from hf_vit import data as hdata
-    from hf_vit.cli import RunFailure, UserError, build_model, show_prediction
+    from hf_vit.cli import (
+        RunFailure,
+        UserError,
+        build_model,
+        load_data,
+        print_recipe,
+        push_from_arguments,
+        show_prediction,
+    )
     from hf_vit.model_card import render_model_card
-    from hf_vit.model_setup import log_recipe, recipe_for_data
+    from hf_vit.model_setup import recipe_for_data
     from hf_vit.output_dir import DiskFullError, write_trained_model
 
     push_to_hub = training_args.push_to_hub
@@ -156,22 +151,7 @@ def run(args, training_args):
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
-    try:
-        data = hdata.load_image_data(
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_dir=args.train_dir,
-            validation_dir=args.validation_dir,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            validation_split=args.validation_split,
-            split_seed=training_args.seed,
-            cache_dir=args.cache_dir,
-            max_train_samples=args.max_train_samples,
-            max_eval_samples=args.max_eval_samples,
-        )
-    except hdata.DataError as error:
-        raise UserError(str(error)) from None
+    data = load_data(args, seed=training_args.seed)
     if args.streaming:
         raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
     # the data's recipe: the model (and its epochs, learning rate) when no model flag names one; the augmentation kind
@@ -179,7 +159,7 @@ def run(args, training_args):
     model_from_data = not (args.model_name_or_path or args.preset or args.config_name)
     if model_from_data:
         if int(os.environ.get("RANK", "0")) == 0:
-            log_recipe(recipe)
+            print_recipe(recipe)
         for name in ("num_train_epochs", "learning_rate"):
             if f"--{name}" not in args.given_flags:
                 setattr(training_args, name, getattr(recipe, name))
@@ -249,23 +229,10 @@ def run(args, training_args):
         print(f"{data.eval_split} accuracy: {100 * metrics['eval_accuracy']:.2f}%")
         show_prediction(output_dir, data)
 
-        if push_to_hub:
-            from hf_vit.hub import PushError, push_folder
-
-            try:
-                info = push_folder(
-                    output_dir,
-                    training_args.hub_model_id,
-                    private=bool(training_args.hub_private_repo),
-                    revision=getattr(training_args, "hub_revision", None) or None,
-                    commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer",
-                    token=training_args.hub_token or None,
-                )
-            except ValueError as error:  # the folder, the repo id or the token
-                raise UserError(str(error)) from None
-            except PushError as error:  # the Hub
-                raise RunFailure(str(error)) from None
-            print(f"pushed {output_dir} to {training_args.hub_model_id}: {info}")
+        training_args.push_to_hub = push_to_hub  # off while Trainer ran: it would have made the repo at start-up
+        push_from_arguments(
+            training_args, output_dir, commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer"
+        )
     return 0
 
 

@@ -34,6 +34,7 @@ def main(argv=None) -> int:
 
     setup_logging(args.verbose, args.quiet)
 
+    from hf_vit.cli import RunFailure, UserError
     from hf_vit.hub import PushError, push_folder
 
     try:
@@ -41,11 +42,9 @@ def main(argv=None) -> int:
             args.folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
         )
     except ValueError as err:  # the folder, the repo id, the branch name or the card: nothing was uploaded
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        raise UserError(str(err)) from None
     except PushError as err:  # the Hub refused or could not be reached; nothing partial was committed
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        raise RunFailure(str(err)) from None
     print(f"pushed {args.folder} to {args.repo_id} ({info.oid[:10]}): {info}")
     return 0
 

@@ -47,7 +47,7 @@ def _rename(
         raise ValueError(
             f"{len(unmatched)} {source} parameter(s) have no hf_vit equivalent (first: {', '.join(unmatched[:5])}); "
             f"expected {source} names like {expected or _expected_names(rules)}: either the file has another layout "
-            "(check --source) or the model uses a feature hf_vit does not implement"
+            "(check `source`) or the model uses a feature hf_vit does not implement"
         )
     return renamed
 
@@ -226,11 +226,11 @@ def max_abs_diff(model, reference_forward: Callable[[torch.Tensor], dict], x: to
 
 def verify_conversion(conversion: Conversion, tolerance: float = VERIFY_TOLERANCE) -> float:
     if conversion.reference is None:
-        raise ValueError("--verify: no reference implementation for this source")
+        raise ValueError("`verify`: no reference implementation for this source")
     try:
         forward = conversion.reference()
     except ImportError as error:
-        raise ValueError(f"--verify needs the source library installed ({error.name or error})") from None
+        raise ValueError(f"`verify` needs the source library installed ({error.name or error})") from None
     diff = max_abs_diff(conversion.model, forward)
     if not diff <= tolerance:
         raise ValueError(

@@ -40,7 +40,7 @@ def dino_backbone_state_dict(obj, path, checkpoint_key: str = "teacher") -> tupl
         keys = ", ".join(sorted(map(str, obj))[:8]) if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(
             f"{path} has no {checkpoint_key!r} entry: DINO training checkpoints hold 'teacher' and 'student' dicts "
-            f"(choose with --checkpoint_key), plain backbone weights are a dict of tensors; found: {keys}"
+            f"(choose with `checkpoint_key`), plain backbone weights are a dict of tensors; found: {keys}"
         )
     state_dict = strip_wrapper_prefixes({k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)})
     dropped = []
@@ -62,7 +62,7 @@ def convert_dino_file(
     heads = _heads(layout["embed_dim"], num_heads, preset) or DINO_HEADS.get(layout["embed_dim"])
     if heads is None:
         raise ValueError(
-            f"width {layout['embed_dim']} is not one of DINO's ViTs (tiny 192, small 384, base 768): pass --num_heads"
+            f"width {layout['embed_dim']} is not one of DINO's ViTs (tiny 192, small 384, base 768): pass `num_heads`"
         )
     config = config_from_timm_layout(layout, heads, interpolate_antialias=False)
     model = _build(config, timm_state_dict_to_hf_vit(state_dict))

@@ -238,7 +238,7 @@ def export_to_timm(
         save_safetensors_checked(state_dict, staging)
         (staging / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n")
         if verify:
-            timm = _require("timm", "--verify")
+            timm = _require("timm", "`verify`")
             source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
             diff = max_abs_diff(model, _timm_forward(source, num_classes > 0))
             if not diff <= tolerance:
@@ -349,7 +349,7 @@ def export_safetensors(
         config_path = config_path / "config.json"
     if not config_path.is_file():
         raise ValueError(
-            f"no config.json for these weights at {config_path}; pass --config (an hf_vit config.json or folder)"
+            f"no config.json for these weights at {config_path}; pass `config` (an hf_vit config.json or folder)"
         )
     model_type = json.loads(config_path.read_text()).get("model_type")
     if model_type != HfViTConfig.model_type:

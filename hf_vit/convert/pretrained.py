@@ -244,7 +244,7 @@ def _convert_timm_state_dict(path: Path) -> Conversion:
     if heads is None:
         raise ValueError(
             f"{path}: a timm state dict without config.json, width {width}: the heads cannot be inferred; "
-            "convert it with scripts/convert_checkpoint.py --timm_model/--num_heads"
+            "convert it as a timm file with `timm_model` or `num_heads`"
         )
     return convert_timm_file(path, num_heads=heads)
 

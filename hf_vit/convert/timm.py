@@ -200,7 +200,7 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
         raise ValueError(
             "the checkpoint has a CLIP-style pre-norm (norm_pre): its MLP activation (quick_gelu or gelu) "
             "cannot be read from the weights; convert it through timm's model registry (a timm folder "
-            "with config.json, or --timm_model, with timm installed)"
+            "with config.json, or `timm_model`, with timm installed)"
         )
     if not layout["class_token"]:
         raise ValueError(
@@ -301,7 +301,7 @@ def convert_timm_file(
         if "architecture" not in timm_config:
             raise ValueError(
                 f"{path / 'config.json'} is not a timm config (no 'architecture'); "
-                "use --source transformers for transformers folders"
+                "use `source`=transformers for transformers folders"
             )
         timm_model = timm_model or timm_config["architecture"]
         if num_heads is None:
@@ -318,7 +318,7 @@ def convert_timm_file(
         name = timm_model or f"ViT ({layout['embed_dim']} wide, {heads} heads)"
         reference = lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0)  # noqa: E731
     elif timm_model is not None:
-        timm = _require("timm", "--timm_model")
+        timm = _require("timm", "`timm_model`")
         kwargs = dict(
             num_classes=layout["num_classes"],
             global_pool=layout["global_pool"],
@@ -347,8 +347,8 @@ def convert_timm_file(
         reference = lambda: _timm_forward(source_model, layout["num_classes"] > 0)  # noqa: E731
     else:
         raise ValueError(
-            "the number of attention heads cannot be read from a timm state dict: pass --timm_model "
-            "(e.g. vit_small_patch16_224), --preset or --num_heads"
+            "the number of attention heads cannot be read from a timm state dict: pass `timm_model` "
+            "(e.g. vit_small_patch16_224), `preset` or `num_heads`"
         )
     variants = [f"depth {layout['depth']}", f"{layout['img_size']}px"]
     if layout["reg_tokens"]:

@@ -137,7 +137,7 @@ def convert_transformers_folder(path) -> Conversion:
     """A transformers `ViTModel` / `ViTForImageClassification` folder (v4 or v5 key names) -> hf_vit."""
     path = Path(path)
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise ValueError(f"--source transformers expects a folder with config.json and the weights; {path} is not one")
+        raise ValueError(f"`source`=transformers expects a folder with config.json and the weights; {path} is not one")
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
     if model_type in DINOV2_MODEL_TYPES:
         return convert_dinov2_folder(path)
@@ -148,7 +148,7 @@ def convert_transformers_folder(path) -> Conversion:
         )
     if model_type != "vit":
         raise ValueError(
-            f"{path / 'config.json'} has model_type {model_type!r}; --source transformers converts 'vit', "
+            f"{path / 'config.json'} has model_type {model_type!r}; `source`=transformers converts 'vit', "
             "'dinov2' and 'dinov2_with_registers' models"
         )
     from transformers import ViTConfig
