@@ -245,20 +245,17 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
 
 TRAIN_STUB = r"""
 import argparse, sys
-from hf_vit.cli import add_hub_arguments, check_hub_arguments, push_from_arguments, setup_logging
-from hf_vit.hub import PushError
+from hf_vit.cli import add_hub_arguments, check_hub_arguments, push_from_arguments, run_command, setup_logging
 setup_logging()
 parser = argparse.ArgumentParser()
 parser.add_argument("--output_dir", required=True)
 add_hub_arguments(parser)
 args = parser.parse_args()
-try:
+def body():
     check_hub_arguments(args)
     # ... a training run or a conversion writes model, image processor and card to args.output_dir ...
     push_from_arguments(args, args.output_dir, commit_message="Training run", extra_files=["training_curves.png"])
-except (ValueError, PushError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(1)
+sys.exit(run_command(body))
 """
 
 
