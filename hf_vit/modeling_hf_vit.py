@@ -672,7 +672,9 @@ class HfViTModel(HfViTPreTrainedModel):
         depth = self.config.num_hidden_layers
         if isinstance(n, int) and not isinstance(n, bool):
             if not 1 <= n <= depth:
-                raise ValueError(f"n must be a number of blocks from 1 to {depth} (the model's depth), got {n}")
+                raise ValueError(
+                    f"n must be a number of last blocks from 1 to {depth} (the model has {depth} blocks), got {n}"
+                )
             blocks = list(range(depth - n, depth))
         else:
             blocks = list(n) if isinstance(n, Sequence) and not isinstance(n, str) else None
