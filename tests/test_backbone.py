@@ -74,6 +74,17 @@ def test_out_indices_beyond_a_reduced_depth_are_refused_when_the_model_is_built(
         HfViTBackbone(config)
 
 
+def test_a_saved_config_file_trains_at_another_depth(tmp_path):
+    """A model's config.json names the backbone stages of its own depth; another depth drops them."""
+    from hf_vit.model_setup import build_model
+
+    HfViTConfig(**DEEP).save_pretrained(tmp_path)  # out_features ["stage4"]
+    model, _ = build_model(
+        {0: "a", 1: "b"}, config_file=str(tmp_path / "config.json"), config_overrides={"num_hidden_layers": 2}
+    )
+    assert model.config.num_hidden_layers == 2 and model.config.out_features == ["stage2"]
+
+
 # ---- feature maps --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("registers", [0, 2])
 def test_feature_maps_are_the_normed_patch_tokens_on_the_patch_grid(registers):
