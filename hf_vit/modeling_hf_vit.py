@@ -661,12 +661,23 @@ class HfViTModel(HfViTPreTrainedModel):
             A tuple with one entry per block: the patch tokens ([CLS] and register tokens removed), or
             `(patches, cls)` with `return_class_token`.
 
-        Example (4 maps for a dense head, as DPT / Depth Anything take them):
+        Example (the last 4 blocks as maps, as dense heads take them):
 
         ```python
         >>> features = model.get_intermediate_layers(pixel_values, n=4, reshape=True)
         >>> [tuple(f.shape) for f in features]  # ViT-S/16 at 224x320
         [(1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20)]
+        ```
+
+        Without code, transformers' pipeline gives a saved hf_vit folder's features per image: the tokens
+        `(1, 1 + registers + patches, D)` of `last_hidden_state` (the patch features are those after [CLS] and the
+        registers, as `get_intermediate_layers(pixel_values)[0]`), or with `pool=True` the image feature
+        (`pooler_output`):
+
+        ```python
+        >>> extract = pipeline("image-feature-extraction", model=folder)
+        >>> tokens = extract(image, return_tensors=True)  # (1, 1 + 196, 384) for ViT-S/16 at 224
+        >>> image_feature = extract(image, pool=True, return_tensors=True)  # (1, 384)
         ```
         """
         depth = self.config.num_hidden_layers
@@ -787,16 +798,18 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
     `hidden_size` channels at stride `patch_size`. Each feature map goes through the final LayerNorm if
     `config.apply_layernorm` and loses its [CLS] and register tokens: `(batch, D, H/P, W/P)` at any input size
     divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
-    [CLS] first (what DPT's neck expects). The maps are those of `HfViTModel.get_intermediate_layers` (same code).
+    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are
+    those of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
+    checkpoint loads as a backbone, and a saved backbone as `HfViTModel` or a classifier.
 
     Example:
 
     ```python
-    >>> from transformers import AutoBackbone
-    >>> import hf_vit
-    >>> backbone = HfViTBackbone.from_pretrained(folder, out_indices=[3, 6, 9, 12])  # or AutoBackbone.from_config
+    >>> backbone = HfViTBackbone.from_pretrained(folder, out_indices=[3, 6, 9, 12])  # any hf_vit folder
     >>> [tuple(m.shape) for m in backbone(pixel_values).feature_maps]  # ViT-S/16 at 224x320
     [(1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20)]
+    >>> depth_model = DPTForDepthEstimation(DPTConfig(backbone_config=HfViTConfig(..., out_indices=[3, 6, 9, 12],
+    ...     reshape_hidden_states=False), neck_hidden_sizes=[48, 96, 192, 384]))  # AutoBackbone builds HfViTBackbone
     ```
     """
 

@@ -1,6 +1,10 @@
 """Dense features: HfViTBackbone (AutoBackbone), HfViTModel.get_intermediate_layers, transformers' dense heads (DPT,
 UperNet, Mask2Former) on an hf_vit backbone, and the image-feature-extraction pipeline."""
 
+import importlib.util
+import unittest
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +76,39 @@ def test_out_indices_beyond_a_reduced_depth_are_refused_when_the_model_is_built(
     assert config.stage_names == ["stem", "stage1", "stage2"]
     with pytest.raises(ValueError, match=r"Invalid HfViTConfig: out_features must be a subset of stage_names"):
         HfViTBackbone(config)
+
+
+class _BackboneTester:
+    """What transformers' `BackboneTesterMixin` asks of a model tester: a tiny config with stages to pick from."""
+
+    def prepare_config_and_inputs_for_common(self):
+        config = HfViTConfig(**DEEP, out_features=["stage1", "stage2", "stage4"])
+        return config, {"pixel_values": torch.rand(2, 3, 32, 32)}
+
+
+def test_transformers_own_backbone_tests_pass(request, tmp_path_factory):
+    """transformers' `BackboneTesterMixin` (tests/test_backbone_common.py of the installed release's source
+    distribution, fetched as tests/test_transformers_common.py does) run against HfViTBackbone."""
+    from test_transformers_common import _transformers_tests_root
+
+    cache = getattr(request.config, "cache", None)
+    cache_dir = Path(cache.mkdir("hf_vit-transformers-tests") if cache else tmp_path_factory.mktemp("tf-tests"))
+    path = _transformers_tests_root(cache_dir) / "tests" / "test_backbone_common.py"
+    spec = importlib.util.spec_from_file_location("transformers_test_backbone_common", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class HfViTBackboneTest(module.BackboneTesterMixin, unittest.TestCase):
+        all_model_classes = (HfViTBackbone,)
+        config_class = HfViTConfig
+
+        def setUp(self):
+            self.model_tester = _BackboneTester()
+
+    result = unittest.TestResult()
+    unittest.TestLoader().loadTestsFromTestCase(HfViTBackboneTest).run(result)
+    assert result.testsRun >= 8 and not result.skipped, (result.testsRun, result.skipped)
+    assert not result.errors and not result.failures, "\n".join(text for _, text in result.errors + result.failures)
 
 
 def test_a_saved_config_file_trains_at_another_depth(tmp_path):
@@ -381,6 +418,9 @@ def test_saved_backbone_loads_with_remote_code_without_hf_vit(tmp_path):
         expected = backbone(x).feature_maps
     for a, b in zip(torch.load(folder / "remote.pt"), expected, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    plain = HfViTModel.from_pretrained(folder)  # a saved backbone is an hf_vit checkpoint like any other
+    for name, tensor in backbone.vit.state_dict().items():
+        assert torch.equal(plain.state_dict()[name], tensor), name
 
 
 def test_image_feature_extraction_pipeline_gives_image_and_patch_features(tmp_path):
