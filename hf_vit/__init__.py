@@ -1,11 +1,13 @@
 """hf_vit: a Vision Transformer as a Hugging Face model plugin.
 
 `import hf_vit` registers `model_type="hf_vit"` with transformers' Auto classes, so `AutoConfig`, `AutoModel`,
-`AutoModelForImageClassification`, `AutoImageProcessor` and `pipeline("image-classification")` load hf_vit
-checkpoints without `trust_remote_code`.
+`AutoModelForImageClassification`, `AutoBackbone`, `AutoImageProcessor` and `pipeline("image-classification")` load
+hf_vit checkpoints without `trust_remote_code`, and transformers' dense heads (DPT, UperNet) take an `HfViTConfig` as
+`backbone_config`.
 """
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
@@ -14,7 +16,7 @@ from transformers import (
 )
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
-from .modeling_hf_vit import HfViTForImageClassification, HfViTModel, HfViTPreTrainedModel
+from .modeling_hf_vit import HfViTBackbone, HfViTForImageClassification, HfViTModel, HfViTPreTrainedModel
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ def _register() -> None:
     AutoConfig.register(HfViTConfig.model_type, HfViTConfig, exist_ok=True)
     AutoModel.register(HfViTConfig, HfViTModel, exist_ok=True)
     AutoModelForImageClassification.register(HfViTConfig, HfViTForImageClassification, exist_ok=True)
+    AutoBackbone.register(HfViTConfig, HfViTBackbone, exist_ok=True)
     # Preprocessing is transformers' own ViTImageProcessor. This mapping serves a preprocessor_config.json that does
     # not name its class; transformers needs that file to exist at all, so the models' save_pretrained writes a
     # default one (ViTImageProcessor at config.image_size) into a folder saved without a processor.
@@ -36,6 +39,7 @@ def _register() -> None:
     HfViTConfig.register_for_auto_class()
     HfViTModel.register_for_auto_class("AutoModel")
     HfViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+    HfViTBackbone.register_for_auto_class("AutoBackbone")
 
 
 _register()
@@ -59,6 +63,7 @@ __all__ = [
     "PRESETS",
     "HfViTConfig",
     "from_pretrained",
+    "HfViTBackbone",
     "HfViTForImageClassification",
     "HfViTModel",
     "HfViTPreTrainedModel",

@@ -193,7 +193,8 @@ def check_same_run(state: dict, settings: dict, path) -> None:
         )
 
 
-# model settings that must match for a checkpoint's weights and optimizer state to fit the model being trained
+# model settings that must match for a checkpoint's weights and optimizer state to fit the model being trained (the
+# backbone settings out_features, out_indices, apply_layernorm and reshape_hidden_states change no weight: not here)
 _SHAPE_KEYS = (
     "image_size",
     "patch_size",

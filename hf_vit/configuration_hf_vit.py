@@ -6,6 +6,11 @@ This file is copied into every saved checkpoint (with `modeling_hf_vit.py`), so 
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
+try:
+    from transformers.backbone_utils import BackboneConfigMixin
+except ImportError:  # transformers 5.x before the module moved out of transformers.utils
+    from transformers.utils.backbone_utils import BackboneConfigMixin
+
 # Shapes of the ViT paper's Table 1 (Base/Large/Huge) and DeiT/timm's Tiny/Small.
 # name -> (patch_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
 _PRESET_SHAPES = {
@@ -39,6 +44,13 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def stage_names_for(num_hidden_layers) -> list[str]:
+    """The backbone stages of a model with `num_hidden_layers` blocks: "stem" (the embeddings), then "stage1" ..
+    "stageN" (the output of each block)."""
+    depth = num_hidden_layers if _is_int(num_hidden_layers) and num_hidden_layers > 0 else 0
+    return ["stem"] + [f"stage{index}" for index in range(1, depth + 1)]
+
+
 def image_size_pair(image_size) -> tuple[int, int]:
     """`image_size` as (height, width), whether it was given as an int or a pair."""
     if _is_int(image_size):
@@ -46,7 +58,7 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return (image_size[0], image_size[1])
 
 
-class HfViTConfig(PreTrainedConfig):
+class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an hf_vit model. Defaults give ViT-B/16 at 224×224.
 
@@ -87,6 +99,15 @@ class HfViTConfig(PreTrainedConfig):
         use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
             tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
         initializer_range (`float`): std of the truncated-normal weight init.
+        out_features (`list[str]`, *optional*) / out_indices (`list[int]`, *optional*): the stages that
+            `HfViTBackbone` returns, by name or index into `stage_names` = ["stem", "stage1", ..., "stageN"] ("stem" is
+            the embeddings, "stageK" the output of block K); either one, or both if they agree, checked with
+            transformers' backbone helper. Default: the last stage. They do not change the weights.
+        apply_layernorm (`bool`): `HfViTBackbone` passes its feature maps through the final LayerNorm (as DINOv2's
+            backbone).
+        reshape_hidden_states (`bool`): `HfViTBackbone` returns feature maps (batch, D, H/P, W/P); with `False`, token
+            sequences (batch, 1 + H/P·W/P, D): [CLS] then the patch tokens (registers dropped), the layout of
+            transformers' DPT neck, which reads [CLS] as its readout token.
     """
 
     model_type = "hf_vit"
@@ -114,10 +135,18 @@ class HfViTConfig(PreTrainedConfig):
     pre_norm: bool = False
     patch_embedding_bias: bool = True
     initializer_range: float = 0.02
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    apply_layernorm: bool = True
+    reshape_hidden_states: bool = True
 
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
             self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
+        kwargs.pop("stage_names", None)  # a property here, derived from num_hidden_layers (configs saved elsewhere)
+        self.set_output_features_output_indices(
+            out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
+        )
         super().__post_init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: index for index, label in self.id2label.items()}
@@ -192,11 +221,23 @@ class HfViTConfig(PreTrainedConfig):
             "use_mask_token",
             "pre_norm",
             "patch_embedding_bias",
+            "apply_layernorm",
+            "reshape_hidden_states",
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if _is_int(self.num_hidden_layers) and self.num_hidden_layers > 0:
+            try:  # out_features/out_indices set before num_hidden_layers changed may name stages that no longer exist
+                self.verify_out_features_out_indices()
+            except ValueError as error:
+                problems.append(f"{error} (set config.out_features or config.out_indices again)")
         if problems:
             raise ValueError("Invalid HfViTConfig: " + "; ".join(problems))
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The backbone stages: "stem" (the embeddings), then "stage1" .. "stageN" (the output of each block)."""
+        return stage_names_for(self.num_hidden_layers)
 
     @property
     def grid_size(self) -> tuple[int, int]:

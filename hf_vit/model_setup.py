@@ -223,6 +223,8 @@ def build_model(
         raise ValueError(f"Unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     if config_file:
         settings = _read_config_file(config_file)
+        if "num_hidden_layers" in overrides:  # the file's backbone stages are those of its own depth
+            settings = {k: v for k, v in settings.items() if k not in ("out_features", "out_indices")}
         config = HfViTConfig(**{**settings, **overrides, **labels})
     elif preset:
         config = HfViTConfig.from_preset(preset, **overrides, **labels)

@@ -13,7 +13,7 @@ This file is copied into every saved checkpoint (with `configuration_hf_vit.py`)
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+try:
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # transformers 5.x before the module moved out of transformers.utils
+    from transformers.utils.backbone_utils import BackboneMixin
 
 from .configuration_hf_vit import HfViTConfig
 
@@ -446,6 +451,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_hf_vit.HfViTConfig",
     "AutoModel": "modeling_hf_vit.HfViTModel",
     "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+    "AutoBackbone": "modeling_hf_vit.HfViTBackbone",
 }
 
 
@@ -468,8 +474,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
         super().__init__(config, *inputs, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # Name both model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
-        # AutoModel (backbone) and a backbone checkpoint as AutoModelForImageClassification (new head).
+        # Name all model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
+        # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head).
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):
@@ -541,6 +547,23 @@ def _check_pixel_values(pixel_values, config: HfViTConfig) -> None:
         )
 
 
+def _patches_and_class_token(
+    hidden_state: torch.Tensor,
+    num_prefix_tokens: int,
+    grid_size: tuple[int, int],
+    layernorm: nn.Module | None,
+    reshape: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One stage's tokens (batch, [CLS] + registers + patches, D) -> (patch tokens, [CLS] token), through `layernorm`
+    if given, registers dropped; with `reshape`, the patch tokens as a map (batch, D, rows, columns)."""
+    if layernorm is not None:
+        hidden_state = layernorm(hidden_state)
+    class_token, patches = hidden_state[:, 0], hidden_state[:, num_prefix_tokens:]
+    if reshape:
+        patches = patches.reshape(patches.shape[0], *grid_size, patches.shape[-1]).permute(0, 3, 1, 2).contiguous()
+    return patches, class_token
+
+
 class HfViTModel(HfViTPreTrainedModel):
     """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm. `pooler_output` is the normed
     [CLS] token (or the normed mean of the patch tokens for `pooling="mean"`)."""
@@ -610,6 +633,108 @@ class HfViTModel(HfViTPreTrainedModel):
             attentions=all_attentions,
         )
 
+    def get_intermediate_layers(
+        self,
+        pixel_values: torch.Tensor,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+        interpolate_pos_encoding: bool | None = None,
+    ) -> tuple:
+        r"""
+        Patch features of intermediate blocks, as DINOv2's `DinoVisionTransformer.get_intermediate_layers`: for dense
+        tasks (segmentation, depth, correspondence) and feature probing. `HfViTBackbone` computes its feature maps
+        with the same code.
+
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch, channels, height, width)`): any size divisible by the
+                patch size.
+            n (`int` or sequence of `int`): an int takes the last `n` blocks; a sequence takes those blocks
+                (0-based, negative counts from the end), in the order given.
+            reshape (`bool`): patch tokens `(batch, H/P·W/P, D)` (default) or maps `(batch, D, H/P, W/P)`.
+            return_class_token (`bool`): return `(patches, cls)` pairs, `cls` of shape `(batch, D)`.
+            norm (`bool`): pass the blocks' outputs through the model's final LayerNorm (for `pooling="mean"`
+                models that is the norm of the pooled features).
+
+        Returns:
+            A tuple with one entry per block: the patch tokens ([CLS] and register tokens removed), or
+            `(patches, cls)` with `return_class_token`.
+
+        Example (the last 4 blocks as maps, as dense heads take them):
+
+        ```python
+        >>> features = model.get_intermediate_layers(pixel_values, n=4, reshape=True)
+        >>> [tuple(f.shape) for f in features]  # ViT-S/16 at 224x320
+        [(1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20)]
+        ```
+
+        Without code, transformers' pipeline gives a saved hf_vit folder's features per image: the tokens
+        `(1, 1 + registers + patches, D)` of `last_hidden_state` (the patch features are those after [CLS] and the
+        registers, as `get_intermediate_layers(pixel_values)[0]`), or with `pool=True` the image feature
+        (`pooler_output`):
+
+        ```python
+        >>> extract = pipeline("image-feature-extraction", model=folder)
+        >>> tokens = extract(image, return_tensors=True)  # (1, 1 + 196, 384) for ViT-S/16 at 224
+        >>> image_feature = extract(image, pool=True, return_tensors=True)  # (1, 384)
+        ```
+        """
+        depth = self.config.num_hidden_layers
+        if isinstance(n, int) and not isinstance(n, bool):
+            if not 1 <= n <= depth:
+                raise ValueError(
+                    f"n must be a number of last blocks from 1 to {depth} (the model has {depth} blocks), got {n}"
+                )
+            blocks = list(range(depth - n, depth))
+        else:
+            blocks = list(n) if isinstance(n, Sequence) and not isinstance(n, str) else None
+            if not blocks or any(
+                not isinstance(i, int) or isinstance(i, bool) or not -depth <= i < depth for i in blocks
+            ):
+                raise ValueError(
+                    f"n must be a number of last blocks or a non-empty sequence of block indices in [-{depth}, "
+                    f"{depth}) (the model has {depth} blocks), got {n!r}"
+                )
+            blocks = [i % depth for i in blocks]
+        # hidden state k + 1 is the output of block k
+        features, _ = self._stage_features(
+            pixel_values, [i + 1 for i in blocks], norm, reshape, interpolate_pos_encoding
+        )
+        if return_class_token:
+            return tuple(features)
+        return tuple(patches for patches, _ in features)
+
+    def _stage_features(
+        self,
+        pixel_values: torch.Tensor,
+        stages: list[int],
+        norm: bool,
+        reshape: bool,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], BaseModelOutputWithPooling]:
+        """(patches, cls) of the hidden states `stages` (0: the embeddings, k: the output of block k), and the
+        model's outputs (all hidden states): the one code path of `get_intermediate_layers` and `HfViTBackbone`."""
+        outputs = self(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=True,
+            return_dict=True,
+            **kwargs,
+        )
+        patch_size = self.config.patch_size
+        grid_size = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
+        num_prefix_tokens = 1 + self.config.num_register_tokens
+        layernorm = self.layernorm if norm else None
+        features = [
+            _patches_and_class_token(outputs.hidden_states[stage], num_prefix_tokens, grid_size, layernorm, reshape)
+            for stage in stages
+        ]
+        return features, outputs
+
 
 # Keyword arguments meant for the loss (Trainer passes `num_items_in_batch`), kept away from the attention functions.
 _LOSS_KWARGS = ("num_items_in_batch", "ignore_index")
@@ -663,4 +788,76 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         )
 
 
-__all__ = ["HfViTPreTrainedModel", "HfViTModel", "HfViTForImageClassification"]
+class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
+    r"""
+    HfViTModel as a transformers backbone (`AutoBackbone`), for dense heads such as `DPTForDepthEstimation`,
+    `UperNetForSemanticSegmentation` or any code that takes `feature_maps`.
+
+    Stages are `config.stage_names` = ["stem", "stage1", ..., "stageN"]: the embeddings, then the output of each block;
+    `config.out_features` / `config.out_indices` choose which are returned (default: the last). All stages have
+    `hidden_size` channels at stride `patch_size`. Each feature map goes through the final LayerNorm if
+    `config.apply_layernorm` and loses its [CLS] and register tokens: `(batch, D, H/P, W/P)` at any input size
+    divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
+    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are
+    those of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
+    checkpoint loads as a backbone, and a saved backbone as `HfViTModel` or a classifier.
+
+    Example:
+
+    ```python
+    >>> backbone = HfViTBackbone.from_pretrained(folder, out_indices=[3, 6, 9, 12])  # any hf_vit folder
+    >>> [tuple(m.shape) for m in backbone(pixel_values).feature_maps]  # ViT-S/16 at 224x320
+    [(1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20), (1, 384, 14, 20)]
+    >>> depth_model = DPTForDepthEstimation(DPTConfig(backbone_config=HfViTConfig(..., out_indices=[3, 6, 9, 12],
+    ...     reshape_hidden_states=False), neck_hidden_sizes=[48, 96, 192, 384]))  # AutoBackbone builds HfViTBackbone
+    ```
+    """
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.vit = HfViTModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.vit.get_input_embeddings()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch, channels, height, width)`): any size divisible by the patch
+            size; the feature maps are `(batch, hidden_size, height / patch_size, width / patch_size)`.
+        output_hidden_states (`bool`, *optional*): also return all hidden states `(batch, tokens, D)` as they leave
+            the embeddings and each block (with [CLS] and registers, not normed).
+        """
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        stages = [self.stage_names.index(name) for name in self.out_features]
+        features, outputs = self.vit._stage_features(
+            pixel_values,
+            stages,
+            norm=config.apply_layernorm,
+            reshape=config.reshape_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            **kwargs,
+        )
+        if config.reshape_hidden_states:
+            feature_maps = tuple(patches for patches, _ in features)
+        else:
+            feature_maps = tuple(torch.cat((cls.unsqueeze(1), patches), dim=1) for patches, cls in features)
+        hidden_states = outputs.hidden_states if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (feature_maps, hidden_states, outputs.attentions) if v is not None)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=outputs.attentions)
+
+
+__all__ = ["HfViTPreTrainedModel", "HfViTModel", "HfViTForImageClassification", "HfViTBackbone"]
