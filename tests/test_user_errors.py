@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, run_python
+from helpers import REPO, TINY, run_main
 from hub_server import TOKEN, USER, HubServer
 from PIL import Image
 from transformers import ViTImageProcessor
@@ -72,7 +72,7 @@ def test_predict_reads_16bit_png_as_training_does(model_dir, gray16):
 
     import hf_vit  # noqa: F401
 
-    result = run_python(["scripts/predict.py", str(model_dir), str(gray16), "--json"])
+    result = run_main(["scripts/predict.py", str(model_dir), str(gray16), "--json"])
     assert result.returncode == 0, result.stderr[-3000:]
     got = {p["label"]: p["score"] for p in json.loads(result.stdout.strip().splitlines()[-1])["predictions"]}
     classify = pipeline("image-classification", model=str(model_dir), device="cpu")
@@ -84,7 +84,7 @@ def test_predict_reads_16bit_png_as_training_does(model_dir, gray16):
 
 
 def test_visualize_attention_reads_16bit_png_as_training_does(model_dir, gray16, tmp_path):
-    result = run_python(
+    result = run_main(
         [
             "scripts/visualize_attention.py",
             str(model_dir),
@@ -119,7 +119,7 @@ def test_truncated_weights_are_named(cli, model_dir, gray16, tmp_path):
     args = [f"scripts/{cli}.py", str(folder), str(gray16)]
     if cli == "visualize_attention":
         args += ["--output_dir", str(tmp_path / "maps")]
-    line = error_line(run_python(args), 2)
+    line = error_line(run_main(args), 2)
     assert line.startswith(f"error: {weights} is damaged: not a complete safetensors file (truncated or corrupt?)"), (
         line
     )
@@ -149,7 +149,7 @@ def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
         args, code = [f"scripts/{cli}.py", str(missing), str(gray16), "--output_dir", str(tmp_path / "out")], 2
         if cli == "predict":
             args = args[:-2]
-    line = error_line(run_python(args), code)
+    line = error_line(run_main(args), code)
     assert line == f"error: model folder {missing} does not exist", line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -188,7 +188,7 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     path = tmp_path / name
     make(path)
     before = path.read_bytes()
-    line = error_line(run_python([*args, str(path), "--output_dir", str(tmp_path / "out")]), 2)
+    line = error_line(run_main([*args, str(path), "--output_dir", str(tmp_path / "out")]), 2)
     assert line == (
         f"error: {path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
         "and this file is neither"
@@ -200,7 +200,7 @@ def test_file_that_is_not_an_npz_archive(tmp_path):
     path = tmp_path / "ViT-B_16.npz"
     path.write_text("<html>404: not found</html>\n")  # what a failed download leaves behind
     line = error_line(
-        run_python(
+        run_main(
             [
                 "scripts/convert_checkpoint.py",
                 "--source",
@@ -231,7 +231,7 @@ def test_hf_vit_folder_given_to_convert(source, model_dir, tmp_path):
     ]
     if source == "timm":
         args += ["--timm_model", "vit_small_patch16_224"]
-    line = error_line(run_python(args), 2)
+    line = error_line(run_main(args), 2)
     assert line == (
         f"error: {model_dir} is already an hf_vit folder: nothing to convert; load it directly with "
         "AutoModel.from_pretrained (after `import hf_vit`)"
@@ -258,7 +258,7 @@ def test_train_dir_without_class_folders(layout, tmp_path):
         _images(train_dir / "cat")
         found = "a single class sub-folder ('cat')"
     before = snapshot(train_dir)
-    result = run_python(
+    result = run_main(
         [
             "scripts/train.py",
             "--train_dir",
