@@ -48,6 +48,7 @@ def test_folder_contents_and_auto_map(saved):
         "AutoConfig": "configuration_hf_vit.HfViTConfig",
         "AutoModel": "modeling_hf_vit.HfViTModel",
         "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
+        "AutoModelForMaskedImageModeling": "modeling_hf_vit.HfViTForMaskedImageModeling",
     }
     # the copied code is the package's code, byte for byte
     for name in ("configuration_hf_vit.py", "modeling_hf_vit.py"):
