@@ -1,9 +1,9 @@
 """hf_vit: a Vision Transformer as a Hugging Face model plugin.
 
 `import hf_vit` registers `model_type="hf_vit"` with transformers' Auto classes, so `AutoConfig`, `AutoModel`,
-`AutoModelForImageClassification`, `AutoBackbone`, `AutoImageProcessor` and `pipeline("image-classification")` load
-hf_vit checkpoints without `trust_remote_code`, and transformers' dense heads (DPT, UperNet) take an `HfViTConfig` as
-`backbone_config`.
+`AutoModelForImageClassification`, `AutoModelForMaskedImageModeling`, `AutoBackbone`, `AutoImageProcessor` and
+`pipeline("image-classification")` load hf_vit checkpoints without `trust_remote_code`, and transformers' dense heads
+(DPT, UperNet) take an `HfViTConfig` as `backbone_config`.
 """
 
 from transformers import (
@@ -12,11 +12,18 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForMaskedImageModeling,
     ViTImageProcessor,
 )
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
-from .modeling_hf_vit import HfViTBackbone, HfViTForImageClassification, HfViTModel, HfViTPreTrainedModel
+from .modeling_hf_vit import (
+    HfViTBackbone,
+    HfViTForImageClassification,
+    HfViTForMaskedImageModeling,
+    HfViTModel,
+    HfViTPreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
@@ -26,6 +33,7 @@ def _register() -> None:
     AutoModel.register(HfViTConfig, HfViTModel, exist_ok=True)
     AutoModelForImageClassification.register(HfViTConfig, HfViTForImageClassification, exist_ok=True)
     AutoBackbone.register(HfViTConfig, HfViTBackbone, exist_ok=True)
+    AutoModelForMaskedImageModeling.register(HfViTConfig, HfViTForMaskedImageModeling, exist_ok=True)
     # Preprocessing is transformers' own ViTImageProcessor. This mapping serves a preprocessor_config.json that does
     # not name its class; transformers needs that file to exist at all, so the models' save_pretrained writes a
     # default one (ViTImageProcessor at config.image_size) into a folder saved without a processor.
@@ -40,6 +48,7 @@ def _register() -> None:
     HfViTModel.register_for_auto_class("AutoModel")
     HfViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
     HfViTBackbone.register_for_auto_class("AutoBackbone")
+    HfViTForMaskedImageModeling.register_for_auto_class("AutoModelForMaskedImageModeling")
 
 
 _register()
@@ -49,9 +58,10 @@ def from_pretrained(
     name_or_path, *, task="image-classification", revision=None, cache_dir=None, token=None, verify=False, **kwargs
 ):
     """Any ViT checkpoint (hf_vit, timm, transformers ViT/DeiT/DINO, DINOv2, DINO `.pth`, Google `.npz`; a Hub repo id
-    or a local path) as an `HfViTForImageClassification` (task "image-classification") or `HfViTModel` (task
-    "feature-extraction"), converted once and cached under the Hugging Face cache; `verify=True` compares with the
-    source library first. All arguments: `hf_vit.convert.pretrained.from_pretrained`."""
+    or a local path) as an `HfViTForImageClassification` (task "image-classification"), `HfViTModel` (task
+    "feature-extraction") or `HfViTForMaskedImageModeling` (task "masked-image-modeling"), converted once and cached
+    under the Hugging Face cache; `verify=True` compares with the source library first. All arguments:
+    `hf_vit.convert.pretrained.from_pretrained`."""
     from .convert.pretrained import from_pretrained as _from_pretrained
 
     return _from_pretrained(
@@ -65,6 +75,7 @@ __all__ = [
     "from_pretrained",
     "HfViTBackbone",
     "HfViTForImageClassification",
+    "HfViTForMaskedImageModeling",
     "HfViTModel",
     "HfViTPreTrainedModel",
 ]

@@ -98,6 +98,10 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             `pre_norm=True`, weights `norm_pre`); with `hidden_act="quick_gelu"` this loads timm's CLIP ViTs.
         use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
             tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
+            `HfViTForMaskedImageModeling` always has one (it switches this on).
+        encoder_stride (`int` or `None`): `HfViTForMaskedImageModeling`'s decoder turns each patch token into an
+            `encoder_stride`×`encoder_stride` pixel block (transformers' ViTConfig name); `None` (default) means
+            `patch_size`, the value the masked loss needs.
         initializer_range (`float`): std of the truncated-normal weight init.
         out_features (`list[str]`, *optional*) / out_indices (`list[int]`, *optional*): the stages that
             `HfViTBackbone` returns, by name or index into `stage_names` = ["stem", "stage1", ..., "stageN"] ("stem" is
@@ -132,6 +136,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     cls_position_embedding: bool = True
     interpolate_antialias: bool = False
     use_mask_token: bool = False
+    encoder_stride: int | None = None
     pre_norm: bool = False
     patch_embedding_bias: bool = True
     initializer_range: float = 0.02
@@ -147,6 +152,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         self.set_output_features_output_indices(
             out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
         )
+        if self.encoder_stride is None:
+            self.encoder_stride = self.patch_size
         super().__post_init__(**kwargs)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: index for index, label in self.id2label.items()}
@@ -206,6 +213,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             problems.append(f"layerscale_init must be None (off) or a positive number, got {self.layerscale_init!r}")
         if not _is_int(self.num_register_tokens) or self.num_register_tokens < 0:
             problems.append(f"num_register_tokens must be an integer >= 0, got {self.num_register_tokens!r}")
+        if not _is_int(self.encoder_stride) or self.encoder_stride <= 0:
+            problems.append(f"encoder_stride must be a positive integer, got {self.encoder_stride!r}")
         if self.pooling not in POOLING_MODES:
             problems.append(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         if self.mlp_type not in MLP_TYPES:

@@ -11,6 +11,7 @@ This file is copied into every saved checkpoint (with `configuration_hf_vit.py`)
 """
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -22,7 +23,12 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    MaskedImageModelingOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 try:
@@ -444,7 +450,7 @@ class HfViTEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Pretrained base, model, classification head
+# Pretrained base, model, heads (classification, masked image modeling), backbone
 # ---------------------------------------------------------------------------------------------------------------
 # What a checkpoint folder's config.json names for `trust_remote_code` loading (the code files are copied beside it).
 AUTO_MAP = {
@@ -452,6 +458,7 @@ AUTO_MAP = {
     "AutoModel": "modeling_hf_vit.HfViTModel",
     "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
     "AutoBackbone": "modeling_hf_vit.HfViTBackbone",
+    "AutoModelForMaskedImageModeling": "modeling_hf_vit.HfViTForMaskedImageModeling",
 }
 
 
@@ -788,6 +795,83 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
         )
 
 
+class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
+    """HfViTModel with SimMIM's one-layer decoder, as transformers' `ViTForMaskedImageModeling`: the patch tokens
+    ([CLS] and registers dropped) go back on the input's patch grid (non-square too), a 1×1 Conv2d projects each to
+    `encoder_stride`² · `num_channels` values and PixelShuffle(`encoder_stride`) lays them out as pixels. The loss is
+    transformers': L1 between `pixel_values` and the reconstruction on the masked patches' pixels, summed and divided
+    by (masked pixels + 1e-5) · `num_channels`.
+
+    The masked patches are replaced by the learned mask token, so this model always has one: like transformers (whose
+    MIM model builds its ViTModel with `use_mask_token=True`), a config with `use_mask_token=False` is taken as a copy
+    with it switched on (the caller's config object is left as it was), and the new token starts at zero."""
+
+    def __init__(self, config: HfViTConfig):
+        if not config.use_mask_token:
+            config = copy.deepcopy(config)
+            config.use_mask_token = True
+        super().__init__(config)
+        self.vit = HfViTModel(config)
+        stride = config.encoder_stride
+        self.decoder = nn.Sequential(
+            nn.Conv2d(config.hidden_size, stride**2 * config.num_channels, kernel_size=1),
+            nn.PixelShuffle(stride),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedImageModelingOutput | tuple:
+        r"""
+        bool_masked_pos (`torch.BoolTensor` of shape `(batch, patches)`, *optional*): patches to replace by the mask
+            token (row-major over the input's patch grid); with it the loss is computed. Needs `config.encoder_stride
+            == config.patch_size`, so that the reconstruction has the input's size.
+        """
+        config = self.config
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if bool_masked_pos is not None and config.encoder_stride != config.patch_size:
+            raise ValueError(
+                f"bool_masked_pos needs config.encoder_stride ({config.encoder_stride}) equal to config.patch_size "
+                f"({config.patch_size}), so that the reconstruction has the input's size"
+            )
+        kwargs = {name: value for name, value in kwargs.items() if name not in _LOSS_KWARGS}
+        outputs = self.vit(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            bool_masked_pos=bool_masked_pos,
+            **kwargs,
+        )
+        patch = config.patch_size
+        grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        patch_tokens = outputs.last_hidden_state[:, 1 + config.num_register_tokens :]
+        patch_tokens = patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
+        reconstruction = self.decoder(patch_tokens)
+
+        loss = None
+        if bool_masked_pos is not None:
+            mask = bool_masked_pos.reshape(-1, *grid).repeat_interleave(patch, 1).repeat_interleave(patch, 2)
+            mask = mask.unsqueeze(1).to(reconstruction.dtype)
+            pixel_loss = F.l1_loss(pixel_values.to(reconstruction.dtype), reconstruction, reduction="none")
+            loss = (pixel_loss * mask).sum() / (mask.sum() + 1e-5) / config.num_channels
+
+        if not return_dict:
+            output = tuple(v for v in (reconstruction, outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return MaskedImageModelingOutput(
+            loss=loss, reconstruction=reconstruction, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
 class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
     r"""
     HfViTModel as a transformers backbone (`AutoBackbone`), for dense heads such as `DPTForDepthEstimation`,
@@ -860,4 +944,10 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
         return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=outputs.attentions)
 
 
-__all__ = ["HfViTPreTrainedModel", "HfViTModel", "HfViTForImageClassification", "HfViTBackbone"]
+__all__ = [
+    "HfViTPreTrainedModel",
+    "HfViTModel",
+    "HfViTForImageClassification",
+    "HfViTForMaskedImageModeling",
+    "HfViTBackbone",
+]

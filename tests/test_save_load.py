@@ -49,6 +49,7 @@ def test_folder_contents_and_auto_map(saved):
         "AutoModel": "modeling_hf_vit.HfViTModel",
         "AutoModelForImageClassification": "modeling_hf_vit.HfViTForImageClassification",
         "AutoBackbone": "modeling_hf_vit.HfViTBackbone",
+        "AutoModelForMaskedImageModeling": "modeling_hf_vit.HfViTForMaskedImageModeling",
     }
     # the copied code is the package's code, byte for byte
     for name in ("configuration_hf_vit.py", "modeling_hf_vit.py"):

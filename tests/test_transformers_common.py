@@ -139,6 +139,7 @@ def hf_vit_in_name_tables():
     tables = [
         (modeling_auto.MODEL_MAPPING_NAMES, "HfViTModel"),
         (modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES, "HfViTForImageClassification"),
+        (modeling_auto.MODEL_FOR_MASKED_IMAGE_MODELING_MAPPING_NAMES, "HfViTForMaskedImageModeling"),
     ]
     for table, name in tables:
         table["hf_vit"] = name
@@ -182,6 +183,9 @@ class ViTShapedModelTester:
         self.intermediate_size, self.type_sequence_label_size = intermediate_size, type_sequence_label_size
         self.is_training = True
         self.seq_length = (image_size // patch_size) ** 2 + 1
+        # as transformers' ViT tester: the eager-vs-SDPA tests mask num_masks of the mask_length patches
+        self.mask_length = (image_size // patch_size) ** 2
+        self.num_masks = int(0.5 * self.seq_length)
 
     def get_config(self):
         return self.config_class(
@@ -197,6 +201,7 @@ class ViTShapedModelTester:
             attention_probs_dropout_prob=0.1,
             initializer_range=0.02,
             num_labels=self.type_sequence_label_size,
+            encoder_stride=self.patch_size,  # the masked-image-modeling head reconstructs the input's size
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -206,9 +211,9 @@ class ViTShapedModelTester:
 
 def _test_classes(mixins):
     test_modeling_common, test_configuration_common = mixins
-    from transformers import ViTConfig, ViTForImageClassification, ViTModel
+    from transformers import ViTConfig, ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
-    from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTModel
+    from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 
     def make(config_class, model_classes):
         class CommonTest(test_modeling_common.ModelTesterMixin, unittest.TestCase):
@@ -243,8 +248,8 @@ def _test_classes(mixins):
         CommonTest.__name__ = f"{config_class.__name__}CommonTest"
         return CommonTest
 
-    return make(HfViTConfig, (HfViTModel, HfViTForImageClassification)), make(
-        ViTConfig, (ViTModel, ViTForImageClassification)
+    return make(HfViTConfig, (HfViTModel, HfViTForImageClassification, HfViTForMaskedImageModeling)), make(
+        ViTConfig, (ViTModel, ViTForImageClassification, ViTForMaskedImageModeling)
     )
 
 

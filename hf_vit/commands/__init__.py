@@ -7,6 +7,7 @@ one-line shim in `scripts/` (so `accelerate launch scripts/train.py` keeps worki
 | `hf-vit-finetune` | `hf_vit.commands.finetune` | `scripts/finetune_trainer.py` |
 | `hf-vit-predict` | `hf_vit.commands.predict` | `scripts/predict.py` |
 | `hf-vit-attention` | `hf_vit.commands.attention` | `scripts/visualize_attention.py` |
+| `hf-vit-features` | `hf_vit.commands.features` | `scripts/visualize_features.py` |
 | `hf-vit-convert` | `hf_vit.commands.convert` | `scripts/convert_checkpoint.py` |
 | `hf-vit-export` | `hf_vit.commands.export` | `scripts/export_safetensors.py` |
 | `hf-vit-push` | `hf_vit.commands.push` | `scripts/push_to_hub.py` |

@@ -32,6 +32,7 @@ from .core import (  # noqa: F401  (private names too: they were module-level na
     _check_fits,
     _classification_names,
     _expected_names,
+    _masked_image_modeling_outputs,
     _name_rule,
     _outputs,
     _rename,
@@ -114,6 +115,7 @@ from .transformers_vit import (  # noqa: F401  (private names too: they were mod
     config_from_transformers,
     convert_transformers_folder,
     from_transformers,
+    masked_image_modeling_fields,
     transformers_state_dict_to_hf_vit,
 )
 

@@ -20,7 +20,7 @@ from ..checkpoint_io import (
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory
 from ..model_card import render_model_card, write_model_card
-from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from ..output_dir import OutputDirNotEmpty
 from ..stats import count_parameters
 
@@ -60,10 +60,16 @@ def _expected_names(rules: list[tuple[str, str]]) -> str:
     return ", ".join(names[:8]) + ", ..."
 
 
-def _build(config: HfViTConfig, state_dict: dict[str, torch.Tensor]) -> HfViTModel | HfViTForImageClassification:
-    """An hf_vit model for `config` holding exactly `state_dict` (keys in hf_vit's classification naming)."""
-    has_head = "classifier.weight" in state_dict
-    model = HfViTForImageClassification(config) if has_head else HfViTModel(config)
+def _build(
+    config: HfViTConfig, state_dict: dict[str, torch.Tensor]
+) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
+    """An hf_vit model for `config` holding exactly `state_dict` (keys in hf_vit's classification naming); a SimMIM
+    decoder (`decoder.0.*`) makes it an `HfViTForMaskedImageModeling`."""
+    has_head = "classifier.weight" in state_dict or "decoder.0.weight" in state_dict
+    if "decoder.0.weight" in state_dict:
+        model = HfViTForMaskedImageModeling(config)
+    else:
+        model = HfViTForImageClassification(config) if has_head else HfViTModel(config)
     if not has_head:  # a bare backbone's keys carry no "vit." prefix
         state_dict = {key.removeprefix("vit."): value for key, value in state_dict.items()}
     expected = model.state_dict()
@@ -143,7 +149,7 @@ def _require(module: str, flag: str):
 class Conversion:
     """A converted model plus what the output folder needs to describe it."""
 
-    model: HfViTModel | HfViTForImageClassification
+    model: HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling
     source: str  # short, for the card's first line
     details: str  # the card's "Source" section
     image_mean: tuple = IMAGENET_MEAN
@@ -205,7 +211,20 @@ def random_batch(config: HfViTConfig, batch_size: int = 2, seed: int = 0) -> tor
     return torch.randn(batch_size, config.num_channels, height, width, generator=generator)
 
 
+def _masked_image_modeling_outputs(model, x) -> dict[str, torch.Tensor]:
+    """Loss and reconstruction of a masked-image-modeling model (hf_vit's or transformers') on `x` with a fixed mask:
+    every other patch, in a checkerboard over the patch grid, so the mask token and the loss are compared too."""
+    patch = model.config.patch_size
+    patch = patch if isinstance(patch, int) else patch[0]
+    rows, columns = x.shape[-2] // patch, x.shape[-1] // patch
+    checkerboard = (torch.arange(rows)[:, None] + torch.arange(columns)[None, :]) % 2 == 0
+    out = model(x, bool_masked_pos=checkerboard.reshape(1, -1).expand(x.shape[0], -1))
+    return {"reconstruction": out.reconstruction, "loss": out.loss}
+
+
 def _outputs(model, x) -> dict[str, torch.Tensor]:
+    if isinstance(model, HfViTForMaskedImageModeling):
+        return _masked_image_modeling_outputs(model, x)
     if isinstance(model, HfViTForImageClassification):
         return {"logits": model(x).logits}
     out = model(x)
@@ -286,7 +305,7 @@ def write_hf_vit_folder(
 # ---------------------------------------------------------------------------------------------------------------
 # Export: hf_vit -> timm, hf_vit -> transformers
 # ---------------------------------------------------------------------------------------------------------------
-def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification:
+def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
     """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
     path = Path(path)
     if not path.exists():

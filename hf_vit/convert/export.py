@@ -15,7 +15,7 @@ from ..checkpoint_io import (
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory
-from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import (
     EXPORT_TARGETS,
     IMAGENET_MEAN,
@@ -187,13 +187,20 @@ def _hf_vit_to_transformers_model(model):
     return target.eval()
 
 
+def _exported_model(model):
+    """(model, notes): a masked-image-modeling model is exported as its encoder (what the pretraining is for)."""
+    if isinstance(model, HfViTForMaskedImageModeling):
+        return model.vit, ["the masked-image-modeling decoder is left out: the encoder is exported as a backbone"]
+    return model, []
+
+
 def export_to_timm(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
     check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
-    model = load_hf_vit_folder(hf_vit_folder)
+    model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     state_dict, architecture, model_args = hf_vit_to_timm(model)
     config = model.config
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -227,7 +234,6 @@ def export_to_timm(
     }
     if num_classes and config.id2label and len(config.id2label) == num_classes:
         timm_config["label_names"] = [config.id2label[i] for i in range(num_classes)]
-    notes = []
     if not config.interpolate_antialias:
         notes.append(
             "timm resizes position embeddings with antialiasing and this model without: outputs are identical "
@@ -251,9 +257,8 @@ def export_to_transformers(
 ) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
     check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
-    model = load_hf_vit_folder(hf_vit_folder)
+    model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     target = _hf_vit_to_transformers_model(model)
-    notes = []
     if model.config.interpolate_antialias:
         notes.append(
             "transformers resizes position embeddings without antialiasing and this model with: outputs are "

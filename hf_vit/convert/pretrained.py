@@ -29,7 +29,7 @@ from pathlib import Path
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from ..checkpoint_io import PICKLE_SUFFIXES
-from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, write_hf_vit_folder
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
@@ -43,11 +43,12 @@ TASKS = {
     "image-classification": HfViTForImageClassification,
     "feature-extraction": HfViTModel,
     "image-feature-extraction": HfViTModel,
+    "masked-image-modeling": HfViTForMaskedImageModeling,
 }
 LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dino", "npz")
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept
 _WEIGHT_CANDIDATES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
@@ -83,7 +84,7 @@ def from_pretrained(
     source: str | None = None,
     filename: str | None = None,
     **kwargs,
-) -> HfViTForImageClassification | HfViTModel:
+) -> HfViTForImageClassification | HfViTModel | HfViTForMaskedImageModeling:
     """An hf_vit model from any supported ViT checkpoint (see the module docstring), converted once and cached.
 
     Args:
@@ -91,7 +92,7 @@ def from_pretrained(
             local folder / file.
         task: "image-classification" -> `HfViTForImageClassification` (a new, randomly initialised head when the source
             has none, or with `num_labels=`/`ignore_mismatched_sizes=True` in kwargs); "feature-extraction" ->
-            `HfViTModel`.
+            `HfViTModel`; "masked-image-modeling" -> `HfViTForMaskedImageModeling` (SimMIM decoder and mask token).
         revision: branch, tag or commit of a Hub repo; the conversion is cached per commit.
         cache_dir: the Hugging Face cache to use (default: HF_HUB_CACHE); conversions go to its `hf_vit-converted/`.
         token: Hub token for private or gated repos.

@@ -1,5 +1,5 @@
 """transformers ViT (`model_type: vit`: google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*) -> hf_vit,
-v4 or v5 weight names."""
+v4 or v5 weight names; `ViTForMaskedImageModeling` (mask token and SimMIM decoder) -> `HfViTForMaskedImageModeling`."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig
-from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
+from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import (
     GOOGLE_MEAN,
     GOOGLE_STD,
     Conversion,
     _build,
+    _masked_image_modeling_outputs,
     _rename,
     _source_processor,
 )
@@ -32,6 +33,7 @@ from .dinov2 import DINOV2_MODEL_TYPES, convert_dinov2_folder
 TRANSFORMERS_TO_HF_VIT = [
     (r"^(vit\.)?embeddings\.cls_token$", "vit.embeddings.cls_token"),
     (r"^(vit\.)?embeddings\.position_embeddings$", "vit.embeddings.position_embeddings"),
+    (r"^(vit\.)?embeddings\.mask_token$", "vit.embeddings.mask_token"),  # (1, 1, D) -> hf_vit's (1, D) below
     (r"^(vit\.)?embeddings\.patch_embeddings\.projection\.", "vit.embeddings.patch_embeddings.projection."),
     # transformers v5 names
     (r"^(vit\.)?layers\.(\d+)\.layernorm_before\.", r"vit.encoder.layers.\2.norm1."),
@@ -47,6 +49,7 @@ TRANSFORMERS_TO_HF_VIT = [
     (r"^(vit\.)?encoder\.layer\.(\d+)\.output\.dense\.", r"vit.encoder.layers.\2.mlp.fc2."),
     (r"^(vit\.)?layernorm\.", "vit.layernorm."),
     (r"^classifier\.", "classifier."),
+    (r"^decoder\.0\.", "decoder.0."),  # ViTForMaskedImageModeling: the 1x1 conv before PixelShuffle
 ]
 
 
@@ -57,16 +60,16 @@ _QKV_PATTERN = re.compile(
 )
 
 
-# Parts of transformers' ViT with no hf_vit counterpart, dropped on purpose: the tanh pooler of `ViTModel` (unused
-# by the classifier) and the masked-image-modeling mask token.
-_TRANSFORMERS_DROPPED = re.compile(r"^(vit\.)?(pooler\.|embeddings\.mask_token$)")
+# The part of transformers' ViT with no hf_vit counterpart, dropped on purpose: the tanh pooler of `ViTModel` (unused
+# by the classifier).
+_TRANSFORMERS_DROPPED = re.compile(r"^(vit\.)?pooler\.")
 
 
 TRANSFORMERS_EXPECTED = (
-    "[vit.]embeddings.{cls_token,position_embeddings,patch_embeddings.projection.*}, "
+    "[vit.]embeddings.{cls_token,position_embeddings,[mask_token],patch_embeddings.projection.*}, "
     "[vit.]layers.N.{layernorm_before,attention.{q,k,v,o}_proj,layernorm_after,mlp.fc1,mlp.fc2}.* (v5) or "
     "[vit.]encoder.layer.N.{attention.attention.{query,key,value},attention.output.dense,intermediate.dense,"
-    "output.dense,...}.* (v4), [vit.]layernorm.*, [classifier.*]"
+    "output.dense,...}.* (v4), [vit.]layernorm.*, [classifier.* | decoder.0.*]"
 )
 
 
@@ -90,7 +93,20 @@ def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> di
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer} has {kind}s for {sorted(parts)} only; expected q, k and v")
         converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
+    if "vit.embeddings.mask_token" in converted:  # transformers' ViT keeps it as (1, 1, D), DINOv2 and hf_vit (1, D)
+        converted["vit.embeddings.mask_token"] = converted["vit.embeddings.mask_token"].reshape(1, -1)
     return converted
+
+
+def masked_image_modeling_fields(vit_config, converted: dict[str, torch.Tensor]) -> dict:
+    """Config fields the converted weights imply: the mask token kept (`use_mask_token`), and for a
+    `ViTForMaskedImageModeling` decoder the source's `encoder_stride` (otherwise hf_vit's default, the patch size)."""
+    fields = {}
+    if "vit.embeddings.mask_token" in converted:
+        fields["use_mask_token"] = True
+    if "decoder.0.weight" in converted:
+        fields["encoder_stride"] = vit_config.encoder_stride
+    return fields
 
 
 def config_from_transformers(vit_config, **overrides) -> HfViTConfig:
@@ -123,18 +139,22 @@ def config_from_transformers(vit_config, **overrides) -> HfViTConfig:
     return HfViTConfig(**fields)
 
 
-def from_transformers(vit_model: nn.Module) -> HfViTModel | HfViTForImageClassification:
-    """An hf_vit model with the weights of a transformers `ViTModel` / `ViTForImageClassification`."""
-    if type(vit_model).__name__ not in ("ViTModel", "ViTForImageClassification"):
+def from_transformers(vit_model: nn.Module) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
+    """An hf_vit model with the weights of a transformers `ViTModel` / `ViTForImageClassification` /
+    `ViTForMaskedImageModeling` (the mask token kept where the source has one)."""
+    if type(vit_model).__name__ not in ("ViTModel", "ViTForImageClassification", "ViTForMaskedImageModeling"):
         raise TypeError(
-            f"expected a transformers ViTModel or ViTForImageClassification, got {type(vit_model).__name__}"
+            "expected a transformers ViTModel, ViTForImageClassification or ViTForMaskedImageModeling, got "
+            f"{type(vit_model).__name__}"
         )
-    config = config_from_transformers(vit_model.config)
-    return _build(config, transformers_state_dict_to_hf_vit(vit_model.state_dict()))
+    converted = transformers_state_dict_to_hf_vit(vit_model.state_dict())
+    config = config_from_transformers(vit_model.config, **masked_image_modeling_fields(vit_model.config, converted))
+    return _build(config, converted)
 
 
 def convert_transformers_folder(path) -> Conversion:
-    """A transformers `ViTModel` / `ViTForImageClassification` folder (v4 or v5 key names) -> hf_vit."""
+    """A transformers `ViTModel` / `ViTForImageClassification` / `ViTForMaskedImageModeling` folder (v4 or v5 key
+    names) -> hf_vit."""
     path = Path(path)
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"`source`=transformers expects a folder with config.json and the weights; {path} is not one")
@@ -155,7 +175,8 @@ def convert_transformers_folder(path) -> Conversion:
 
     vit_config = ViTConfig.from_pretrained(path)
     state_dict = transformers_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
-    model = _build(config_from_transformers(vit_config), state_dict)
+    config = config_from_transformers(vit_config, **masked_image_modeling_fields(vit_config, state_dict))
+    model = _build(config, state_dict)
     mean, std = GOOGLE_MEAN, GOOGLE_STD
     resample = 2
     if (path / "preprocessor_config.json").is_file():
@@ -163,10 +184,14 @@ def convert_transformers_folder(path) -> Conversion:
         mean, std = tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std))
         resample = processor.get("resample", resample)
     has_head = isinstance(model, HfViTForImageClassification)
+    masked_image_modeling = isinstance(model, HfViTForMaskedImageModeling)
 
     def reference():
-        from transformers import ViTForImageClassification, ViTModel
+        from transformers import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
+        if masked_image_modeling:  # the same outputs, on the same fixed mask, as core._outputs gives for hf_vit
+            source = ViTForMaskedImageModeling.from_pretrained(path).eval()
+            return lambda x: _masked_image_modeling_outputs(source, x)
         source = (
             ViTForImageClassification.from_pretrained(path)
             if has_head
@@ -179,8 +204,9 @@ def convert_transformers_folder(path) -> Conversion:
     return Conversion(
         model=model,
         source="transformers ViT",
-        details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv). "
-        "Position embeddings are resized without antialiasing, as transformers does.",
+        details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv"
+        + ("; the mask token and SimMIM decoder kept" if masked_image_modeling else "")
+        + "). Position embeddings are resized without antialiasing, as transformers does.",
         image_mean=mean,
         image_std=std,
         resample=resample,
