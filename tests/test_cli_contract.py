@@ -1,8 +1,9 @@
 """One convention over every command-line tool (README, "Command-line tools"): exit 2 for the user's mistake, 1 for a
 failure of the run, 130 for an interrupt; one `error:` line on stderr and no traceback unless --verbose.
 
-Each tool is run as users run it (its console entry point's module, in a fresh process); the failure of the run and
-the interrupt are injected at a known point so that the test does not depend on timing.
+Each tool is run as users run it: its console entry point's `main`, in a fresh process (one for all the tools, which
+run one after the other, each with its own stderr); the failure of the run and the interrupt are injected at a known
+point so that the test does not depend on timing.
 """
 
 import pytest
@@ -30,31 +31,73 @@ def run_command(name, args, patch="", tmp=None):
     return run_python(code, env_extra=ENV, timeout=300)
 
 
-def error_lines(result):
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+# Every tool in one fresh process (one interpreter start-up, not nine): each main(argv) in turn, with its own stderr.
+EVERY_TOOL = """
+import contextlib, importlib, io, json, sys
+{patch}
+results = {{}}
+for name, args in json.loads(sys.argv[1]).items():
+    main = importlib.import_module(f"hf_vit.commands.{{name}}").main
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(args)
+        except SystemExit as exit:  # only argparse may exit by itself
+            code = exit.code
+    results[name] = [code, stderr.getvalue()]
+print(json.dumps(results))
+"""
+INTERRUPT = (
+    "import hf_vit.cli as cli\ndef interrupted(*a, **k):\n    raise KeyboardInterrupt\ncli.setup_logging = interrupted"
+)
+
+
+def run_every_tool(folder, patch=""):
+    import json
+
+    arguments = {}
+    for name in COMMANDS:
+        tmp = folder / name
+        tmp.mkdir()
+        (tmp / "file.txt").write_text("a file, not a folder")
+        arguments[name] = [a.replace("{tmp}", str(tmp)) for a in MISTAKES[name]]
+    result = run_python(["-c", EVERY_TOOL.format(patch=patch), json.dumps(arguments)], env_extra=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {name: (code, stderr) for name, (code, stderr) in json.loads(result.stdout.splitlines()[-1]).items()}
+
+
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mistakes")
+    return folder, run_every_tool(folder)
+
+
+@pytest.fixture(scope="module")
+def interrupts(tmp_path_factory):
+    # Ctrl-C as each tool starts its work (after parsing its arguments)
+    return run_every_tool(tmp_path_factory.mktemp("interrupts"), patch=INTERRUPT)
+
+
+def error_lines(stderr):
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_a_user_mistake_exits_2_with_one_line(tmp_path, name):
-    (tmp_path / "file.txt").write_text("a file, not a folder")
-    result = run_command(name, MISTAKES[name], tmp=tmp_path)
-    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    lines = error_lines(result)
-    assert len(lines) == 1 and len(lines[0]) > len("error: "), result.stderr[-3000:]
-    assert not (tmp_path / "out").exists()
+def test_a_user_mistake_exits_2_with_one_line(mistakes, name):
+    folder, results = mistakes
+    code, stderr = results[name]
+    assert code == 2, (code, stderr[-3000:])
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and len(lines[0]) > len("error: "), stderr[-3000:]
+    assert not (folder / name / "out").exists()
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_an_interrupt_exits_130(tmp_path, name):
-    # Ctrl-C as the tool starts its work (after parsing its arguments)
-    patch = (
-        "import hf_vit.cli as cli\ndef interrupted(*a, **k):\n    raise KeyboardInterrupt\n"
-        "cli.setup_logging = interrupted"
-    )
-    result = run_command(name, MISTAKES[name], patch=patch, tmp=tmp_path)
-    assert result.returncode == 130, (result.returncode, result.stderr[-3000:])
-    assert error_lines(result) == ["error: interrupted"]
+def test_an_interrupt_exits_130(interrupts, name):
+    code, stderr = interrupts[name]
+    assert code == 130, (code, stderr[-3000:])
+    assert error_lines(stderr) == ["error: interrupted"]
 
 
 def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
@@ -76,7 +119,7 @@ def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
     )
     quiet = run_command("push", MISTAKES["push"], patch=patch, tmp=tmp_path)
     assert quiet.returncode == 1
-    assert error_lines(quiet) == [
+    assert error_lines(quiet.stderr) == [
         "error: unexpected TypeError: an internal mistake (rerun with --verbose for the traceback)"
     ]
     verbose = run_python(
@@ -130,7 +173,7 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
         tmp=tmp_path,
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    assert error_lines(result) == [
+    assert error_lines(result.stderr) == [
         f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space and run again)"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no output, no staging folder

@@ -11,7 +11,7 @@ import pickle
 import signal
 
 import pytest
-from helpers import REPO, TINY, run_python
+from helpers import REPO, TINY, run_main, run_python
 from test_train import ENV, QUICK, TRAIN, one_line_error, train
 
 FINETUNE = str(REPO / "scripts" / "finetune_trainer.py")
@@ -20,6 +20,11 @@ FINETUNE = str(REPO / "scripts" / "finetune_trainer.py")
 def snapshot(folder):
     """Every file under `folder` with its bytes (hidden ones included)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train_here(*args):
+    """A run refused before or at its start, in this process (helpers.run_main): no interpreter start-up."""
+    return run_main([TRAIN, *QUICK, *map(str, args)])
 
 
 def run_with_fault(script, args, patch, timeout=300):
@@ -53,7 +58,7 @@ def trained(tmp_path_factory):
 
 def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
     before = snapshot(trained)
-    refused = train("--output_dir", trained, "--max_train_steps", "2")
+    refused = train_here("--output_dir", trained, "--max_train_steps", "2")
     one_line_error(refused, "already holds files", "--overwrite_output_dir", "nothing else is touched")
     assert snapshot(trained) == before
 
@@ -68,7 +73,7 @@ def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".hf_vit")]  # no lock or staging folder left
     assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
-    help_text = run_python([TRAIN, "--help"], env_extra=ENV).stdout
+    help_text = run_main([TRAIN, "--help"]).stdout
     assert "nothing else in the folder is touched" in " ".join(help_text.split())
 
 
@@ -83,7 +88,7 @@ def test_output_folder_in_the_input_data_is_refused(tmp_path):
     data = tmp_path / "data" / "images"
     write_images(data)
     before = snapshot(tmp_path)
-    result = train("--train_dir", data, "--output_dir", tmp_path / "data", "--overwrite_output_dir")
+    result = train_here("--train_dir", data, "--output_dir", tmp_path / "data", "--overwrite_output_dir")
     one_line_error(result, "contains the input --train_dir")
     assert snapshot(tmp_path) == before
 
@@ -92,9 +97,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
     data = tmp_path / "images"
     write_images(data)
     before = snapshot(data)
-    into_data = run_python(
-        [FINETUNE, "--train_dir", str(data), "--output_dir", str(data), "--overwrite_output_dir"], env_extra=ENV
-    )
+    into_data = run_main([FINETUNE, "--train_dir", str(data), "--output_dir", str(data), "--overwrite_output_dir"])
     one_line_error(into_data, "--output_dir", "is the input --train_dir")
     assert snapshot(data) == before
 
@@ -118,7 +121,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
         "--disable_tqdm",
         "true",
     ]
-    refused = run_python(common, env_extra=ENV)
+    refused = run_main(common)
     one_line_error(refused, "already holds files", "--overwrite_output_dir")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     done = run_python([*common, "--overwrite_output_dir"], env_extra=ENV, timeout=400)
@@ -158,7 +161,7 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
 
     out = tmp_path / "out"
     with RunLock(out):  # a run in progress
-        second = train("--output_dir", out, "--max_train_steps", "2")
+        second = train_here("--output_dir", out, "--max_train_steps", "2")
         one_line_error(second, "another run", str(out))
         assert not (out / "model.safetensors").exists()
 
@@ -169,7 +172,7 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     before = snapshot(out)
-    other_batch = train(
+    other_batch = train_here(
         "--output_dir",
         out,
         "--max_train_steps",
@@ -186,7 +189,7 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
 
     newest = out / "checkpoints" / "checkpoint-4"
     (newest / "trainer_state.json").write_text("")
-    explicit = train("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", newest)
+    explicit = train_here("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", newest)
     one_line_error(
         explicit,
         "checkpoint-4 is damaged (trainer_state.json is unreadable",
@@ -199,8 +202,8 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
     state = json.loads((oldest / "trainer_state.json").read_text())
     del state["files"]
     (oldest / "trainer_state.json").write_text(json.dumps(state))
-    (oldest / "optimizer.bin").write_bytes(pickle.dumps(Exploit()))
-    evil = train("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", oldest)
+    (oldest / "optimizer.bin").write_bytes(pickle.dumps(Exploit(tmp_path / "pwned")))
+    evil = train_here("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", oldest)
     one_line_error(evil, "checkpoint-2 is damaged (UnpicklingError", "start over")
     assert not (tmp_path / "pwned").exists()
 
@@ -225,8 +228,11 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
 
 
 class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
@@ -321,7 +327,7 @@ def test_empty_or_nonsensical_training_is_refused_before_any_work(tmp_path, args
 
 
 def test_refusals_exit_2_in_one_line_before_loading_data(tmp_path):
-    result = train("--output_dir", tmp_path / "out", "--num_train_epochs", "0")
+    result = train_here("--output_dir", tmp_path / "out", "--num_train_epochs", "0")
     one_line_error(result, "--num_train_epochs must be at least 1")
     assert result.returncode == 2 and not (tmp_path / "out").exists()
 
