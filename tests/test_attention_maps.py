@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import run_python
+from helpers import run_main, run_python
 from PIL import Image
 from sklearn.datasets import load_sample_image
 from transformers import AutoModel, ViTImageProcessor
@@ -206,8 +206,20 @@ def test_visualize_attention_cli_explicit_size_and_user_errors(files):
         assert picture.size == (48, 32)
     assert not (out / "china_rollout.png").exists()
 
-    bad = run_python(
-        ["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out), "--size", "30", "48"]
+    # the files of an earlier run (or a user's of those names) are refused, unless --overwrite
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    again = run_main(["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out)])
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"error: --output_dir {out} already holds china_head0.png, china_head1.png, china_head2.png, ...; choose "
+        "another folder, or pass --overwrite to replace the files this command writes"
+    ]
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+    bad = run_main(
+        [
+            "scripts/visualize_attention.py",
+            *(str(files / "model"), china, "--output_dir", str(out), "--size", "30", "48", "--overwrite"),
+        ]
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [

@@ -16,7 +16,8 @@ and register keys left out) gives, per image, in DIR:
     STEM_summary.png   all of the above in one figure
     STEM_maps.npz      the maps as arrays (heads, mean, mask, head_masks, rollout, pixel_values)
 
-Files are written atomically. Images that cannot be read are reported by name and skipped (exit status 1).
+Files are written atomically; files of those names already in DIR are refused unless --overwrite (nothing else in DIR
+is touched). Images that cannot be read are reported by name and skipped (exit status 1).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import command, fail
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+
+# what it writes per image: STEM_head0.png ... (see above)
+OUTPUT_SUFFIXES = r"head\d+\.png|mean\.png|mask\.png|rollout\.png|summary\.png|maps\.npz"
 
 
 def parse_args(argv=None):
@@ -46,17 +51,14 @@ def parse_args(argv=None):
         help="input size in pixels, multiples of the patch size (default: the image's aspect ratio)",
     )
     parser.add_argument("--rollout", action="store_true", help="also write attention rollout across layers")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace this command's files (STEM_mean.png ...) in --output_dir"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     from hf_vit.cli import add_logging_arguments
 
     add_logging_arguments(parser)
     return parser.parse_args(argv)
-
-
-def png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
 
 
 def summary_figure(image, maps, overlays: dict, heads: list) -> bytes:
@@ -96,6 +98,8 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     if not 0.0 <= args.threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {args.threshold}")
+    stems = output_stems(args.images)
+    check_output_dir(Path(args.output_dir), stems, OUTPUT_SUFFIXES, args.overwrite)
 
     import numpy as np
     import torch
@@ -153,24 +157,16 @@ def main(argv=None) -> int:
         )
 
     output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        fail(f"--output_dir {output_dir} exists and is not a folder")
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    failed, stems = [], set()
-    for image_path in args.images:
+    failed = []
+    for image_path, stem in zip(args.images, stems, strict=True):
         try:
             image = open_image(image_path)  # training's decoding: 16-bit and palette images read the same
         except BadImageError as error:
             print(f"error: {error}", file=sys.stderr)
             failed.append(image_path)
             continue
-        stem = Path(image_path).stem
-        base, n = stem, 1
-        while stem in stems:
-            n += 1
-            stem = f"{base}_{n}"
-        stems.add(stem)
 
         maps = am.compute_attention_maps(
             model, image, processor, size=args.size, layer=args.layer, threshold=args.threshold, rollout=args.rollout

@@ -30,8 +30,9 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import UserError, command
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
 
-OUTPUTS = ("{stem}_features.png", "{stem}_side_by_side.png", "{stem}_features.npz")
+OUTPUT_SUFFIXES = r"features\.png|side_by_side\.png|features\.npz"  # STEM_features.png ...
 
 
 def parse_args(argv=None):
@@ -70,26 +71,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def png_bytes(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def output_names(image_paths) -> list[str]:
-    """A distinct file stem per image: the file's stem, with _2, _3 ... for repeated stems."""
-    stems, seen = [], set()
-    for path in image_paths:
-        stem = base = Path(path).stem
-        n = 1
-        while stem in seen:
-            n += 1
-            stem = f"{base}_{n}"
-        seen.add(stem)
-        stems.append(stem)
-    return stems
-
-
 @command
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -99,17 +80,8 @@ def main(argv=None) -> int:
     if not math.isfinite(args.threshold):
         raise UserError(f"--threshold must be a finite number, got {args.threshold}")
     output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"--output_dir {output_dir} exists and is not a folder")
-    stems = output_names(args.images)
-    existing = [
-        name for stem in stems for name in (p.format(stem=stem) for p in OUTPUTS) if (output_dir / name).exists()
-    ]
-    if existing and not args.overwrite:
-        raise UserError(
-            f"--output_dir {output_dir} already holds {', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}; "
-            "choose another folder, or pass --overwrite to replace the files this command writes"
-        )
+    stems = output_stems(args.images)
+    check_output_dir(output_dir, stems, OUTPUT_SUFFIXES, args.overwrite)
 
     from hf_vit.data import BadImageError, open_image
 
