@@ -200,8 +200,8 @@ def write_trained_model(
     folder = Path(folder)
     try:
         with final_files(folder) as staging:
+            processor.save_pretrained(staging)  # first: the model then writes no default one of its own
             model.save_pretrained(staging, safe_serialization=True)
-            processor.save_pretrained(staging)
             write_model_card(staging, card)
             for name, text in (files or {}).items():
                 (staging / name).write_text(text)

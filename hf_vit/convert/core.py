@@ -281,7 +281,6 @@ def write_hf_vit_folder(
         )
     output_dir = Path(output_dir)
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        model.save_pretrained(staging)
         processor = conversion.image_processor or ViTImageProcessor(
             do_resize=True,
             size={"height": height, "width": width},
@@ -289,7 +288,8 @@ def write_hf_vit_folder(
             image_mean=list(conversion.image_mean),
             image_std=list(conversion.image_std),
         )
-        processor.save_pretrained(staging)
+        processor.save_pretrained(staging)  # first: the model then writes no default one of its own
+        model.save_pretrained(staging)
         card = render_model_card(
             model.config,
             num_parameters=count_parameters(model),
