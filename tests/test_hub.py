@@ -20,7 +20,7 @@ from helpers import REPO, TINY
 from hub_server import TOKEN, HubServer, blob_id
 from transformers import ViTImageProcessor
 
-from hf_vit import HfViTConfig, HfViTForImageClassification
+from hf_vit import HfViTBackbone, HfViTConfig, HfViTForImageClassification
 from hf_vit.cli import add_hub_arguments, check_hub_arguments
 from hf_vit.hub import check_card, check_folder, check_repo_id, prepare_folder
 from hf_vit.model_card import render_model_card, write_model_card
@@ -105,6 +105,9 @@ def published(hub, tmp_path_factory):
     torch.save(x, work / "x.pt")
     with torch.no_grad():
         reference = {"a": model_a(x).logits, "a_pooled": model_a.vit(x).pooler_output, "b": model_b(x).logits}
+        # the classifier's encoder as a backbone (stages 1 and 2: both blocks), as AutoBackbone loads it from the repo
+        backbone = HfViTBackbone.from_pretrained(work / "a", out_indices=[1, 2]).eval()
+        reference["a_backbone"] = backbone(x).feature_maps
     return dict(
         work=work,
         push_a=push_a,
@@ -184,7 +187,7 @@ else:
     import hf_vit
 import numpy as np, torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+from transformers import AutoBackbone, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 kw = {"trust_remote_code": True} if mode == "remote_code" else {}
 x = torch.load(work + "/x.pt")
 out = {}
@@ -192,6 +195,8 @@ with torch.no_grad():
     model = AutoModelForImageClassification.from_pretrained(repo, **kw).eval()
     out["a"] = model(x).logits
     out["a_pooled"] = AutoModel.from_pretrained(repo, **kw).eval()(x).pooler_output
+    if sys.argv[5] == "online":  # transformers 5.24's AutoBackbone asks the Hub (repo_exists) before any cache
+        out["a_backbone"] = AutoBackbone.from_pretrained(repo, out_indices=[1, 2], **kw).eval()(x).feature_maps
     out["b"] = AutoModelForImageClassification.from_pretrained(repo, revision="v2", **kw).eval()(x).logits
     out["sha"] = AutoModelForImageClassification.from_pretrained(repo, revision=sha, **kw).eval()(x).logits
 processor = AutoImageProcessor.from_pretrained(repo)
@@ -234,7 +239,7 @@ def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_
         assert info["class"] == "HfViTForImageClassification" and info["processor"].startswith("ViTImageProcessor")
         assert set(info["labels"]) == set(LABELS.values())
         pulled = torch.load(work / f"pulled-{mode}-{run}.pt")
-        for key in ("a", "a_pooled", "b"):
+        for key in ("a", "a_pooled", "b", "a_backbone") if run == "online" else ("a", "a_pooled", "b"):
             torch.testing.assert_close(pulled[key], reference[key], rtol=0, atol=0)
         torch.testing.assert_close(pulled["sha"], reference["b"], rtol=0, atol=0)
         assert not torch.equal(pulled["a"], pulled["b"])
