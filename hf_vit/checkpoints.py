@@ -26,6 +26,11 @@ _DISCARD_PREFIX = ".del-"
 logger = logging.getLogger(__name__)
 
 
+def step_of(checkpoint: str | os.PathLike) -> int:
+    """The step of a `checkpoint-<step>` folder."""
+    return int(_CHECKPOINT_RE.match(Path(checkpoint).name).group(1))
+
+
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """Checkpoints in `folder` that have their state file, oldest first (by step). Staging folders of a save in
     progress, and leftovers of a killed save or removal, are ignored."""

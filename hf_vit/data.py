@@ -611,9 +611,11 @@ def preprocessed_once(
     step: the digits, and other map-style data of small images (a folder of 8x8 digits trains ~35% faster) that fit
     in memory, when augmenting is off or small shifts. Not with `skip_bad_images` (the per-row path skips and
     counts)."""
+    if augment and augmentation not in ("shift", None if data.is_digits else "shift"):  # the digits' default: shifts
+        return False
     if data.is_digits:
         return True
-    if data.streaming or skip_bad_images or (augment and augmentation != "shift") or data.eval is None:
+    if data.streaming or skip_bad_images or data.eval is None:
         return False
     height, width = _size(processor)
     return (

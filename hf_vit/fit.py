@@ -139,14 +139,17 @@ def fit(
     for checkpoints the run saved before failing."""
     settings.validate()
     output_dir = Path(output_dir)
-    resuming = bool(settings.resume_from_checkpoint) and bool(checkpoints.list_checkpoints(output_dir / "checkpoints"))
-    check_output_dir(output_dir, inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
+    resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
+    check = dict(inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
+    check_output_dir(output_dir, **check)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one. (Read
     # from the launcher's environment: Accelerate's state must not be created before the Accelerator below.)
     lock = RunLock(output_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     if lock is not None:
         lock.acquire()
     try:
+        if lock is not None:  # again under the lock: another run may have written there since the first check
+            check_output_dir(output_dir, **check)
         result = _Run(model, processor, data, output_dir, settings, hub_model_id).train()
     except BaseException:
         if lock is not None:
@@ -155,6 +158,16 @@ def fit(
     if lock is not None:
         lock.release()
     return result
+
+
+def _resumes_in(resume_from_checkpoint, checkpoint_dir: Path) -> bool:
+    """Whether the run resumes from a checkpoint of `checkpoint_dir` (so the folder is its own): "latest", or a path
+    there. A checkpoint elsewhere starts this folder afresh."""
+    if not resume_from_checkpoint or not checkpoints.list_checkpoints(checkpoint_dir):
+        return False
+    if resume_from_checkpoint == "latest":
+        return True
+    return Path(resume_from_checkpoint).resolve().parent == checkpoint_dir.resolve()
 
 
 class _Run:
@@ -194,14 +207,26 @@ class _Run:
             else:
                 state = checkpoints.read_state(path)
                 checkpoints.check_compatible(state, self.config, path)
-        # an earlier run's checkpoints (allowed by overwriting) go when this run saves its own, not before: a run that
-        # fails first leaves them as they were
-        self.earlier_checkpoints = checkpoints.list_checkpoints(self.checkpoint_dir) if path is None else []
-        if self.earlier_checkpoints and not self.s.overwrite_output_dir:
-            raise ValueError(
-                f"{self.checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
-                "or allow overwriting to start over"
-            )
+        # an earlier run's checkpoints (allowed by overwriting), and checkpoints after the resumed one (damaged, or a
+        # future this run replaces; rotation would keep them over the run's own), go when this run saves its own, not
+        # before: a run that fails first leaves them as they were
+        present = checkpoints.list_checkpoints(self.checkpoint_dir)
+        if path is not None and _resumes_in(path, self.checkpoint_dir):
+            resumed = checkpoints.step_of(path)
+            self.earlier_checkpoints = [c for c in present if checkpoints.step_of(c) > resumed]
+            if self.earlier_checkpoints and self.main:
+                logger.warning(
+                    "checkpoints after %s (%s) are replaced when this run saves its first checkpoint",
+                    path.name,
+                    ", ".join(c.name for c in self.earlier_checkpoints),
+                )
+        else:
+            self.earlier_checkpoints = present
+            if present and not self.s.overwrite_output_dir:
+                raise ValueError(
+                    f"{self.checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
+                    "or allow overwriting to start over"
+                )
         return path, state
 
     def _loaders(self):
@@ -261,6 +286,9 @@ class _Run:
             "max_train_steps": self.max_train_steps,
             "warmup_steps": self.warmup,
             "lr_scheduler_type": s.lr_scheduler_type,
+            "learning_rate": s.learning_rate,
+            "weight_decay": s.weight_decay,
+            "layer_decay": s.layer_decay,
         }
 
     def hyperparameters(self) -> dict:

@@ -403,3 +403,39 @@ def test_without_progress_bar_fit_prints_nothing(digits, tmp_path, capsys):
     fit(model, processor, digits, tmp_path / "silent", settings(num_train_epochs=1, checkpointing_steps=4))
     assert (tmp_path / "silent" / "checkpoints" / "checkpoint-4").is_dir()
     assert capsys.readouterr().out == ""
+
+
+def test_resuming_keeps_the_runs_own_checkpoints_and_never_adopts_another_folder(digits, tmp_path, monkeypatch):
+    """Resuming from an older checkpoint of the folder: the newer ones (a future this run replaces) go when it saves,
+    not the checkpoints it saves itself. Resuming from a checkpoint elsewhere: the folder is not the run's own."""
+    from hf_vit.output_dir import OutputDirNotEmpty
+
+    run = settings(num_train_epochs=1, checkpointing_steps=2, checkpoints_total_limit=0, max_train_steps=4)
+    fit(*make_model(digits), digits, tmp_path / "a", run)
+    checkpoint_dir = tmp_path / "a" / "checkpoints"
+    assert sorted(p.name for p in checkpoint_dir.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+    other = tmp_path / "b"
+    fit(*make_model(digits), digits, other, run)
+    with pytest.raises(OutputDirNotEmpty):  # a checkpoint of another folder: "a" holds another run's files
+        fit(
+            *make_model(digits),
+            digits,
+            tmp_path / "a",
+            dataclasses.replace(run, resume_from_checkpoint=str(other / "checkpoints" / "checkpoint-2")),
+        )
+    assert sorted(p.name for p in checkpoint_dir.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+    # from checkpoint-2, a checkpoint every step, a limit of 1, killed after saving checkpoint-3: checkpoint-3 is kept
+    # (rotation used to keep the newer checkpoint-4 of the earlier attempt and remove the one just saved)
+    model, processor = make_model(digits)
+    Recorder(model, monkeypatch, kill_at=1)
+    again = dataclasses.replace(
+        run,
+        checkpointing_steps=1,
+        checkpoints_total_limit=1,
+        resume_from_checkpoint=str(checkpoint_dir / "checkpoint-2"),
+    )
+    with pytest.raises(Killed):
+        fit(model, processor, digits, tmp_path / "a", again)
+    assert sorted(p.name for p in checkpoint_dir.iterdir()) == ["checkpoint-3"]

@@ -85,7 +85,7 @@ def parse_args(argv=None):
 
 @command
 def main(argv=None) -> int:
-    from hf_vit.cli import UserError, check_model_flags, fail, run_command, setup_logging
+    from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
     from hf_vit.output_dir import OutputDirBusy, RunLock
 
     try:
@@ -94,20 +94,19 @@ def main(argv=None) -> int:
         fail(str(error).splitlines()[0])
     setup_logging(args.verbose, args.quiet)
 
-    def body():
-        from hf_vit.data import DataError
+    from hf_vit.data import DataError
 
-        check_model_flags(args)
-        check_output_dir(args, training_args)
-        # one run per output folder; the other processes of a distributed run write only through the main one
-        lock = RunLock(training_args.output_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
-        try:
-            with lock:
-                return run(args, training_args)
-        except (OutputDirBusy, DataError) as error:
-            raise UserError(str(error)) from None
-
-    return run_command(body, verbose=args.verbose)
+    check_model_flags(args)
+    check_output_dir(args, training_args)  # before anything is created
+    # one run per output folder; the other processes of a distributed run write only through the main one
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        with RunLock(training_args.output_dir) if main_process else contextlib.nullcontext():
+            if main_process:  # again under the lock: another run may have written there since the first check
+                check_output_dir(args, training_args)
+            return run(args, training_args)
+    except (OutputDirBusy, DataError) as error:
+        raise UserError(str(error)) from None
 
 
 def check_output_dir(args, training_args):

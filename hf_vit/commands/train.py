@@ -25,7 +25,6 @@ from ..cli import (
     note_cpu_launch,
     print_recipe,
     push_from_arguments,
-    run_command,
     show_prediction,
 )
 from .train_flags import check_args, check_output_dir, parse_args, settings_from
@@ -102,16 +101,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose, args.quiet)
 
-    def body():
-        from ..data import DataError
+    from ..data import DataError
 
-        check_args(args)
-        try:
-            return train(args)
-        except (DataError, ValueError) as error:  # the inputs: unreadable images, checkpoints that cannot resume
-            raise UserError(str(error)) from None
-
-    return run_command(body, verbose=args.verbose)
+    check_args(args)
+    try:
+        return train(args)
+    except (DataError, ValueError) as error:  # the inputs: unreadable images, checkpoints that cannot resume
+        raise UserError(str(error)) from None
 
 
 if __name__ == "__main__":
