@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -77,3 +78,14 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file that must hold an object (a config, an index): unreadable or other JSON is a one-line ValueError."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"{path} holds JSON but not an object (a mapping of settings)")

@@ -227,3 +227,37 @@ def test_overwrite_replaces_only_the_files_the_command_writes(tmp_path, tiny_con
         assert export_main(["--input", tmp_path / "legacy", "--output_dir", output, "--overwrite"]) == 2
         assert "overlaps the input" in capsys.readouterr().err
     assert {folder: sorted(p.name for p in folder.iterdir()) for folder in before} == before
+
+
+def test_a_missing_local_file_is_said_to_be_missing(tmp_path, capsys):
+    from hf_vit.commands.convert import main as convert_main
+
+    missing = tmp_path / "vit_s16.safetensors"
+    args = ["--source", "timm", "--checkpoint", missing, "--timm_model", "vit_small_patch16_224", "--output_dir"]
+    assert convert_main([*args, tmp_path / "out"]) == 2
+    assert capsys.readouterr().err == f"error: --checkpoint {missing}: no such file or folder\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_safetensors_takes_a_masked_image_modeling_state_dict(tmp_path, tiny_config):
+    from hf_vit import HfViTForMaskedImageModeling
+    from hf_vit.convert import export_safetensors
+
+    model = HfViTForMaskedImageModeling(tiny_config())
+    model.config.save_pretrained(tmp_path / "legacy")
+    torch.save(model.state_dict(), tmp_path / "legacy" / "pytorch_model.bin")
+    export_safetensors(tmp_path / "legacy", tmp_path / "out")
+    reloaded = HfViTForMaskedImageModeling.from_pretrained(tmp_path / "out")
+    assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json"])
+def test_a_config_json_that_is_not_a_json_object_is_named(tmp_path, capsys, text):
+    from hf_vit.commands.convert import main as convert_main
+
+    (tmp_path / "vit").mkdir()
+    (tmp_path / "vit" / "config.json").write_text(text)
+    code = convert_main(["--source", "transformers", "--checkpoint", tmp_path / "vit", "--output_dir", tmp_path / "o"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("error: ") and f"{tmp_path / 'vit' / 'config.json'}" in error, error
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

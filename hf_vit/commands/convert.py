@@ -84,8 +84,9 @@ def main(argv=None) -> int:
             result = export_checkpoint(
                 args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite
             )
-            against = args.to
-        elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).exists():
+        elif local_file_options and not Path(args.checkpoint).expanduser().exists():  # not a Hub id: a typo
+            raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
+        elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).expanduser().exists():
             if local_file_options:
                 raise ValueError(
                     f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino"
@@ -101,10 +102,7 @@ def main(argv=None) -> int:
                 verify=args.verify,
                 overwrite=args.overwrite,
             )
-            against = result["conversion"].reference_name
             print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
-            for note in result["conversion"].notes:
-                print(f"note: {note}")
         else:
             result = convert_checkpoint(
                 args.source,
@@ -117,10 +115,9 @@ def main(argv=None) -> int:
                 num_heads=args.num_heads,
                 checkpoint_key=args.checkpoint_key,
             )
-            against = result["conversion"].reference_name
-            for note in result["conversion"].notes:
-                print(f"note: {note}")
-    for note in result.get("notes", []):
+    conversion = result.get("conversion")  # an import; an export has its own notes
+    against = conversion.reference_name if conversion else args.to
+    for note in conversion.notes if conversion else result.get("notes", []):
         print(f"note: {note}")
     if result["max_abs_diff"] is not None:
         print(f"max-abs-diff vs {against}: {result['max_abs_diff']:.3e} (fp32, tolerance 1e-4)")

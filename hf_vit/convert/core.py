@@ -3,7 +3,6 @@ against the source library, and writing the converted folder."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory
+from ..fileio import atomic_directory, read_json_object
 from ..model_card import render_model_card, write_model_card
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from ..output_dir import OutputDirNotEmpty
@@ -312,7 +311,7 @@ def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViT
         raise FileNotFoundError(f"model folder {path} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model_type = read_json_object(path / "config.json").get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
     config = HfViTConfig.from_pretrained(path)

@@ -14,7 +14,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory
+from ..fileio import atomic_directory, read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import (
     EXPORT_TARGETS,
@@ -206,7 +206,7 @@ def export_to_timm(
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
     if processor_file.is_file():
-        processor = json.loads(processor_file.read_text())
+        processor = read_json_object(processor_file)
         mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
     height, width = image_size_pair(config.image_size)
     num_classes = state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0
@@ -356,12 +356,17 @@ def export_safetensors(
         raise ValueError(
             f"no config.json for these weights at {config_path}; pass `config` (an hf_vit config.json or folder)"
         )
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = read_json_object(config_path).get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{config_path} has model_type {model_type!r}; export_safetensors handles hf_vit checkpoints")
     hf_config = HfViTConfig.from_json_file(str(config_path))
-    bare = not any(key.startswith(("vit.", "classifier.")) for key in state_dict)
-    model = (HfViTModel if bare else HfViTForImageClassification)(hf_config)
+    if "decoder.0.weight" in state_dict:
+        model_class = HfViTForMaskedImageModeling
+    elif any(key.startswith(("vit.", "classifier.")) for key in state_dict):
+        model_class = HfViTForImageClassification
+    else:
+        model_class = HfViTModel
+    model = model_class(hf_config)
     _check_fits(state_dict, model.state_dict(), f"the hf_vit model of {config_path}")
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.config.save_pretrained(staging)  # writes config.json and copies configuration_hf_vit.py

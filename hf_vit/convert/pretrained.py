@@ -20,7 +20,6 @@ pinning, token), safetensors preferred; pickles are read with `torch.load(weight
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from ..checkpoint_io import PICKLE_SUFFIXES
+from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, write_hf_vit_folder
 from .dino import convert_dino_file
@@ -206,18 +206,8 @@ def _layout_of(path: Path, source: str | None) -> str:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise ValueError(f"{path} has no config.json: name the checkpoint file inside it, or pass source=")
-        return detect_config_layout(_read_json(config_file), str(config_file))
+        return detect_config_layout(read_json_object(config_file), str(config_file))
     return detect_file_layout(path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-    if isinstance(value, dict):
-        return value
-    raise ValueError(f"{path} holds JSON but not an object (a mapping of settings)")
 
 
 def convert_layout(layout: str, path: Path) -> Conversion:
@@ -357,7 +347,7 @@ def _download_weights(repo_id: str, sha: str, *, cache_dir, token) -> None:
         except (errors.EntryNotFoundError, ValueError):
             continue
         if name.endswith(".index.json"):
-            for shard in dict.fromkeys(_read_json(file).get("weight_map", {}).values()):
+            for shard in dict.fromkeys(read_json_object(file).get("weight_map", {}).values()):
                 _download(repo_id, shard, revision=sha, cache_dir=cache_dir, token=token)
         return
     raise ValueError(
@@ -387,7 +377,7 @@ def _hub_source(repo_id: str, *, revision, cache_dir, token, source: str | None,
         raise ValueError(f"the Hub repo {repo_id} has no {anchor_name}{hint}") from None
     snapshot, sha = _snapshot_of(anchor)
     if filename is None:
-        layout = source or detect_config_layout(_read_json(anchor), f"{repo_id}/config.json")
+        layout = source or detect_config_layout(read_json_object(anchor), f"{repo_id}/config.json")
     else:
         layout = source or detect_file_layout(anchor)
     return _HubSource(repo_id, filename, layout, sha, snapshot, anchor)

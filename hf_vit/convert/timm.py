@@ -3,7 +3,6 @@ layout), with the source's preprocessing."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import PRESETS, HfViTConfig
+from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
 from .core import (
     IMAGENET_MEAN,
@@ -297,7 +297,7 @@ def convert_timm_file(
     ):
         return convert_timm_folder(path)
     if path.is_dir() and (path / "config.json").is_file():  # timm's own folder format (push_to_hub / local-dir)
-        timm_config = json.loads((path / "config.json").read_text())
+        timm_config = read_json_object(path / "config.json")
         if "architecture" not in timm_config:
             raise ValueError(
                 f"{path / 'config.json'} is not a timm config (no 'architecture'); "
@@ -455,7 +455,7 @@ def convert_timm_folder(path) -> Conversion:
     TIMM_HEADS_BY_WIDTH."""
     path = Path(path)
     config_file = path / "config.json"
-    timm_config = json.loads(config_file.read_text())
+    timm_config = read_json_object(config_file)
     architecture = timm_config.get("architecture")
     if not architecture:
         raise ValueError(f"{config_file} is not a timm config (no 'architecture')")

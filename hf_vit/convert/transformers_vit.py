@@ -3,7 +3,6 @@ v4 or v5 weight names; `ViTForMaskedImageModeling` (mask token and SimMIM decode
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig
+from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import (
     GOOGLE_MEAN,
@@ -158,7 +158,7 @@ def convert_transformers_folder(path) -> Conversion:
     path = Path(path)
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"`source`=transformers expects a folder with config.json and the weights; {path} is not one")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model_type = read_json_object(path / "config.json").get("model_type")
     if model_type in DINOV2_MODEL_TYPES:
         return convert_dinov2_folder(path)
     if model_type == "deit":
@@ -180,7 +180,7 @@ def convert_transformers_folder(path) -> Conversion:
     mean, std = GOOGLE_MEAN, GOOGLE_STD
     resample = 2
     if (path / "preprocessor_config.json").is_file():
-        processor = json.loads((path / "preprocessor_config.json").read_text())
+        processor = read_json_object(path / "preprocessor_config.json")
         mean, std = tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std))
         resample = processor.get("resample", resample)
     has_head = isinstance(model, HfViTForImageClassification)
