@@ -222,6 +222,20 @@ def test_visualize_attention_cli_explicit_size_and_user_errors(files):
         ]
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    no_device = run_main(
+        [
+            "scripts/visualize_attention.py",
+            str(files / "model"),
+            china,
+            "--output_dir",
+            str(out),
+            "--device",
+            "nope",
+            "--overwrite",
+        ]
+    )
+    assert no_device.returncode == 2 and no_device.stderr.startswith("error: --device nope:"), no_device.stderr
+    assert len(no_device.stderr.strip().splitlines()) == 1
     assert bad.stderr.strip().splitlines() == [
         "error: --size must be positive multiples of the patch size 8, got 30 48"
     ]

@@ -166,6 +166,7 @@ def test_cli_refuses_mistakes_in_one_line_and_touches_no_users_file(files, tmp_p
             "12",
         ],
         "--threshold must be a finite number": [model, wide, "--output_dir", tmp_path / "new", "--threshold", "nan"],
+        "--device no-such-device:": [model, wide, "--output_dir", tmp_path / "new", "--device", "no-such-device"],
     }
     for message, argv in cases.items():
         capsys.readouterr()

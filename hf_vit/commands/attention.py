@@ -140,7 +140,11 @@ def main(argv=None) -> int:
             f"{config.num_hidden_layers}-layer model, got {args.layer}"
         )
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.empty(0, device=device)  # a device this machine does not have fails here, in one line
+    except (RuntimeError, AssertionError) as error:
+        fail(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
         model = AutoModel.from_pretrained(model_name).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights

@@ -123,7 +123,11 @@ def main(argv=None) -> int:
             f"--size must be positive multiples of the patch size {patch}, got {args.size[0]} {args.size[1]}"
         )
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.empty(0, device=device)  # a device this machine does not have fails here, in one line
+    except (RuntimeError, AssertionError) as error:
+        raise UserError(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
         model = AutoModel.from_pretrained(model_name).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
