@@ -36,7 +36,7 @@ try:
 except ImportError:  # transformers 5.x before the module moved out of transformers.utils
     from transformers.utils.backbone_utils import BackboneMixin
 
-from .configuration_hf_vit import HfViTConfig
+from .configuration_hf_vit import HfViTConfig, image_size_pair
 
 logger = logging.getLogger(__name__)
 
@@ -521,7 +521,7 @@ def _save_default_image_processor(save_directory, config: HfViTConfig) -> None:
         return
     from transformers import ViTImageProcessor
 
-    height, width = (config.image_size,) * 2 if isinstance(config.image_size, int) else config.image_size
+    height, width = image_size_pair(config.image_size)
     path = os.path.join(save_directory, names[0])
     temporary = f"{path}.{os.getpid()}.tmp"
     ViTImageProcessor(size={"height": height, "width": width}).to_json_file(temporary)
@@ -902,9 +902,6 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         self.vit = HfViTModel(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.vit.get_input_embeddings()
 
     def forward(
         self,
