@@ -90,7 +90,9 @@ def test_a_user_mistake_exits_2_with_one_line(mistakes, name):
     assert code == 2, (code, stderr[-3000:])
     lines = error_lines(stderr)
     assert len(lines) == 1 and len(lines[0]) > len("error: "), stderr[-3000:]
-    assert not (folder / name / "out").exists()
+    # nothing written, and the file given where a folder was expected (benchmark) untouched
+    assert sorted(p.name for p in (folder / name).iterdir()) == ["file.txt"]
+    assert (folder / name / "file.txt").read_text() == "a file, not a folder"
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -676,7 +676,7 @@ def test_train_and_trainer_scripts_push_to_hub(hub, tmp_path):
         hub,
         tmp_path,
     )
-    assert bad.returncode != 0 and "a/b/c" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "a/b/c" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
     trained = run_client(

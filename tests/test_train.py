@@ -32,8 +32,9 @@ def accuracy(stdout: str) -> float:
     return float(match.group(1))
 
 
-def one_line_error(result, *fragments):
-    assert result.returncode != 0, result.stdout + result.stderr
+def one_line_error(result, *fragments, code=2):
+    """Exit `code` (2: the user's mistake, 1: a failure of the run) with exactly one `error:` line, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:] + result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr

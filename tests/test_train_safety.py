@@ -244,7 +244,7 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
         (f"import transformers.modeling_utils as m\ndef full(*args, **kwargs):\n    {enospc}\nm.safe_save_file = full"),
     )
     assert final.returncode == 1, final.stderr[-3000:]
-    one_line_error(final, "disk full while writing the trained model", "nothing in it was changed")
+    one_line_error(final, "disk full while writing the trained model", "nothing in it was changed", code=1)
     assert snapshot(trained) == before
     assert not [p for p in trained.iterdir() if p.name.startswith(".hf_vit")]
 
@@ -264,7 +264,7 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
             "other.torch.save = save"
         ),
     )
-    one_line_error(saving, "disk full while saving checkpoint 4", "earlier checkpoints are intact")
+    one_line_error(saving, "disk full while saving checkpoint 4", "earlier checkpoints are intact", code=1)
     assert saving.returncode == 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert not (out / "model.safetensors").exists()
@@ -287,9 +287,7 @@ def test_a_kill_while_the_final_files_are_moved_in_strands_nothing(tmp_path):
         ),
     )
     assert killed.returncode == -signal.SIGKILL
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-4"] or sorted(
-        p.name for p in (out / "checkpoints").iterdir()
-    ) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     resumed = train(*args[len(QUICK) :], "--resume_from_checkpoint", "latest")
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "config.json").is_file() and (out / "checkpoints" / "checkpoint-4").is_dir()
