@@ -115,6 +115,7 @@ def _error(error: Exception, code: int, verbose: bool) -> int:
 def folder_writing_errors(output_dir, overwrite_flag: str = "--overwrite") -> Iterator[None]:
     """The exit convention for a tool that writes one folder (convert, export): the library's refusals are the
     user's mistake, a failed verification or a full disk a failure of the run."""
+    from .convert.core import VerificationError
     from .output_dir import OutputDirNotEmpty, is_disk_full
 
     try:
@@ -124,9 +125,9 @@ def folder_writing_errors(output_dir, overwrite_flag: str = "--overwrite") -> It
             f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
             f"or pass {overwrite_flag} to replace the files this command writes there (nothing else is touched)"
         ) from None
+    except VerificationError as error:  # the conversion itself is wrong
+        raise RunFailure(str(error)) from None
     except (ValueError, FileNotFoundError) as error:
-        if str(error).startswith("verification failed"):  # the conversion itself is wrong
-            raise RunFailure(str(error)) from None
         raise UserError(str(error)) from None
     except Exception as error:  # a writer's error on a full disk (OSError, SafetensorError, ...)
         if is_disk_full(error):

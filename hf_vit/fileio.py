@@ -34,24 +34,33 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir() would have
     try:
         yield staging
-        for path in staging.iterdir():  # some writers (safetensors via transformers) leave 0600
-            if path.is_file():
-                os.chmod(path, 0o666 & ~_umask())
         if target.is_dir() and any(target.iterdir()):
-            _move_files_into(staging, target)
+            move_files_into(staging, target, is_stale=lambda name: bool(_WEIGHT_FILE.match(name)))
         else:
+            _give_files_the_umask_mode(staging)
             os.replace(staging, target)  # onto a missing or empty folder: one step
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _move_files_into(staging: Path, target: Path) -> None:
+def move_files_into(staging: Path, target: Path, is_stale, order=lambda name: name == "config.json") -> None:
+    """Move every file of `staging` into `target` (in `order`: by default config.json after the weights it
+    describes), each whole (`os.replace`), then remove the files of `target` that `is_stale` names and this did not
+    rewrite. Nothing else in `target` is touched."""
+    _give_files_the_umask_mode(staging)
     written = {path.name for path in staging.iterdir()}
-    for name in sorted(written, key=lambda name: name == "config.json"):  # the config after the weights it describes
+    for name in sorted(written, key=order):
         os.replace(staging / name, target / name)
     for old in target.iterdir():
-        if old.name not in written and _WEIGHT_FILE.match(old.name) and old.is_file():
+        if old.name not in written and is_stale(old.name) and old.is_file():
             old.unlink()
+
+
+def _give_files_the_umask_mode(folder: Path) -> None:
+    mode = 0o666 & ~_umask()
+    for path in folder.iterdir():  # some writers (safetensors via transformers) leave 0600; others read it too
+        if path.is_file():
+            os.chmod(path, mode)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -71,7 +80,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # no /proc (not Linux): set and restore
     os.umask(mask)
     return mask
 

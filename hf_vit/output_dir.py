@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .checkpoint_io import CODE_FILES, CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
-from .fileio import _umask
+from .fileio import move_files_into
 
 # What a training run writes at its end, in the order it is moved in: config.json after the weights it describes
 RUN_FILES = (
@@ -68,6 +68,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def overlap(output: str | os.PathLike, source: str | os.PathLike) -> str | None:
+    """How an output folder overlaps an existing input ("is", "lies inside", "contains"), or None: writing there
+    would mix with the input or replace it."""
+    if not Path(source).exists():
+        return None
+    output, source = Path(output).resolve(), Path(source).resolve()
+    if _inside(output, source):
+        return "is" if output == source else "lies inside"
+    return "contains" if _inside(source, output) else None
+
+
 def check_output_dir(
     output_dir: str | os.PathLike, *, inputs: Mapping[str, str | os.PathLike | None], overwrite: bool, resuming: bool
 ) -> None:
@@ -79,19 +90,11 @@ def check_output_dir(
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output folder {output} exists and is not a folder")
-    resolved = output.resolve()
     for label, value in inputs.items():
-        if not value or not Path(value).exists():
-            continue
-        source = Path(value).resolve()
-        if _inside(resolved, source):
-            where = "is" if resolved == source else "lies inside"
+        where = overlap(output, value) if value else None
+        if where:
             raise ValueError(
                 f"output folder {output} {where} the input {label} {value}; choose an output folder outside it"
-            )
-        if _inside(source, resolved):
-            raise ValueError(
-                f"output folder {output} contains the input {label} {value}; choose an output folder outside it"
             )
     if not output.is_dir() or resuming or overwrite:
         return
@@ -178,13 +181,7 @@ def publish(staging: Path, folder: Path) -> None:
     if unexpected:  # a programming error: only run files may replace files in a user's folder
         raise ValueError(f"not a run file: {', '.join(unexpected)}")
     order = {name: i for i, name in enumerate(RUN_FILES)}
-    mode = 0o666 & ~_umask()
-    for name in sorted(written, key=lambda n: order.get(n, -1)):
-        os.chmod(staging / name, mode)  # some writers (safetensors via transformers) leave 0600; others read it too
-        os.replace(staging / name, folder / name)
-    for old in folder.iterdir():
-        if is_run_file(old.name) and old.name not in written and old.is_file():
-            old.unlink()
+    move_files_into(staging, folder, is_stale=is_run_file, order=lambda name: order.get(name, -1))
 
 
 def write_trained_model(

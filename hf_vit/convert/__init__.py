@@ -27,6 +27,7 @@ from .core import (  # noqa: F401  (private names too: they were module-level na
     SOURCES,
     VERIFY_TOLERANCE,
     Conversion,
+    VerificationError,
     _block_count,
     _build,
     _check_fits,
@@ -121,6 +122,7 @@ from .transformers_vit import (  # noqa: F401  (private names too: they were mod
 
 __all__ = [
     "Conversion",
+    "VerificationError",
     "config_from_dinov2",
     "config_from_timm",
     "config_from_transformers",

@@ -20,7 +20,7 @@ from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
 from ..model_card import render_model_card, write_model_card
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
-from ..output_dir import OutputDirNotEmpty
+from ..output_dir import OutputDirNotEmpty, overlap
 from ..stats import count_parameters
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +180,11 @@ def _source_processor(path: Path):
     return AutoImageProcessor.from_pretrained(path)
 
 
+class VerificationError(ValueError):
+    """The converted model's outputs differ from the source library's beyond the tolerance: the conversion is wrong
+    (a failure of the run, not of the user's inputs)."""
+
+
 def check_output_dir(output_dir, overwrite: bool = False, *, inputs=()) -> None:
     """Fail early (before any slow work) if `output_dir` cannot be written as a checkpoint folder: a file, a folder
     that is, holds or lies inside one of the local `inputs` (its files would be replaced), or a non-empty folder
@@ -187,15 +192,11 @@ def check_output_dir(output_dir, overwrite: bool = False, *, inputs=()) -> None:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output path {output_dir} exists and is not a folder")
-    resolved = output_dir.resolve()
     for source in inputs:
-        if source is None or not Path(source).exists():
-            continue
-        source = Path(source).resolve()
-        if resolved == source or resolved in source.parents or source in resolved.parents:
+        if source is not None and overlap(output_dir, source):
             raise ValueError(
-                f"output folder {output_dir} overlaps the input {source}: the converted files would replace or mix "
-                "with it; choose another folder"
+                f"output folder {output_dir} overlaps the input {Path(source).resolve()}: the converted files would "
+                "replace or mix with it; choose another folder"
             )
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise OutputDirNotEmpty(output_dir, sorted(entry.name for entry in output_dir.iterdir()))
@@ -251,7 +252,7 @@ def verify_conversion(conversion: Conversion, tolerance: float = VERIFY_TOLERANC
         raise ValueError(f"`verify` needs the source library installed ({error.name or error})") from None
     diff = max_abs_diff(conversion.model, forward)
     if not diff <= tolerance:
-        raise ValueError(
+        raise VerificationError(
             f"verification failed: max-abs-diff {diff:.3g} against {conversion.reference_name} exceeds {tolerance:g}"
         )
     return diff

@@ -57,7 +57,7 @@ def convert_dino_file(
     files = weight_files_in(path) if path.is_dir() else [path]
     obj = load_safetensors(files[0]) if files[0].suffix == ".safetensors" else load_pickle(files[0])
     state_dict, dropped = dino_backbone_state_dict(obj, files[0], checkpoint_key)
-    timm_state_dict_to_hf_vit(state_dict)
+    converted = timm_state_dict_to_hf_vit(state_dict)  # unknown layouts fail here, naming the unmatched keys
     layout = timm_layout_from_state_dict(state_dict)
     heads = _heads(layout["embed_dim"], num_heads, preset) or DINO_HEADS.get(layout["embed_dim"])
     if heads is None:
@@ -65,7 +65,7 @@ def convert_dino_file(
             f"width {layout['embed_dim']} is not one of DINO's ViTs (tiny 192, small 384, base 768): pass `num_heads`"
         )
     config = config_from_timm_layout(layout, heads, interpolate_antialias=False)
-    model = _build(config, timm_state_dict_to_hf_vit(state_dict))
+    model = _build(config, converted)
     height = layout["img_size"]
     note = (
         f"Outputs match DINO's at the native size ({height}×{height}). At other sizes hf_vit resizes the position "

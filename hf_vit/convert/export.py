@@ -21,6 +21,7 @@ from .core import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     VERIFY_TOLERANCE,
+    VerificationError,
     _check_fits,
     _classification_names,
     _name_rule,
@@ -248,7 +249,9 @@ def export_to_timm(
             source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
             diff = max_abs_diff(model, _timm_forward(source, num_classes > 0))
             if not diff <= tolerance:
-                raise ValueError(f"verification failed: max-abs-diff {diff:.3g} against timm exceeds {tolerance:g}")
+                raise VerificationError(
+                    f"verification failed: max-abs-diff {diff:.3g} against timm exceeds {tolerance:g}"
+                )
     return {"output_dir": Path(output_dir), "max_abs_diff": diff, "architecture": architecture, "notes": notes}
 
 
@@ -289,7 +292,7 @@ def export_to_transformers(
                 forward = lambda x: {"last_hidden_state": reloaded(x).last_hidden_state}  # noqa: E731
             diff = max_abs_diff(model, forward)
             if not diff <= tolerance:
-                raise ValueError(
+                raise VerificationError(
                     f"verification failed: max-abs-diff {diff:.3g} against transformers exceeds {tolerance:g}"
                 )
     return {"output_dir": Path(output_dir), "max_abs_diff": diff, "notes": notes}

@@ -227,17 +227,8 @@ def convert_layout(layout: str, path: Path) -> Conversion:
 
 
 def _convert_timm_state_dict(path: Path) -> Conversion:
-    from ..checkpoint_io import load_weights, strip_wrapper_prefixes
-
-    state_dict = strip_wrapper_prefixes(load_weights(path))
-    width = state_dict["patch_embed.proj.weight"].shape[0] if "patch_embed.proj.weight" in state_dict else None
-    heads = TIMM_HEADS_BY_WIDTH.get(width)
-    if heads is None:
-        raise ValueError(
-            f"{path}: a timm state dict without config.json, width {width}: the heads cannot be inferred; "
-            "convert it as a timm file with `timm_model` or `num_heads`"
-        )
-    return convert_timm_file(path, num_heads=heads)
+    """A timm state dict without config.json: its heads from its width (timm's ViTs), read in one pass."""
+    return convert_timm_file(path, heads_by_width=TIMM_HEADS_BY_WIDTH)
 
 
 # ---------------------------------------------------------------------------------------------------------------

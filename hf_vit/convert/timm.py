@@ -279,12 +279,17 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
 
 
 def convert_timm_file(
-    path, timm_model: str | None = None, num_heads: int | None = None, preset: str | None = None
+    path,
+    timm_model: str | None = None,
+    num_heads: int | None = None,
+    preset: str | None = None,
+    heads_by_width: dict[int, int] | None = None,
 ) -> Conversion:
     """A timm ViT state dict (.safetensors / .pth / .bin, or a timm folder with config.json) -> hf_vit.
 
     `timm_model` names the base architecture (the heads); the variants visible in the weights (registers, LayerScale,
     no_embed_class, avg pooling with fc_norm, depth, image size, classes) are read from keys and shapes.
+    `heads_by_width`: the heads of a state dict named by none of those, by its width (a refusal if it has none).
     """
     path = Path(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -309,12 +314,19 @@ def convert_timm_file(
         cfg = timm_config.get("pretrained_cfg", {})
         mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
     state_dict = strip_wrapper_prefixes(load_weights(path))
-    timm_state_dict_to_hf_vit(state_dict)  # unknown layouts fail here, naming the unmatched and the expected keys
+    converted = timm_state_dict_to_hf_vit(state_dict)  # unknown layouts fail here, naming the unmatched keys
     layout = timm_layout_from_state_dict(state_dict)
     heads = _heads(layout["embed_dim"], num_heads, preset)
+    if heads is None and timm_model is None and heads_by_width is not None:
+        heads = heads_by_width.get(layout["embed_dim"])
+        if heads is None:
+            raise ValueError(
+                f"{path}: a timm state dict without config.json, width {layout['embed_dim']}: the heads cannot be "
+                "inferred; convert it as a timm file with `timm_model` or `num_heads`"
+            )
     if heads is not None:
         config = config_from_timm_layout(layout, heads)
-        model = _build(config, timm_state_dict_to_hf_vit(state_dict))
+        model = _build(config, converted)
         name = timm_model or f"ViT ({layout['embed_dim']} wide, {heads} heads)"
         reference = lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0)  # noqa: E731
     elif timm_model is not None:

@@ -177,12 +177,7 @@ def convert_transformers_folder(path) -> Conversion:
     state_dict = transformers_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
     config = config_from_transformers(vit_config, **masked_image_modeling_fields(vit_config, state_dict))
     model = _build(config, state_dict)
-    mean, std = GOOGLE_MEAN, GOOGLE_STD
-    resample = 2
-    if (path / "preprocessor_config.json").is_file():
-        processor = read_json_object(path / "preprocessor_config.json")
-        mean, std = tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std))
-        resample = processor.get("resample", resample)
+    processor = _source_processor(path)  # the folder's own, when it has one; else Google's ViT preprocessing
     has_head = isinstance(model, HfViTForImageClassification)
     masked_image_modeling = isinstance(model, HfViTForMaskedImageModeling)
 
@@ -207,10 +202,10 @@ def convert_transformers_folder(path) -> Conversion:
         details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv"
         + ("; the mask token and SimMIM decoder kept" if masked_image_modeling else "")
         + "). Position embeddings are resized without antialiasing, as transformers does.",
-        image_mean=mean,
-        image_std=std,
-        resample=resample,
+        image_mean=tuple(processor.image_mean) if processor else GOOGLE_MEAN,
+        image_std=tuple(processor.image_std) if processor else GOOGLE_STD,
+        resample=processor.resample if processor else 2,
         reference=reference,
         reference_name="transformers",
-        image_processor=_source_processor(path),
+        image_processor=processor,
     )
