@@ -352,10 +352,11 @@ def machine_info(device: str) -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    flags = cpu_flags()
     info = dict(
         cpu=cpu,
-        isa=[flag for flag in ISA_FLAGS if flag in cpu_flags()],
-        native_bf16=native_bf16(device),
+        isa=[flag for flag in ISA_FLAGS if flag in flags],
+        native_bf16=native_bf16(device, flags),
         cpu_count=os.cpu_count(),
         torch_threads=torch.get_num_threads(),
         python=platform.python_version(),
