@@ -79,12 +79,9 @@ def check_model_location(name: str) -> None:
     if path.exists():
         raise ValueError(f"{name} is a file; expected a model folder (config.json and weights) or a Hub id")
     try:
-        validate_repo_id(name)
-        is_repo_id = name.count("/") <= 1 and not name.startswith((".", "~"))
+        validate_repo_id(name)  # also refuses "a/b/c", "./x", "~/x": paths, not repo ids
     except HFValidationError:
-        is_repo_id = False
-    if not is_repo_id:
-        raise ValueError(f"model folder {name} does not exist")
+        raise ValueError(f"model folder {name} does not exist") from None
 
 
 def _is_torch_file(path: Path) -> bool:
