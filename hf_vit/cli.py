@@ -38,8 +38,8 @@ EXIT_USER_ERROR, EXIT_RUN_FAILURE, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    print(f"error: {as_flags(' '.join(str(message).split()))}", file=sys.stderr)
-    sys.exit(code)
+    """End the command with one `error:` line (through `command`'s exit convention, so --verbose applies too)."""
+    raise (UserError if code == EXIT_USER_ERROR else RunFailure)(message)
 
 
 def as_flags(text: str) -> str:

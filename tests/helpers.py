@@ -48,7 +48,7 @@ def run_main(args):
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 code = module.main([str(a) for a in args[1:]])
-            except SystemExit as exit:  # argparse, and `cli.fail`
+            except SystemExit as exit:  # argparse
                 code = exit.code if isinstance(exit.code, int) else 1
     finally:
         logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
