@@ -74,6 +74,10 @@ def _transformers_tests_root(cache_dir: Path) -> Path:
             ":all:",
             "-d",
             download,
+            "--retries",  # bounded: a network that drops packets must not hold the suite for pip's default minutes
+            "1",
+            "--timeout",
+            "30",
         ]
         # without build isolation pip reads the sdist's metadata with the installed setuptools (seconds, not a
         # minute); if that is missing or too old, the isolated build it falls back to works too
