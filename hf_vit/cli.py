@@ -1,6 +1,6 @@
 """The command-line layer: argparse groups shared by the CLIs, the one exit convention, logging, printing.
 
-The convention (README, "Command-line tools"): exit 2 for the user's mistake (`UserError`, and the library's
+The convention (docs/architecture.md, "Conventions"): exit 2 for the user's mistake (`UserError`, and the library's
 `ValueError`s about the inputs), 1 for a failure of the run (`RunFailure`: a full disk, the Hub refusing a push), 130
 for an interrupt; one line on stderr (`error: ...`), a traceback only with `--verbose`. Only this module and
 `hf_vit.commands` know about argparse, flags, exit codes and printing; the library raises and logs. The library

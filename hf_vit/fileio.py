@@ -1,4 +1,4 @@
-"""Atomic writes: a failed run leaves no half-written checkpoint, export or card (DESIGN.md, Conventions)."""
+"""Atomic writes: a failed run leaves no half-written checkpoint, export or card (docs/architecture.md, Conventions)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
 
     `target` must not exist, or be an empty folder (the staging folder is then renamed to it), or `overwrite=True`:
     the new files are then moved into `target` one by one once all are written, replacing files of the same name and
-    earlier weight files (`model*.safetensors`, their index); every other file there is left alone (DESIGN.md: a
-    user's files are sacred)."""
+    earlier weight files (`model*.safetensors`, their index); every other file there is left alone (a user's
+    files are sacred)."""
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise ValueError(f"output path {target} exists and is not a folder")

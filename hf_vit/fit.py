@@ -3,9 +3,9 @@
 `fit(model, processor, data, output_dir, settings)` trains with Accelerate (one process, DDP on CPU or GPUs) and
 returns a `FitResult`; `scripts/train.py` is a thin command line over it. What it guarantees:
 
-- **Kill-safe, bitwise resume.** The data order depends only on the seed and the epoch; checkpoints hold the model,
-  optimizer, scheduler and every RNG state (`hf_vit.checkpoints`), so a run resumed from any checkpoint, mid-epoch
-  included, ends with the weights of an uninterrupted one.
+- **Kill-safe, bitwise resume.** The data order depends only on the random seed and the epoch; checkpoints hold the
+  model, optimizer, scheduler and every RNG state (`hf_vit.checkpoints`), so a run resumed from any checkpoint,
+  mid-epoch included, ends with the weights of an uninterrupted one.
 - **The user's files are safe** (`hf_vit.output_dir`): the output folder is checked and locked first; the final
   files are written whole and moved in one by one; a failed run leaves the folder as it found it.
 - Messages go through `logging` (logger `hf_vit.fit`); nothing is printed but the progress bar.

@@ -48,8 +48,8 @@ logger = logging.getLogger(__name__)
 # type). For float32 inference on CPU, F.linear runs on MKL's sgemm, which on AMD CPUs does not pick its AVX-512
 # kernels; oneDNN's matmul, also inside every x86 torch build, does. So during such a forward a TorchFunctionMode
 # hands each F.linear on plain float32 CPU tensors to oneDNN: the modules, their hooks and parameters stay as they
-# are, only the kernel changes. It is on only where it was measured faster: AMD CPUs with AVX-512 (README,
-# Performance, has the figures and the CPUs). HF_VIT_ONEDNN_LINEAR=0 turns it off (then outputs are bitwise those of
+# are, only the kernel changes. It is on only where it was measured faster: AMD CPUs with AVX-512 (docs/performance.md
+# has the figures and the CPUs). HF_VIT_ONEDNN_LINEAR=0 turns it off (then outputs are bitwise those of
 # F.linear; otherwise they differ by summation order, ~1e-6), =1 turns it on on any CPU.
 def _onednn_linear_available() -> bool:
     """Whether this torch build has the (private) oneDNN linear op and it agrees with F.linear; checked once at import,
@@ -171,7 +171,8 @@ class HfViTEmbeddings(nn.Module):
     """Patch tokens, the learned [CLS] token, optional registers, and learned position embeddings.
 
     Position embeddings are learned for the patch grid of `config.image_size`; for any other grid they are resized
-    bicubically (the seed's "interpolation"), so the model runs at any size divisible by the patch size.
+    bicubically (the ViT paper's 2D interpolation of the pre-trained position embeddings), so the model runs at any
+    size divisible by the patch size.
     Token order is [CLS, registers..., patches...]; registers get no position embedding (DINOv2).
     With `config.use_mask_token`, the patch tokens marked in `bool_masked_pos` are replaced by a learned mask token
     before positions are added (DINOv2/iBOT masked-image modelling).

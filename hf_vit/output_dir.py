@@ -1,5 +1,5 @@
-"""The output folder of a training run: what may be written there, by whom, and how (DESIGN.md: a user's files are
-sacred).
+"""The output folder of a training run: what may be written there, by whom, and how (a user's files are sacred:
+docs/architecture.md, Conventions).
 
 - A run replaces only the files it writes itself (`is_run_file`), never empties a folder, and refuses an output
   folder that is, holds or lies inside its input data.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small enough for behaviour tests on 2 CPU cores (DESIGN.md: hidden 32-64, 2 layers, image 32, patch 8).
+# Small enough for behaviour tests on 2 CPU cores (hidden 32, 2 layers, image 32, patch 8).
 TINY = dict(
     image_size=32,
     patch_size=8,

@@ -1,4 +1,4 @@
-"""Issue 8: attention maps (hf_vit.attention_maps), scripts/visualize_attention.py and scripts/predict.py."""
+"""Attention maps (hf_vit.attention_maps), scripts/visualize_attention.py and scripts/predict.py."""
 
 import json
 
@@ -118,7 +118,7 @@ def files(tmp_path_factory):
     """A tiny classifier with 2 registers (processor 64x64, ImageNet mean/std), the sklearn photos, a truncated
     JPEG and a text file."""
     torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("issue8")
+    root = tmp_path_factory.mktemp("attention")
     from helpers import TINY
 
     from hf_vit import HfViTConfig

@@ -1,6 +1,6 @@
 """scripts/benchmark.py runs end to end on the tiny model and writes its table, JSON and chart.
 
-Timings are never asserted: the machines running the tests are shared and noisy (DESIGN.md, Benchmarks).
+Timings are never asserted: the machines running the tests are shared and noisy.
 """
 
 import json

@@ -1,5 +1,5 @@
-"""One convention over every command-line tool (README, "Command-line tools"): exit 2 for the user's mistake, 1 for a
-failure of the run, 130 for an interrupt; one `error:` line on stderr and no traceback unless --verbose.
+"""One convention over every command-line tool (docs/architecture.md, "Conventions"): exit 2 for the user's mistake,
+1 for a failure of the run, 130 for an interrupt; one `error:` line on stderr and no traceback unless --verbose.
 
 Each tool is run as users run it: its console entry point's `main`, in a fresh process (one for all the tools, which
 run one after the other, each with its own stderr); the failure of the run and the interrupt are injected at a known

@@ -1,4 +1,4 @@
-"""File-based conversion against the source libraries' own forward passes; exports and round trips (issue 4).
+"""File-based conversion against the source libraries' own forward passes; exports and round trips.
 
 Sources are built here with random weights (no network): timm.create_model(pretrained=False), transformers'
 ViTForImageClassification(config), and a vit_jax / big_vision .npz written from a random timm model and read back

@@ -1,4 +1,4 @@
-"""hf_vit.fit.fit in-process (issue 13): mid-epoch resume, batch skipping, gradient accumulation, end-of-epoch
+"""hf_vit.fit.fit in-process: mid-epoch resume, batch skipping, gradient accumulation, end-of-epoch
 evaluation, and settings refused before anything is written.
 
 A tiny model on 100 training / 40 test digits: with batch 16 an epoch has 7 batches, the last one of 4 samples, so
@@ -396,7 +396,8 @@ def test_late_setting_error_leaves_an_existing_folder_as_it_was(digits, tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the library never prints (DESIGN.md; fit's docstring: "nothing is printed but the progress bar")
+# the library never prints (docs/architecture.md, Conventions; fit's docstring: "nothing is printed but the progress
+# bar")
 # ---------------------------------------------------------------------------------------------------------------
 def test_without_progress_bar_fit_prints_nothing(digits, tmp_path, capsys):
     model, processor = make_model(digits)

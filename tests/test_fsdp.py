@@ -3,7 +3,7 @@ unsharded process gets on the whole batch.
 
 accelerate (1.15 here) does not run FSDP on CPU: with scripts/accelerate_configs/fsdp.yaml and no GPU it falls back
 to DDP (`Accelerator(cpu=True)`) or to a single process, so this test calls `fully_shard` itself, with the sharding
-that config describes (each HfViTLayer one unit). README, "FSDP", has the GPU command.
+that config describes (each HfViTLayer one unit). docs/training.md, "FSDP", has the GPU command.
 """
 
 import socket

@@ -1,4 +1,4 @@
-"""The default model, training recipe and augmentation chosen from the images' size (issue 13, item 7)."""
+"""The default model, training recipe and augmentation chosen from the images' size."""
 
 import json
 import re

@@ -1,5 +1,5 @@
 """scripts/train.py and scripts/finetune_trainer.py never lose the user's files and never report a wrong result as
-success (issue 11): run as users run them, in subprocesses; what must survive is compared byte for byte.
+success: run as users run them, in subprocesses; what must survive is compared byte for byte.
 
 Faults (a full disk, a kill at a given point) are injected by running the script through `runpy` after patching the
 one function where the fault should strike, so that each case is deterministic rather than left to timing.

@@ -8,7 +8,7 @@ generate tests are not run here: hf_vit's exports are tested in tests/test_expor
 the common `PreTrainedConfig` arguments below). Point HF_VIT_TRANSFORMERS_TESTS at an unpacked transformers
 source tree to run offline.
 
-The verdict is relative, as the issue asks: each mixin test runs for hf_vit, and where it fails it runs for
+The verdict is relative: each mixin test runs for hf_vit, and where it fails it runs for
 transformers' ViT with the same tester; hf_vit must pass every test that ViT passes.
 """
 

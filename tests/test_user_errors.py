@@ -1,4 +1,4 @@
-"""Issue 11, "Nothing lost, nothing silent": what users get wrong, said in one line, with their files left alone.
+"""Nothing lost, nothing silent: what users get wrong, said in one line, with their files left alone.
 
 Every CLI runs as users run it (a subprocess): the exit code, the one-line message, and what is on disk afterwards
 (byte for byte where files must survive). Hub pushes run against the loopback Hub-protocol server (tests/hub_server.py),

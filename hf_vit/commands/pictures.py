@@ -1,5 +1,5 @@
 """The output folder of the picture tools (hf-vit-attention, hf-vit-features): one file stem per image, PNG bytes,
-and the refusal to replace files of the tool's names that are already there (DESIGN.md: a user's files are sacred)."""
+and the refusal to replace files of the tool's names that are already there (a user's files are sacred)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train the small model behind the README's attention picture (no pretrained weights are available offline).
+"""Train the small model behind the attention and feature pictures of docs/dense_features.md (no pretrained weights
+are available offline).
 
     python scripts/dev/train_attention_demo.py --output_dir demo-vit [--steps 600] [--seed 0]
 

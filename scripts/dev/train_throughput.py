@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How close scripts/train.py runs to the bare model step (issue 7: the main job must not be input-bound).
+"""How close scripts/train.py runs to the bare model step (the main job must not be input-bound).
 
 Takes a folder written by scripts/train.py, rebuilds the same model (random init), and times the bare training step
 (forward, label-smoothed cross-entropy, backward, clipping, AdamW) on one fixed in-memory batch of the run's batch
