@@ -292,7 +292,9 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"{self.hidden_size // self.num_attention_heads}) divisible by 4"
                 )
         if self.rope_theta is not None and (not _is_number(self.rope_theta) or self.rope_theta <= 0):
-            problems.append(f"rope_theta must be None (the convention's own) or a positive number, got {self.rope_theta!r}")
+            problems.append(
+                f"rope_theta must be None (the convention's own) or a positive number, got {self.rope_theta!r}"
+            )
         grid = self.rope_reference_grid
         if grid is not None:
             if not (isinstance(grid, list) and len(grid) == 2 and all(_is_number(s) and s > 0 for s in grid)):

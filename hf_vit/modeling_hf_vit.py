@@ -290,7 +290,7 @@ def eva02_rope_coordinates(rows: int, columns: int, reference_grid, device: torc
     """Patch indices per axis, (rows·columns, 2) as (row, column), rescaled to span `reference_grid` when given."""
     axes = [torch.arange(size, device=device).to(torch.float32) for size in (rows, columns)]
     if reference_grid is not None:
-        axes = [axis / size * reference for axis, size, reference in zip(axes, (rows, columns), reference_grid)]
+        axes = [axes[0] / rows * reference_grid[0], axes[1] / columns * reference_grid[1]]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1)
 
 

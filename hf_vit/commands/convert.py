@@ -86,7 +86,11 @@ def main(argv=None) -> int:
             )
         elif local_file_options and not Path(args.checkpoint).expanduser().exists():  # not a Hub id: a typo
             raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
-        elif args.source is None or args.source in ("dinov2", "dinov3") or not Path(args.checkpoint).expanduser().exists():
+        elif (
+            args.source is None
+            or args.source in ("dinov2", "dinov3")
+            or not Path(args.checkpoint).expanduser().exists()
+        ):
             if local_file_options:
                 raise ValueError(
                     f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino"

@@ -67,6 +67,7 @@ from .dinov2 import (  # noqa: F401  (private names too: they were module-level 
     dinov2_state_dict_to_hf_vit,
     from_dinov2,
 )
+from .dinov3 import DINOV3_MODEL_TYPE, config_from_dinov3, convert_dinov3_folder, from_dinov3  # noqa: F401
 from .export import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     _TIMM_NAMES,
     HF_VIT_TO_TIMM,
@@ -84,7 +85,6 @@ from .files import (  # noqa: F401  (private names too: they were module-level n
     convert_checkpoint,
     load_foreign_checkpoint,
 )
-from .dinov3 import DINOV3_MODEL_TYPE, config_from_dinov3, convert_dinov3_folder, from_dinov3  # noqa: F401
 from .npz import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     NPZ_EXPECTED,
     NPZ_PREFIXES,

@@ -158,7 +158,9 @@ def convert_dinov3_folder(path) -> Conversion:
     path = Path(path)
     dinov3_config = AutoConfig.from_pretrained(path)
     if dinov3_config.model_type != DINOV3_MODEL_TYPE:
-        raise ValueError(f"{path / 'config.json'} has model_type {dinov3_config.model_type!r}, not {DINOV3_MODEL_TYPE!r}")
+        raise ValueError(
+            f"{path / 'config.json'} has model_type {dinov3_config.model_type!r}, not {DINOV3_MODEL_TYPE!r}"
+        )
     config = config_from_dinov3(dinov3_config)
     state_dict = dinov3_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)), config)
     model = _build(config, state_dict)

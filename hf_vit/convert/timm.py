@@ -17,7 +17,6 @@ from ..checkpoint_io import (
 from ..configuration_hf_vit import PRESETS, HfViTConfig
 from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
-from .timm_eva import from_timm_eva, is_timm_eva
 from .core import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,6 +30,7 @@ from .core import (
     _square_side,
     _timm_forward,
 )
+from .timm_eva import from_timm_eva, is_timm_eva
 
 # ---------------------------------------------------------------------------------------------------------------
 # timm
@@ -500,7 +500,9 @@ def convert_timm_folder(path) -> Conversion:
     except ImportError:
         timm = None
     if timm is None and any(key.endswith((".attn.q_bias", ".gamma_1")) or ".rope." in key for key in state_dict):
-        raise ValueError(f"timm {architecture} is a timm Eva model (EVA-02 / DINOv3): converting it needs timm installed")
+        raise ValueError(
+            f"timm {architecture} is a timm Eva model (EVA-02 / DINOv3): converting it needs timm installed"
+        )
     pooled_feature_compared = True
     if timm is not None:
         kwargs = {**model_args, "num_classes": timm_config.get("num_classes", model_args.get("num_classes", 0))}
