@@ -301,7 +301,7 @@ def repeat_halves(angles: torch.Tensor) -> torch.Tensor:
 
 def repeat_pairs(angles: torch.Tensor) -> torch.Tensor:
     """(N, head_dim/2) angles -> (N, head_dim) in the pair layout: [a0, a0, a1, a1, ...]."""
-    return angles.repeat_interleave(2, dim=-1)
+    return torch.stack((angles, angles), dim=-1).flatten(-2)
 
 
 # config.rope_type -> (patch coordinates, angle per unit of coordinate and frequency, angle layout, channel rotation):
@@ -361,8 +361,8 @@ def apply_rotary_to_patches(
 ) -> torch.Tensor:
     """Rotate the last `cos.shape[0]` tokens (the patches) of `tensor` (B, heads, N, head_dim); the tokens before them
     ([CLS], registers, any other prefix) pass unchanged, however many there are."""
-    num_patches = cos.shape[-2]
-    prefix, patches = tensor.split((tensor.shape[-2] - num_patches, num_patches), dim=-2)
+    num_prefix = tensor.shape[-2] - cos.shape[-2]
+    prefix, patches = tensor[..., :num_prefix, :], tensor[..., num_prefix:, :]
     return torch.cat((prefix, patches * cos + rotate(patches) * sin), dim=-2)
 
 

@@ -12,11 +12,12 @@ quantization, meta device, gradient checkpointing, remote code) runs on one tiny
 """
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, run_python
+from helpers import TINY
 from hub_server import HubServer
 from test_hub import run_client
 from test_save_load import REMOTE_CODE
@@ -47,7 +48,8 @@ def perturb(model, seed):  # not-at-init values everywhere (LayerScale, norms, b
 
 def commit(folder, repo):
     api.create_repo(repo, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in sorted(Path(folder).iterdir())]
+    files = sorted(Path(folder).iterdir())
+    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
     api.create_commit(repo, operations=operations, commit_message="Add model")
 
 
@@ -91,7 +93,8 @@ print("published")
 """
 
 PULL = r"""
-import json, sys, tempfile
+import json, os, sys, tempfile
+os.environ["HF_DATASETS_OFFLINE"] = "1"  # the image folder of the training run is local; `datasets` would ask the Hub
 from pathlib import Path
 import numpy as np, timm, torch
 from PIL import Image
@@ -207,14 +210,20 @@ print(json.dumps(report))
 
 @pytest.fixture(scope="module")
 def pulled(tmp_path_factory):
+    """Publish the source repos and pull them; the publishing process (which cannot import hf_vit) also loads a saved
+    all-options hf_vit folder with `trust_remote_code`, as a user without hf_vit would (one interpreter for both)."""
     server = HubServer(tmp_path_factory.mktemp("hub")).start()
     try:
         work = tmp_path_factory.mktemp("rope")
-        published = run_client(PUBLISH, server, work)
+        saved = work / "saved"
+        model = _model()
+        model.save_pretrained(saved)
+        torch.save(torch.randn(2, 3, 32, 48), saved / "x.pt")
+        published = run_client(["-c", REMOTE_CODE + PUBLISH, saved], server, work)
         assert published.returncode == 0, published.stderr[-4000:]
         result = run_client(["-c", PULL, work], server, work)
         assert result.returncode == 0, result.stderr[-4000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]), saved=(saved, model, published.stdout))
     finally:
         server.stop()
 
@@ -295,9 +304,7 @@ def test_rope_augmentations_are_dinov3s_and_only_in_training():
 
     ours = HfViTRotaryEmbedding(HfViTConfig(**TINY, **ALL_OPTIONS))
     theirs = DINOv3ViTRopePositionEmbedding(
-        DINOv3ViTConfig(
-            hidden_size=32, num_attention_heads=4, patch_size=8, pos_embed_shift=0.1, pos_embed_jitter=1.2
-        )
+        DINOv3ViTConfig(hidden_size=32, num_attention_heads=4, patch_size=8, pos_embed_shift=0.1, pos_embed_jitter=1.2)
     )
     pixels = torch.zeros(1, 3, 24, 40)
     for mode in ("train", "eval"):
@@ -362,10 +369,18 @@ def test_torch_export_and_onnx_with_dynamic_height_and_width(tmp_path):
     example = torch.randn(2, 3, 32, 32)
     dynamic = {"pixel_values": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
     exported = torch.export.export(model, (example,), dynamic_shapes=dynamic).module()
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, dynamic_shapes=dynamic, input_names=["pixel_values"], output_names=["logits"]
-    )
-    program.save(str(tmp_path / "model.onnx"))
+    # ONNX through the TorchScript exporter (a traced graph; the dynamo exporter is torch.export's graph, above)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(tmp_path / "model.onnx"),
+            dynamo=False,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
+        )
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     for shape in ((1, 3, 32, 32), (2, 3, 24, 40), (1, 3, 48, 16)):
         x = torch.randn(shape)
@@ -398,18 +413,11 @@ def test_int8_quantization_meta_device_and_gradient_checkpointing():
         torch.testing.assert_close(p.grad, plain[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_saved_folder_loads_with_remote_code_without_hf_vit(tmp_path):
-    model = _model()
-    model.save_pretrained(tmp_path)
-    x = torch.randn(2, 3, 32, 48)
-    torch.save(x, tmp_path / "x.pt")
-    hf_home = tmp_path / "hf_home"
-    hf_home.mkdir()
-    result = run_python(
-        ["-c", REMOTE_CODE, str(tmp_path)], env_extra={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}, cwd=hf_home
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "remote.pt")
+def test_saved_folder_loads_with_remote_code_without_hf_vit(pulled):
+    folder, model, stdout = pulled["saved"]
+    assert "transformers_modules" in stdout and "HfViTForImageClassification HfViTModel" in stdout
+    remote, x = torch.load(folder / "remote.pt"), torch.load(folder / "x.pt")
     with torch.no_grad():
         torch.testing.assert_close(remote["logits"], model(x).logits, rtol=0, atol=0)
-    assert json.loads((tmp_path / "config.json").read_text())["rope_type"] == "dinov3"
+        torch.testing.assert_close(remote["pooled"], model.vit(x).pooler_output, rtol=0, atol=0)
+    assert json.loads((folder / "config.json").read_text())["rope_type"] == "dinov3"
