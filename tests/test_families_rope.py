@@ -421,3 +421,24 @@ def test_saved_folder_loads_with_remote_code_without_hf_vit(pulled):
         torch.testing.assert_close(remote["logits"], model(x).logits, rtol=0, atol=0)
         torch.testing.assert_close(remote["pooled"], model.vit(x).pooler_output, rtol=0, atol=0)
     assert json.loads((folder / "config.json").read_text())["rope_type"] == "dinov3"
+
+
+def test_convert_cli_detects_and_verifies_a_dinov3_folder(tmp_path):
+    from helpers import run_main
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    config = DINOv3ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
+    DINOv3ViTModel(config).save_pretrained(tmp_path / "dinov3")
+    out = tmp_path / "converted"
+    result = run_main(
+        ["scripts/convert_checkpoint.py", "--checkpoint", tmp_path / "dinov3", "--output_dir", out, "--verify"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "layout: dinov3 (detected from the files)" in result.stdout
+    converted = json.loads((out / "config.json").read_text())
+    assert converted["rope_type"] == "dinov3" and converted["use_mask_token"] is True
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 32, "width": 32} and processor["image_mean"] == [0.485, 0.456, 0.406]

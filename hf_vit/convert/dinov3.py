@@ -57,6 +57,9 @@ def dinov3_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor], config: HfV
         else:
             rest[key] = tensor
     converted = _rename(rest, DINOV3_TO_HF_VIT, "transformers DINOv3", DINOV3_EXPECTED)
+    registers = converted.get("vit.embeddings.register_tokens")
+    if registers is not None and registers.numel() == 0:  # transformers keeps a (1, 0, D) parameter for no registers
+        del converted["vit.embeddings.register_tokens"]
     if "vit.embeddings.mask_token" in converted:  # (1, 1, D) there, (1, D) here
         converted["vit.embeddings.mask_token"] = converted["vit.embeddings.mask_token"].reshape(1, hidden)
     gated = config.mlp_type == "swiglu"
