@@ -205,6 +205,12 @@ from hf_vit.commands.train import main as train
 code = train(["--model_name_or_path", "tester/dinov3", "--train_dir", str(images), "--output_dir",
               str(work / "tuned"), "--max_train_steps", "2", "--per_device_train_batch_size", "4", "--no_progress"])
 report["train"] = {"code": code, "config": json.loads((work / "tuned" / "config.json").read_text())}
+# and hf-vit-finetune (transformers' Trainer) the EVA-02 repo
+from hf_vit.commands.finetune import main as finetune
+code = finetune(["--model_name_or_path", "tester/eva02", "--train_dir", str(images), "--output_dir",
+                 str(work / "finetuned"), "--max_steps", "2", "--per_device_train_batch_size", "4",
+                 "--disable_tqdm", "true", "--report_to", "none"])
+report["finetune"] = {"code": code, "config": json.loads((work / "finetuned" / "config.json").read_text())}
 print(json.dumps(report))
 """
 
@@ -272,11 +278,12 @@ def test_dinov3_preprocessing_new_head_verify_and_export_refusal(pulled):
     assert "rotary position encoding (dinov3) computed for the input's grid" in card
 
 
-def test_hf_vit_train_fine_tunes_a_dinov3_repo(pulled):
-    train = pulled["train"]
-    assert train["code"] == 0
-    config = train["config"]
-    assert config["rope_type"] == "dinov3" and config["absolute_position_embeddings"] is False
+@pytest.mark.parametrize("run, rope_type", [("train", "dinov3"), ("finetune", "eva02")])
+def test_both_trainers_fine_tune_the_rope_families_in_one_command(pulled, run, rope_type):
+    """hf-vit-train on the DINOv3 repo, hf-vit-finetune (Trainer) on the EVA-02 one: a new head for three classes."""
+    assert pulled[run]["code"] == 0
+    config = pulled[run]["config"]
+    assert config["rope_type"] == rope_type
     assert config["id2label"] == {"0": "x", "1": "y", "2": "z"}
 
 
