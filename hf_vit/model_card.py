@@ -91,6 +91,7 @@ def render_model_card(
         mlp=config.intermediate_size,
         registers=config.num_register_tokens,
         pooling="[CLS] token" if config.pooling == "cls" else "mean of patch tokens",
+        positions=_positions(config),
         parameters=_si(num_parameters),
         gflops=f"{flops / 1e9:.2f}",
         gmacs=f"{flops / 2e9:.2f}",
@@ -101,6 +102,16 @@ def render_model_card(
         results={k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in (results or {}).items()},
         description=description,
     )
+
+
+def _positions(config) -> str:
+    """How the model knows where a patch is, for the card's size line."""
+    rope = getattr(config, "rope_type", None)
+    learned = getattr(config, "absolute_position_embeddings", True)
+    if rope is None:
+        return "positions are interpolated"
+    encoding = f"rotary position encoding ({rope}) computed for the input's grid"
+    return f"learned positions are interpolated, {encoding}" if learned else encoding
 
 
 def write_model_card(folder: str | os.PathLike, card: ModelCard) -> Path:
