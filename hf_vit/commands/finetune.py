@@ -42,13 +42,14 @@ COMMON_DEFAULTS = {
 def parse_args(argv=None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from hf_vit.cli import add_data_arguments, add_logging_arguments, add_model_arguments
+    from hf_vit.cli import add_data_arguments, add_license_arguments, add_logging_arguments, add_model_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     add_logging_arguments(parser)
     add_data_arguments(parser)
     add_model_arguments(parser)
+    add_license_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
     parser.add_argument(
         "--num_threads",
@@ -85,7 +86,7 @@ def parse_args(argv=None):
 
 @command
 def main(argv=None) -> int:
-    from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
+    from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
     from hf_vit.output_dir import OutputDirBusy, RunLock
 
     try:
@@ -93,10 +94,12 @@ def main(argv=None) -> int:
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
         fail(str(error).splitlines()[0])
     setup_logging(args.verbose, args.quiet)
+    args.command_line = command_line("hf-vit-finetune", argv)
 
     from hf_vit.data import DataError
 
     check_model_flags(args)
+    check_license_arguments(args)
     check_output_dir(args, training_args)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -126,13 +129,14 @@ def run(args, training_args):
     from hf_vit.cli import (
         RunFailure,
         UserError,
+        base_lineage_from_arguments,
         build_model,
         load_data,
         print_recipe,
         push_from_arguments,
         show_prediction,
     )
-    from hf_vit.model_card import render_model_card
+    from hf_vit.model_card import render_model_card, resolve_license
     from hf_vit.model_setup import recipe_for_data
     from hf_vit.output_dir import DiskFullError, write_trained_model
 
@@ -168,6 +172,13 @@ def run(args, training_args):
         torch.set_num_threads(recipe.num_threads)
     torch.manual_seed(training_args.seed)
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
+    lineage = base_lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
+    try:  # before training: a licence that would relabel the base model's is refused now
+        license, license_note = resolve_license(
+            lineage.license if lineage else None, args.license, args.override_base_license
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
     augment = args.augment == "on" or (
         args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits)
     )
@@ -205,8 +216,10 @@ def run(args, training_args):
             num_parameters=sum(p.numel() for p in model.parameters()),
             model_name=output_dir.name,
             repo_id=training_args.hub_model_id if push_to_hub else None,
-            datasets=[data.name] if data.from_dataset else None,
-            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+            license=license,
+            license_note=license_note,
+            lineage=lineage,
+            command=args.command_line,
             results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
             hyperparameters={
                 "learning_rate": training_args.learning_rate,
@@ -218,6 +231,7 @@ def run(args, training_args):
                 "seed": training_args.seed,
                 "trainer": "transformers.Trainer",
             },
+            **hdata.card_evaluation(data),
         )
         try:  # the same final folder as hf-vit-train's (no training_args.bin: outputs are safetensors only)
             write_trained_model(output_dir, trainer.accelerator.unwrap_model(trainer.model), processor, card)

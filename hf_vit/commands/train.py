@@ -19,8 +19,10 @@ from ..cli import (
     DATA_INPUTS,
     RunFailure,
     UserError,
+    base_lineage_from_arguments,
     build_model,
     command,
+    command_line,
     load_data,
     note_cpu_launch,
     print_recipe,
@@ -67,9 +69,20 @@ def train(args) -> int:
         torch.set_num_threads(recipe.num_threads)
     set_seed(args.seed)  # the same initial weights on every process
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
+    lineage = base_lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
     try:
-        result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
+        result = fit(
+            model,
+            processor,
+            data,
+            args.output_dir,
+            settings,
+            inputs=inputs,
+            hub_model_id=args.hub_model_id,
+            lineage=lineage,
+            command=args.command_line,
+        )
     except OutputDirNotEmpty:
         check_output_dir(args)  # the CLI's wording, with the flags
         raise
@@ -99,6 +112,7 @@ def main(argv=None) -> int:
     from ..cli import setup_logging
 
     args = parse_args(argv)
+    args.command_line = command_line("hf-vit-train", argv)
     setup_logging(args.verbose, args.quiet)
 
     from ..data import DataError
