@@ -343,3 +343,26 @@ def test_hub_server_refuses_a_card_the_hub_would_refuse(tmp_path):
         assert "README.md" in hub.files("tester/cards")
     finally:
         hub.stop()
+
+
+def test_project_is_linked_only_where_the_package_metadata_names_it(monkeypatch):
+    from email.message import Message
+
+    import hf_vit.model_card as model_card
+
+    config = HfViTConfig(**TINY)
+    assert model_card.project_url() is None  # the installed package names no home page today: no link at all
+    assert "](" not in str(render_model_card(config, num_parameters=1000))
+    meta = Message()
+    meta["Project-URL"] = "Homepage, https://example.org/hf_vit"
+    monkeypatch.setattr(model_card.package_metadata, "metadata", lambda name: meta)
+    assert "An [hf_vit](https://example.org/hf_vit) Vision Transformer" in str(
+        render_model_card(config, num_parameters=1)
+    )
+
+
+def test_recorded_command_leaves_token_values_out():
+    from hf_vit.cli import command_line
+
+    line = command_line("hf-vit-train", ["--output_dir", "my out", "--hub_token", "hf_secret", "--hub_token=hf_x"])
+    assert line == "hf-vit-train --output_dir 'my out' --hub_token '***' '--hub_token=***'"
