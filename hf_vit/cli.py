@@ -220,16 +220,27 @@ def check_license_arguments(args) -> None:
         )
 
 
-def base_lineage_from_arguments(args):
-    """The base model's lineage (`convert.pretrained.base_lineage`) of --model_name_or_path, or None from scratch."""
-    if not args.model_name_or_path:
-        return None
-    from .convert.pretrained import base_lineage
+def lineage_from_arguments(args):
+    """(lineage, (licence, note)) of the trained weights for their card: the base model --model_name_or_path names
+    (`convert.pretrained.base_lineage`; None from scratch) and the licence the licence flags give them
+    (`model_card.resolve_license`). Called before any data is loaded: a licence that would relabel a known base
+    licence fails in seconds, as a UserError."""
+    from .model_card import resolve_license
 
+    lineage = None
+    if args.model_name_or_path:
+        from .convert.pretrained import base_lineage
+
+        try:
+            lineage = base_lineage(args.model_name_or_path, cache_dir=args.cache_dir)
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"cannot load a model from {args.model_name_or_path}: {str(error).splitlines()[0]}"
+            ) from None
     try:
-        return base_lineage(args.model_name_or_path, cache_dir=args.cache_dir)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the base model {args.model_name_or_path}: {str(error).splitlines()[0]}") from None
+        return lineage, resolve_license(lineage.license if lineage else None, args.license, args.override_base_license)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 # ---- the Hub flags (transformers' example scripts' names) ---------------------------------------------------------

@@ -129,14 +129,14 @@ def run(args, training_args):
     from hf_vit.cli import (
         RunFailure,
         UserError,
-        base_lineage_from_arguments,
         build_model,
+        lineage_from_arguments,
         load_data,
         print_recipe,
         push_from_arguments,
         show_prediction,
     )
-    from hf_vit.model_card import render_model_card, resolve_license
+    from hf_vit.model_card import render_model_card
     from hf_vit.model_setup import recipe_for_data
     from hf_vit.output_dir import DiskFullError, write_trained_model
 
@@ -154,6 +154,8 @@ def run(args, training_args):
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
+    # the base's licence and repo follow the weights into the card; a relabelling is refused before any data is loaded
+    lineage, (license, license_note) = lineage_from_arguments(args)
     data = load_data(args, seed=training_args.seed)
     if args.streaming:
         raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
@@ -172,13 +174,6 @@ def run(args, training_args):
         torch.set_num_threads(recipe.num_threads)
     torch.manual_seed(training_args.seed)
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    lineage = base_lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
-    try:  # before training: a licence that would relabel the base model's is refused now
-        license, license_note = resolve_license(
-            lineage.license if lineage else None, args.license, args.override_base_license
-        )
-    except ValueError as error:
-        raise UserError(str(error)) from None
     augment = args.augment == "on" or (
         args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits)
     )

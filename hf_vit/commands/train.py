@@ -19,10 +19,10 @@ from ..cli import (
     DATA_INPUTS,
     RunFailure,
     UserError,
-    base_lineage_from_arguments,
     build_model,
     command,
     command_line,
+    lineage_from_arguments,
     load_data,
     note_cpu_launch,
     print_recipe,
@@ -47,6 +47,7 @@ def train(args) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         note_cpu_launch()
+    lineage, _ = lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     data = load_data(args, seed=args.seed, streaming=args.streaming)
     if main_process:
         for note in data.notes:
@@ -69,7 +70,6 @@ def train(args) -> int:
         torch.set_num_threads(recipe.num_threads)
     set_seed(args.seed)  # the same initial weights on every process
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    lineage = base_lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
     try:
         result = fit(

@@ -13,8 +13,9 @@ accepted):
 Foreign checkpoints are converted once: the hf_vit folder (safetensors, config with auto_map and the code files, the
 source's preprocessing as a transformers image processor, a model card with the source's licence and `base_model`) is
 written atomically under the Hugging Face cache, in `hf_vit-converted/models--NAMESPACE--NAME/<commit sha>/`, and
-later calls (and any call with HF_HUB_OFFLINE=1) load it from there. Only the files needed are downloaded, through huggingface_hub (revision
-pinning, token), safetensors preferred; pickles are read with `torch.load(weights_only=True)` only.
+later calls (and any call with HF_HUB_OFFLINE=1) load it from there. Only the files needed are downloaded, through
+huggingface_hub (revision pinning, token), safetensors preferred; pickles are read with `torch.load(weights_only=True)`
+only.
 """
 
 from __future__ import annotations
