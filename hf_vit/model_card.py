@@ -46,11 +46,15 @@ class License:
     def known(self) -> bool:
         return self.id is not None
 
-    def describe(self) -> str:
+    def describe(self, code: bool = True) -> str:
+        """The licence in words, e.g. `other` (`dinov3-license`, https://...); `code=False` for messages, where a word
+        in backticks names a parameter."""
         if self.id is None:
             return "unknown"
-        extra = ", ".join(f"`{part}`" if part == self.name else part for part in (self.name, self.link) if part)
-        return f"`{self.id}`" + (f" ({extra})" if extra else "")
+        quote = "`" if code else ""
+        name = f"{quote}{self.name}{quote}" if self.name else None
+        extra = ", ".join(part for part in (name, self.link) if part)
+        return f"{quote}{self.id}{quote}" + (f" ({extra})" if extra else "")
 
 
 def license_from_metadata(card_metadata: dict | None) -> License:
@@ -136,9 +140,9 @@ def resolve_license(
         return base, None
     if not override_base_license:
         raise ValueError(
-            f"`license` {license} would relabel weights derived from a base model licensed {base.describe()}: leave "
-            "`license` unset to keep the base model's licence, or, if you hold the right to relicense them, add "
-            "`override_base_license`"
+            f"`license` {license} would relabel weights derived from a base model licensed "
+            f"{base.describe(code=False)}: leave `license` unset to keep the base model's licence, or, if you hold the "
+            "right to relicense them, add `override_base_license`"
         )
     return License(license), (
         f"Licensed `{license}` by whoever trained these weights, overriding the base model's licence "
@@ -291,7 +295,7 @@ def render_model_card(
         license_note=license_note,
         license_known=license.known,
         license_from=(
-            ("the base model's" if base_model else "the source's")
+            ("the base model's" if base_model_relation else "the source's")
             if lineage is not None and license.known and license == lineage.license and license_note is None
             else None
         ),

@@ -71,15 +71,15 @@ def test_resolve_license(base, license, override, expected, note):
 @pytest.mark.parametrize(
     "base, license, override, message",
     [
-        (NC, "mit", False, "`license` mit would relabel weights derived from a base model licensed `cc-by-nc-4.0`"),
-        (DINOV3, "apache-2.0", False, "`other` (`dinov3-license`"),
+        (NC, "mit", False, "`license` mit would relabel weights derived from a base model licensed cc-by-nc-4.0:"),
+        (DINOV3, "apache-2.0", False, "licensed other (dinov3-license, https://"),
         (None, "mit", True, "`override_base_license` applies to weights fine-tuned from a base model"),
         (NC, None, True, "`override_base_license` needs `license`"),
         (None, "Apache 2.0", False, "`license` must be a Hub licence id"),
     ],
 )
 def test_resolve_license_refusals(base, license, override, message):
-    with pytest.raises(ValueError, match="^" if message[0] == "`" else "") as error:
+    with pytest.raises(ValueError) as error:
         resolve_license(base, license, override)
     assert message in str(error.value)
 
@@ -312,7 +312,9 @@ def test_relabelling_a_known_licence_is_refused(lineage):
     run = lineage["report"]["runs"]["relabel"]
     assert run["code"] == 2 and "Traceback" not in run["stderr"]
     (line,) = [line for line in run["stderr"].splitlines() if line.startswith("error:")]
-    assert "--license mit would relabel" in line and "`cc-by-nc-4.0`" in line and "--override_base_license" in line
+    assert (
+        "--license mit would relabel" in line and "licensed cc-by-nc-4.0:" in line and "--override_base_license" in line
+    )
     assert "relabel" not in lineage["cards"]  # nothing was pushed
 
 
