@@ -281,6 +281,7 @@ def render_model_card(
         mlp=config.intermediate_size,
         registers=config.num_register_tokens,
         pooling="[CLS] token" if config.pooling == "cls" else "mean of patch tokens",
+        positions=_positions(config),
         parameters=_si(num_parameters),
         flops=_in_unit(flops),
         macs=_in_unit(flops / 2).rstrip(),
@@ -305,6 +306,16 @@ def render_model_card(
         base_model_relation=base_model_relation,
         command=command,
     )
+
+
+def _positions(config) -> str:
+    """How the model knows where a patch is, for the card's size line."""
+    rope = getattr(config, "rope_type", None)
+    learned = getattr(config, "absolute_position_embeddings", True)
+    if rope is None:
+        return "positions are interpolated"
+    encoding = f"rotary position encoding ({rope}) computed for the input's grid"
+    return f"learned positions are interpolated, {encoding}" if learned else encoding
 
 
 def write_model_card(folder: str | os.PathLike, card: ModelCard) -> Path:

@@ -29,7 +29,7 @@ def parse_args(argv=None):
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument(
         "--source",
-        choices=("timm", "dino", "transformers", "dinov2", "npz"),
+        choices=("timm", "dino", "transformers", "dinov2", "dinov3", "npz"),
         help="convert this format into hf_vit (default: detected from the files)",
     )
     direction.add_argument("--to", choices=("timm", "transformers"), help="export an hf_vit folder to this format")
@@ -86,7 +86,11 @@ def main(argv=None) -> int:
             )
         elif local_file_options and not Path(args.checkpoint).expanduser().exists():  # not a Hub id: a typo
             raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
-        elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).expanduser().exists():
+        elif (
+            args.source is None
+            or args.source in ("dinov2", "dinov3")
+            or not Path(args.checkpoint).expanduser().exists()
+        ):
             if local_file_options:
                 raise ValueError(
                     f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino"

@@ -7,6 +7,7 @@ accepted):
     timm          config.json with "architecture" (timm's push_to_hf_hub / save_for_hf), or a timm state dict file
     transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*)
     dinov2        config.json with model_type "dinov2" / "dinov2_with_registers"
+    dinov3        config.json with model_type "dinov3_vit" (transformers' DINOv3 ViTs, e.g. facebook/dinov3-vits16-*)
     dino          a DINO training checkpoint or backbone pickle (.pth/.pt), named with `filename=` on the Hub
     npz           a Google JAX `.npz` (vit_jax / big_vision layouts), named with `filename=` on the Hub
 
@@ -35,6 +36,7 @@ from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageMo
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
+from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
 from .npz import convert_npz_file
 from .timm import TIMM_HEADS_BY_WIDTH, convert_timm_file, convert_timm_folder
 from .transformers_vit import convert_transformers_folder
@@ -47,7 +49,7 @@ TASKS = {
     "image-feature-extraction": HfViTModel,
     "masked-image-modeling": HfViTForMaskedImageModeling,
 }
-LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dino", "npz")
+LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dinov3", "dino", "npz")
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
 # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept; 3: the card carries the source's
@@ -175,6 +177,8 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
         return "transformers"
     if model_type in DINOV2_MODEL_TYPES:
         return "dinov2"
+    if model_type == DINOV3_MODEL_TYPE:
+        return "dinov3"
     if model_type == "deit":
         raise ValueError(
             f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
@@ -182,8 +186,8 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
         )
     if model_type is not None:
         raise ValueError(
-            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT, transformers 'vit', "
-            f"{' and '.join(repr(t) for t in DINOV2_MODEL_TYPES)} checkpoints"
+            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT and Eva, transformers 'vit', "
+            f"{', '.join(repr(t) for t in DINOV2_MODEL_TYPES)} and {DINOV3_MODEL_TYPE!r} checkpoints"
         )
     raise ValueError(f"{where} is neither a transformers config (model_type) nor a timm config (architecture)")
 
@@ -228,6 +232,8 @@ def _convert_layout(layout: str, path: Path) -> Conversion:
         return _convert_timm_state_dict(path)
     if layout in ("transformers", "dinov2"):
         return convert_transformers_folder(path)
+    if layout == "dinov3":
+        return convert_dinov3_folder(path)
     if layout == "dino":
         return convert_dino_file(path)
     if layout == "npz":
@@ -409,7 +415,7 @@ def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
         pass  # no card: the licence is unknown, and the converted card says so
     if hub.filename is None:
         _download_weights(hub.repo_id, hub.sha, cache_dir=cache_dir, token=token)
-        if hub.layout in ("transformers", "dinov2"):
+        if hub.layout in ("transformers", "dinov2", "dinov3"):
             try:
                 _download(hub.repo_id, "preprocessor_config.json", revision=hub.sha, cache_dir=cache_dir, token=token)
             except (errors.EntryNotFoundError, ValueError):
