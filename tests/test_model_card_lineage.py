@@ -229,6 +229,7 @@ run("ft-nc", finetune, "--model_name_or_path", "tester/src-nc", "--output_dir", 
 trained("ft-other", "--model_name_or_path", "tester/src-other")
 trained("ft-none", "--model_name_or_path", "tester/src-none")
 trained("ft-local", "--model_name_or_path", work / "conv-nc")  # the converted folder's card names its base
+trained("ft-hub", "--model_name_or_path", "tester/conv-nc")  # an hf_vit repo is itself the base
 trained("relabel", "--model_name_or_path", "tester/src-nc", "--license", "mit")
 trained("override", "--model_name_or_path", "tester/src-nc", "--license", "mit", "--override_base_license")
 trained("scratch")  # the main job
@@ -246,7 +247,8 @@ def lineage(tmp_path_factory):
         report = json.loads(result.stdout.strip().splitlines()[-1])
         pushed = [name for name, run in report["runs"].items() if run["code"] == 0]
         cards = {name: hub.files(f"tester/{name}")["README.md"].decode() for name in pushed}
-        return dict(report=report, cards=cards, requests=list(hub.requests))
+        commits = {**report["shas"], **{f"tester/{name}": hub.head(f"tester/{name}") for name in pushed}}
+        return dict(report=report, cards=cards, commits=commits, requests=list(hub.requests))
     finally:
         hub.stop()
 
@@ -267,6 +269,7 @@ EXPECTED = {  # card: (license, license_name, base_model, base_model_relation)
     "ft-other": ("other", DINOV3.name, "tester/src-other", "finetune"),
     "ft-none": ("other", None, "tester/src-none", "finetune"),
     "ft-local": ("cc-by-nc-4.0", None, "tester/src-nc", "finetune"),
+    "ft-hub": ("cc-by-nc-4.0", None, "tester/conv-nc", "finetune"),
     "override": ("mit", None, "tester/src-nc", "finetune"),
     "scratch": ("apache-2.0", None, None, None),
 }
@@ -287,8 +290,8 @@ def test_pushed_card_carries_the_licence_and_lineage(lineage, name):
     )
     if license_name:
         assert meta["license_link"] == DINOV3.link
-    if base_model and not name.endswith("local"):  # the commit of the source the weights came from
-        assert lineage["report"]["shas"][base_model] in text
+    if base_model and name != "ft-local":  # the commit the weights came from (a local folder's card names none)
+        assert lineage["commits"][base_model] in text
     if name.endswith("none"):  # an unreadable licence is never guessed: the reader is told to check the base's terms
         assert "check the base model's terms" in text and "apache-2.0" not in text
     if name == "override":
