@@ -232,9 +232,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             if self.distillation_token is True:
                 problems.append("distillation_token=True needs class_token=True (the distillation token follows [CLS])")
             if self.reshape_hidden_states is False:
-                problems.append(
-                    "reshape_hidden_states=False returns [CLS] + patch tokens and needs class_token=True"
-                )
+                problems.append("reshape_hidden_states=False returns [CLS] + patch tokens and needs class_token=True")
         if self.mlp_type not in MLP_TYPES:
             problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
