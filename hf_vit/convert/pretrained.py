@@ -183,10 +183,10 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
         return "siglip"
     if model_type in CLIP_MODEL_TYPES:
         return "clip"
-    if model_type == "siglip2":
+    if model_type in ("siglip2", "siglip2_vision_model"):
         raise ValueError(
-            f"{where} is a SigLIP 2 NaFlex model (model_type 'siglip2'): it takes variable-resolution patch sequences, "
-            "not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are model_type "
+            f"{where} is a SigLIP 2 NaFlex model (model_type {model_type!r}): it takes variable-resolution patch "
+            "sequences, not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are model_type "
             "'siglip' and convert)"
         )
     if model_type is not None:
