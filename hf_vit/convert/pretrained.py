@@ -186,8 +186,8 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
     if model_type in ("siglip2", "siglip2_vision_model"):
         raise ValueError(
             f"{where} is a SigLIP 2 NaFlex model (model_type {model_type!r}): it takes variable-resolution patch "
-            "sequences, not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are model_type "
-            "'siglip' and convert)"
+            "sequences, not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are "
+            "model_type 'siglip' and convert)"
         )
     if model_type is not None:
         known = ("vit", *DINOV2_MODEL_TYPES, *VIT_VARIANT_MODEL_TYPES, *SIGLIP_MODEL_TYPES, *CLIP_MODEL_TYPES)
