@@ -86,8 +86,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         layer_norm_eps (`float`): LayerNorm epsilon (1e-6 as DINO/timm; transformers' ViT uses 1e-12).
         qkv_bias (`bool`): bias on the fused query/key/value projection.
         layerscale_init (`float` or `None`): initial LayerScale value (CaiT/DINOv2); `None` turns LayerScale off.
-        num_register_tokens (`int`): extra learned tokens after [CLS] (DINOv2 registers); they get no position
-            embedding.
+        num_register_tokens (`int`): extra learned tokens after [CLS] and the distillation token (DINOv2
+            registers); they get no position embedding.
         pooling (`str`): how `pooler_output` is read from the tokens (see `final_norm` for where the final LayerNorm
             goes): "cls" takes the [CLS] token; "mean" averages the patch tokens (timm's `global_pool="avg"`);
             "map" is multi-head attention pooling (SigLIP's head, timm's `global_pool="map"`): a learned probe

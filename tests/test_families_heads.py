@@ -401,36 +401,57 @@ def test_remote_code_load_without_hf_vit(tmp_path):
         torch.testing.assert_close(remote["pooled"], model.vit(x).pooler_output, rtol=0, atol=0)
 
 
-def test_train_fine_tunes_a_siglip_checkpoint(tmp_path, monkeypatch):
-    """hf-vit-train --model_name_or_path <a SigLIP folder as transformers saves it>: a new head on the digits."""
-    from safetensors.torch import load_file
-    from transformers import SiglipVisionConfig, SiglipVisionModel
+def _source_folder(family, folder):
+    """A tiny random SigLIP / CLIP vision model or distilled DeiT, as transformers' save_pretrained writes it."""
+    import transformers
 
     torch.manual_seed(0)
-    SiglipVisionModel(SiglipVisionConfig(**{k: TINY[k] for k in TINY})).save_pretrained(tmp_path / "siglip")
+    shape = dict(TINY)
+    model = {
+        "siglip": lambda: transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**shape)),
+        "clip": lambda: transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**shape)),
+        "deit": lambda: transformers.DeiTForImageClassificationWithTeacher(
+            transformers.DeiTConfig(**shape, num_labels=3)
+        ),
+    }[family]()
+    model.save_pretrained(folder)
+    return folder
+
+
+QUICK_RUN = ["--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16"]
+
+
+@pytest.mark.parametrize(
+    "script, family, steps",
+    [
+        ("scripts/train.py", "siglip", ["--max_train_steps", "2", "--no_progress"]),
+        ("scripts/finetune_trainer.py", "clip", ["--max_steps", "2", "--disable_tqdm", "true", "--report_to", "none"]),
+    ],
+)
+def test_training_scripts_fine_tune_a_family_folder(tmp_path, monkeypatch, script, family, steps):
+    """train.py / finetune_trainer.py --model_name_or_path <a SigLIP / CLIP folder as transformers saves it>: the
+    digits (10 classes) with a new head on the converted body."""
+    from safetensors.torch import load_file
+
+    source = _source_folder(family, tmp_path / family)
     out = tmp_path / "out"
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))  # the conversion's cache
+    result = run_main([script, "--model_name_or_path", source, *QUICK_RUN, *steps, "--output_dir", out])
     logging.getLogger("hf_vit").setLevel(logging.WARNING)
-    result = run_main(
-        [
-            "scripts/train.py",
-            "--model_name_or_path",
-            tmp_path / "siglip",
-            "--max_train_samples",
-            "32",
-            "--max_eval_samples",
-            "16",
-            "--max_train_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "16",
-            "--no_progress",
-            "--output_dir",
-            out,
-        ]
-    )
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
-    assert config["pooling"] == "map" and config["class_token"] is False and len(config["id2label"]) == 10
+    assert len(config["id2label"]) == 10 and config["pooling"] == {"siglip": "map", "clip": "cls"}[family]
     weights = load_file(out / "model.safetensors")
-    assert weights["classifier.weight"].shape == (10, 32) and "vit.attention_pool.probe" in weights
+    assert weights["classifier.weight"].shape == (10, 32)
+    assert ("vit.attention_pool.probe" in weights) == (family == "siglip")
+
+
+def test_convert_script_takes_a_distilled_deit_folder(tmp_path):
+    source = _source_folder("deit", tmp_path / "deit")
+    out = tmp_path / "out"
+    result = run_main(["scripts/convert_checkpoint.py", "--checkpoint", source, "--verify", "--output_dir", out])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "layout: transformers (detected from the files)" in result.stdout
+    assert float(result.stdout.split("max-abs-diff vs transformers: ")[1].split()[0]) <= TOL
+    config = json.loads((out / "config.json").read_text())
+    assert config["distillation_token"] is True and len(config["id2label"]) == 3

@@ -171,6 +171,7 @@ class ViTShapedModelTester:
         num_attention_heads=4,
         intermediate_size=37,
         type_sequence_label_size=10,
+        options=None,
     ):
         self.parent, self.config_class = parent, config_class
         self.batch_size, self.image_size, self.patch_size, self.num_channels = (
@@ -186,7 +187,10 @@ class ViTShapedModelTester:
         )
         self.intermediate_size, self.type_sequence_label_size = intermediate_size, type_sequence_label_size
         self.is_training = True
-        self.seq_length = (image_size // patch_size) ** 2 + 1
+        # hf_vit's options (prefix tokens, pooling) on top of the ViT shape; transformers' ViT gets none
+        self.options = dict(options or {}) if config_class.model_type == "hf_vit" else {}
+        num_prefix_tokens = config_class(**self.options).num_prefix_tokens if self.options else 1
+        self.seq_length = (image_size // patch_size) ** 2 + num_prefix_tokens
         # as transformers' ViT tester: the eager-vs-SDPA tests mask num_masks of the mask_length patches
         self.mask_length = (image_size // patch_size) ** 2
         self.num_masks = int(0.5 * self.seq_length)
@@ -206,6 +210,7 @@ class ViTShapedModelTester:
             initializer_range=0.02,
             num_labels=self.type_sequence_label_size,
             encoder_stride=self.patch_size,  # the masked-image-modeling head reconstructs the input's size
+            **self.options,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -213,7 +218,7 @@ class ViTShapedModelTester:
         return self.get_config(), {"pixel_values": pixel_values}
 
 
-def _test_classes(mixins):
+def _test_classes(mixins, options=None):
     test_modeling_common, test_configuration_common = mixins
     from transformers import ViTConfig, ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
@@ -225,7 +230,7 @@ def _test_classes(mixins):
             test_resize_embeddings = False  # as transformers' ViT test: images have no token embeddings
 
             def setUp(self):
-                self.model_tester = ViTShapedModelTester(self, config_class)
+                self.model_tester = ViTShapedModelTester(self, config_class, options=options)
                 self.config_tester = test_configuration_common.ConfigTester(
                     self, config_class=config_class, has_text_modality=False, hidden_size=37
                 )
@@ -270,8 +275,14 @@ def _outcome(test_class, name):
     return "passed", ""
 
 
-def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables):
-    hf_vit_test, vit_test = _test_classes(mixins)
+# the options of the pretrained families: a distillation token and a register after [CLS], attention pooling (MAP),
+# the final norm on the pooled feature only, a pre-norm
+FAMILY_OPTIONS = dict(distillation_token=True, num_register_tokens=1, pooling="map", final_norm="pooled", pre_norm=True)
+
+
+@pytest.mark.parametrize("options", [None, FAMILY_OPTIONS], ids=["plain", "family-options"])
+def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables, options):
+    hf_vit_test, vit_test = _test_classes(mixins, options)
     names = unittest.TestLoader().getTestCaseNames(hf_vit_test)
     assert "test_config" in names and "test_can_init_all_missing_weights" in names and len(names) > 50
     counts, regressions = {"passed": 0, "skipped": 0, "failed where ViT fails": 0}, []
