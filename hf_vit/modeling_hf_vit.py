@@ -976,10 +976,10 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
     Stages are `config.stage_names` = ["stem", "stage1", ..., "stageN"]: the embeddings, then the output of each block;
     `config.out_features` / `config.out_indices` choose which are returned (default: the last). All stages have
     `hidden_size` channels at stride `patch_size`. Each feature map goes through the final LayerNorm if
-    `config.apply_layernorm` and loses its prefix tokens ([CLS], distillation, registers): `(batch, D, H/P, W/P)` at
-    any input size divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)`
-    tokens, [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are
-    those of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
+    `config.apply_layernorm` and loses its prefix tokens ([CLS], distillation, registers): `(batch, D, H/P, W/P)` at any
+    input size divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
+    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are those
+    of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
     checkpoint loads as a backbone, and a saved backbone as `HfViTModel` or a classifier.
 
     Example:
