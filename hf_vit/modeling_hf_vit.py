@@ -639,13 +639,19 @@ class HfViTModel(HfViTPreTrainedModel):
     the pooled feature (`config.pooling`: [CLS], mean of the patch tokens, attention pooling), normed by the final
     LayerNorm either through the tokens it reads or after pooling (`config.final_norm`)."""
 
-    def __init__(self, config: HfViTConfig):
+    def __init__(self, config: HfViTConfig, add_pooling_layer: bool = True):
+        r"""
+        add_pooling_layer (`bool`): build the attention-pooling head of `pooling="map"` (as transformers' ViTModel's
+            argument); `HfViTForMaskedImageModeling`, which reads the patch tokens only, builds its model without it
+            (`pooler_output` is then `None` for "map").
+        """
         super().__init__(config)
         self.embeddings = HfViTEmbeddings(config)
         self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
         self.encoder = HfViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention_pool = HfViTAttentionPoolingHead(config) if config.pooling == "map" else None
+        with_pool = config.pooling == "map" and add_pooling_layer
+        self.attention_pool = HfViTAttentionPoolingHead(config) if with_pool else None
         self.post_init()
 
     @property
@@ -698,12 +704,15 @@ class HfViTModel(HfViTPreTrainedModel):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
             )
+        pooled_output = None
         if config.final_norm_place == "tokens":  # norm every token, pool the normed tokens
             sequence_output = self.layernorm(hidden_states)
-            pooled_output = pool_tokens(sequence_output, config, self.attention_pool)
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = pool_tokens(sequence_output, config, self.attention_pool)
         else:  # "pooled": the tokens stay un-normed, the pooled feature is normed (timm's fc_norm, CLIP)
             sequence_output = hidden_states
-            pooled_output = self.layernorm(pool_tokens(hidden_states, config, self.attention_pool))
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = self.layernorm(pool_tokens(hidden_states, config, self.attention_pool))
 
         if not return_dict:
             return tuple(
@@ -907,7 +916,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
             config = copy.deepcopy(config)
             config.use_mask_token = True
         super().__init__(config)
-        self.vit = HfViTModel(config)
+        self.vit = HfViTModel(config, add_pooling_layer=False)  # the decoder reads the patch tokens
         stride = config.encoder_stride
         self.decoder = nn.Sequential(
             nn.Conv2d(config.hidden_size, stride**2 * config.num_channels, kernel_size=1),
