@@ -21,7 +21,7 @@ from helpers import TINY, run_main, run_python
 from hub_server import HubServer
 from test_hub import run_client
 
-from hf_vit import HfViTBackbone, HfViTConfig, HfViTForImageClassification
+from hf_vit import HfViTBackbone, HfViTConfig, HfViTForImageClassification, HfViTForMaskedImageModeling
 
 TOL = 1e-5
 
@@ -325,6 +325,14 @@ def test_prefix_tokens_are_in_front_and_counted():
     torch.testing.assert_close(out.pooler_output, out.last_hidden_state.mean(dim=1), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="needs a \\[CLS\\] token"):
         no_cls.vit.get_intermediate_layers(x, return_class_token=True)
+    # masked image modeling decodes the patch tokens only, whatever comes before them
+    for options in (HEADS, NO_CLS):
+        mim = HfViTForMaskedImageModeling(HfViTConfig(**TINY, **options)).eval()
+        mask = torch.zeros(2, 15, dtype=torch.bool)
+        mask[:, ::2] = True
+        with torch.no_grad():
+            out = mim(x, bool_masked_pos=mask)
+        assert out.reconstruction.shape == x.shape and torch.isfinite(out.loss)
 
 
 @pytest.mark.parametrize("options", list(CONFIGS.values()), ids=list(CONFIGS))
