@@ -204,7 +204,8 @@ def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family)
     entry = pulled[family]
     layout, model_class, compared = FAMILIES[family]
     assert entry["layout"] == layout and entry["cls"] == model_class
-    print(f"{family}: max-abs-diff {entry['native']:.2e} at 32x32, {entry['non-square']:.2e} at 24x40")
+    pooled = {size: entry.get(f"{size}-pooled") for size in ("native", "non-square")}
+    print(f"{family}: max-abs-diff {entry['native']:.2e} at 32x32, {entry['non-square']:.2e} at 24x40; pooled {pooled}")
     for size in ("native", "non-square"):
         assert entry[size] <= TOL, entry
         if "pooled" in compared:
@@ -378,10 +379,9 @@ def test_compile_fullgraph_and_exports_with_dynamic_height_width(tmp_path):
     sizes = [torch.randn(1, 3, 32, 32), torch.randn(2, 3, 24, 40)]
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     dynamic = {"pixel_values": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
-    exported = torch.export.export(model, (x,), dynamic_shapes=dynamic).module()
-    onnx_program = torch.onnx.export(
-        model, (x,), dynamo=True, dynamic_shapes=dynamic, input_names=["pixel_values"], output_names=["logits"]
-    )
+    program = torch.export.export(model, (x,), dynamic_shapes=dynamic)
+    exported = program.module()
+    onnx_program = torch.onnx.export(program, input_names=["pixel_values"], output_names=["logits"])  # the same graph
     onnx_program.save(str(tmp_path / "model.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
