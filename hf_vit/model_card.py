@@ -27,6 +27,16 @@ def _si(number: int) -> str:
     return f"{number / 1e6:.1f}M" if number >= 1e6 else f"{number / 1e3:.1f}K"
 
 
+def _prefix_tokens(config) -> str:
+    """The tokens before the patches, as the card's table shows them: "[CLS] + distillation + 4 registers + "."""
+    parts = ["[CLS]"] if getattr(config, "class_token", True) else []
+    if getattr(config, "distillation_token", False):
+        parts.append("distillation")
+    if config.num_register_tokens:
+        parts.append(f"{config.num_register_tokens} registers")
+    return "".join(f"{part} + " for part in parts)
+
+
 def render_model_card(
     config: HfViTConfig,
     *,
@@ -89,8 +99,10 @@ def render_model_card(
         width=config.hidden_size,
         heads=config.num_attention_heads,
         mlp=config.intermediate_size,
-        registers=config.num_register_tokens,
-        pooling="[CLS] token" if config.pooling == "cls" else "mean of patch tokens",
+        prefix_tokens=_prefix_tokens(config),
+        pooling={"cls": "[CLS] token", "mean": "mean of patch tokens", "map": "attention pooling (MAP head)"}.get(
+            config.pooling, config.pooling
+        ),
         parameters=_si(num_parameters),
         gflops=f"{flops / 1e9:.2f}",
         gmacs=f"{flops / 2e9:.2f}",

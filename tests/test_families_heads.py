@@ -227,6 +227,15 @@ def test_the_source_preprocessing_comes_along(pulled):
     assert pulled["clip-vision"]["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
 
 
+def test_the_converted_card_names_the_prefix_tokens_and_pooling(pulled):
+    from pathlib import Path
+
+    card = (Path(pulled["siglip"]["folder"]) / "README.md").read_text()
+    assert "| tokens | patches; pooling: attention pooling (MAP head) |" in card
+    card = (Path(pulled["deit-distilled"]["folder"]) / "README.md").read_text()
+    assert "| tokens | [CLS] + distillation + patches; pooling: [CLS] token |" in card
+
+
 def test_siglip2_naflex_is_refused_in_one_line(pulled):
     message = pulled["naflex"]
     assert "NaFlex" in message and "'siglip'" in message and "\n" not in message
