@@ -472,3 +472,37 @@ def test_convert_script_takes_a_distilled_deit_folder(tmp_path):
     assert float(result.stdout.split("max-abs-diff vs transformers: ")[1].split()[0]) <= TOL
     config = json.loads((out / "config.json").read_text())
     assert config["distillation_token"] is True and len(config["id2label"]) == 3
+
+
+@pytest.mark.parametrize("fc_norm", [False, True], ids=["norm-then-mean", "mean-then-fc_norm"])
+def test_timm_state_dict_without_class_token(tmp_path, fc_norm):
+    """A bare timm state dict (no config.json) of a class_token=False ViT: the layout read from the weights."""
+    import timm
+    from safetensors.torch import save_file
+
+    from hf_vit.convert.timm import convert_timm_file
+
+    torch.manual_seed(0)
+    source = timm.create_model(
+        "vit_small_patch16_224",
+        pretrained=False,
+        class_token=False,
+        global_pool="avg",
+        fc_norm=fc_norm,
+        depth=2,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        num_heads=4,
+        num_classes=3,
+        dynamic_img_size=True,
+    ).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    model = convert_timm_file(tmp_path / "model.safetensors", num_heads=4).model
+    assert not model.config.class_token and model.config.final_norm == ("pooled" if fc_norm else "tokens")
+    x = torch.randn(2, 3, 24, 40)
+    with torch.no_grad():
+        assert (model(x).logits - source(x)).abs().max() <= TOL
