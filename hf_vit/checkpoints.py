@@ -219,6 +219,8 @@ _SHAPE_KEYS = (
     "class_token",
     "distillation_token",
     "pooling",
+    "absolute_position_embeddings",
+    "qk_norm",
 )
 
 

@@ -115,7 +115,7 @@ with tempfile.TemporaryDirectory() as folder:
     torch.save({"teacher": teacher, "student": teacher, "epoch": 3}, Path(folder) / "checkpoint.pth")
     shas["tester/dino"] = commit(folder, "tester/dino")
 # what hf_vit cannot represent
-push_to_hf_hub(timm_vit(9, qk_norm=True), "tester/timm-qk-norm")
+push_to_hf_hub(timm_vit(9, scale_attn_norm=True), "tester/timm-attn-norm")
 upload(Dinov2ForImageClassification(Dinov2Config(num_labels=3, **dino_args)), "tester/dinov2-classifier")
 print(json.dumps(shas))
 """
@@ -207,7 +207,7 @@ if online:  # timm's own eval transform of the source model vs the converted fol
     report["preprocessing_diff"] = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else str(ours.shape)
 # refusals
 report["refusals"] = {}
-for repo in ("tester/timm-qk-norm", "tester/dinov2-classifier"):
+for repo in ("tester/timm-attn-norm", "tester/dinov2-classifier"):
     try:
         hf_vit.from_pretrained(repo)
     except ValueError as error:
@@ -341,7 +341,7 @@ def test_verify_compares_with_the_source_library(pulled):
 @pytest.mark.parametrize(
     "repo, feature",
     [
-        ("tester/timm-qk-norm", "qk_norm"),
+        ("tester/timm-attn-norm", "normalisation inside attention"),
         ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),
     ],
 )

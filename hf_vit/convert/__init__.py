@@ -8,6 +8,8 @@
     image_text        transformers SigLIP / CLIP vision models and image-text models' vision towers
                       (`convert_image_text_folder`)
     vit_variants      transformers MAE, MSN, I-JEPA, distilled DeiT (`convert_vit_variant_folder`)
+    dinov3            transformers DINOv3 ViT (`from_dinov3`, `convert_dinov3_folder`)
+    timm_eva          timm Eva: EVA-02 and timm's DINOv3 ports (`from_timm_eva`; timm folders go through `timm`)
     dino              DINO training checkpoints and backbones (`convert_dino_file`)
     npz               Google `.npz`, vit_jax and big_vision layouts (`convert_npz_file`)
     files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's
@@ -68,6 +70,7 @@ from .dinov2 import (  # noqa: F401  (private names too: they were module-level 
     dinov2_state_dict_to_hf_vit,
     from_dinov2,
 )
+from .dinov3 import DINOV3_MODEL_TYPE, config_from_dinov3, convert_dinov3_folder, from_dinov3  # noqa: F401
 from .export import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     _TIMM_NAMES,
     HF_VIT_TO_TIMM,
@@ -111,6 +114,7 @@ from .timm import (  # noqa: F401  (private names too: they were module-level na
     timm_layout_from_state_dict,
     timm_state_dict_to_hf_vit,
 )
+from .timm_eva import config_from_timm_eva, from_timm_eva  # noqa: F401
 from .transformers_vit import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     _QKV_PATTERN,
     _TRANSFORMERS_DROPPED,
@@ -137,8 +141,10 @@ __all__ = [
     "export_to_timm",
     "export_to_transformers",
     "from_dinov2",
+    "from_dinov3",
     "from_pretrained",
     "from_timm",
+    "from_timm_eva",
     "from_transformers",
     "hf_vit_to_timm",
     "load_foreign_checkpoint",

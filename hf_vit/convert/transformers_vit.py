@@ -26,6 +26,7 @@ from .core import (
     _source_processor,
 )
 from .dinov2 import DINOV2_MODEL_TYPES, convert_dinov2_folder
+from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
 
 # ---------------------------------------------------------------------------------------------------------------
 # transformers ViT
@@ -164,6 +165,8 @@ def convert_transformers_folder(path) -> Conversion:
     from .image_text import CLIP_MODEL_TYPES, SIGLIP_MODEL_TYPES, convert_image_text_folder
     from .vit_variants import VIT_VARIANT_MODEL_TYPES, convert_vit_variant_folder
 
+    if model_type == DINOV3_MODEL_TYPE:
+        return convert_dinov3_folder(path)
     if model_type in VIT_VARIANT_MODEL_TYPES:
         return convert_vit_variant_folder(path)
     if model_type in SIGLIP_MODEL_TYPES + CLIP_MODEL_TYPES:
@@ -171,7 +174,7 @@ def convert_transformers_folder(path) -> Conversion:
     if model_type != "vit":
         raise ValueError(
             f"{path / 'config.json'} has model_type {model_type!r}; `source`=transformers converts 'vit', "
-            f"'dinov2', 'dinov2_with_registers', {', '.join(repr(t) for t in VIT_VARIANT_MODEL_TYPES)}, SigLIP and "
+            f"'dinov2', 'dinov2_with_registers', {', '.join(repr(t) for t in VIT_VARIANT_MODEL_TYPES)}, DINOv3, SigLIP and "
             "CLIP models"
         )
     from transformers import ViTConfig
