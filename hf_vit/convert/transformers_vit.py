@@ -174,8 +174,8 @@ def convert_transformers_folder(path) -> Conversion:
     if model_type != "vit":
         raise ValueError(
             f"{path / 'config.json'} has model_type {model_type!r}; `source`=transformers converts 'vit', "
-            f"'dinov2', 'dinov2_with_registers', {', '.join(repr(t) for t in VIT_VARIANT_MODEL_TYPES)}, DINOv3, SigLIP and "
-            "CLIP models"
+            f"'dinov2', 'dinov2_with_registers', {', '.join(repr(t) for t in VIT_VARIANT_MODEL_TYPES)}, DINOv3, "
+            "SigLIP and CLIP models"
         )
     from transformers import ViTConfig
 
