@@ -443,7 +443,7 @@ TIMM_HEADS_BY_WIDTH = {
 
 # timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
 TIMM_UNSUPPORTED_KEYS = (
-    (r"^dist_token$|^head_dist\.", "timm's distilled-DeiT layout (dist_token, head_dist; transformers' distilled DeiT converts)"),
+    (r"^dist_token$|^head_dist\.", "timm's distilled-DeiT layout (dist_token; transformers' distilled DeiT converts)"),
     (r"\.attn\.norm\.", "normalisation inside attention (scale_attn_norm)"),
     (r"\.mlp\.norm\.", "normalisation inside the MLP (scale_mlp_norm)"),
     (r"^patch_embed\.norm\.", "a norm after the patch embedding (patch_embed.norm)"),
