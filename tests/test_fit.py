@@ -29,6 +29,10 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 class Killed(Exception):
     """Stands for a kill in the middle of a run."""
 
+    @classmethod
+    def raise_(cls, *args, **kwargs):
+        raise cls("killed")
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -133,20 +137,21 @@ def weights(folder):
 # ---------------------------------------------------------------------------------------------------------------
 # (settings, kill after this many training batches, checkpoint resumed, batches trained before that checkpoint),
 # counted by hand with 7 batches per epoch. The run is killed at the first forward, training or evaluation, after
-# that many training batches.
+# that many training batches; FINAL: while it writes its final folder, after everything else.
+FINAL = "final folder"
 RESUME_CASES = {
     # 7 steps per epoch, a checkpoint every 5: killed in epoch 1's evaluation -> checkpoint-5, 5 batches into epoch 1
     "mid-epoch-1": ({"checkpointing_steps": 5}, 7, "checkpoint-5", 5),
     # accumulation 2: 4 steps per epoch (the 4th of a single batch), a checkpoint every 3 -> checkpoint-6 is
     # 7 + 2 * 2 = 11 batches in, 4 batches into epoch 2, with epoch 1's row in its history
     "mid-epoch-2-accumulation": ({"gradient_accumulation_steps": 2, "checkpointing_steps": 3}, 13, "checkpoint-6", 11),
-    # a checkpoint at the last step of epoch 1, saved before that epoch's evaluation, killed in that evaluation:
-    # the resumed run must evaluate epoch 1 before it trains epoch 2
-    "end-of-epoch-1": ({"checkpointing_steps": 7}, 7, "checkpoint-7", 7),
-    # killed in the final evaluation, after the checkpoint of the last step: nothing is left to train
-    "after-the-last-step": ({"checkpointing_steps": 7}, 14, "checkpoint-14", 14),
+    # a checkpoint at the last step of epoch 1 is saved after that epoch's evaluation and holds its row: the resumed
+    # run goes on with epoch 2
+    "end-of-epoch-1": ({"checkpointing_steps": 7}, 9, "checkpoint-7", 7),
+    # killed while writing the final folder, after the checkpoint of the last step: nothing is left to train
+    "after-the-last-step": ({"checkpointing_steps": 7}, FINAL, "checkpoint-14", 14),
     # the same when max_train_steps ends the run in the middle of epoch 2 (step 10)
-    "after-the-last-step-mid-epoch": ({"checkpointing_steps": 5, "max_train_steps": 10}, 10, "checkpoint-10", 10),
+    "after-the-last-step-mid-epoch": ({"checkpointing_steps": 5, "max_train_steps": 10}, FINAL, "checkpoint-10", 10),
 }
 # dropout, stochastic depth and augmentation: the global RNG and the per-sample augmentation RNG must resume too
 NOISY = {"hidden_dropout_prob": 0.1, "drop_path_rate": 0.1}
@@ -163,8 +168,10 @@ def resumed(request, digits, tmp_path_factory):
         uninterrupted = fit(model, processor, digits, base / "full", run)
 
         model, processor = make_model(digits, **NOISY)
-        killed = Recorder(model, mp, kill_at=kill_at)
-        with pytest.raises(Killed):
+        killed = Recorder(model, mp, kill_at=None if kill_at == FINAL else kill_at)
+        with pytest.MonkeyPatch.context() as final, pytest.raises(Killed):
+            if kill_at == FINAL:
+                final.setattr("hf_vit.fit.write_trained_model", Killed.raise_)
             fit(model, processor, digits, base / "killed", run)
 
         model, processor = make_model(digits, **NOISY)  # as a new process would: fresh weights, then the checkpoint
@@ -225,7 +232,7 @@ def test_resumed_run_trains_exactly_the_batches_the_uninterrupted_run_trained_af
         assert sorted(epochs[1]) == list(range(TRAIN_SAMPLES))
     assert [len(batch) for batch in order[:BATCHES_PER_EPOCH]] == [16] * 6 + [4]
     # the killed run trained the same batches as the uninterrupted one until it was killed
-    assert len(killed.trained) == kill_at
+    assert len(killed.trained) == (total_batches if kill_at == FINAL else kill_at)
     assert all(torch.equal(a, b) for a, b in zip(killed.trained, full.trained, strict=False))
     # the resumed run: the batches after the checkpoint, no more and no fewer, bitwise (augmentation included)
     assert len(again.trained) == total_batches - before
