@@ -145,17 +145,111 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_dir", help="image folder for evaluation")
     group.add_argument("--image_column", help="image column (default: auto-detected)")
     group.add_argument("--label_column", help="label column (default: auto-detected)")
-    group.add_argument(
-        "--validation_split", type=float, default=0.15, help="held-out fraction when there is no validation split"
-    )
     group.add_argument("--max_train_samples", type=int, help="truncate the training set (debugging)")
     group.add_argument("--max_eval_samples", type=int, help="truncate the evaluation set (debugging)")
     group.add_argument("--streaming", action="store_true", help="stream --dataset_name (needs --max_train_steps)")
-    group.add_argument("--shuffle_buffer_size", type=int, default=10_000, help="shuffle buffer for --streaming")
-    group.add_argument(
-        "--skip_bad_images", action="store_true", help="skip unreadable images (counted) instead of stopping"
-    )
+    add_settings(group, setting_names("data"))
     group.add_argument("--cache_dir", help="datasets/transformers cache folder")
+
+
+def add_num_threads_argument(group) -> None:
+    group.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process; default: 1 for the model chosen for small images such as the digits "
+        "(tiny matmuls gain nothing from more and suffer badly on a busy machine), else torch's default",
+    )
+
+
+# ---- the training settings' flags, made from hf_vit.fit.FitSettings ------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, but a switch's (off) or None (its help says what happens then)."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def setting_names(group: str = "training") -> list[str]:
+    """The `FitSettings` fields that are flags of `group` ("training" or "data"), in their order."""
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    return [
+        f.name
+        for f in fields(FitSettings)
+        if f.metadata.get("flag", f.name) is not None and f.metadata.get("group", "training") == group
+    ]
+
+
+def add_settings(group, names) -> None:
+    """One flag per `FitSettings` field of `names`, made from the field: its name, type, default, choices and help
+    (field metadata), so that each training setting is declared once. A setting the trainers fit to the data
+    (`fitted`) defaults to None here, "not given" (`fit_settings` applies the data's); `augment` is then
+    auto|on|off."""
+    import typing
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    hints, by_name = typing.get_type_hints(FitSettings), {f.name: f for f in fields(FitSettings)}
+    for name in names:
+        field, kind = by_name[name], hints[name]
+        meta, options = field.metadata, {"dest": name, "help": as_flags(field.metadata["help"])}
+        if kind is bool and meta.get("fitted"):
+            options.update(choices=tuple(_SWITCH), default="auto")
+        elif kind is bool:
+            options.update(action="store_false" if field.default else "store_true")
+        else:
+            types = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+            options.update(
+                type=types[0] if len(types) == 1 else str,  # int | "epoch": the settings read "5" as 5
+                default=None if meta.get("fitted") else field.default,
+                choices=meta.get("choices"),
+            )
+        group.add_argument(f"--{meta.get('flag', name)}", **options)
+
+
+_SWITCH = {"auto": None, "on": True, "off": False}
+
+
+def given_settings(args) -> dict:
+    """The `FitSettings` values of the setting flags in `args`, leaving out the data-fitted ones not given."""
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    values = {}
+    for field in fields(FitSettings):
+        value = getattr(args, field.name, None)
+        if field.metadata.get("fitted") and isinstance(value, str):
+            value = _SWITCH[value]
+        if hasattr(args, field.name) and not (field.metadata.get("fitted") and value is None):
+            values[field.name] = value
+    return values
+
+
+def fit_settings(args, recipe, *, model_from_data: bool, digits: bool):
+    """The training settings of a command line: `FitSettings`' defaults, then those the data fits (the recipe's
+    epochs, learning rate and augmentation when it chose the model, or for the digits; a given model augments other
+    images, of the kind that fits them; a fine-tuned one learns at `model_setup.FINE_TUNING_LEARNING_RATE`), then
+    the flags given."""
+    from dataclasses import replace
+
+    from .fit import FitSettings
+    from .model_setup import FINE_TUNING_LEARNING_RATE
+
+    settings = FitSettings()
+    if model_from_data or digits:
+        settings = recipe.apply(settings)
+    else:
+        settings = replace(settings, augment=True, augmentation=recipe.augmentation)
+    if getattr(args, "model_name_or_path", None):
+        settings = replace(settings, learning_rate=FINE_TUNING_LEARNING_RATE)
+    return replace(settings, **given_settings(args))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

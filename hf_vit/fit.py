@@ -47,9 +47,10 @@ class SettingError(ValueError):
 
 
 def setting(default, help: str, **flag):
-    """A `FitSettings` field: its default and help, and how its command-line flag differs from the plain one (see
-    `hf_vit.cli.add_settings`): `choices`; `fitted` (the trainers choose the default from the data, which `help`
-    describes); `flag` (another name: `no_progress` for `progress`; None: no flag); `group` ("data")."""
+    """A `FitSettings` field: its default and its help (other settings named in backticks), and what its
+    command-line flag needs to know (`hf_vit.cli.add_settings`): `choices`; `fitted` (the trainers choose the default
+    from the data, as `help` says); `flag` (another name, `no_progress` for `progress`; None: no flag); `group`
+    ("data": a flag of the data group)."""
     return field(default=default, metadata={"help": help, **flag})
 
 
@@ -71,7 +72,7 @@ class FitSettings:
     learning_rate: float = setting(1e-3, "peak learning rate; default 1e-3 from scratch, 5e-5 fine-tuning", fitted=True)
     weight_decay: float = setting(0.05, "AdamW weight decay (none on norms, biases, positions, [CLS], registers)")
     lr_scheduler_type: str = setting("cosine", "a transformers.get_scheduler name (cosine, linear, constant, ...)")
-    num_warmup_steps: int | None = setting(None, "learning-rate warm-up in optimizer steps; default: --warmup_ratio")
+    num_warmup_steps: int | None = setting(None, "learning-rate warm-up steps; default: `warmup_ratio` of the steps")
     warmup_ratio: float = setting(0.1, "warm-up as a fraction of the optimizer steps")
     layer_decay: float | None = setting(None, "layer-wise learning-rate decay, e.g. 0.75 for fine-tuning")
     augment: bool = setting(
@@ -99,15 +100,16 @@ class FitSettings:
     checkpoints_total_limit: int = setting(2, "keep this many newest checkpoints (0: all)")
     resume_from_checkpoint: str | None = setting(
         None,
-        'a checkpoint folder, or "latest" (the newest intact one in --output_dir/checkpoints; none: start fresh)',
+        'a checkpoint folder, or "latest" (the newest intact one in `output_dir`/checkpoints; none: start fresh)',
     )
     report_to: str | None = setting(None, 'Accelerate trackers, e.g. "tensorboard" or "all"')
     overwrite_output_dir: bool = setting(
         False,
-        "allow an --output_dir that already holds files. Only what a run writes is replaced: the model "
-        "(model.safetensors, config.json, preprocessor_config.json, README.md, the two code files), metrics.jsonl, "
-        "training_curves.png, all_results.json, and an earlier run's checkpoints/checkpoint-* (removed when this run "
-        "saves its first checkpoint or its model); nothing else in the folder is touched",
+        "allow an `output_dir` that already holds files. Only what a run writes is replaced: the model "
+        "(model.safetensors, config.json, preprocessor_config.json, README.md, the two code files) and, with "
+        "hf_vit.fit, metrics.jsonl, training_curves.png, all_results.json and an earlier run's "
+        "checkpoints/checkpoint-* (removed when the run saves its first checkpoint or its model); nothing else in "
+        "the folder is touched",
     )
     skip_bad_images: bool = setting(False, "skip unreadable images (counted) instead of stopping", group="data")
     validation_split: float = setting(
@@ -116,7 +118,7 @@ class FitSettings:
         "training set)",
         group="data",
     )
-    shuffle_buffer_size: int = setting(10_000, "shuffle buffer of a stream (--streaming)", group="data")
+    shuffle_buffer_size: int = setting(10_000, "shuffle buffer of a stream (`streaming`)", group="data")
     progress: bool = setting(True, "no tqdm progress bar", flag="no_progress")
 
     def __post_init__(self):

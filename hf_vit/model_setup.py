@@ -11,7 +11,7 @@ import logging
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
@@ -32,6 +32,7 @@ DIGITS_MODEL = dict(
     pooling="mean",
 )
 DEFAULT_PRESET = "vit-tiny-patch16-224"
+FINE_TUNING_LEARNING_RATE = 5e-5  # the trainers' default for a pretrained model (from scratch: the recipe's)
 
 # ---- the recipe that fits the data: a model and its training defaults from the images' typical size ------------
 SMALL_MAX_SIDE = 64  # up to 64 px (digits, MNIST, CIFAR, icons, thumbnails): the digits recipe, at most 4x4 patches
@@ -66,6 +67,17 @@ class Recipe:
     num_threads: int | None  # 1 for the small model: its small matmuls gain nothing from more threads (and suffer
     # badly from them on a busy machine)
     reason: str
+
+    def apply(self, settings):
+        """`settings` (a `hf_vit.fit.FitSettings`) with this recipe's training defaults: epochs, learning rate,
+        whether to augment and how."""
+        return replace(
+            settings,
+            num_train_epochs=self.num_train_epochs,
+            learning_rate=self.learning_rate,
+            augment=self.augment,
+            augmentation=self.augmentation,
+        )
 
     @property
     def model(self) -> dict:

@@ -7,7 +7,7 @@
 
 Writes to --output_dir: the model (safetensors) + ViTImageProcessor + model card, metrics.jsonl, training_curves.png,
 all_results.json; checkpoints/checkpoint-<step>/ (with --checkpointing_steps), runs/ (with --report_to tensorboard).
-The loop itself is `hf_vit.fit.fit`.
+The loop itself is `hf_vit.fit.fit`; the training flags are made from its `FitSettings`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from ..cli import (
     UserError,
     build_model,
     command,
+    fit_settings,
     load_data,
     note_cpu_launch,
     print_recipe,
     push_from_arguments,
     show_prediction,
 )
-from .train_flags import check_args, check_output_dir, parse_args, settings_from
+from .train_flags import check_args, check_output_dir, parse_args
 
 
 def train(args) -> int:
@@ -54,13 +55,7 @@ def train(args) -> int:
     model_from_data = not (args.model_name_or_path or args.preset or args.config_name)
     if model_from_data and main_process:
         print_recipe(recipe)
-    settings = settings_from(
-        args,
-        digits_recipe=data.is_digits,
-        fine_tuning=bool(args.model_name_or_path),
-        recipe=recipe if model_from_data else None,
-        augmentation=recipe.augmentation,
-    )
+    settings = fit_settings(args, recipe, model_from_data=model_from_data, digits=data.is_digits)
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
     elif model_from_data and recipe.num_threads:
