@@ -80,8 +80,12 @@ def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as error:  # a bug: one line unless --verbose asks for the traceback
-        if verbose:
+    except Exception as error:  # a refused output folder (the user's to fix), else a bug
+        from .output_dir import OutputDirRefused
+
+        if isinstance(error, OutputDirRefused):  # the one mapping of every tool's output-folder check
+            return _error(error, EXIT_USER_ERROR, verbose)
+        if verbose:  # a bug: one line unless --verbose asks for the traceback
             traceback.print_exc()
             return EXIT_RUN_FAILURE
         first = (str(error).strip().splitlines() or [""])[0]
@@ -112,19 +116,15 @@ def _error(error: Exception, code: int, verbose: bool) -> int:
 
 
 @contextlib.contextmanager
-def folder_writing_errors(output_dir, overwrite_flag: str = "--overwrite") -> Iterator[None]:
+def folder_writing_errors(output_dir) -> Iterator[None]:
     """The exit convention for a tool that writes one folder (convert, export): the library's refusals are the
-    user's mistake, a failed verification or a full disk a failure of the run."""
+    user's mistake (the output folder's refusals included), a failed verification or a full disk a failure of the
+    run."""
     from .convert.core import VerificationError
-    from .output_dir import OutputDirNotEmpty, is_disk_full
+    from .output_dir import is_disk_full
 
     try:
         yield
-    except OutputDirNotEmpty as error:
-        raise UserError(
-            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
-            f"or pass {overwrite_flag} to replace the files this command writes there (nothing else is touched)"
-        ) from None
     except VerificationError as error:  # the conversion itself is wrong
         raise RunFailure(str(error)) from None
     except (ValueError, FileNotFoundError) as error:
@@ -347,21 +347,24 @@ def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str
 DATA_INPUTS = ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")
 
 
-def check_training_output_dir(args, output_dir, *, overwrite: bool, resuming: bool, resume_hint: str = "") -> None:
-    """`output_dir.check_output_dir` for a training CLI, its refusals as one line naming the flags."""
-    from . import output_dir as run_output
+def training_inputs(args) -> dict:
+    """The local inputs a training command's output folder must stay out of, by parameter (shown as their flags)."""
+    return {f"`{name}`": getattr(args, name) for name in DATA_INPUTS}
 
-    inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
-    try:
-        run_output.check_output_dir(output_dir, inputs=inputs, overwrite=overwrite, resuming=resuming)
-    except run_output.OutputDirNotEmpty as error:
-        raise UserError(
-            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
-            f"{resume_hint}or pass --overwrite_output_dir to replace the files a run writes there (nothing else is "
-            "touched)"
-        ) from None
-    except ValueError as error:
-        raise UserError(f"--output_dir: {error}") from None
+
+def check_training_output_dir(args, output_dir, *, overwrite: bool, resuming: bool, hint: str = "") -> None:
+    """`output_dir.check_output_dir` for a training command, early (before any data is loaded); its refusals are
+    mapped to one line by `run_command`."""
+    from .output_dir import check_output_dir
+
+    check_output_dir(
+        output_dir,
+        inputs=training_inputs(args),
+        overwrite=overwrite,
+        resuming=resuming,
+        overwrite_name="overwrite_output_dir",
+        hint=hint,
+    )
 
 
 def note_cpu_launch() -> None:

@@ -187,14 +187,21 @@ def fit(
 ) -> FitResult:
     """Train `model` (an `HfViTForImageClassification`, its labels those of `data`) and write the final folder.
 
-    `inputs` names the run's local inputs (label -> path) that the output folder must stay out of. `data` is not
-    changed: a second `fit` on it sees the same data. Raises `SettingError`, `output_dir.OutputDirNotEmpty`/
-    `OutputDirBusy`, `ValueError` (checkpoint problems), `hf_vit.data.DataError` (an unreadable image) and
-    `DiskFullError`; the output folder is then as it was, except for checkpoints the run saved before failing."""
+    `inputs` names the run's local inputs (label -> path, e.g. "`train_dir`") that the output folder must stay out
+    of. `data` is not changed: a second `fit` on it sees the same data. Raises `SettingError`,
+    `output_dir.OutputDirRefused` (`OutputDirNotEmpty`, `OutputDirBusy`), `ValueError` (checkpoint problems),
+    `hf_vit.data.DataError` (an unreadable image) and `DiskFullError`; the output folder is then as it was, except
+    for checkpoints the run saved before failing."""
     settings.validate()
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
-    check = dict(inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
+    check = dict(
+        inputs=inputs or {},
+        overwrite=settings.overwrite_output_dir,
+        resuming=resuming,
+        overwrite_name="overwrite_output_dir",
+        hint=RESUME_HINT,
+    )
     check_output_dir(output_dir, **check)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one. (Read
     # from the launcher's environment: Accelerate's state must not be created before the Accelerator below.)
@@ -212,6 +219,9 @@ def fit(
     if lock is not None:
         lock.release()
     return result
+
+
+RESUME_HINT = "resume its run with `resume_from_checkpoint` latest, "
 
 
 def _resumes_in(resume_from_checkpoint, checkpoint_dir: Path) -> bool:

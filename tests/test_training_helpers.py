@@ -137,6 +137,32 @@ def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_pat
     with pytest.raises(OutputDirNotEmpty, match=r"\.hidden"):
         check_output_dir(tmp_path / "full", inputs={}, overwrite=False, resuming=False)
     check_output_dir(tmp_path / "full", inputs={}, overwrite=True, resuming=False)
+    # a tool that writes files of its own names only minds those (the picture tools)
+    (tmp_path / "full" / "cat_head0.png").write_text("x")
+    with pytest.raises(OutputDirNotEmpty, match=r"already holds cat_head0\.png;"):
+        check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.endswith(".png"))
+    check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.startswith("dog_"))
+
+
+def test_every_commands_output_folder_refusal_is_one_line_and_exit_2(tmp_path, capsys):
+    from hf_vit.cli import run_command
+    from hf_vit.output_dir import check_output_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    code = run_command(
+        lambda: check_output_dir(
+            tmp_path, inputs={"`train_dir`": tmp_path / "data"}, overwrite=False, overwrite_name="overwrite_output_dir"
+        )
+    )
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output_dir {tmp_path} already holds notes.txt; choose another folder, or pass "
+        "--overwrite_output_dir to replace the files this command writes (nothing else is touched)"
+    ]
+    (tmp_path / "data").mkdir()
+    inputs = {"`train_dir`": tmp_path / "data"}
+    assert run_command(lambda: check_output_dir(tmp_path, inputs=inputs, overwrite=True)) == 2
+    assert capsys.readouterr().err.startswith(f"error: --output_dir {tmp_path} contains the input --train_dir ")
 
 
 def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):

@@ -94,7 +94,7 @@ def parse_args(argv=None):
 @command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
-    from hf_vit.output_dir import OutputDirBusy, RunLock
+    from hf_vit.output_dir import RunLock
 
     try:
         args, training_args = parse_args(argv)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             if main_process:  # again under the lock: another run may have written there since the first check
                 check_output_dir(args, training_args)
             return run(args, training_args)
-    except (OutputDirBusy, DataError) as error:
+    except DataError as error:
         raise UserError(str(error)) from None
 
 

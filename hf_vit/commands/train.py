@@ -16,7 +16,6 @@ import os
 import sys
 
 from ..cli import (
-    DATA_INPUTS,
     RunFailure,
     UserError,
     build_model,
@@ -27,8 +26,9 @@ from ..cli import (
     print_recipe,
     push_from_arguments,
     show_prediction,
+    training_inputs,
 )
-from .train_flags import check_args, check_output_dir, parse_args
+from .train_flags import check_args, parse_args
 
 
 def train(args) -> int:
@@ -38,7 +38,6 @@ def train(args) -> int:
 
     from ..fit import DiskFullError, SettingError, fit
     from ..model_setup import recipe_for_data
-    from ..output_dir import OutputDirBusy, OutputDirNotEmpty
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
@@ -62,18 +61,13 @@ def train(args) -> int:
         torch.set_num_threads(recipe.num_threads)
     set_seed(args.seed)  # the same initial weights on every process
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
+    inputs = training_inputs(args)
     try:
         result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
-    except OutputDirNotEmpty:
-        check_output_dir(args)  # the CLI's wording, with the flags
-        raise
     except SettingError as error:
         raise UserError(f"--{error}") from None
     except DiskFullError as error:
         raise RunFailure(str(error)) from None
-    except OutputDirBusy as error:
-        raise UserError(str(error)) from None
     if not main_process:
         return 0
     print(f"training time: {result.training_time_s:.1f} s ({result.completed_steps} steps)")

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from ..cli import UserError, add_data_arguments, add_logging_arguments, add_model_arguments, given_settings
-from ..fit import FitSettings
+from ..fit import RESUME_HINT, FitSettings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,6 +75,7 @@ def check_args(args) -> None:
 
 
 def check_output_dir(args) -> None:
+    """The output folder's check, early: a refused folder fails before any data is loaded."""
     from pathlib import Path
 
     from .. import checkpoints
@@ -86,5 +87,5 @@ def check_output_dir(args) -> None:
         output,
         overwrite=args.overwrite_output_dir,
         resuming=bool(args.resume_from_checkpoint) and bool(checkpoints.list_checkpoints(output / "checkpoints")),
-        resume_hint="resume its run with --resume_from_checkpoint latest, ",
+        hint=RESUME_HINT,
     )

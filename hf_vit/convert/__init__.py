@@ -28,7 +28,6 @@ from .core import (  # noqa: F401  (the public names of each module)
     VERIFY_TOLERANCE,
     Conversion,
     VerificationError,
-    check_output_dir,
     load_hf_vit_folder,
     max_abs_diff,
     random_batch,

@@ -475,9 +475,9 @@ def convert_pretrained(
     """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
     scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
-    from .core import check_output_dir
+    from ..output_dir import check_output_dir
 
-    check_output_dir(output_dir, overwrite, inputs=[Path(os.fspath(name_or_path)).expanduser()])
+    check_output_dir(output_dir, inputs={"checkpoint": Path(os.fspath(name_or_path)).expanduser()}, overwrite=overwrite)
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     base_model = None
