@@ -55,8 +55,8 @@ class OutputDirNotEmpty(OutputDirRefused):
         self.folder, self.entries = folder, entries
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         super().__init__(
-            f"`output_dir` {folder} already holds {shown}; choose another folder, {hint}or pass `{overwrite}` to "
-            "replace the files this command writes (nothing else is touched)"
+            f"`output_dir` {folder} already holds files ({shown}); choose another folder, {hint}or pass "
+            f"`{overwrite}` to replace the files this command writes (nothing else is touched)"
         )
 
 

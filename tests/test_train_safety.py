@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
 def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
     before = snapshot(trained)
     refused = train_here("--output_dir", trained, "--max_train_steps", "2")
-    one_line_error(refused, "already holds", "--overwrite_output_dir", "nothing else is touched")
+    one_line_error(refused, "already holds files", "--overwrite_output_dir", "nothing else is touched")
     assert snapshot(trained) == before
 
     # with the flag, only the run's own files are replaced: the user's files, hidden ones too, stay
@@ -122,7 +122,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
         "true",
     ]
     refused = run_main(common)
-    one_line_error(refused, "already holds", "--overwrite_output_dir")
+    one_line_error(refused, "already holds files", "--overwrite_output_dir")
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     done = run_python([*common, "--overwrite_output_dir"], env_extra=ENV, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]

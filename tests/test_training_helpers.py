@@ -139,7 +139,7 @@ def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_pat
     check_output_dir(tmp_path / "full", inputs={}, overwrite=True, resuming=False)
     # a tool that writes files of its own names only minds those (the picture tools)
     (tmp_path / "full" / "cat_head0.png").write_text("x")
-    with pytest.raises(OutputDirNotEmpty, match=r"already holds cat_head0\.png;"):
+    with pytest.raises(OutputDirNotEmpty, match=r"already holds files \(cat_head0\.png\);"):
         check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.endswith(".png"))
     check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.startswith("dog_"))
 
@@ -156,7 +156,7 @@ def test_every_commands_output_folder_refusal_is_one_line_and_exit_2(tmp_path, c
     )
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: --output_dir {tmp_path} already holds notes.txt; choose another folder, or pass "
+        f"error: --output_dir {tmp_path} already holds files (notes.txt); choose another folder, or pass "
         "--overwrite_output_dir to replace the files this command writes (nothing else is touched)"
     ]
     (tmp_path / "data").mkdir()
