@@ -215,7 +215,7 @@ def write_trained_model(
     `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
     the folder is as it was."""
     from .model_card import write_model_card
-    from .training import MetricsLog, plot_curves
+    from .training import metrics_jsonl, plot_curves
 
     folder = Path(folder)
     try:
@@ -227,7 +227,7 @@ def write_trained_model(
                 (staging / name).write_text(text)
             if history is not None:
                 plot_curves(history, staging / "training_curves.png")
-                (staging / "metrics.jsonl").write_text(MetricsLog(history).jsonl())
+                (staging / "metrics.jsonl").write_text(metrics_jsonl(history))
     except Exception as error:
         if is_disk_full(error):
             raise DiskFullError(
