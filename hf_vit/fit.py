@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from . import checkpoints
 from . import data as hdata
+from .model_card import LICENSE_ID, Lineage, resolve_license
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
 from .training import param_groups
 
@@ -120,6 +121,17 @@ class FitSettings:
     )
     shuffle_buffer_size: int = setting(10_000, "shuffle buffer of a stream (`streaming`)", group="data")
     progress: bool = setting(True, "no tqdm progress bar", flag="no_progress")
+    license: str | None = setting(
+        None,
+        "the licence of the trained weights, a Hub licence id (default: apache-2.0 from scratch; a fine-tune keeps "
+        "its base model's licence, and a different one is refused unless `override_base_license`)",
+        group="license",
+    )
+    override_base_license: bool = setting(
+        False,
+        "with `license`: relabel a fine-tune whose base model's licence is known (the card says so)",
+        group="license",
+    )
 
     def __post_init__(self):
         # "5" (a command line's, a JSON file's) is 5 steps
@@ -159,6 +171,10 @@ class FitSettings:
             )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.license is not None and not LICENSE_ID.fullmatch(self.license):
+            raise SettingError("license", f"must be a Hub licence id such as apache-2.0 or mit, got {self.license!r}")
+        if self.override_base_license and self.license is None:
+            raise SettingError("override_base_license", "needs `license`: the licence to apply instead of the base's")
 
 
 @dataclass
@@ -184,15 +200,32 @@ def fit(
     *,
     inputs=None,
     hub_model_id: str | None = None,
+    lineage: Lineage | None = None,
+    command: str | None = None,
 ) -> FitResult:
     """Train `model` (an `HfViTForImageClassification`, its labels those of `data`) and write the final folder.
 
     `inputs` names the run's local inputs (label -> path, e.g. "`train_dir`") that the output folder must stay out
-    of. `data` is not changed: a second `fit` on it sees the same data. Raises `SettingError`,
-    `output_dir.OutputDirRefused` (`OutputDirNotEmpty`, `OutputDirBusy`), `ValueError` (checkpoint problems),
-    `hf_vit.data.DataError` (an unreadable image) and `DiskFullError`; the output folder is then as it was, except
-    for checkpoints the run saved before failing."""
+    of. `data` is not changed: a second `fit` on it sees the same data. `lineage`: the base model a fine-tune starts
+    from (`hf_vit.convert.pretrained.base_lineage`; None: trained from scratch), whose licence the card keeps unless
+    `settings.license` overrides it (`model_card.resolve_license`); `command`: what started the run, for the card.
+    Raises `SettingError`, `output_dir.OutputDirRefused` (`OutputDirNotEmpty`, `OutputDirBusy`), `ValueError`
+    (checkpoint problems, a licence that would relabel the base model's), `hf_vit.data.DataError` (an unreadable
+    image) and `DiskFullError`; the output folder is then as it was, except for checkpoints the run saved before
+    failing."""
     settings.validate()
+    license, license_note = resolve_license(
+        lineage.license if lineage else None, settings.license, settings.override_base_license
+    )
+    # what the model card says besides the run's results
+    card = dict(
+        repo_id=hub_model_id,
+        license=license,
+        license_note=license_note,
+        lineage=lineage,
+        command=command,
+        **hdata.card_evaluation(data),
+    )
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
     check = dict(
@@ -211,7 +244,7 @@ def fit(
     try:
         if lock is not None:  # again under the lock: another run may have written there since the first check
             check_output_dir(output_dir, **check)
-        result = _Run(model, processor, data, output_dir, settings, hub_model_id).train()
+        result = _Run(model, processor, data, output_dir, settings, card).train()
     except BaseException:
         if lock is not None:
             lock.release(cleanup=True)
@@ -270,15 +303,13 @@ class _Run:
                 self.checkpoint(position=(epoch + 1, 0))
         return self.finish()
 
-    def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, hub_model_id):
+    def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, card: dict):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
-        self.s, self.processor, self.hub_model_id = settings, processor, hub_model_id
+        self.s, self.processor, self.card = settings, processor, card  # card: render_model_card's other values
         self.eval_split, self.dataset_name = data.eval_split, data.name
-        self.card_datasets = [data.name] if data.from_dataset else None
-        self.card_dataset_name = hdata.DIGITS_DESCRIPTION if data.is_digits else data.name
         self.output_dir, self.checkpoint_dir = output_dir, output_dir / "checkpoints"
         # several processes (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU over gloo
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -428,11 +459,9 @@ class _Run:
             unwrapped.config,
             num_parameters=self.num_params,
             model_name=self.output_dir.name,
-            repo_id=self.hub_model_id,
-            datasets=self.card_datasets,
-            dataset_name=self.card_dataset_name,
             results={"accuracy": last["eval_accuracy"], "loss": last["eval_loss"]},
             hyperparameters=self.plan.hyperparameters(self.accelerator.mixed_precision),
+            **self.card,
         )
         results = {
             f"{split}_accuracy": last["eval_accuracy"],

@@ -20,7 +20,9 @@ from ..cli import (
     UserError,
     build_model,
     command,
+    command_line,
     fit_settings,
+    lineage_from_arguments,
     load_data,
     note_cpu_launch,
     print_recipe,
@@ -45,6 +47,7 @@ def train(args) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         note_cpu_launch()
+    lineage, _ = lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     data = load_data(args, seed=args.seed, streaming=args.streaming)
     if main_process:
         for note in data.notes:
@@ -63,7 +66,17 @@ def train(args) -> int:
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
     inputs = training_inputs(args)
     try:
-        result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
+        result = fit(
+            model,
+            processor,
+            data,
+            args.output_dir,
+            settings,
+            inputs=inputs,
+            hub_model_id=args.hub_model_id,
+            lineage=lineage,
+            command=args.command_line,
+        )
     except SettingError as error:
         raise UserError(f"--{error}") from None
     except DiskFullError as error:
@@ -88,6 +101,7 @@ def main(argv=None) -> int:
     from ..cli import setup_logging
 
     args = parse_args(argv)
+    args.command_line = command_line("hf-vit-train", argv)
     setup_logging(args.verbose, args.quiet)
 
     from ..data import DataError
