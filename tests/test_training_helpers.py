@@ -257,7 +257,7 @@ def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_
     from hf_vit.commands.train import parse_args
     from hf_vit.fit import FitSettings
 
-    names = setting_names("training") + setting_names("data")
+    names = setting_names("training") + setting_names("data") + setting_names("license")
     fields = {f.name: f for f in dataclasses.fields(FitSettings)}
     assert set(fields) - set(names) == {"augmentation"}  # chosen from the images, never a flag
     # every value parses to the setting's type, and reaches the settings under the setting's name
@@ -267,13 +267,22 @@ def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_
         "num_warmup_steps": 2, "warmup_ratio": 0.2, "layer_decay": 0.75, "label_smoothing": 0.0,
         "gradient_accumulation_steps": 2, "max_grad_norm": 0.5, "mixed_precision": "bf16", "seed": 3,
         "num_workers": 1, "checkpointing_steps": 5, "checkpoints_total_limit": 0, "resume_from_checkpoint": "latest",
-        "report_to": "tensorboard", "validation_split": 0.25, "shuffle_buffer_size": 64,
+        "report_to": "tensorboard", "validation_split": 0.25, "shuffle_buffer_size": 64, "license": "mit",
     }  # fmt: skip
     argv = [str(a) for name, value in values.items() for a in (f"--{name}", value)]
     switches = ["--augment", "on", "--overwrite_output_dir", "--skip_bad_images", "--no_progress"]
-    expected = FitSettings(**values, augment=True, overwrite_output_dir=True, skip_bad_images=True, progress=False)
+    switches += ["--override_base_license"]
+    expected = FitSettings(
+        **values,
+        augment=True,
+        overwrite_output_dir=True,
+        skip_bad_images=True,
+        progress=False,
+        override_base_license=True,
+    )
     assert FitSettings(**given_settings(parse_args(argv + switches))) == expected
-    assert set(values) | {"augment", "overwrite_output_dir", "skip_bad_images", "progress"} == set(names)
+    switches = {"augment", "overwrite_output_dir", "skip_bad_images", "progress", "override_base_license"}
+    assert set(values) | switches == set(names)
     # nothing given: the settings' own defaults, but those fitted to the data, which stay unset
     assert given_settings(parse_args([])) == {
         name: fields[name].default for name in names if not fields[name].metadata.get("fitted")
