@@ -16,6 +16,7 @@ from ..checkpoint_io import (
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
+from ..output_dir import check_output_dir
 from .core import (
     EXPORT_TARGETS,
     IMAGENET_MEAN,
@@ -28,7 +29,6 @@ from .core import (
     _rename,
     _require,
     _timm_forward,
-    check_output_dir,
     load_hf_vit_folder,
     max_abs_diff,
 )
@@ -224,7 +224,7 @@ def export_to_timm(
 ) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
-    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
+    check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     state_dict, architecture, model_args = hf_vit_to_timm(model)
     config = model.config
@@ -283,7 +283,7 @@ def export_to_transformers(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
-    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
+    check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     target = _hf_vit_to_transformers_model(model)
     if model.config.interpolate_antialias:
@@ -357,7 +357,7 @@ def export_safetensors(
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
     (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
     compared bitwise before success is reported."""
-    check_output_dir(output_dir, overwrite, inputs=[source, config])
+    check_output_dir(output_dir, inputs={"weights": source, "config": config}, overwrite=overwrite)
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")

@@ -583,9 +583,9 @@ def convert_pretrained(
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`. The card carries the source's
     licence, and for a Hub source its repo id and commit as `base_model`; `command` (default: this call) is recorded
     in it as what converted the weights."""
-    from .core import check_output_dir
+    from ..output_dir import check_output_dir
 
-    check_output_dir(output_dir, overwrite, inputs=[Path(os.fspath(name_or_path)).expanduser()])
+    check_output_dir(output_dir, inputs={"checkpoint": Path(os.fspath(name_or_path)).expanduser()}, overwrite=overwrite)
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     base_model, commit = None, None
