@@ -94,6 +94,7 @@ print("published")
 """
 
 PULL = r"""
+del sys.modules["hf_vit"]  # importable again: from here on hf_vit loads, converts and compares
 import json, os, sys, tempfile
 os.environ["HF_DATASETS_OFFLINE"] = "1"  # the image folder of the training run is local; `datasets` would ask the Hub
 from pathlib import Path
@@ -105,7 +106,7 @@ from hf_vit import HfViTBackbone, attention_maps, feature_maps
 from hf_vit.convert import export_checkpoint
 from hf_vit.convert.pretrained import resolve_pretrained
 
-work = Path(sys.argv[1])
+work = Path(sys.argv[2])
 x = {"native": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
      "non-square": torch.randn(2, 3, 24, 40, generator=torch.Generator().manual_seed(1))}
 report = {}
@@ -226,11 +227,9 @@ def pulled(tmp_path_factory):
         model = _model()
         model.save_pretrained(saved)
         torch.save(torch.randn(2, 3, 32, 48), saved / "x.pt")
-        published = run_client(["-c", REMOTE_CODE + PUBLISH, saved], server, work)
-        assert published.returncode == 0, published.stderr[-4000:]
-        result = run_client(["-c", PULL, work], server, work)
+        result = run_client(["-c", REMOTE_CODE + PUBLISH + PULL, saved, work], server, work)
         assert result.returncode == 0, result.stderr[-4000:]
-        return dict(json.loads(result.stdout.strip().splitlines()[-1]), saved=(saved, model, published.stdout))
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]), saved=(saved, model, result.stdout))
     finally:
         server.stop()
 
