@@ -6,9 +6,11 @@ Tiny random models are written by their source library's own writer (transformer
 line and compared with the source library's forward loaded from the same server, at the native size (32×32) and a
 non-square one (24×40). On the converted DINOv3 the backbone is compared with transformers' `DINOv3ViTBackbone`, and
 `get_intermediate_layers`, the attention maps and the feature-PCA picture with transformers' own hidden states and
-attention weights; a new classification head, verification, the export refusals and a short `hf-vit-train` fine-tune
-run there too (one Hub client process). The rest of the model's contract (attention implementations, compile, export,
-quantization, meta device, gradient checkpointing, remote code) runs on one tiny config with every option on.
+attention weights; a new classification head, verification, the export refusals and short `hf-vit-train` and
+`hf-vit-finetune` runs there too. All of it is one Hub client process, made once per test run (the xdist workers share
+it), which first loads a saved hf_vit folder with `trust_remote_code` while it cannot import hf_vit. The rest of the
+model's contract (attention implementations, compile, export, quantization, meta device, gradient checkpointing) runs
+on one tiny config with every option on.
 """
 
 import json
