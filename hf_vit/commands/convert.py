@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import check_hub_arguments, folder_writing_errors, push_from_arguments
+    from hf_vit.cli import check_hub_arguments, command_line, folder_writing_errors, push_from_arguments
     from hf_vit.convert import convert_checkpoint, export_checkpoint
 
     with folder_writing_errors(args.output_dir):
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
                 source=args.source,
                 verify=args.verify,
                 overwrite=args.overwrite,
+                command=command_line("hf-vit-convert", argv),
             )
             print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
         else:
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
                 preset=args.preset,
                 num_heads=args.num_heads,
                 checkpoint_key=args.checkpoint_key,
+                command=command_line("hf-vit-convert", argv),
             )
     conversion = result.get("conversion")  # an import; an export has its own notes
     against = conversion.reference_name if conversion else args.to

@@ -5,6 +5,9 @@
     timm              timm models, state dicts and folders (`from_timm`, `convert_timm_file`, `convert_timm_folder`)
     transformers_vit  transformers ViT, v4 or v5 names (`from_transformers`, `convert_transformers_folder`)
     dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
+    image_text        transformers SigLIP / CLIP vision models and image-text models' vision towers
+                      (`convert_image_text_folder`)
+    vit_variants      transformers MAE, MSN, I-JEPA, distilled DeiT (`convert_vit_variant_folder`)
     dinov3            transformers DINOv3 ViT (`from_dinov3`, `convert_dinov3_folder`)
     timm_eva          timm Eva: EVA-02 and timm's DINOv3 ports (`from_timm_eva`; timm folders go through `timm`)
     dino              DINO training checkpoints and backbones (`convert_dino_file`)

@@ -74,9 +74,12 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
             "a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
             "exactly when there is no pre-norm)"
         )
+    if config.distillation_token:
+        problems.append("a distillation token (timm's distilled ViTs are another class, VisionTransformerDistilled)")
     if problems:
         raise ValueError("cannot export to timm: " + "; ".join(problems))
-    rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "norm." if config.pooling == "cls" else "fc_norm.")]
+    fc_norm = config.final_norm_place == "pooled"  # timm's fc_norm normalises the pooled feature, its norm the tokens
+    rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "fc_norm." if fc_norm else "norm.")]
     state_dict = _rename(_classification_names(model), rules, "hf_vit")
     height, width = image_size_pair(config.image_size)
     model_args = dict(
@@ -89,10 +92,11 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         mlp_ratio=config.intermediate_size / config.hidden_size,
         qkv_bias=config.qkv_bias,
         init_values=config.layerscale_init,
-        class_token=True,
+        class_token=config.class_token,
         no_embed_class=not config.cls_position_embedding,
         reg_tokens=config.num_register_tokens,
-        global_pool="token" if config.pooling == "cls" else "avg",
+        global_pool={"cls": "token", "mean": "avg", "map": "map"}[config.pooling],
+        fc_norm=fc_norm,
         dynamic_img_size=True,
     )
     if config.pre_norm:
@@ -145,7 +149,11 @@ def _hf_vit_to_transformers_model(model):
     if config.layerscale_init is not None:
         problems.append("LayerScale (transformers' ViT has none)")
     if config.pooling != "cls":
-        problems.append("mean pooling (transformers' ViT pools the [CLS] token)")
+        problems.append(f"{config.pooling} pooling (transformers' ViT pools the [CLS] token)")
+    if config.final_norm_place != "tokens":
+        problems.append("the final norm on the pooled feature only (transformers' ViT norms every token)")
+    if config.distillation_token:
+        problems.append("a distillation token (transformers' ViT has none)")
     if config.mlp_type != "mlp":
         problems.append(f"mlp_type {config.mlp_type!r} (transformers' ViT has a plain MLP)")
     if config.pre_norm:
