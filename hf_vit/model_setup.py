@@ -250,10 +250,11 @@ def _read_config_file(path: str) -> dict:
 
 
 def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     import hf_vit  # noqa: F401  (registers the Auto classes)
 
+    from .checkpoint_io import load_image_processor
     from .convert.pretrained import pretrained_location
     from .data import image_processor_for
 
@@ -271,7 +272,7 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
         location, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels
     )
     try:
-        processor = AutoImageProcessor.from_pretrained(location, cache_dir=cache_dir)
+        processor = load_image_processor(location, cache_dir=cache_dir)  # never an auto_map's code
     except OSError:
         processor = image_processor_for(config.image_size)
     return model, processor

@@ -104,12 +104,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
+    from transformers import AutoConfig, AutoModel, ViTImageProcessor
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit import attention_maps as am
-    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.checkpoint_io import check_model_location, load_image_processor
     from hf_vit.data import BadImageError, open_image
     from hf_vit.fileio import atomic_write_bytes
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
-        processor = AutoImageProcessor.from_pretrained(model_name)
+        processor = load_image_processor(model_name)  # transformers' own class; an auto_map is never run
     except (OSError, ValueError):
         size = am.size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})

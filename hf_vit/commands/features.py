@@ -95,13 +95,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
+    from transformers import AutoConfig, AutoModel, ViTImageProcessor
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit import feature_maps as fm
     from hf_vit.attention_maps import display_image, size_pair
-    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.checkpoint_io import check_model_location, load_image_processor
     from hf_vit.convert.pretrained import pretrained_location
     from hf_vit.fileio import atomic_write_bytes
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
             f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         ) from None
     try:
-        processor = AutoImageProcessor.from_pretrained(model_name)
+        processor = load_image_processor(model_name)  # transformers' own class; an auto_map is never run
     except (OSError, ValueError):
         size = size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})
