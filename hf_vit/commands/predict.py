@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     # auto_map names
     try:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        fail(str(error))
+    try:
         model_name = pretrained_location(args.model)  # timm, transformers ViT, DINOv2...: the cached conversion
         config = AutoConfig.from_pretrained(model_name)
     except (OSError, ValueError) as error:  # a layout hf_vit does not convert, a refused pickle, no weights
