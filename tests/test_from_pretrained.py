@@ -529,3 +529,34 @@ print(model.config.num_attention_heads, model.config.pooling, model.config.num_l
     assert result.stdout.split() == ["3", "mean", "3"]
     with torch.no_grad():
         assert (torch.load(tmp_path / "out.pt") - source(x)).abs().max().item() <= TOL
+
+
+DAMAGE = {
+    "cut weights": lambda folder: (folder / "model.safetensors").write_bytes(
+        (folder / "model.safetensors").read_bytes()[:-100]
+    ),
+    "weights of another size": lambda folder: (folder / "model.safetensors").write_bytes(
+        (folder / "model.safetensors").read_bytes() + b" "
+    ),
+    "config removed": lambda folder: (folder / "config.json").unlink(),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_cached_conversion_is_converted_again(case, tmp_path, caplog):
+    import logging
+
+    import hf_vit
+    from hf_vit.convert.pretrained import resolve_pretrained
+
+    source = _timm_folder(tmp_path / "timm", embed_dim=32)
+    cache = tmp_path / "cache"
+    folder = Path(resolve_pretrained(tmp_path / "timm", cache_dir=cache).location)
+    DAMAGE[case](folder)
+    with caplog.at_level(logging.WARNING, logger="hf_vit"):
+        model = hf_vit.from_pretrained(tmp_path / "timm", cache_dir=cache).eval()
+    assert f"the cached conversion {folder} is damaged" in caplog.text
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x).logits - source(x)).abs().max().item() <= TOL
+    assert resolve_pretrained(tmp_path / "timm", cache_dir=cache).from_cache  # repaired: used again from now on
