@@ -167,6 +167,19 @@ class HfViTPatchEmbeddings(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 # Tokens -> [CLS] + registers + positions
 # ---------------------------------------------------------------------------------------------------------------
+def _check_mask_values(bool_masked_pos: torch.Tensor) -> None:
+    """A mask is boolean, or integers 0/1: a float mask (a forgotten `< ratio`) would mask every non-zero patch. The
+    dtype is checked always, integer values only in eager mode (a traced graph has no data-dependent branch)."""
+    if bool_masked_pos.is_floating_point() or bool_masked_pos.is_complex():
+        raise ValueError(
+            f"bool_masked_pos must be a boolean (or 0/1 integer) tensor, got {bool_masked_pos.dtype}: "
+            "compare random numbers with the mask ratio, e.g. torch.rand(batch, patches) < 0.6"
+        )
+    if bool_masked_pos.dtype != torch.bool and not torch.compiler.is_compiling():
+        if bool(((bool_masked_pos != 0) & (bool_masked_pos != 1)).any()):
+            raise ValueError("bool_masked_pos must hold only 0 and 1 (or be a boolean tensor)")
+
+
 class HfViTEmbeddings(nn.Module):
     """Patch tokens, the learned [CLS] token, optional registers, and learned position embeddings.
 
@@ -244,6 +257,7 @@ class HfViTEmbeddings(nn.Module):
                     f"bool_masked_pos must have shape (batch, patches) = {tuple(embeddings.shape[:2])}, "
                     f"got {tuple(bool_masked_pos.shape)}"
                 )
+            _check_mask_values(bool_masked_pos)
             mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
             embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
         cls_tokens = self.cls_token.expand(batch_size, -1, -1)
