@@ -12,6 +12,7 @@ Hub clients run in subprocesses (huggingface_hub reads HF_ENDPOINT at import tim
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -560,3 +561,19 @@ def test_damaged_cached_conversion_is_converted_again(case, tmp_path, caplog):
     with torch.no_grad():
         assert (model(x).logits - source(x)).abs().max().item() <= TOL
     assert resolve_pretrained(tmp_path / "timm", cache_dir=cache).from_cache  # repaired: used again from now on
+
+
+def test_a_lone_timm_weights_file_is_refused_with_advice_from_pretrained_can_follow(tmp_path):
+    """filename= picks the weights without timm's config.json: the refusal names no parameter from_pretrained lacks."""
+    import inspect
+
+    import hf_vit
+    from hf_vit.convert import pretrained
+
+    _timm_folder(tmp_path / "timm", embed_dim=32)  # a width timm's ViTs do not have: the heads are unknown
+    with pytest.raises(ValueError, match="the heads cannot be inferred") as refused:
+        hf_vit.from_pretrained(tmp_path / "timm", filename="model.safetensors", cache_dir=tmp_path / "cache")
+    accepted = set(inspect.signature(pretrained.from_pretrained).parameters)  # what hf_vit's passes on
+    named = set(re.findall(r"`(\w+)`", str(refused.value)))
+    assert named and named <= accepted, named - accepted
+    assert "without `filename`" in str(refused.value)

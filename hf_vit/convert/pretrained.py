@@ -230,9 +230,17 @@ def convert_layout(layout: str, path: Path) -> Conversion:
     raise ValueError(f"no converter for layout {layout!r}")
 
 
+# What from_pretrained's caller can do when a lone timm state dict does not say enough (its parameters name no
+# architecture): load it with timm's config.json, or convert the file naming the architecture.
+_TIMM_FILE_ADVICE = (
+    "load it with the config.json timm writes beside it, which names the architecture (the repo or folder, without "
+    "`filename`), or convert the file with hf_vit.convert.convert_checkpoint('timm', ..., timm_model=...)"
+)
+
+
 def _convert_timm_state_dict(path: Path) -> Conversion:
     """A timm state dict without config.json: its heads from its width (timm's ViTs), read in one pass."""
-    return convert_timm_file(path, heads_by_width=TIMM_HEADS_BY_WIDTH)
+    return convert_timm_file(path, heads_by_width=TIMM_HEADS_BY_WIDTH, advice=_TIMM_FILE_ADVICE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
