@@ -426,14 +426,31 @@ def _bert(folder):
 PREDICT_REFUSALS = {"pickle that would run code": _code_pickle, "no weights": _no_weights, "BERT": _bert}
 
 
+@pytest.mark.parametrize("cli", ["predict", "visualize_attention"])
 @pytest.mark.parametrize("case", PREDICT_REFUSALS)
-def test_predict_refuses_what_hf_vit_refuses_in_its_own_words(case, gray16, tmp_path):
+def test_models_hf_vit_refuses_are_refused_in_its_own_words(cli, case, gray16, tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     expected = PREDICT_REFUSALS[case](folder)
-    line = error_line(run_main(["scripts/predict.py", str(folder), str(gray16)]), 2)
+    args = [f"scripts/{cli}.py", str(folder), str(gray16)]
+    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])), 2)
     assert line.startswith(f"error: cannot load a model from '{folder}'") and expected in line, line
     assert "weights_only` set to `False`" not in line and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "folder"])
+def test_attention_refuses_a_missing_image_or_a_folder_as_image_before_any_work(case, model_dir, tmp_path):
+    image = tmp_path / "images"
+    if case == "folder":
+        image.mkdir()
+    args = ["scripts/visualize_attention.py", str(model_dir), str(image), "--output_dir", str(tmp_path / "maps")]
+    line = error_line(run_main(args), 2)
+    assert line == (
+        f"error: image {image} does not exist"
+        if case == "missing"
+        else f"error: {image} is a folder; expected an image file (give the images inside it)"
+    ), line
+    assert not (tmp_path / "maps").exists()
 
 
 def test_predict_never_runs_the_code_a_processor_auto_map_names(model_dir, gray16, tmp_path, monkeypatch):

@@ -98,6 +98,11 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     if not 0.0 <= args.threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {args.threshold}")
+    for image_path in args.images:  # the user's mistakes, before any work: a missing image, a folder as an image
+        if not Path(image_path).exists():
+            fail(f"image {image_path} does not exist")
+        if Path(image_path).is_dir():
+            fail(f"{image_path} is a folder; expected an image file (give the images inside it)")
     stems = output_stems(args.images)
     check_output_dir(Path(args.output_dir), stems, OUTPUT_SUFFIXES, args.overwrite)
 
@@ -123,11 +128,13 @@ def main(argv=None) -> int:
 
     try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
         model_name = pretrained_location(args.model)
+    except (OSError, ValueError) as error:  # bad Hub id, a layout hf_vit does not convert, weights it refuses
+        fail(f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
+    try:
         config = AutoConfig.from_pretrained(model_name)
-    except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
+    except (OSError, ValueError) as error:  # a broken config.json
         fail(
-            f"cannot load a model config from {args.model!r}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"cannot load the model config of {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         )
     if config.model_type != "hf_vit":
         fail(f"{args.model!r} is a {config.model_type!r} model; this script needs an hf_vit checkpoint")

@@ -109,11 +109,19 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     try:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    try:
         model_name = pretrained_location(args.model)  # timm, transformers ViT, DINOv2...: the cached conversion
-        config = AutoConfig.from_pretrained(model_name)
-    except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
+    except (OSError, ValueError) as error:  # bad Hub id, a layout hf_vit does not convert, weights it refuses
         raise UserError(
-            f"cannot load a model config from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+            f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+        ) from None
+    try:
+        config = AutoConfig.from_pretrained(model_name)
+    except (OSError, ValueError) as error:  # a broken config.json
+        raise UserError(
+            f"cannot load the model config of {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         ) from None
     if config.model_type != "hf_vit":
         raise UserError(f"{args.model!r} is a {config.model_type!r} model; this command needs an hf_vit checkpoint")
