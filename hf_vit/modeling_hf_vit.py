@@ -161,7 +161,19 @@ class HfViTPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # (B, C, H, W) -> (B, D, H/P, W/P) -> (B, N, D)
+        if _capturing_graph():
+            pixel_values = _whole_patches(pixel_values, self.patch_size)
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+def _whole_patches(pixel_values: torch.Tensor, patch: int) -> torch.Tensor:
+    """The size check that survives export: a reshape into whole patches and back, which an exported graph (ONNX in
+    onnxruntime too) runs and which fails when the height or width is not a multiple of the patch, where the Python
+    check is frozen or dropped."""
+    batch, channels, height, width = pixel_values.shape
+    return pixel_values.reshape(batch, channels, height // patch, patch, width // patch, patch).reshape(
+        batch, channels, height, width
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
