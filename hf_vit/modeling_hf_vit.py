@@ -508,8 +508,9 @@ class HfViTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Name all model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
-        # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head).
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head); nothing
+        # else: entries a loaded config carried (code of some other repo) are never written back.
+        self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):
             _save_default_image_processor(save_directory, self.config)
