@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         fail("no files to classify" + (" (inputs not found)" if missing else " (the folders are empty)"))
 
     import torch
+    from safetensors import SafetensorError
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForImageClassification, pipeline
     from transformers.utils import logging as hf_logging
@@ -98,8 +99,6 @@ def main(argv=None) -> int:
         fail(f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     if config.model_type != "hf_vit":
         fail(f"{args.model!r} is a {config.model_type!r} model; this command needs an hf_vit checkpoint")
-    from safetensors import SafetensorError
-
     try:
         model = AutoModelForImageClassification.from_pretrained(model_name).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
