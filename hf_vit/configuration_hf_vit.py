@@ -58,6 +58,22 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return (image_size[0], image_size[1])
 
 
+def token_merging_problem(token_merging_r, num_hidden_layers) -> str | None:
+    """What is wrong with a `token_merging_r` value for a model of `num_hidden_layers` blocks, or None if nothing."""
+    if _is_int(token_merging_r):
+        return None if token_merging_r >= 0 else f"token_merging_r must be >= 0, got {token_merging_r!r}"
+    expected = (
+        f"an integer >= 0 or a list of {num_hidden_layers} of them (one per block)"
+        if _is_int(num_hidden_layers)
+        else "an integer >= 0 or a list of them (one per block)"
+    )
+    if not isinstance(token_merging_r, (list, tuple)) or not all(_is_int(r) and r >= 0 for r in token_merging_r):
+        return f"token_merging_r must be {expected}, got {token_merging_r!r}"
+    if _is_int(num_hidden_layers) and len(token_merging_r) != num_hidden_layers:
+        return f"token_merging_r must be {expected}, got a list of {len(token_merging_r)}"
+    return None
+
+
 class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an hf_vit model. Defaults give ViT-B/16 at 224×224.
@@ -112,6 +128,14 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         reshape_hidden_states (`bool`): `HfViTBackbone` returns feature maps (batch, D, H/P, W/P); with `False`, token
             sequences (batch, 1 + H/P·W/P, D): [CLS] then the patch tokens (registers dropped), the layout of
             transformers' DPT neck, which reads [CLS] as its readout token.
+        token_merging_r (`int` or `list[int]`): token merging (ToMe, Bolya et al., ICLR 2023) for faster inference
+            without retraining: after each block's attention, the `r` most similar pairs of tokens (cosine similarity
+            of their keys, averaged over heads, between alternate tokens) are merged into their size-weighted
+            average, and later attention counts each token by its size (log size added to the logits). An int
+            merges that many pairs in every block, a list gives one value per block; 0 (default) is the plain model.
+            The [CLS] and register tokens are never merged. Takes effect at the next forward, so it can be set on a
+            loaded model (`model.config.token_merging_r = 13`). Outputs that need every patch token (the backbone,
+            masked image modeling, `get_intermediate_layers`) refuse it.
     """
 
     model_type = "hf_vit"
@@ -144,6 +168,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
     apply_layernorm: bool = True
     reshape_hidden_states: bool = True
+    token_merging_r: int | list[int] = 0
 
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
@@ -155,6 +180,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         if self.encoder_stride is None:
             self.encoder_stride = self.patch_size
         super().__post_init__(**kwargs)
+        if isinstance(self.token_merging_r, tuple):
+            self.token_merging_r = list(self.token_merging_r)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: index for index, label in self.id2label.items()}
 
@@ -235,6 +262,9 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        problem = token_merging_problem(self.token_merging_r, self.num_hidden_layers)
+        if problem:
+            problems.append(problem)
         if _is_int(self.num_hidden_layers) and self.num_hidden_layers > 0:
             try:  # out_features/out_indices set before num_hidden_layers changed may name stages that no longer exist
                 self.verify_out_features_out_indices()
