@@ -335,14 +335,15 @@ class HfViTAttention(nn.Module):
                 implementation = self.config._attn_implementation
                 attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
                 if attention_bias is not None and attention_interface is not eager_attention_forward:
-                    if "flash" in implementation:
+                    if implementation != "flex_attention":
                         raise ValueError(
-                            f"token merging (config.token_merging_r) needs an attention that adds a bias to the "
-                            f"logits; {implementation!r} has none: use attn_implementation 'sdpa', 'eager' or "
+                            "token merging (config.token_merging_r) adds the log size of each token to the attention "
+                            f"logits, which attn_implementation {implementation!r} cannot do: use 'sdpa', 'eager' or "
                             "'flex_attention', or set config.token_merging_r = 0"
                         )
-                    # flex attention indexes the mask per query: a (B, 1, N, N) view of the same values
-                    attention_bias = attention_bias.expand(batch_size, 1, seq_len, seq_len)
+                    # flex attention adds `position_bias` (B, heads, N, N) to its scores: a view of the same values
+                    kwargs = {**kwargs, "position_bias": attention_bias.expand(-1, self.num_heads, seq_len, -1)}
+                    attention_bias = None
             attn_output, attn_weights = attention_interface(
                 self, query, key, value, attention_bias, dropout=dropout, scaling=self.scaling, **kwargs
             )
