@@ -52,7 +52,7 @@ def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
         quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=inplace)
     quantized = model if inplace else quantized
     count = sum(isinstance(module, torch.ao.nn.quantized.dynamic.Linear) for module in quantized.modules())
-    logger.info("quantized %d linear layers to int8 (dynamic)", count)
+    logger.debug("quantized %d linear layers to int8 (dynamic)", count)
     return quantized
 
 

@@ -241,3 +241,74 @@ def test_onnx_and_torch_export_with_merging_at_any_batch(tiny_config, tmp_path):
             torch.testing.assert_close(exported(x).logits, expected, rtol=0, atol=1e-5)
         got = torch.as_tensor(np.asarray(session.run(None, {"pixel_values": x.numpy()})[0]))
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    config = HfViTConfig(
+        image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    config.id2label = {0: "zero", 1: "one", 2: "two"}
+    perturb(HfViTForImageClassification(config), seed=3).save_pretrained(folder / "model")
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "image.png")
+    return folder
+
+
+def _scores(result):
+    import json
+
+    assert result.returncode == 0, result.stderr
+    return {p["label"]: p["score"] for p in json.loads(result.stdout)["predictions"]}
+
+
+def test_predict_cli_token_merging_and_int8(classifier_folder):
+    from helpers import run_main
+    from transformers import pipeline
+
+    model, image = classifier_folder / "model", classifier_folder / "image.png"
+    plain = _scores(run_main(["scripts/predict.py", model, image, "--json", "--device", "cpu"]))
+    fast = _scores(
+        run_main(
+            ["scripts/predict.py", model, image, "--json", "--device", "cpu", "--token_merging_r", "20,6", "--int8"]
+        )
+    )
+    expected_model = HfViTForImageClassification.from_pretrained(model, token_merging_r=[20, 6])
+    classify = pipeline("image-classification", model=hf_vit.quantize_int8(expected_model), image_processor=str(model))
+    expected = {p["label"]: p["score"] for p in classify(str(image), top_k=3)}
+    assert fast == pytest.approx(expected, abs=1e-6)
+    assert fast != pytest.approx(plain, abs=1e-4)  # the flags changed the model that ran
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--token_merging_r", "-3"], "expected an integer >= 0 or a comma list of them"),
+        (["--token_merging_r", "1,2,3"], "--token_merging_r must be an integer >= 0 or a list of 2 of them"),
+    ],
+)
+def test_predict_cli_refuses_bad_token_merging(classifier_folder, flags, message):
+    from helpers import run_main
+
+    done = run_main(["scripts/predict.py", classifier_folder / "model", classifier_folder / "image.png", *flags])
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0 or "usage:" in done.stderr  # one line (argparse adds its usage)
+
+
+def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_config):
+    from torch import nn
+
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x).logits
+        quantized = hf_vit.quantize_int8(model)
+        got = quantized(x).logits
+    assert not any(type(module) is nn.Linear for module in quantized.modules())
+    assert sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quantized.modules()) == 2 * 4 + 1
+    assert any(type(module) is nn.Linear for module in model.modules())  # a copy: the float model is untouched
+    assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99 and not torch.equal(got, expected)
+    with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
+        hf_vit.quantize_int8(model.to(torch.bfloat16))
