@@ -216,6 +216,8 @@ _SHAPE_KEYS = (
     "pre_norm",
     "patch_embedding_bias",
     "use_mask_token",
+    "absolute_position_embeddings",
+    "qk_norm",
 )
 
 

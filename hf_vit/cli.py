@@ -47,6 +47,22 @@ def as_flags(text: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", r"--\1", text)
 
 
+def command_line(program: str, argv) -> str:
+    """The command as a user would type it again, for a model card: `program` and its arguments, shell-quoted, with
+    the value of any token flag left out."""
+    import shlex
+
+    words, hide_next = [program], False
+    for word in map(str, argv):
+        flag, equals, _ = word.partition("=")
+        secret = flag.startswith("--") and "token" in flag
+        if hide_next or (secret and equals):
+            word = f"{flag}=***" if secret and equals else "***"
+        words.append(word)
+        hide_next = secret and not equals
+    return shlex.join(words)
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="debug messages, and a traceback with any error")
@@ -172,6 +188,59 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--config_overrides",
         help='override config values when training from scratch, e.g. "hidden_size=128,num_hidden_layers=6"',
     )
+
+
+def add_license_arguments(parser: argparse.ArgumentParser) -> None:
+    """--license and --override_base_license, with FitSettings' help texts."""
+    from .fit import FitSettings
+
+    fields = FitSettings.__dataclass_fields__
+    group = parser.add_argument_group("licence of the trained weights (written into the model card)")
+    group.add_argument("--license", default=None, help=as_flags(fields["license"].metadata["help"]))
+    group.add_argument(
+        "--override_base_license", action="store_true", help=as_flags(fields["override_base_license"].metadata["help"])
+    )
+
+
+def check_license_arguments(args) -> None:
+    """The licence flags' own checks, before any data is loaded: a malformed licence id, --override_base_license
+    without --license or without a base model."""
+    from .model_card import LICENSE_ID
+
+    if args.license is not None and not LICENSE_ID.fullmatch(args.license):
+        raise UserError(
+            f"--license must be a Hub licence id such as apache-2.0, mit or cc-by-nc-4.0, got {args.license!r}"
+        )
+    if args.override_base_license and args.license is None:
+        raise UserError("--override_base_license needs --license: the licence to apply instead of the base model's")
+    if args.override_base_license and not args.model_name_or_path:
+        raise UserError(
+            "--override_base_license applies to a fine-tune (--model_name_or_path); weights trained from scratch take "
+            "--license alone"
+        )
+
+
+def lineage_from_arguments(args):
+    """(lineage, (licence, note)) of the trained weights for their card: the base model --model_name_or_path names
+    (`convert.pretrained.base_lineage`; None from scratch) and the licence the licence flags give them
+    (`model_card.resolve_license`). Called before any data is loaded: a licence that would relabel a known base
+    licence fails in seconds, as a UserError."""
+    from .model_card import resolve_license
+
+    lineage = None
+    if args.model_name_or_path:
+        from .convert.pretrained import base_lineage
+
+        try:
+            lineage = base_lineage(args.model_name_or_path, cache_dir=args.cache_dir)
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"cannot load a model from {args.model_name_or_path}: {str(error).splitlines()[0]}"
+            ) from None
+    try:
+        return lineage, resolve_license(lineage.license if lineage else None, args.license, args.override_base_license)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 # ---- the Hub flags (transformers' example scripts' names) ---------------------------------------------------------

@@ -33,7 +33,9 @@ PRESETS = {
 }
 
 POOLING_MODES = ("cls", "mean")
-MLP_TYPES = ("mlp", "swiglu")
+MLP_TYPES = ("mlp", "swiglu", "swiglu_norm")
+# rotary position encodings of the patch tokens, by convention -> the frequency base their models use by default
+ROPE_TYPES = {"dinov3": 100.0, "eva02": 10000.0}
 
 
 def _is_int(value) -> bool:
@@ -58,8 +60,18 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return (image_size[0], image_size[1])
 
 
-def token_merging_problem(token_merging_r, num_hidden_layers) -> str | None:
-    """What is wrong with a `token_merging_r` value for a model of `num_hidden_layers` blocks, or None if nothing."""
+def token_merging_problem(token_merging_r, num_hidden_layers, rope_type=None) -> str | None:
+    """What is wrong with a `token_merging_r` value for a model of `num_hidden_layers` blocks (with rotary position
+    encoding `rope_type`), or None if nothing."""
+    if (
+        rope_type is not None
+        and token_merging_r
+        and (not isinstance(token_merging_r, (list, tuple)) or any(token_merging_r))
+    ):
+        return (
+            f"token_merging_r must be 0 with rotary position encoding (rope_type {rope_type!r}): a merged token has "
+            f"no grid position to rotate by; got {token_merging_r!r}"
+        )
     if _is_int(token_merging_r):
         return None if token_merging_r >= 0 else f"token_merging_r must be >= 0, got {token_merging_r!r}"
     expected = (
@@ -94,7 +106,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_act (`str`): MLP activation, a key of `transformers.activations.ACT2FN` ("gelu" is exact GELU).
         mlp_type (`str`): "mlp" is fc1 -> `hidden_act` -> fc2; "swiglu" is the gated SwiGLU MLP of DINOv2-giant
             (fc1 projects to 2 × `intermediate_size`, its first half through SiLU gates the second, fc2 projects back;
-            `hidden_act` is then unused).
+            `hidden_act` is then unused); "swiglu_norm" is that SwiGLU with a LayerNorm over its `intermediate_size`
+            hidden features before fc2 (EVA-02's MLP, timm's `scale_mlp=True`).
         hidden_dropout_prob (`float`): dropout on the embeddings and on each attention/MLP branch output.
         attention_probs_dropout_prob (`float`): dropout on the attention weights.
         drop_path_rate (`float`): stochastic depth; block i drops its branches with rate `i / (L-1) * drop_path_rate`.
@@ -112,6 +125,28 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         patch_embedding_bias (`bool`): bias on the patch projection (CLIP image towers have none).
         pre_norm (`bool`): a LayerNorm over all tokens before the first block, as CLIP image towers (timm's
             `pre_norm=True`, weights `norm_pre`); with `hidden_act="quick_gelu"` this loads timm's CLIP ViTs.
+        absolute_position_embeddings (`bool`): the learned position table added to the tokens; `False` leaves
+            position to `rope_type` alone (DINOv3) and the model has no `position_embeddings` weights.
+        rope_type (`str` or `None`): rotary position encoding of the queries and keys of the patch tokens (the last
+            H/P·W/P tokens; [CLS], registers and other prefix tokens stay unrotated), computed for the input's own
+            patch grid, so any size works without interpolation. `None`: off. "dinov3": DINOv3's convention
+            (transformers `DINOv3ViTRopePositionEmbedding`): patch-centre coordinates in [-1, 1] per axis, angles
+            2π·coordinate·`rope_theta`^(-k/(head_dim/4)), the first half of each head's channels rotated against the
+            second. "eva02": EVA-02's (timm `RotaryEmbeddingCat`): patch indices 0..n-1 per axis (scaled onto
+            `rope_reference_grid` when set), angles index·`rope_theta`^(-k/(head_dim/4)), channels rotated in
+            adjacent pairs. Each head uses head_dim/4 frequencies per axis (rows first, then columns).
+        rope_theta (`float` or `None`): the RoPE frequency base; `None` is the convention's own (100 for "dinov3",
+            10000 for "eva02").
+        rope_reference_grid (`(rows, columns)` or `None`): "eva02" only: the patch indices of any input are rescaled
+            to span this grid (timm's `ref_feat_shape`, the pre-training grid); `None` keeps raw indices.
+        rope_shift (`float` or `None`): training only (ignored in eval): add one uniform random offset in
+            [-`rope_shift`, `rope_shift`] per axis to all RoPE coordinates (DINOv3's `pos_embed_shift`).
+        rope_jitter (`float` or `None`): training only: multiply each axis' coordinates by a log-uniform factor in
+            [1/`rope_jitter`, `rope_jitter`] (DINOv3's `pos_embed_jitter`).
+        rope_rescale (`float` or `None`): training only: multiply all coordinates by one log-uniform factor in
+            [1/`rope_rescale`, `rope_rescale`] (DINOv3's `pos_embed_rescale`).
+        qk_norm (`bool`): a LayerNorm over each head's queries and keys (per head, weights shared across heads) before
+            RoPE and the attention product (timm's `qk_norm=True`, EVA/DINOv3 variants).
         use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
             tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
             `HfViTForMaskedImageModeling` always has one (it switches this on).
@@ -162,6 +197,14 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_mask_token: bool = False
     encoder_stride: int | None = None
     pre_norm: bool = False
+    absolute_position_embeddings: bool = True
+    rope_type: str | None = None
+    rope_theta: float | None = None
+    rope_reference_grid: list[int] | None = None
+    rope_shift: float | None = None
+    rope_jitter: float | None = None
+    rope_rescale: float | None = None
+    qk_norm: bool = False
     patch_embedding_bias: bool = True
     initializer_range: float = 0.02
     _out_features: list[str] | None = None
@@ -173,6 +216,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
             self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
+        if isinstance(self.rope_reference_grid, tuple):
+            self.rope_reference_grid = list(self.rope_reference_grid)
         kwargs.pop("stage_names", None)  # a property here, derived from num_hidden_layers (configs saved elsewhere)
         self.set_output_features_output_indices(
             out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
@@ -250,8 +295,11 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             problems.append(
                 f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}"
             )
+        problems.extend(self._rope_problems())
         for name in (
             "qkv_bias",
+            "absolute_position_embeddings",
+            "qk_norm",
             "cls_position_embedding",
             "interpolate_antialias",
             "use_mask_token",
@@ -262,7 +310,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
-        problem = token_merging_problem(self.token_merging_r, self.num_hidden_layers)
+        problem = token_merging_problem(self.token_merging_r, self.num_hidden_layers, self.rope_type)
         if problem:
             problems.append(problem)
         if _is_int(self.num_hidden_layers) and self.num_hidden_layers > 0:
@@ -272,6 +320,46 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
                 problems.append(f"{error} (set config.out_features or config.out_indices again)")
         if problems:
             raise ValueError("Invalid HfViTConfig: " + "; ".join(problems))
+
+    def _rope_problems(self) -> list[str]:
+        problems = []
+        if self.rope_type is not None and self.rope_type not in ROPE_TYPES:
+            problems.append(f"rope_type must be None or one of {tuple(ROPE_TYPES)}, got {self.rope_type!r}")
+        if self.rope_type is not None and _is_int(self.hidden_size) and _is_int(self.num_attention_heads):
+            if self.num_attention_heads > 0 and (self.hidden_size // self.num_attention_heads) % 4:
+                problems.append(
+                    f"rope_type {self.rope_type!r} needs a head width (hidden_size / num_attention_heads = "
+                    f"{self.hidden_size // self.num_attention_heads}) divisible by 4"
+                )
+        if self.rope_theta is not None and (not _is_number(self.rope_theta) or self.rope_theta <= 0):
+            problems.append(
+                f"rope_theta must be None (the convention's own) or a positive number, got {self.rope_theta!r}"
+            )
+        grid = self.rope_reference_grid
+        if grid is not None:
+            if not (isinstance(grid, list) and len(grid) == 2 and all(_is_number(s) and s > 0 for s in grid)):
+                problems.append(f"rope_reference_grid must be None or a (rows, columns) pair > 0, got {grid!r}")
+            elif self.rope_type != "eva02":
+                problems.append(f"rope_reference_grid is an 'eva02' RoPE option; rope_type is {self.rope_type!r}")
+        if self.rope_shift is not None and (not _is_number(self.rope_shift) or self.rope_shift < 0):
+            problems.append(f"rope_shift must be None (off) or a number >= 0, got {self.rope_shift!r}")
+        for name in ("rope_jitter", "rope_rescale"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or value < 1):
+                problems.append(f"{name} must be None (off) or a factor >= 1, got {value!r}")
+        if self.absolute_position_embeddings is False and self.rope_type is None:
+            problems.append(
+                "absolute_position_embeddings=False needs a rope_type: without either the model has no position "
+                "information"
+            )
+        return problems
+
+    @property
+    def rope_base(self) -> float | None:
+        """The RoPE frequency base in use: `rope_theta`, or the convention's own (None without RoPE)."""
+        if self.rope_type is None:
+            return None
+        return float(self.rope_theta) if self.rope_theta is not None else ROPE_TYPES[self.rope_type]
 
     @property
     def stage_names(self) -> list[str]:

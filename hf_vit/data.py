@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,6 +55,7 @@ class ImageData:
     is_digits: bool = False
     notes: list[str] = field(default_factory=list)
     from_dataset: bool = False  # loaded with datasets.load_dataset: the model card names it in `datasets`
+    eval_held_out: bool = False  # the evaluation examples were held out of the `train` split (it had no other)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -62,6 +64,24 @@ class ImageData:
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+
+def card_evaluation(data: ImageData) -> dict:
+    """What a model card says about the data a model was evaluated on (`model_card.render_model_card`'s `datasets`,
+    `dataset_name`, `eval_split`): a Hub dataset is named by its id (the card's model-index needs one); the digits and
+    local folders, which have none, in words only. Examples held out of `train` are reported as that split."""
+    hub_id = data.from_dataset and not Path(data.name).expanduser().exists()  # load_dataset also reads local paths
+    if data.is_digits:
+        where = DIGITS_DESCRIPTION
+    elif hub_id:
+        where = f"the Hub dataset `{data.name}`"
+    else:
+        where = f"the local data `{data.name}`"
+    return {
+        "datasets": [data.name] if hub_id else None,
+        "dataset_name": where + (", examples held out of its `train` split" if data.eval_held_out else ""),
+        "eval_split": "train" if data.eval_held_out else data.eval_split,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,7 +265,7 @@ def load_image_data(
         eval_split = next((s for s in _EVAL_SPLIT_NAMES if s in loaded), None)
         image_column, label_column = detect_columns(train, image_column, label_column)
         id2label = _id2label(train, label_column)
-        notes = []
+        notes, held_out = [], False
         if eval_split is not None:
             eval_ds = loaded[eval_split]
         elif streaming:
@@ -258,7 +278,7 @@ def load_image_data(
                 parts = train.train_test_split(test_size=validation_split, seed=split_seed, stratify_by_column=stratify)
             except ValueError:  # too few examples of some class to stratify
                 parts = train.train_test_split(test_size=validation_split, seed=split_seed)
-            train, eval_ds, eval_split = parts["train"], parts["test"], "validation"
+            train, eval_ds, eval_split, held_out = parts["train"], parts["test"], "validation", True
             notes.append(f"no validation split: held out {len(eval_ds)} of the training examples (seed {split_seed})")
         if not streaming and len(train) == 0:
             raise DataError(f"the training split of {name} is empty")
@@ -279,6 +299,7 @@ def load_image_data(
             streaming=streaming,
             notes=notes,
             from_dataset=bool(dataset_name),
+            eval_held_out=held_out,
         )
     if not data.streaming:
         if max_train_samples is not None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import checkpoints
 from . import data as hdata
+from .model_card import LICENSE_ID, Lineage, resolve_license
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
 from .training import MetricsLog, param_groups
 
@@ -71,6 +72,18 @@ class FitSettings:
     validation_split: float | None = None  # recorded with checkpoints: it changes the training set
     shuffle_buffer_size: int = 10_000  # streaming data only
     progress: bool = True
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "the licence of the trained weights, a Hub licence id (default: apache-2.0 from scratch; a "
+            "fine-tune keeps its base model's licence, and a different one is refused unless "
+            "`override_base_license`)"
+        },
+    )
+    override_base_license: bool = field(
+        default=False,
+        metadata={"help": "with `license`: relabel a fine-tune whose base model's licence is known (the card says so)"},
+    )
 
     def validate(self) -> None:
         """Raise `SettingError` for the first value that would train nothing or nonsense."""
@@ -105,6 +118,10 @@ class FitSettings:
             )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.license is not None and not LICENSE_ID.fullmatch(self.license):
+            raise SettingError("license", f"must be a Hub licence id such as apache-2.0 or mit, got {self.license!r}")
+        if self.override_base_license and self.license is None:
+            raise SettingError("override_base_license", "needs `license`: the licence to apply instead of the base's")
 
 
 @dataclass
@@ -130,14 +147,22 @@ def fit(
     *,
     inputs=None,
     hub_model_id: str | None = None,
+    lineage: Lineage | None = None,
+    command: str | None = None,
 ) -> FitResult:
     """Train `model` (an `HfViTForImageClassification`, its labels those of `data`) and write the final folder.
 
-    `inputs` names the run's local inputs (label -> path) that the output folder must stay out of. Raises
-    `SettingError`, `output_dir.OutputDirNotEmpty`/`OutputDirBusy`, `ValueError` (checkpoint problems),
-    `hf_vit.data.DataError` (an unreadable image) and `DiskFullError`; the output folder is then as it was, except
-    for checkpoints the run saved before failing."""
+    `inputs` names the run's local inputs (label -> path) that the output folder must stay out of. `lineage`: the
+    base model a fine-tune starts from (`hf_vit.convert.pretrained.base_lineage`; None: trained from scratch), whose
+    licence the card keeps unless `settings.license` overrides it (`model_card.resolve_license`); `command`: what
+    started the run, for the card. Raises `SettingError`, `output_dir.OutputDirNotEmpty`/`OutputDirBusy`,
+    `ValueError` (checkpoint problems, a licence that would relabel the base model's), `hf_vit.data.DataError` (an
+    unreadable image) and `DiskFullError`; the output folder is then as it was, except for checkpoints the run saved
+    before failing."""
     settings.validate()
+    card_license = resolve_license(
+        lineage.license if lineage else None, settings.license, settings.override_base_license
+    )
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
     check = dict(inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
@@ -150,7 +175,9 @@ def fit(
     try:
         if lock is not None:  # again under the lock: another run may have written there since the first check
             check_output_dir(output_dir, **check)
-        result = _Run(model, processor, data, output_dir, settings, hub_model_id).train()
+        run = _Run(model, processor, data, output_dir, settings, hub_model_id)
+        run.lineage, run.card_license, run.command = lineage, card_license, command
+        result = run.train()
     except BaseException:
         if lock is not None:
             lock.release(cleanup=True)
@@ -557,15 +584,19 @@ class _Run:
 
         data, split = self.data, self.data.eval_split
         unwrapped = self.accelerator.unwrap_model(self.model)
+        license, license_note = self.card_license
         card = render_model_card(
             unwrapped.config,
             num_parameters=self.num_params,
             model_name=self.output_dir.name,
             repo_id=self.hub_model_id,
-            datasets=[data.name] if data.from_dataset else None,
-            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+            license=license,
+            license_note=license_note,
+            lineage=self.lineage,
+            command=self.command,
             results={"accuracy": self.last_eval["eval_accuracy"], "loss": self.last_eval["eval_loss"]},
             hyperparameters=self.hyperparameters(),
+            **hdata.card_evaluation(data),
         )
         results = {
             f"{split}_accuracy": self.last_eval["eval_accuracy"],

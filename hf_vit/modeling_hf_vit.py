@@ -2,8 +2,9 @@
 
 The file reads in the order of the model's story: the image is cut into P×P patches and each patch is projected to a
 D-dimensional token; a learned [CLS] token (and optional register tokens) joins them; learned position embeddings,
-interpolated for other image sizes, are added; pre-norm Transformer blocks mix the tokens; the [CLS] token (or the mean
-of the patch tokens) comes out, and a linear head classifies it.
+interpolated for other image sizes, are added (and/or, as in DINOv3 and EVA-02, the patch tokens' queries and keys are
+rotated by their grid position: RoPE); pre-norm Transformer blocks mix the tokens; the [CLS] token (or the mean of the
+patch tokens) comes out, and a linear head classifies it.
 
 This file is copied into every saved checkpoint (with `configuration_hf_vit.py`) so that
 `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without hf_vit installed: it imports only `torch`,
@@ -193,7 +194,9 @@ class HfViTEmbeddings(nn.Module):
             else None
         )
         num_positions = self.grid_size[0] * self.grid_size[1] + int(self.cls_position_embedding)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, hidden_size))
+        self.position_embeddings = (
+            nn.Parameter(torch.zeros(1, num_positions, hidden_size)) if config.absolute_position_embeddings else None
+        )
         self.mask_token = nn.Parameter(torch.zeros(1, hidden_size)) if config.use_mask_token else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -220,7 +223,9 @@ class HfViTEmbeddings(nn.Module):
         batch_size, _, height, width = pixel_values.shape
         patch_size = self.patch_embeddings.patch_size
         grid_size = (height // patch_size, width // patch_size)
-        if interpolate_pos_encoding is not False and _capturing_graph():
+        if self.position_embeddings is None:  # positions come from rotary encoding in the attention alone
+            position_embeddings = None
+        elif interpolate_pos_encoding is not False and _capturing_graph():
             # A graph for any size (ONNX, torch.export): the resize is always in it, and is an identity at the
             # trained grid. Comparing the sizes here would freeze the example's size into the graph.
             position_embeddings = self.interpolate_pos_encoding(grid_size)
@@ -248,7 +253,9 @@ class HfViTEmbeddings(nn.Module):
             mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
             embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
         cls_tokens = self.cls_token.expand(batch_size, -1, -1)
-        if self.cls_position_embedding:
+        if position_embeddings is None:
+            embeddings = torch.cat((cls_tokens, embeddings), dim=1)
+        elif self.cls_position_embedding:
             embeddings = torch.cat((cls_tokens, embeddings), dim=1) + position_embeddings
         else:
             embeddings = torch.cat((cls_tokens, embeddings + position_embeddings), dim=1)
@@ -256,6 +263,107 @@ class HfViTEmbeddings(nn.Module):
             registers = self.register_tokens.expand(batch_size, -1, -1)
             embeddings = torch.cat((embeddings[:, :1], registers, embeddings[:, 1:]), dim=1)
         return self.dropout(embeddings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rotary position encoding (RoPE) of the patch tokens
+# ---------------------------------------------------------------------------------------------------------------
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] over the last dimension's two halves (DINOv3's RoPE layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """[x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...]: adjacent channel pairs rotated (EVA-02's RoPE layout)."""
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def dinov3_rope_coordinates(rows: int, columns: int, reference_grid, device: torch.device) -> torch.Tensor:
+    """Patch centres in [-1, 1] per axis, (rows·columns, 2) as (row, column)."""
+    axes = [torch.arange(0.5, size, dtype=torch.float32, device=device) / size for size in (rows, columns)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1)
+    return 2.0 * grid - 1.0
+
+
+def eva02_rope_coordinates(rows: int, columns: int, reference_grid, device: torch.device) -> torch.Tensor:
+    """Patch indices per axis, (rows·columns, 2) as (row, column), rescaled to span `reference_grid` when given."""
+    axes = [torch.arange(size, device=device).to(torch.float32) for size in (rows, columns)]
+    if reference_grid is not None:
+        axes = [axes[0] / rows * reference_grid[0], axes[1] / columns * reference_grid[1]]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1)
+
+
+def repeat_halves(angles: torch.Tensor) -> torch.Tensor:
+    """(N, head_dim/2) angles -> (N, head_dim) in the half layout: [a, a]."""
+    return torch.cat((angles, angles), dim=-1)
+
+
+def repeat_pairs(angles: torch.Tensor) -> torch.Tensor:
+    """(N, head_dim/2) angles -> (N, head_dim) in the pair layout: [a0, a0, a1, a1, ...]."""
+    return torch.stack((angles, angles), dim=-1).flatten(-2)
+
+
+# config.rope_type -> (patch coordinates, angle per unit of coordinate and frequency, angle layout, channel rotation):
+# the two conventions in use
+ROPE_CONVENTIONS = {
+    "dinov3": (dinov3_rope_coordinates, 2 * math.pi, repeat_halves, rotate_half),
+    "eva02": (eva02_rope_coordinates, 1.0, repeat_pairs, rotate_pairs),
+}
+
+
+def augment_rope_coordinates(
+    coordinates: torch.Tensor, shift: float | None, jitter: float | None, rescale: float | None
+) -> torch.Tensor:
+    """DINOv3's train-time augmentations of the (N, 2) coordinates, one draw per forward in this order: a uniform
+    per-axis shift in [-shift, shift], a log-uniform per-axis scale in [1/jitter, jitter], a log-uniform common scale
+    in [1/rescale, rescale]."""
+    if shift is not None:
+        coordinates = coordinates + coordinates.new_empty(1, 2).uniform_(-shift, shift)
+    if jitter is not None:
+        coordinates = coordinates * coordinates.new_empty(1, 2).uniform_(-math.log(jitter), math.log(jitter)).exp()
+    if rescale is not None:
+        coordinates = coordinates * coordinates.new_empty(1).uniform_(-math.log(rescale), math.log(rescale)).exp()
+    return coordinates
+
+
+class HfViTRotaryEmbedding(nn.Module):
+    """cos and sin of the rotary angles of each patch of the input's grid, (rows·columns, head_dim) each, in the
+    convention `config.rope_type` names (ROPE_CONVENTIONS). Computed per forward from the grid (no weights, no
+    interpolation: any input size); in training the coordinates get `config.rope_shift/jitter/rescale`."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.coordinates, self.scale, self.layout, _ = ROPE_CONVENTIONS[config.rope_type]
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.base = config.rope_base
+        self.reference_grid = tuple(config.rope_reference_grid) if config.rope_reference_grid else None
+        self.augmentations = (config.rope_shift, config.rope_jitter, config.rope_rescale)
+
+    def forward(self, grid_size: tuple[int, int], reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for a `grid_size` (rows, columns) patch grid, in `reference`'s dtype and on its device."""
+        coordinates = self.coordinates(*grid_size, self.reference_grid, reference.device)
+        if self.training and any(value is not None for value in self.augmentations):
+            coordinates = augment_rope_coordinates(coordinates, *self.augmentations)
+        num_frequencies = self.head_dim // 4
+        exponents = torch.arange(num_frequencies, dtype=torch.float32, device=reference.device) / num_frequencies
+        inverse_frequencies = 1.0 / (self.base**exponents)
+        # (N, 2 axes, head_dim/4) -> (N, head_dim/2): the rows' frequencies, then the columns'
+        angles = self.layout((self.scale * coordinates[:, :, None] * inverse_frequencies).flatten(1))
+        return angles.cos().to(reference.dtype), angles.sin().to(reference.dtype)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}, head_dim={self.head_dim}, reference_grid={self.reference_grid}"
+
+
+def apply_rotary_to_patches(
+    tensor: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Rotate the last `cos.shape[0]` tokens (the patches) of `tensor` (B, heads, N, head_dim); the tokens before them
+    ([CLS], registers, any other prefix) pass unchanged, however many there are."""
+    num_prefix = tensor.shape[-2] - cos.shape[-2]
+    prefix, patches = tensor[..., :num_prefix, :], tensor[..., num_prefix:, :]
+    return torch.cat((prefix, patches * cos + rotate(patches) * sin), dim=-2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,6 +408,10 @@ class HfViTAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False  # read by transformers' sdpa/flash functions
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        # query/key normalisation, per head, before RoPE (timm's qk_norm)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.rotate = ROPE_CONVENTIONS[config.rope_type][-1] if config.rope_type is not None else None
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -308,11 +420,13 @@ class HfViTAttention(nn.Module):
         hidden_states: torch.Tensor,
         output_attentions: bool = False,
         attention_bias: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Returns the attention output, the weights (with `output_attentions`) and the keys (B, heads, N, head_dim),
         which token merging compares. `attention_bias` (B, 1, 1, N) is added to the logits of every query (token
-        merging's proportional attention)."""
+        merging's proportional attention). `position_embeddings`: the (cos, sin) of `HfViTRotaryEmbedding` for the
+        patch grid, with `config.rope_type` (the patch tokens' queries and keys are rotated by them)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         # (B, N, 3D) -> 3 x (B, heads, N, head_dim)
         query, key, value = (
@@ -321,6 +435,11 @@ class HfViTAttention(nn.Module):
             .permute(2, 0, 3, 1, 4)
             .unbind(0)
         )
+        query, key = self.q_norm(query), self.k_norm(key)
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query = apply_rotary_to_patches(query, cos, sin, self.rotate)
+            key = apply_rotary_to_patches(key, cos, sin, self.rotate)
         dropout = self.attention_dropout if self.training else 0.0
         if self.config._attn_implementation == "sdpa" and not output_attentions:
             # PyTorch's fused attention called directly: transformers' wrapper adds nothing for a non-causal,
@@ -385,6 +504,23 @@ class HfViTSwiGLUMLP(nn.Module):
         return self.dropout(self.fc2(F.silu(gate) * value))
 
 
+class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
+    """EVA-02's SwiGLU: as HfViTSwiGLUMLP, with a LayerNorm over the gated hidden features before fc2 (timm's
+    `SwiGLU` with `scale_mlp=True`; its fc1_g/fc1_x are the two halves of fc1)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.norm = nn.LayerNorm(config.intermediate_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
+        return self.dropout(self.fc2(self.norm(F.silu(gate) * value)))
+
+
+# config.mlp_type -> the MLP of each block
+MLP_CLASSES = {"mlp": HfViTMLP, "swiglu": HfViTSwiGLUMLP, "swiglu_norm": HfViTSwiGLUNormMLP}
+
+
 class HfViTLayerScale(nn.Module):
     """Per-channel scale of a residual branch, started small so deep models train stably (CaiT, DINOv2)."""
 
@@ -421,7 +557,7 @@ class HfViTDropPath(nn.Module):
 def token_merging_schedule(config: HfViTConfig) -> list[int]:
     """`config.token_merging_r` as one number of merged pairs per block (an int is the same in every block)."""
     token_merging_r = config.token_merging_r
-    problem = token_merging_problem(token_merging_r, config.num_hidden_layers)
+    problem = token_merging_problem(token_merging_r, config.num_hidden_layers, getattr(config, "rope_type", None))
     if problem:
         raise ValueError(problem)
     if isinstance(token_merging_r, int):
@@ -517,7 +653,7 @@ class HfViTLayer(GradientCheckpointingLayer):
         self.attention = HfViTAttention(config)
         self.layer_scale1 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = HfViTSwiGLUMLP(config) if config.mlp_type == "swiglu" else HfViTMLP(config)
+        self.mlp = MLP_CLASSES[config.mlp_type](config)
         self.layer_scale2 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
@@ -631,7 +767,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, HfViTEmbeddings):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            if module.position_embeddings is not None:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             if module.register_tokens is not None:
                 init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
             if module.mask_token is not None:
@@ -707,6 +844,7 @@ class HfViTModel(HfViTPreTrainedModel):
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
         self.embeddings = HfViTEmbeddings(config)
+        self.rotary_embeddings = HfViTRotaryEmbedding(config) if config.rope_type is not None else None
         self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
         self.encoder = HfViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -747,6 +885,10 @@ class HfViTModel(HfViTPreTrainedModel):
         )
         if self.pre_layernorm is not None:
             embeddings = self.pre_layernorm(embeddings)
+        if self.rotary_embeddings is not None:
+            patch_size = config.patch_size
+            grid_size = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
+            kwargs["position_embeddings"] = self.rotary_embeddings(grid_size, embeddings)
         with _fast_linears(embeddings):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs

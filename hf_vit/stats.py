@@ -24,7 +24,8 @@ def forward_flops(
     tokens = 1 + config.num_register_tokens + patches
     d, inner = config.hidden_size, config.intermediate_size
     patch_embed = patches * config.num_channels * config.patch_size**2 * d
-    mlp = 3 * d * inner if getattr(config, "mlp_type", "mlp") == "swiglu" else 2 * d * inner  # SwiGLU: fc1 is D -> 2I
+    swiglu = getattr(config, "mlp_type", "mlp") in ("swiglu", "swiglu_norm")
+    mlp = 3 * d * inner if swiglu else 2 * d * inner  # SwiGLU: fc1 is D -> 2I
     per_layer = tokens * (3 * d * d + d * d + mlp) + 2 * tokens * tokens * d
     head = d * (config.num_labels if num_labels is None else num_labels)
     return 2 * (patch_embed + config.num_hidden_layers * per_layer + head)

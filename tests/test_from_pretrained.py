@@ -115,7 +115,7 @@ with tempfile.TemporaryDirectory() as folder:
     torch.save({"teacher": teacher, "student": teacher, "epoch": 3}, Path(folder) / "checkpoint.pth")
     shas["tester/dino"] = commit(folder, "tester/dino")
 # what hf_vit cannot represent
-push_to_hf_hub(timm_vit(9, qk_norm=True), "tester/timm-qk-norm")
+push_to_hf_hub(timm_vit(9, scale_attn_norm=True), "tester/timm-attn-norm")
 push_to_hf_hub(timm_vit(9, global_pool="map"), "tester/timm-map")
 upload(DeiTForImageClassificationWithTeacher(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
        intermediate_size=64, image_size=32, patch_size=8)), "tester/deit-distilled")
@@ -210,7 +210,7 @@ if online:  # timm's own eval transform of the source model vs the converted fol
     report["preprocessing_diff"] = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else str(ours.shape)
 # refusals
 report["refusals"] = {}
-for repo in ("tester/timm-qk-norm", "tester/timm-map", "tester/deit-distilled", "tester/dinov2-classifier"):
+for repo in ("tester/timm-attn-norm", "tester/timm-map", "tester/deit-distilled", "tester/dinov2-classifier"):
     try:
         hf_vit.from_pretrained(repo)
     except ValueError as error:
@@ -344,7 +344,7 @@ def test_verify_compares_with_the_source_library(pulled):
 @pytest.mark.parametrize(
     "repo, feature",
     [
-        ("tester/timm-qk-norm", "qk_norm"),
+        ("tester/timm-attn-norm", "normalisation inside attention"),
         ("tester/timm-map", "MAP attention-pooling head"),
         ("tester/deit-distilled", "distillation token"),
         ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),

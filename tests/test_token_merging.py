@@ -312,3 +312,14 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
     assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99 and not torch.equal(got, expected)
     with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
         hf_vit.quantize_int8(model.to(torch.bfloat16))
+
+
+def test_rotary_position_encoding_refuses_merging(tiny_config):
+    message = "token_merging_r must be 0 with rotary position encoding \\(rope_type 'dinov3'\\)"
+    with pytest.raises(ValueError, match=message):
+        HfViTModel(tiny_config(rope_type="dinov3", token_merging_r=2))
+    model = HfViTModel(tiny_config(rope_type="dinov3", token_merging_r=[0, 0])).eval()
+    model(torch.randn(1, 3, 32, 32))
+    model.config.token_merging_r = 2
+    with pytest.raises(ValueError, match=message):
+        model(torch.randn(1, 3, 32, 32))

@@ -42,13 +42,14 @@ COMMON_DEFAULTS = {
 def parse_args(argv=None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from hf_vit.cli import add_data_arguments, add_logging_arguments, add_model_arguments
+    from hf_vit.cli import add_data_arguments, add_license_arguments, add_logging_arguments, add_model_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     add_logging_arguments(parser)
     add_data_arguments(parser)
     add_model_arguments(parser)
+    add_license_arguments(parser)
     parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
     parser.add_argument(
         "--num_threads",
@@ -85,7 +86,7 @@ def parse_args(argv=None):
 
 @command
 def main(argv=None) -> int:
-    from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
+    from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
     from hf_vit.output_dir import OutputDirBusy, RunLock
 
     try:
@@ -93,10 +94,12 @@ def main(argv=None) -> int:
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
         fail(str(error).splitlines()[0])
     setup_logging(args.verbose, args.quiet)
+    args.command_line = command_line("hf-vit-finetune", argv)
 
     from hf_vit.data import DataError
 
     check_model_flags(args)
+    check_license_arguments(args)
     check_output_dir(args, training_args)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -127,6 +130,7 @@ def run(args, training_args):
         RunFailure,
         UserError,
         build_model,
+        lineage_from_arguments,
         load_data,
         print_recipe,
         push_from_arguments,
@@ -150,6 +154,8 @@ def run(args, training_args):
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
+    # the base's licence and repo follow the weights into the card; a relabelling is refused before any data is loaded
+    lineage, (license, license_note) = lineage_from_arguments(args)
     data = load_data(args, seed=training_args.seed)
     if args.streaming:
         raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
@@ -205,8 +211,10 @@ def run(args, training_args):
             num_parameters=sum(p.numel() for p in model.parameters()),
             model_name=output_dir.name,
             repo_id=training_args.hub_model_id if push_to_hub else None,
-            datasets=[data.name] if data.from_dataset else None,
-            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+            license=license,
+            license_note=license_note,
+            lineage=lineage,
+            command=args.command_line,
             results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
             hyperparameters={
                 "learning_rate": training_args.learning_rate,
@@ -218,6 +226,7 @@ def run(args, training_args):
                 "seed": training_args.seed,
                 "trainer": "transformers.Trainer",
             },
+            **hdata.card_evaluation(data),
         )
         try:  # the same final folder as hf-vit-train's (no training_args.bin: outputs are safetensors only)
             write_trained_model(output_dir, trainer.accelerator.unwrap_model(trainer.model), processor, card)

@@ -131,7 +131,9 @@ def main(argv=None) -> int:
     if args.token_merging_r is not None:
         if getattr(model.config, "model_type", None) != "hf_vit":
             fail(f"--token_merging_r needs an hf_vit model; {args.model!r} loads as {type(model).__name__}")
-        problem = token_merging_problem(args.token_merging_r, model.config.num_hidden_layers)
+        problem = token_merging_problem(
+            args.token_merging_r, model.config.num_hidden_layers, getattr(model.config, "rope_type", None)
+        )
         if problem:
             fail("--" + problem)
         model.config.token_merging_r = args.token_merging_r

@@ -21,6 +21,8 @@ from ..cli import (
     UserError,
     build_model,
     command,
+    command_line,
+    lineage_from_arguments,
     load_data,
     note_cpu_launch,
     print_recipe,
@@ -45,6 +47,7 @@ def train(args) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         note_cpu_launch()
+    lineage, _ = lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     data = load_data(args, seed=args.seed, streaming=args.streaming)
     if main_process:
         for note in data.notes:
@@ -69,7 +72,17 @@ def train(args) -> int:
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
     inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
     try:
-        result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
+        result = fit(
+            model,
+            processor,
+            data,
+            args.output_dir,
+            settings,
+            inputs=inputs,
+            hub_model_id=args.hub_model_id,
+            lineage=lineage,
+            command=args.command_line,
+        )
     except OutputDirNotEmpty:
         check_output_dir(args)  # the CLI's wording, with the flags
         raise
@@ -99,6 +112,7 @@ def main(argv=None) -> int:
     from ..cli import setup_logging
 
     args = parse_args(argv)
+    args.command_line = command_line("hf-vit-train", argv)
     setup_logging(args.verbose, args.quiet)
 
     from ..data import DataError

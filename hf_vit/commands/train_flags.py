@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli import UserError, add_data_arguments, add_logging_arguments, add_model_arguments
+from ..cli import UserError, add_data_arguments, add_license_arguments, add_logging_arguments, add_model_arguments
 from ..fit import FitSettings
 
 
@@ -82,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     t.add_argument("--report_to", default=None, help='Accelerate trackers, e.g. "tensorboard" or "all"')
     t.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    add_license_arguments(parser)
     add_hub_arguments(parser)
     t.add_argument("--hub_token", help=argparse.SUPPRESS)
     add_logging_arguments(parser)
@@ -130,7 +131,7 @@ def check_args(args) -> None:
     """Everything that can be checked before loading data or building a model: bad values fail in a second."""
     from pathlib import Path
 
-    from ..cli import check_hub_arguments, check_model_flags
+    from ..cli import check_hub_arguments, check_license_arguments, check_model_flags
     from ..fit import SettingError
 
     try:  # a bad repo id fails now, not after training
@@ -147,6 +148,7 @@ def check_args(args) -> None:
     except SettingError as error:
         raise UserError(f"--{error}") from None
     check_model_flags(args)
+    check_license_arguments(args)
     for flag in ("train_dir", "validation_dir"):
         folder = getattr(args, flag)
         if folder and not Path(folder).is_dir():

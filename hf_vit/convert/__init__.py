@@ -5,6 +5,8 @@
     timm              timm models, state dicts and folders (`from_timm`, `convert_timm_file`, `convert_timm_folder`)
     transformers_vit  transformers ViT, v4 or v5 names (`from_transformers`, `convert_transformers_folder`)
     dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
+    dinov3            transformers DINOv3 ViT (`from_dinov3`, `convert_dinov3_folder`)
+    timm_eva          timm Eva: EVA-02 and timm's DINOv3 ports (`from_timm_eva`; timm folders go through `timm`)
     dino              DINO training checkpoints and backbones (`convert_dino_file`)
     npz               Google `.npz`, vit_jax and big_vision layouts (`convert_npz_file`)
     files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's
@@ -65,6 +67,7 @@ from .dinov2 import (  # noqa: F401  (private names too: they were module-level 
     dinov2_state_dict_to_hf_vit,
     from_dinov2,
 )
+from .dinov3 import DINOV3_MODEL_TYPE, config_from_dinov3, convert_dinov3_folder, from_dinov3  # noqa: F401
 from .export import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     _TIMM_NAMES,
     HF_VIT_TO_TIMM,
@@ -108,6 +111,7 @@ from .timm import (  # noqa: F401  (private names too: they were module-level na
     timm_layout_from_state_dict,
     timm_state_dict_to_hf_vit,
 )
+from .timm_eva import config_from_timm_eva, from_timm_eva  # noqa: F401
 from .transformers_vit import (  # noqa: F401  (private names too: they were module-level names of convert.py)
     _QKV_PATTERN,
     _TRANSFORMERS_DROPPED,
@@ -134,8 +138,10 @@ __all__ = [
     "export_to_timm",
     "export_to_transformers",
     "from_dinov2",
+    "from_dinov3",
     "from_pretrained",
     "from_timm",
+    "from_timm_eva",
     "from_transformers",
     "hf_vit_to_timm",
     "load_foreign_checkpoint",

@@ -68,6 +68,7 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         problems.append(
             "register tokens while [CLS] has a position embedding (timm gives registers positions then too)"
         )
+    problems.extend(_position_problems(config, "timm's VisionTransformer"))
     if config.patch_embedding_bias == config.pre_norm:
         problems.append(
             "a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
@@ -96,6 +97,8 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     )
     if config.pre_norm:
         model_args["pre_norm"] = True
+    if config.qk_norm:
+        model_args["qk_norm"] = True
     stem = _TIMM_NAMES.get(
         (
             config.patch_size,
@@ -108,6 +111,16 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     )
     architecture = f"{stem}_{height}" if f"{stem}_{height}" in _known_timm_names() else "vit_base_patch16_224"
     return state_dict, architecture, model_args
+
+
+def _position_problems(config, target: str) -> list[str]:
+    """What `target` (a model with a learned position table only) cannot take of hf_vit's position encodings."""
+    problems = []
+    if config.rope_type is not None:
+        problems.append(f"rotary position encoding (rope_type {config.rope_type!r}; {target} has none)")
+    if not config.absolute_position_embeddings:
+        problems.append(f"no learned position table ({target} needs one)")
+    return problems
 
 
 def _known_timm_names() -> set[str]:
@@ -126,6 +139,9 @@ def _hf_vit_to_transformers_model(model):
     problems = []
     if config.num_register_tokens:
         problems.append(f"{config.num_register_tokens} register tokens (transformers' ViT has none)")
+    problems.extend(_position_problems(config, "transformers' ViT"))
+    if config.qk_norm:
+        problems.append("query/key normalisation (transformers' ViT has none)")
     if config.layerscale_init is not None:
         problems.append("LayerScale (transformers' ViT has none)")
     if config.pooling != "cls":

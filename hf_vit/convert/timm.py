@@ -30,6 +30,7 @@ from .core import (
     _square_side,
     _timm_forward,
 )
+from .timm_eva import from_timm_eva, is_timm_eva
 
 # ---------------------------------------------------------------------------------------------------------------
 # timm
@@ -44,6 +45,8 @@ _TIMM_HF_VIT_NAMES = [
     ("norm_pre.", "vit.pre_layernorm."),
     ("blocks.{i}.norm1.", "vit.encoder.layers.{i}.norm1."),
     ("blocks.{i}.attn.qkv.", "vit.encoder.layers.{i}.attention.qkv."),
+    ("blocks.{i}.attn.q_norm.", "vit.encoder.layers.{i}.attention.q_norm."),
+    ("blocks.{i}.attn.k_norm.", "vit.encoder.layers.{i}.attention.k_norm."),
     ("blocks.{i}.attn.proj.", "vit.encoder.layers.{i}.attention.proj."),
     ("blocks.{i}.ls1.gamma", "vit.encoder.layers.{i}.layer_scale1.lambda1"),
     ("blocks.{i}.norm2.", "vit.encoder.layers.{i}.norm2."),
@@ -61,7 +64,8 @@ TIMM_TO_HF_VIT = [_name_rule(timm, ours) for timm, ours in _TIMM_HF_VIT_NAMES] +
 
 
 TIMM_EXPECTED = (
-    "patch_embed.proj.weight, cls_token, [reg_token], pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,[ls1.gamma],norm2,"
+    "patch_embed.proj.weight, cls_token, [reg_token], pos_embed, blocks.N.{norm1,attn.qkv,[attn.q_norm,attn.k_norm],"
+    "attn.proj,[ls1.gamma],norm2,"
     "mlp.fc1,mlp.fc2,[ls2.gamma]}.*, norm.* or fc_norm.*, [head.*]"
 )
 
@@ -87,10 +91,11 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append(f"a {type(timm_model.norm_pre).__name__} pre-norm (hf_vit's pre-norm is a LayerNorm)")
     if timm_model.num_reg_tokens and not timm_model.no_embed_class:
         unsupported.append("register tokens with position embeddings (hf_vit registers have none, as DINOv2)")
-    if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(
-        getattr(block.attn, "norm", nn.Identity()), nn.Identity
-    ):
-        unsupported.append("normalisation inside attention (qk_norm / scale_attn_norm)")
+    qk_norm = not isinstance(block.attn.q_norm, nn.Identity)
+    if qk_norm and not isinstance(block.attn.q_norm, nn.LayerNorm):
+        unsupported.append(f"{type(block.attn.q_norm).__name__} query/key norms (hf_vit's qk_norm is a LayerNorm)")
+    if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
+        unsupported.append("normalisation inside attention (scale_attn_norm)")
     swiglu = type(block.mlp).__name__ == "GluMlp"  # timm's SwiGLUPacked (DINOv2-giant)
     activation = "gelu"
     if swiglu:
@@ -129,6 +134,7 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         patch_embedding_bias=timm_model.patch_embed.proj.bias is not None,
         layer_norm_eps=block.norm1.eps,
         qkv_bias=block.attn.qkv.bias is not None,
+        qk_norm=qk_norm,
         layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
         num_register_tokens=timm_model.num_reg_tokens,
         pooling="cls" if timm_model.global_pool == "token" else "mean",
@@ -186,6 +192,7 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         swiglu=fc1_out == 2 * fc2_in,  # timm's SwiGLUPacked: fc1 holds gate and value
         pre_norm="norm_pre.weight" in state_dict,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
         class_token=has_cls,
         reg_tokens=reg_tokens,
         no_embed_class=no_embed_class,
@@ -221,6 +228,7 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
         mlp_type="swiglu" if layout.get("swiglu") else "mlp",
         layer_norm_eps=1e-6,
         qkv_bias=layout["qkv_bias"],
+        qk_norm=layout.get("qk_norm", False),
         layerscale_init=layout["layerscale_init"],
         num_register_tokens=layout["reg_tokens"],
         pooling="cls" if layout["global_pool"] == "token" else "mean",
@@ -267,6 +275,7 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
         num_heads=num_heads,
         mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
         qkv_bias=layout["qkv_bias"],
+        qk_norm=layout.get("qk_norm", False),
         init_values=layout["layerscale_init"],
         class_token=layout["class_token"],
         no_embed_class=layout["no_embed_class"],
@@ -405,7 +414,6 @@ TIMM_UNSUPPORTED_KEYS = (
     (r"^attn_pool\.", "a MAP attention-pooling head (attn_pool)"),
     (r"^dist_token$", "a distillation token (dist_token, DeiT distilled)"),
     (r"^head_dist\.", "a distillation head (head_dist)"),
-    (r"\.attn\.(q_norm|k_norm)\.", "normalisation of queries and keys (qk_norm)"),
     (r"\.attn\.norm\.", "normalisation inside attention (scale_attn_norm)"),
     (r"\.mlp\.norm\.", "normalisation inside the MLP (scale_mlp_norm)"),
     (r"^patch_embed\.norm\.", "a norm after the patch embedding (patch_embed.norm)"),
@@ -417,9 +425,15 @@ TIMM_UNSUPPORTED_KEYS = (
 _PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
-def refuse_unsupported_timm_keys(state_dict: dict[str, torch.Tensor], what: str = "this timm model") -> None:
+def refuse_unsupported_timm_keys(
+    state_dict: dict[str, torch.Tensor], what: str = "this timm model", supported: tuple[str, ...] = ()
+) -> None:
+    """A one-line refusal naming each feature of TIMM_UNSUPPORTED_KEYS the weights show (but those whose pattern is in
+    `supported`)."""
     found = []
     for pattern, feature in TIMM_UNSUPPORTED_KEYS:
+        if pattern in supported:
+            continue
         if any(re.search(pattern, key) for key in state_dict) and feature not in found:
             found.append(feature)
     if found:
@@ -471,18 +485,25 @@ def convert_timm_folder(path) -> Conversion:
     architecture = timm_config.get("architecture")
     if not architecture:
         raise ValueError(f"{config_file} is not a timm config (no 'architecture')")
-    if not str(architecture).startswith("vit_"):
+    eva = is_timm_eva(str(architecture))  # EVA-02, timm's DINOv3 ports (False without timm)
+    if not str(architecture).startswith("vit_") and not eva:
         raise ValueError(
-            f"timm architecture {architecture!r} is not a plain ViT (vit_*); hf_vit converts timm's VisionTransformer"
+            f"timm architecture {architecture!r} is neither a plain ViT (vit_*) nor an Eva (eva02_*, vit_*_dinov3, "
+            "with timm installed); hf_vit converts timm's VisionTransformer and Eva"
         )
     pretrained_cfg = dict(timm_config.get("pretrained_cfg") or {})
     model_args = dict(timm_config.get("model_args") or {})
     state_dict = strip_wrapper_prefixes(load_weights(path))
-    refuse_unsupported_timm_keys(state_dict, f"timm {architecture}")
+    refuse_unsupported_timm_keys(state_dict, f"timm {architecture}", supported=(r"\.mlp\.norm\.",) if eva else ())
     try:
         import timm
     except ImportError:
         timm = None
+    if timm is None and any(key.endswith((".attn.q_bias", ".gamma_1")) or ".rope." in key for key in state_dict):
+        raise ValueError(
+            f"timm {architecture} is a timm Eva model (EVA-02 / DINOv3): converting it needs timm installed"
+        )
+    pooled_feature_compared = True
     if timm is not None:
         kwargs = {**model_args, "num_classes": timm_config.get("num_classes", model_args.get("num_classes", 0))}
         if timm_config.get("global_pool") is not None:
@@ -495,7 +516,13 @@ def convert_timm_folder(path) -> Conversion:
             raise ValueError(f"timm model {architecture!r} is not a plain VisionTransformer ({error})") from None
         _check_fits(state_dict, source_model.state_dict(), f"timm's {architecture} with the folder's model_args")
         source_model.load_state_dict(state_dict, strict=True)
-        model = from_timm(source_model.eval())
+        if type(source_model).__name__ == "Eva":
+            model = from_timm_eva(source_model.eval())
+            # timm's average pooling without fc_norm (its DINOv3 default) averages normed tokens; hf_vit's image
+            # feature is then DINOv3's own, the normed [CLS] token: the tokens are compared, not the feature
+            pooled_feature_compared = source_model.global_pool == "token" or model.config.pooling == "mean"
+        else:
+            model = from_timm(source_model.eval())
         how = "built by timm's model registry"
     else:
         timm_state_dict_to_hf_vit(state_dict)
@@ -520,7 +547,10 @@ def convert_timm_folder(path) -> Conversion:
 
     def reference():  # timm's own loader, reading the same folder
         timm_module = _require("timm", "verify")
-        return _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
+        forward = _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
+        if pooled_feature_compared:
+            return forward
+        return lambda x: {"last_hidden_state": forward(x)["last_hidden_state"]}
 
     processor = timm_image_processor(pretrained_cfg)
     return Conversion(
@@ -529,7 +559,13 @@ def convert_timm_folder(path) -> Conversion:
         details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
         "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "
         f"reproduces timm's eval transform (input {processor.crop_size['height']}×{processor.crop_size['width']}, "
-        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'}).",
+        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'})."
+        + (
+            ""
+            if pooled_feature_compared
+            else " timm pools this model by averaging its normed patch tokens; hf_vit's image feature "
+            "(`pooler_output`) is the normed [CLS] token, DINOv3's own (the tokens are identical to timm's)."
+        ),
         image_mean=tuple(processor.image_mean),
         image_std=tuple(processor.image_std),
         resample=processor.resample,

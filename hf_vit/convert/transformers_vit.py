@@ -26,6 +26,7 @@ from .core import (
     _source_processor,
 )
 from .dinov2 import DINOV2_MODEL_TYPES, convert_dinov2_folder
+from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
 
 # ---------------------------------------------------------------------------------------------------------------
 # transformers ViT
@@ -161,6 +162,8 @@ def convert_transformers_folder(path) -> Conversion:
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type in DINOV2_MODEL_TYPES:
         return convert_dinov2_folder(path)
+    if model_type == DINOV3_MODEL_TYPE:
+        return convert_dinov3_folder(path)
     if model_type == "deit":
         raise ValueError(
             f"{path / 'config.json'} is a distilled DeiT (model_type 'deit'): its distillation token has no "
