@@ -32,7 +32,8 @@ PRESETS = {
     for name, (patch, width, depth, heads, mlp) in _PRESET_SHAPES.items()
 }
 
-POOLING_MODES = ("cls", "mean")
+POOLING_MODES = ("cls", "mean", "map")
+FINAL_NORM_PLACES = ("tokens", "pooled")
 MLP_TYPES = ("mlp", "swiglu", "swiglu_norm")
 # rotary position encodings of the patch tokens, by convention -> the frequency base their models use by default
 ROPE_TYPES = {"dinov3": 100.0, "eva02": 10000.0}
@@ -114,12 +115,15 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         layer_norm_eps (`float`): LayerNorm epsilon (1e-6 as DINO/timm; transformers' ViT uses 1e-12).
         qkv_bias (`bool`): bias on the fused query/key/value projection.
         layerscale_init (`float` or `None`): initial LayerScale value (CaiT/DINOv2); `None` turns LayerScale off.
-        num_register_tokens (`int`): extra learned tokens after [CLS] (DINOv2 registers); they get no position
-            embedding.
-        pooling (`str`): "cls" takes the normed [CLS] token; "mean" averages the patch tokens and then applies the
-            final LayerNorm (timm's `global_pool="avg"` with `fc_norm`).
-        cls_position_embedding (`bool`): whether [CLS] gets a position embedding of its own (ViT, DeiT, DINO) or
-            only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4` models).
+        num_register_tokens (`int`): extra learned tokens after [CLS] and the distillation token (DINOv2
+            registers); they get no position embedding.
+        pooling (`str`): how `pooler_output` is read from the tokens (see `final_norm` for where the final LayerNorm
+            goes): "cls" takes the [CLS] token; "mean" averages the patch tokens (timm's `global_pool="avg"`);
+            "map" is multi-head attention pooling (SigLIP's head, timm's `global_pool="map"`): a learned probe
+            attends over the patch tokens, followed by a residual LayerNorm + MLP (`HfViTAttentionPoolingHead`).
+        cls_position_embedding (`bool`): whether [CLS] (and the distillation token) get position embeddings of their
+            own (ViT, DeiT, DINO) or only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4`
+            models).
         interpolate_antialias (`bool`): bicubic resizing of the position embeddings with antialiasing (timm) or
             without (transformers, DINO). The two differ numerically; converters set it to match their source.
         patch_embedding_bias (`bool`): bias on the patch projection (CLIP image towers have none).
@@ -162,15 +166,27 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             backbone).
         reshape_hidden_states (`bool`): `HfViTBackbone` returns feature maps (batch, D, H/P, W/P); with `False`, token
             sequences (batch, 1 + H/P·W/P, D): [CLS] then the patch tokens (registers dropped), the layout of
-            transformers' DPT neck, which reads [CLS] as its readout token.
+            transformers' DPT neck, which reads [CLS] as its readout token (so it needs `class_token`).
+        class_token (`bool`): a learned [CLS] token first in the sequence; `False` for models without one (SigLIP,
+            I-JEPA; timm's `class_token=False`), which then pool with "mean" or "map".
+        distillation_token (`bool`): a learned distillation token right after [CLS] (distilled DeiT). A classifier
+            then has a second linear head on it (`distillation_classifier`) and predicts the mean of the two heads'
+            logits, in training too (timm's default; transformers' `DeiTForImageClassificationWithTeacher`).
+        final_norm (`str` or `None`): where the final LayerNorm applies. "tokens": on every output token, pooling
+            reads the normed tokens (ViT, DINOv2, SigLIP, I-JEPA); "pooled": only on the pooled feature, the tokens
+            of `last_hidden_state` stay un-normed (timm's `fc_norm` for mean pooling; CLIP's `post_layernorm` on
+            [CLS]). `None` (default): "pooled" for `pooling="mean"`, "tokens" otherwise.
         token_merging_r (`int` or `list[int]`): token merging (ToMe, Bolya et al., ICLR 2023) for faster inference
             without retraining: after each block's attention, the `r` most similar pairs of tokens (cosine similarity
             of their keys, averaged over heads, between alternate tokens) are merged into their size-weighted
             average, and later attention counts each token by its size (log size added to the logits). An int
             merges that many pairs in every block, a list gives one value per block; 0 (default) is the plain model.
-            The [CLS] and register tokens are never merged. Takes effect at the next forward, so it can be set on a
+            The prefix tokens ([CLS], distillation, registers) are never merged. Takes effect at the next forward, so it can be set on a
             loaded model (`model.config.token_merging_r = 13`). Outputs that need every patch token (the backbone,
             masked image modeling, `get_intermediate_layers`) refuse it.
+
+    The sequence is always [CLS]? + distillation token? + registers + patch tokens: the prefix tokens
+    (`num_prefix_tokens` of them) first, the patch tokens last.
     """
 
     model_type = "hf_vit"
@@ -211,6 +227,9 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
     apply_layernorm: bool = True
     reshape_hidden_states: bool = True
+    class_token: bool = True
+    distillation_token: bool = False
+    final_norm: str | None = None
     token_merging_r: int | list[int] = 0
 
     def __post_init__(self, **kwargs):
@@ -289,6 +308,15 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             problems.append(f"encoder_stride must be a positive integer, got {self.encoder_stride!r}")
         if self.pooling not in POOLING_MODES:
             problems.append(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.final_norm is not None and self.final_norm not in FINAL_NORM_PLACES:
+            problems.append(f"final_norm must be None or one of {FINAL_NORM_PLACES}, got {self.final_norm!r}")
+        if self.class_token is False:
+            if self.pooling == "cls":
+                problems.append('pooling="cls" needs class_token=True; without [CLS] pool with "mean" or "map"')
+            if self.distillation_token is True:
+                problems.append("distillation_token=True needs class_token=True (the distillation token follows [CLS])")
+            if self.reshape_hidden_states is False:
+                problems.append("reshape_hidden_states=False returns [CLS] + patch tokens and needs class_token=True")
         if self.mlp_type not in MLP_TYPES:
             problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
@@ -307,6 +335,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             "patch_embedding_bias",
             "apply_layernorm",
             "reshape_hidden_states",
+            "class_token",
+            "distillation_token",
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -365,6 +395,18 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     def stage_names(self) -> list[str]:
         """The backbone stages: "stem" (the embeddings), then "stage1" .. "stageN" (the output of each block)."""
         return stage_names_for(self.num_hidden_layers)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: [CLS] (if any), the distillation token (if any), the registers."""
+        return int(self.class_token is True) + int(self.distillation_token is True) + self.num_register_tokens
+
+    @property
+    def final_norm_place(self) -> str:
+        """`final_norm`, with `None` resolved: "pooled" for mean pooling, "tokens" otherwise."""
+        if self.final_norm is not None:
+            return self.final_norm
+        return "pooled" if self.pooling == "mean" else "tokens"
 
     @property
     def grid_size(self) -> tuple[int, int]:

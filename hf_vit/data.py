@@ -553,7 +553,7 @@ class TensorImageDataset(_SeededAugmentation, TorchDataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         with self._rng(indices[0] if len(indices) else 0):
             pixels = self._transform(self.pixel_values[index])
-        return [{"batch": True, "pixel_values": pixels, "labels": self.labels[index]}]
+        return [Batch(pixel_values=pixels, labels=self.labels[index])]
 
 
 def preprocess_all(dataset, image_column: str, label_column: str, processor: ViTImageProcessor):
@@ -564,11 +564,16 @@ def preprocess_all(dataset, image_column: str, label_column: str, processor: ViT
     return pixel_values, torch.tensor(dataset[label_column], dtype=torch.long)
 
 
+class Batch(dict):
+    """{"pixel_values", "labels"} of a whole batch, as `TensorImageDataset.__getitems__` gives it: `collate` passes
+    it through instead of stacking."""
+
+
 def collate(examples):
     """Stack examples into a batch, dropping the ones that `skip_bad_images` turned into None."""
     examples = [e for e in examples if e is not None]
-    if len(examples) == 1 and examples[0].get("batch"):  # TensorImageDataset.__getitems__: already a batch
-        return {"pixel_values": examples[0]["pixel_values"], "labels": examples[0]["labels"]}
+    if len(examples) == 1 and isinstance(examples[0], Batch):  # already a batch
+        return dict(examples[0])
     if not examples:
         return {"pixel_values": torch.empty(0), "labels": torch.empty(0, dtype=torch.long)}
     return {
@@ -657,15 +662,21 @@ class _StreamingDataset(_TransformedRows, torch.utils.data.IterableDataset):
             )
 
 
-def stream_for_training(data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int) -> None:
-    """Shuffle the streaming training split with a buffer and give each process its own shard (in place)."""
+def stream_for_training(
+    data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int
+) -> ImageData:
+    """A copy of streaming `data` whose training split is shuffled with a buffer, each process reading its own shard
+    of both splits. `data` itself is not changed: training twice on it shuffles and shards it once each time."""
+    import dataclasses
+
     from datasets.distributed import split_dataset_by_node
 
-    data.train = data.train.shuffle(seed=seed, buffer_size=buffer_size)
+    train, evaluation = data.train.shuffle(seed=seed, buffer_size=buffer_size), data.eval
     if num_processes > 1:
-        data.train = split_dataset_by_node(data.train, rank=process_index, world_size=num_processes)
-        if data.eval is not None:
-            data.eval = split_dataset_by_node(data.eval, rank=process_index, world_size=num_processes)
+        train = split_dataset_by_node(train, rank=process_index, world_size=num_processes)
+        if evaluation is not None:
+            evaluation = split_dataset_by_node(evaluation, rank=process_index, world_size=num_processes)
+    return dataclasses.replace(data, train=train, eval=evaluation)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -697,8 +708,10 @@ def steps_per_epoch(num_samples: int, batch_size: int, num_processes: int, accum
 
 
 __all__ = [
+    "AUGMENTATIONS",
     "DIGITS",
     "BadImageError",
+    "Batch",
     "DataError",
     "EpochShuffleSampler",
     "ImageData",

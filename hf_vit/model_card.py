@@ -162,6 +162,16 @@ def _si(number: int) -> str:
     return f"{number / 1e6:.1f}M" if number >= 1e6 else f"{number / 1e3:.1f}K"
 
 
+def _prefix_tokens(config) -> str:
+    """The tokens before the patches, as the card's table shows them: "[CLS] + distillation + 4 registers + "."""
+    parts = ["[CLS]"] if getattr(config, "class_token", True) else []
+    if getattr(config, "distillation_token", False):
+        parts.append("distillation")
+    if config.num_register_tokens:
+        parts.append(f"{config.num_register_tokens} registers")
+    return "".join(f"{part} + " for part in parts)
+
+
 def _in_unit(number: float) -> str:
     """A count with the SI prefix that fits its size: "17.6 G", "2.31 M", "850 K" (never "0.00 G")."""
     for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -279,8 +289,10 @@ def render_model_card(
         width=config.hidden_size,
         heads=config.num_attention_heads,
         mlp=config.intermediate_size,
-        registers=config.num_register_tokens,
-        pooling="[CLS] token" if config.pooling == "cls" else "mean of patch tokens",
+        prefix_tokens=_prefix_tokens(config),
+        pooling={"cls": "[CLS] token", "mean": "mean of patch tokens", "map": "attention pooling (MAP head)"}.get(
+            config.pooling, config.pooling
+        ),
         positions=_positions(config),
         parameters=_si(num_parameters),
         flops=_in_unit(flops),

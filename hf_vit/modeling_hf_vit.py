@@ -1,10 +1,11 @@
 """hf_vit: the Vision Transformer of "An Image is Worth 16x16 Words", in Hugging Face's conventions.
 
 The file reads in the order of the model's story: the image is cut into P×P patches and each patch is projected to a
-D-dimensional token; a learned [CLS] token (and optional register tokens) joins them; learned position embeddings,
-interpolated for other image sizes, are added (and/or, as in DINOv3 and EVA-02, the patch tokens' queries and keys are
-rotated by their grid position: RoPE); pre-norm Transformer blocks mix the tokens; the [CLS] token (or the mean of the
-patch tokens) comes out, and a linear head classifies it.
+D-dimensional token; the prefix tokens (a learned [CLS] token, a distillation token, register tokens, each optional)
+join them in front; learned position embeddings, interpolated for other image sizes, are added (and/or, as in DINOv3
+and EVA-02, the patch tokens' queries and keys are rotated by their grid position: RoPE); pre-norm Transformer blocks
+mix the tokens; the pooled feature comes out ([CLS], the mean of the patch tokens, or an attention-pooling probe), and
+a linear head classifies it.
 
 This file is copied into every saved checkpoint (with `configuration_hf_vit.py`) so that
 `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without hf_vit installed: it imports only `torch`,
@@ -167,14 +168,17 @@ class HfViTPatchEmbeddings(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokens -> [CLS] + registers + positions
+# Tokens -> prefix tokens ([CLS], distillation, registers) + positions
 # ---------------------------------------------------------------------------------------------------------------
 class HfViTEmbeddings(nn.Module):
-    """Patch tokens, the learned [CLS] token, optional registers, and learned position embeddings.
+    """Patch tokens, the prefix tokens (learned [CLS] and distillation tokens, registers; each optional), and learned
+    position embeddings.
 
     Position embeddings are learned for the patch grid of `config.image_size`; for any other grid they are resized
     bicubically (the seed's "interpolation"), so the model runs at any size divisible by the patch size.
-    Token order is [CLS, registers..., patches...]; registers get no position embedding (DINOv2).
+    Token order is [CLS, distillation, registers..., patches...] (`num_prefix_tokens` before the patches, which are
+    always last); registers get no position embedding (DINOv2), [CLS] and the distillation token one each if
+    `config.cls_position_embedding`.
     With `config.use_mask_token`, the patch tokens marked in `bool_masked_pos` are replaced by a learned mask token
     before positions are added (DINOv2/iBOT masked-image modelling).
     """
@@ -187,13 +191,19 @@ class HfViTEmbeddings(nn.Module):
         self.interpolate_antialias = config.interpolate_antialias
         hidden_size = config.hidden_size
 
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if config.class_token else None
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if config.distillation_token else None
+        self.num_prefix_tokens = config.num_prefix_tokens  # before the patch tokens; never merged or pooled over
         self.register_tokens = (
             nn.Parameter(torch.zeros(1, config.num_register_tokens, hidden_size))
             if config.num_register_tokens
             else None
         )
-        num_positions = self.grid_size[0] * self.grid_size[1] + int(self.cls_position_embedding)
+        # [CLS] and the distillation token have positions of their own (before the patches') unless no_embed_class
+        self.num_positioned_prefix = (
+            int(config.class_token) + int(config.distillation_token) if self.cls_position_embedding else 0
+        )
+        num_positions = self.grid_size[0] * self.grid_size[1] + self.num_positioned_prefix
         self.position_embeddings = (
             nn.Parameter(torch.zeros(1, num_positions, hidden_size)) if config.absolute_position_embeddings else None
         )
@@ -202,7 +212,7 @@ class HfViTEmbeddings(nn.Module):
 
     def interpolate_pos_encoding(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """Position embeddings resized from the learned grid to `grid_size` (rows, columns)."""
-        num_prefix = int(self.cls_position_embedding)
+        num_prefix = self.num_positioned_prefix
         prefix_pos = self.position_embeddings[:, :num_prefix]
         patch_pos = self.position_embeddings[:, num_prefix:]
         dim = patch_pos.shape[-1]
@@ -252,16 +262,16 @@ class HfViTEmbeddings(nn.Module):
                 )
             mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
             embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
-        cls_tokens = self.cls_token.expand(batch_size, -1, -1)
+        leading = [t.expand(batch_size, -1, -1) for t in (self.cls_token, self.distillation_token) if t is not None]
         if position_embeddings is None:
-            embeddings = torch.cat((cls_tokens, embeddings), dim=1)
+            embeddings = torch.cat((*leading, embeddings), dim=1)
         elif self.cls_position_embedding:
-            embeddings = torch.cat((cls_tokens, embeddings), dim=1) + position_embeddings
+            embeddings = torch.cat((*leading, embeddings), dim=1) + position_embeddings
         else:
-            embeddings = torch.cat((cls_tokens, embeddings + position_embeddings), dim=1)
+            embeddings = torch.cat((*leading, embeddings + position_embeddings), dim=1)
         if self.register_tokens is not None:
             registers = self.register_tokens.expand(batch_size, -1, -1)
-            embeddings = torch.cat((embeddings[:, :1], registers, embeddings[:, 1:]), dim=1)
+            embeddings = torch.cat((embeddings[:, : len(leading)], registers, embeddings[:, len(leading) :]), dim=1)
         return self.dropout(embeddings)
 
 
@@ -595,7 +605,7 @@ def merge_tokens(
     The tokens alternate between two sets A (even positions) and B (odd positions); each A token finds its most
     similar B token by cosine similarity of the keys averaged over heads (`key`: (B, heads, N, head_dim)); the `r`
     A tokens with the most similar match are added into it. At most half of the mergeable tokens go per block. The
-    first `num_prefix_tokens` tokens ([CLS], registers) are never merged and stay first, in order; the kept A tokens
+    first `num_prefix_tokens` tokens ([CLS], distillation token, registers) are never merged and stay first, in order; the kept A tokens
     follow in their order, then the B tokens. `token_sizes` (B, N, 1) counts the original patches behind each token
     (None: all 1); returns the merged tokens and their sizes, as the paper's reference code (`tome/merge.py`).
     """
@@ -700,7 +710,7 @@ class HfViTEncoder(nn.Module):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         merging_schedule = token_merging_schedule(self.config)  # read at every forward: the config may change
-        num_prefix_tokens = 1 + self.config.num_register_tokens
+        num_prefix_tokens = self.config.num_prefix_tokens
         token_sizes = None
         for layer, token_merging_r in zip(self.layers, merging_schedule, strict=True):
             # hidden_states goes positionally: reentrant gradient checkpointing only sees gradients of positionals
@@ -712,6 +722,52 @@ class HfViTEncoder(nn.Module):
             if output_attentions:
                 all_attentions += (attn_weights,)
         return hidden_states, all_hidden_states, all_attentions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTAttentionPoolingHead(nn.Module):
+    """Multi-head attention pooling ("map", SigLIP's head; timm's `AttentionPoolLatent`): a learned probe queries the
+    tokens in one multi-head attention, then a residual LayerNorm + MLP: x = attn(probe, tokens); x + mlp(norm(x)).
+
+    The probe's query and the tokens' key/value projections are `q` and a fused `kv` (keys, then values), as timm;
+    transformers' `in_proj_weight` is their concatenation."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = hidden_size // config.num_attention_heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.q = nn.Linear(hidden_size, hidden_size)
+        self.kv = nn.Linear(hidden_size, 2 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HfViTMLP(config)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch_size, num_tokens, hidden_size = tokens.shape
+        # (B, heads, 1, head_dim) queries from the probe; (B, heads, N, head_dim) keys and values from the tokens
+        query = self.q(self.probe).view(1, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        query = query.expand(batch_size, -1, -1, -1)
+        key, value = (
+            self.kv(tokens).view(batch_size, num_tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        ).unbind(0)
+        pooled = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch_size, hidden_size)
+        pooled = self.proj(pooled)
+        return pooled + self.mlp(self.norm(pooled))
+
+
+def pool_tokens(hidden_states: torch.Tensor, config: HfViTConfig, attention_pool: nn.Module | None) -> torch.Tensor:
+    """The pooled feature of (batch, tokens, D) by `config.pooling`: [CLS] (token 0), the mean of the patch tokens,
+    or attention pooling over the patch tokens (the prefix tokens are left out of both, as timm)."""
+    if config.pooling == "cls":
+        return hidden_states[:, 0]
+    patches = hidden_states[:, config.num_prefix_tokens :]
+    if config.pooling == "map":
+        return attention_pool(patches)
+    return patches.mean(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -766,7 +822,9 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, HfViTEmbeddings):
-            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
+            for token in (module.cls_token, module.distillation_token):
+                if token is not None:
+                    init.trunc_normal_(token, mean=0.0, std=std)
             if module.position_embeddings is not None:
                 init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             if module.register_tokens is not None:
@@ -775,6 +833,8 @@ class HfViTPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.mask_token)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_init)
+        elif isinstance(module, HfViTAttentionPoolingHead):
+            init.trunc_normal_(module.probe, mean=0.0, std=std)
 
 
 def _save_default_image_processor(save_directory, config: HfViTConfig) -> None:
@@ -826,29 +886,51 @@ def _patches_and_class_token(
     grid_size: tuple[int, int],
     layernorm: nn.Module | None,
     reshape: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One stage's tokens (batch, [CLS] + registers + patches, D) -> (patch tokens, [CLS] token), through `layernorm`
-    if given, registers dropped; with `reshape`, the patch tokens as a map (batch, D, rows, columns)."""
+    has_class_token: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One stage's tokens (batch, prefix tokens + patches, D) -> (patch tokens, [CLS] token or None if the model has
+    none), through `layernorm` if given, the other prefix tokens dropped; with `reshape`, the patch tokens as a map
+    (batch, D, rows, columns)."""
     if layernorm is not None:
         hidden_state = layernorm(hidden_state)
-    class_token, patches = hidden_state[:, 0], hidden_state[:, num_prefix_tokens:]
+    class_token = hidden_state[:, 0] if has_class_token else None
+    patches = hidden_state[:, num_prefix_tokens:]
     if reshape:
         patches = patches.reshape(patches.shape[0], *grid_size, patches.shape[-1]).permute(0, 3, 1, 2).contiguous()
     return patches, class_token
 
 
 class HfViTModel(HfViTPreTrainedModel):
-    """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm. `pooler_output` is the normed
-    [CLS] token (or the normed mean of the patch tokens for `pooling="mean"`)."""
+    """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm and pooling. `pooler_output` is
+    the pooled feature (`config.pooling`: [CLS], mean of the patch tokens, attention pooling), normed by the final
+    LayerNorm either through the tokens it reads or after pooling (`config.final_norm`)."""
 
-    def __init__(self, config: HfViTConfig):
+    def __init__(self, config: HfViTConfig, add_pooling_layer: bool = True):
+        r"""
+        add_pooling_layer (`bool`): build the attention-pooling head of `pooling="map"` (as transformers' ViTModel's
+            argument); `HfViTForMaskedImageModeling`, which reads the patch tokens only, builds its model without it
+            (`pooler_output` is then `None` for "map").
+        """
         super().__init__(config)
         self.embeddings = HfViTEmbeddings(config)
         self.rotary_embeddings = HfViTRotaryEmbedding(config) if config.rope_type is not None else None
         self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
         self.encoder = HfViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        with_pool = config.pooling == "map" and add_pooling_layer
+        self.attention_pool = HfViTAttentionPoolingHead(config) if with_pool else None
         self.post_init()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens in every hidden state: [CLS]?, distillation token?, registers."""
+        return self.config.num_prefix_tokens
+
+    def final_normed_token(self, last_hidden_state: torch.Tensor, index: int) -> torch.Tensor:
+        """Token `index` of `last_hidden_state` through the final LayerNorm (already applied there unless
+        `final_norm="pooled"`): the distillation head's input."""
+        token = last_hidden_state[:, index]
+        return self.layernorm(token) if self.config.final_norm_place == "pooled" else token
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
@@ -893,12 +975,15 @@ class HfViTModel(HfViTPreTrainedModel):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
             )
-        if config.pooling == "cls":
+        pooled_output = None
+        if config.final_norm_place == "tokens":  # norm every token, pool the normed tokens
             sequence_output = self.layernorm(hidden_states)
-            pooled_output = sequence_output[:, 0]
-        else:  # "mean": average the patch tokens, then norm (timm's fc_norm); the tokens themselves stay un-normed
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = pool_tokens(sequence_output, config, self.attention_pool)
+        else:  # "pooled": the tokens stay un-normed, the pooled feature is normed (timm's fc_norm, CLIP)
             sequence_output = hidden_states
-            pooled_output = self.layernorm(hidden_states[:, 1 + config.num_register_tokens :].mean(dim=1))
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = self.layernorm(pool_tokens(hidden_states, config, self.attention_pool))
 
         if not return_dict:
             return tuple(
@@ -936,7 +1021,7 @@ class HfViTModel(HfViTPreTrainedModel):
                 models that is the norm of the pooled features).
 
         Returns:
-            A tuple with one entry per block: the patch tokens ([CLS] and register tokens removed), or
+            A tuple with one entry per block: the patch tokens (the prefix tokens removed), or
             `(patches, cls)` with `return_class_token`.
 
         Example (the last 4 blocks as maps, as dense heads take them):
@@ -975,6 +1060,8 @@ class HfViTModel(HfViTPreTrainedModel):
                     f"{depth}) (the model has {depth} blocks), got {n!r}"
                 )
             blocks = [i % depth for i in blocks]
+        if return_class_token and not self.config.class_token:
+            raise ValueError("return_class_token=True needs a [CLS] token; this model has none (config.class_token)")
         # hidden state k + 1 is the output of block k
         features, _ = self._stage_features(
             pixel_values, [i + 1 for i in blocks], norm, reshape, interpolate_pos_encoding
@@ -1006,10 +1093,16 @@ class HfViTModel(HfViTPreTrainedModel):
         )
         patch_size = self.config.patch_size
         grid_size = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
-        num_prefix_tokens = 1 + self.config.num_register_tokens
         layernorm = self.layernorm if norm else None
         features = [
-            _patches_and_class_token(outputs.hidden_states[stage], num_prefix_tokens, grid_size, layernorm, reshape)
+            _patches_and_class_token(
+                outputs.hidden_states[stage],
+                self.num_prefix_tokens,
+                grid_size,
+                layernorm,
+                reshape,
+                has_class_token=self.config.class_token,
+            )
             for stage in stages
         ]
         return features, outputs
@@ -1021,13 +1114,22 @@ _LOSS_KWARGS = ("num_items_in_batch", "ignore_index")
 
 class HfViTForImageClassification(HfViTPreTrainedModel):
     """HfViTModel with a linear head on the pooled token. The loss follows `config.problem_type` (single-label
-    cross-entropy, multi-label BCE, or regression MSE)."""
+    cross-entropy, multi-label BCE, or regression MSE).
+
+    With `config.distillation_token` (distilled DeiT) a second linear head, `distillation_classifier`, reads the
+    normed distillation token, and the logits are the mean of the two heads', in training and evaluation alike (as
+    timm's distilled ViTs by default, and transformers' `DeiTForImageClassificationWithTeacher`)."""
 
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = HfViTModel(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.distillation_classifier = None
+        if config.distillation_token:
+            self.distillation_classifier = (
+                nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+            )
         self.post_init()
 
     def forward(
@@ -1055,6 +1157,9 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)
+        if self.distillation_classifier is not None:  # the distillation token is token 1, right after [CLS]
+            distillation_token = self.vit.final_normed_token(outputs.last_hidden_state, 1)
+            logits = (logits + self.distillation_classifier(distillation_token)) / 2
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
@@ -1069,7 +1174,7 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
 
 class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
     """HfViTModel with SimMIM's one-layer decoder, as transformers' `ViTForMaskedImageModeling`: the patch tokens
-    ([CLS] and registers dropped) go back on the input's patch grid (non-square too), a 1×1 Conv2d projects each to
+    (the prefix tokens dropped) go back on the input's patch grid (non-square too), a 1×1 Conv2d projects each to
     `encoder_stride`² · `num_channels` values and PixelShuffle(`encoder_stride`) lays them out as pixels. The loss is
     transformers': L1 between `pixel_values` and the reconstruction on the masked patches' pixels, summed and divided
     by (masked pixels + 1e-5) · `num_channels`.
@@ -1083,7 +1188,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
             config = copy.deepcopy(config)
             config.use_mask_token = True
         super().__init__(config)
-        self.vit = HfViTModel(config)
+        self.vit = HfViTModel(config, add_pooling_layer=False)  # the decoder reads the patch tokens
         stride = config.encoder_stride
         self.decoder = nn.Sequential(
             nn.Conv2d(config.hidden_size, stride**2 * config.num_channels, kernel_size=1),
@@ -1126,7 +1231,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
         )
         patch = config.patch_size
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        patch_tokens = outputs.last_hidden_state[:, 1 + config.num_register_tokens :]
+        patch_tokens = outputs.last_hidden_state[:, config.num_prefix_tokens :]
         patch_tokens = patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
         reconstruction = self.decoder(patch_tokens)
 
@@ -1153,10 +1258,10 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
     Stages are `config.stage_names` = ["stem", "stage1", ..., "stageN"]: the embeddings, then the output of each block;
     `config.out_features` / `config.out_indices` choose which are returned (default: the last). All stages have
     `hidden_size` channels at stride `patch_size`. Each feature map goes through the final LayerNorm if
-    `config.apply_layernorm` and loses its [CLS] and register tokens: `(batch, D, H/P, W/P)` at any input size
-    divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
-    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are
-    those of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
+    `config.apply_layernorm` and loses its prefix tokens ([CLS], distillation, registers): `(batch, D, H/P, W/P)` at any
+    input size divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
+    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are those
+    of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
     checkpoint loads as a backbone, and a saved backbone as `HfViTModel` or a classifier.
 
     Example:

@@ -21,7 +21,7 @@ def forward_flops(
     native_h, native_w = image_size_pair(config.image_size)
     height, width = height or native_h, width or native_w
     patches = (height // config.patch_size) * (width // config.patch_size)
-    tokens = 1 + config.num_register_tokens + patches
+    tokens = config.num_prefix_tokens + patches
     d, inner = config.hidden_size, config.intermediate_size
     patch_embed = patches * config.num_channels * config.patch_size**2 * d
     swiglu = getattr(config, "mlp_type", "mlp") in ("swiglu", "swiglu_norm")

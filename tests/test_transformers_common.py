@@ -188,7 +188,9 @@ class ViTShapedModelTester:
         )
         self.intermediate_size, self.type_sequence_label_size = intermediate_size, type_sequence_label_size
         self.is_training = True
-        self.seq_length = (image_size // patch_size) ** 2 + 1
+        # the prefix tokens ([CLS], distillation token, registers) that hf_vit's options put before the patches
+        num_prefix_tokens = config_class(**self.config_overrides).num_prefix_tokens if self.config_overrides else 1
+        self.seq_length = (image_size // patch_size) ** 2 + num_prefix_tokens
         # as transformers' ViT tester: the eager-vs-SDPA tests mask num_masks of the mask_length patches
         self.mask_length = (image_size // patch_size) ** 2
         self.num_masks = int(0.5 * self.seq_length)
@@ -286,7 +288,14 @@ def _outcome(test_class, name):
     return "passed", ""
 
 
-@pytest.mark.parametrize("options", [None, ROPE_OPTIONS], ids=["plain", "rope-options"])
+# the options of the pretrained families: a distillation token and a register after [CLS], attention pooling (MAP),
+# a pre-norm (the final norm on the pooled feature only is left out: masked image modeling would not use that norm)
+FAMILY_OPTIONS = dict(distillation_token=True, num_register_tokens=1, pooling="map", pre_norm=True)
+
+
+@pytest.mark.parametrize(
+    "options", [None, ROPE_OPTIONS, FAMILY_OPTIONS], ids=["plain", "rope-options", "family-options"]
+)
 def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables, options):
     hf_vit_test, vit_test = _test_classes(mixins, options)
     names = unittest.TestLoader().getTestCaseNames(hf_vit_test)

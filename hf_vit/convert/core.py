@@ -27,7 +27,6 @@ from ..model_card import (
     write_model_card,
 )
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
-from ..output_dir import OutputDirNotEmpty, overlap
 from ..stats import count_parameters
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,23 +219,6 @@ def _source_processor(path: Path):
 class VerificationError(ValueError):
     """The converted model's outputs differ from the source library's beyond the tolerance: the conversion is wrong
     (a failure of the run, not of the user's inputs)."""
-
-
-def check_output_dir(output_dir, overwrite: bool = False, *, inputs=()) -> None:
-    """Fail early (before any slow work) if `output_dir` cannot be written as a checkpoint folder: a file, a folder
-    that is, holds or lies inside one of the local `inputs` (its files would be replaced), or a non-empty folder
-    without `overwrite` (`OutputDirNotEmpty`)."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output path {output_dir} exists and is not a folder")
-    for source in inputs:
-        if source is not None and overlap(output_dir, source):
-            raise ValueError(
-                f"output folder {output_dir} overlaps the input {Path(source).resolve()}: the converted files would "
-                "replace or mix with it; choose another folder"
-            )
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise OutputDirNotEmpty(output_dir, sorted(entry.name for entry in output_dir.iterdir()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

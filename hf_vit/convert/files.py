@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from ..configuration_hf_vit import HfViTConfig
+from ..output_dir import check_output_dir
 from .core import (
     SOURCES,
     VERIFY_TOLERANCE,
     Conversion,
-    check_output_dir,
     verify_conversion,
     with_source_license,
     write_hf_vit_folder,
@@ -74,7 +74,7 @@ def convert_checkpoint(
 ) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
     (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
-    check_output_dir(output_dir, overwrite, inputs=[checkpoint])
+    check_output_dir(output_dir, inputs={"checkpoint": checkpoint}, overwrite=overwrite)
     conversion = load_foreign_checkpoint(source, checkpoint, **options)
     diff = verify_conversion(conversion, tolerance) if verify else None
     folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, command=command)

@@ -5,7 +5,10 @@ accepted):
 
     hf_vit        config.json with model_type "hf_vit"                  -> loaded as it is
     timm          config.json with "architecture" (timm's push_to_hf_hub / save_for_hf), or a timm state dict file
-    transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*)
+    transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*),
+                  "vit_mae", "vit_msn", "ijepa" or "deit" (distilled DeiT)
+    siglip        config.json with model_type "siglip" / "siglip_vision_model" (SigLIP, SigLIP 2 fixed-resolution)
+    clip          config.json with model_type "clip" / "clip_vision_model"
     dinov2        config.json with model_type "dinov2" / "dinov2_with_registers"
     dinov3        config.json with model_type "dinov3_vit" (transformers' DINOv3 ViTs, e.g. facebook/dinov3-vits16-*)
     dino          a DINO training checkpoint or backbone pickle (.pth/.pt), named with `filename=` on the Hub
@@ -37,9 +40,11 @@ from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_l
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
 from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
+from .image_text import CLIP_MODEL_TYPES, SIGLIP_MODEL_TYPES, convert_image_text_folder
 from .npz import convert_npz_file
 from .timm import TIMM_HEADS_BY_WIDTH, convert_timm_file, convert_timm_folder
 from .transformers_vit import convert_transformers_folder
+from .vit_variants import VIT_VARIANT_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +54,12 @@ TASKS = {
     "image-feature-extraction": HfViTModel,
     "masked-image-modeling": HfViTForMaskedImageModeling,
 }
-LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dinov3", "dino", "npz")
+LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dinov3", "siglip", "clip", "dino", "npz")
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
 # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept; 3: the card carries the source's
-# licence and commit
-CONVERTER_VERSION = "3"
+# licence and commit; 4: prefix tokens generalised (distillation token, no [CLS], MAP pooling)
+CONVERTER_VERSION = "4"
 _WEIGHT_CANDIDATES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
@@ -179,15 +184,30 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
         return "dinov2"
     if model_type == DINOV3_MODEL_TYPE:
         return "dinov3"
-    if model_type == "deit":
+    if model_type in VIT_VARIANT_MODEL_TYPES:
+        return "transformers"
+    if model_type in SIGLIP_MODEL_TYPES:
+        return "siglip"
+    if model_type in CLIP_MODEL_TYPES:
+        return "clip"
+    if model_type in ("siglip2", "siglip2_vision_model"):
         raise ValueError(
-            f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
-            "(the non-distilled facebook/deit-* checkpoints are model_type 'vit' and convert)"
+            f"{where} is a SigLIP 2 NaFlex model (model_type {model_type!r}): it takes variable-resolution patch "
+            "sequences, not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are "
+            "model_type 'siglip' and convert)"
         )
     if model_type is not None:
+        known = (
+            "vit",
+            *DINOV2_MODEL_TYPES,
+            DINOV3_MODEL_TYPE,
+            *VIT_VARIANT_MODEL_TYPES,
+            *SIGLIP_MODEL_TYPES,
+            *CLIP_MODEL_TYPES,
+        )
         raise ValueError(
-            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT and Eva, transformers 'vit', "
-            f"{', '.join(repr(t) for t in DINOV2_MODEL_TYPES)} and {DINOV3_MODEL_TYPE!r} checkpoints"
+            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT and Eva, transformers "
+            f"{', '.join(repr(t) for t in known)} checkpoints"
         )
     raise ValueError(f"{where} is neither a transformers config (model_type) nor a timm config (architecture)")
 
@@ -232,6 +252,8 @@ def _convert_layout(layout: str, path: Path) -> Conversion:
         return _convert_timm_state_dict(path)
     if layout in ("transformers", "dinov2"):
         return convert_transformers_folder(path)
+    if layout in ("siglip", "clip"):
+        return convert_image_text_folder(path)
     if layout == "dinov3":
         return convert_dinov3_folder(path)
     if layout == "dino":
@@ -415,7 +437,7 @@ def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
         pass  # no card: the licence is unknown, and the converted card says so
     if hub.filename is None:
         _download_weights(hub.repo_id, hub.sha, cache_dir=cache_dir, token=token)
-        if hub.layout in ("transformers", "dinov2", "dinov3"):
+        if hub.layout in ("transformers", "dinov2", "dinov3", "siglip", "clip"):
             try:
                 _download(hub.repo_id, "preprocessor_config.json", revision=hub.sha, cache_dir=cache_dir, token=token)
             except (errors.EntryNotFoundError, ValueError):
@@ -561,9 +583,9 @@ def convert_pretrained(
     "conversion", "layout"}; with `verify` nothing is written above `tolerance`. The card carries the source's
     licence, and for a Hub source its repo id and commit as `base_model`; `command` (default: this call) is recorded
     in it as what converted the weights."""
-    from .core import check_output_dir
+    from ..output_dir import check_output_dir
 
-    check_output_dir(output_dir, overwrite, inputs=[Path(os.fspath(name_or_path)).expanduser()])
+    check_output_dir(output_dir, inputs={"checkpoint": Path(os.fspath(name_or_path)).expanduser()}, overwrite=overwrite)
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     base_model, commit = None, None

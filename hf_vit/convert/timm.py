@@ -54,12 +54,20 @@ _TIMM_HF_VIT_NAMES = [
     ("blocks.{i}.mlp.fc2.", "vit.encoder.layers.{i}.mlp.fc2."),
     ("blocks.{i}.ls2.gamma", "vit.encoder.layers.{i}.layer_scale2.lambda1"),
     ("head.", "classifier."),
+    # global_pool="map": timm's AttentionPoolLatent (latent = the probe)
+    ("attn_pool.latent", "vit.attention_pool.probe"),
+    ("attn_pool.q.", "vit.attention_pool.q."),
+    ("attn_pool.kv.", "vit.attention_pool.kv."),
+    ("attn_pool.proj.", "vit.attention_pool.proj."),
+    ("attn_pool.norm.", "vit.attention_pool.norm."),
+    ("attn_pool.mlp.fc1.", "vit.attention_pool.mlp.fc1."),
+    ("attn_pool.mlp.fc2.", "vit.attention_pool.mlp.fc2."),
 ]
 
 
 TIMM_TO_HF_VIT = [_name_rule(timm, ours) for timm, ours in _TIMM_HF_VIT_NAMES] + [
-    (r"^norm\.", "vit.layernorm."),  # token pooling: final norm over all tokens
-    (r"^fc_norm\.", "vit.layernorm."),  # avg pooling: norm after pooling (only one of the two exists)
+    (r"^norm\.", "vit.layernorm."),  # final norm over all tokens
+    (r"^fc_norm\.", "vit.layernorm."),  # norm after pooling (only one of the two exists)
 ]
 
 
@@ -80,12 +88,21 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         raise TypeError(f"expected a timm VisionTransformer, got {type(timm_model).__name__}")
     block = timm_model.blocks[0]
     unsupported = []
-    if not timm_model.has_class_token:
-        unsupported.append("no class token (class_token=False)")
-    if timm_model.global_pool not in ("token", "avg"):
-        unsupported.append(f"global_pool={timm_model.global_pool!r} (hf_vit pools 'token' or 'avg')")
-    if timm_model.global_pool == "avg" and isinstance(timm_model.fc_norm, nn.Identity):
-        unsupported.append("avg pooling without fc_norm")
+    if timm_model.global_pool not in ("token", "avg", "map"):
+        unsupported.append(f"global_pool={timm_model.global_pool!r} (hf_vit pools 'token', 'avg' or 'map')")
+    if getattr(timm_model, "pool_include_prefix", False):
+        unsupported.append("pooling that includes the prefix tokens (hf_vit pools the patch tokens)")
+    attn_pool = getattr(timm_model, "attn_pool", None)
+    if attn_pool is not None:
+        if attn_pool.latent_len != 1 or attn_pool.pool != "token" or getattr(attn_pool, "pos_embed", None) is not None:
+            unsupported.append("an attention-pooling head with several latents or its own positions")
+        if not isinstance(attn_pool.q_norm, nn.Identity) or not isinstance(attn_pool.q, nn.Linear):
+            unsupported.append("an attention-pooling head with qk_norm or without a query projection")
+        if type(block.mlp).__name__ != "Mlp" or attn_pool.mlp.fc1.out_features != block.mlp.fc1.out_features:
+            unsupported.append("an attention-pooling MLP unlike the blocks' (hf_vit's head reuses their MLP shape)")
+    final_norm_layer = timm_model.fc_norm if not isinstance(timm_model.fc_norm, nn.Identity) else timm_model.norm
+    if isinstance(final_norm_layer, nn.Identity):
+        unsupported.append("no final norm (final_norm=False)")
     pre_norm = not isinstance(timm_model.norm_pre, nn.Identity)
     if pre_norm and not isinstance(timm_model.norm_pre, nn.LayerNorm):
         unsupported.append(f"a {type(timm_model.norm_pre).__name__} pre-norm (hf_vit's pre-norm is a LayerNorm)")
@@ -107,6 +124,8 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append(f"MLP layer {type(block.mlp).__name__} (hf_vit has timm's Mlp and SwiGLUPacked)")
     elif type(block.mlp.act).__name__ == "QuickGELU":  # CLIP's x·sigmoid(1.702x), transformers' "quick_gelu"
         activation = "quick_gelu"
+    elif type(block.mlp.act).__name__ == "GELUTanh" or getattr(block.mlp.act, "approximate", None) == "tanh":
+        activation = "gelu_pytorch_tanh"  # timm's SigLIP ViTs (act_layer="gelu_tanh")
     elif not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
         unsupported.append(f"MLP activation {block.mlp.act} (hf_vit converts exact GELU, QuickGELU and SwiGLU)")
     if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
@@ -137,10 +156,13 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         qk_norm=qk_norm,
         layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
         num_register_tokens=timm_model.num_reg_tokens,
-        pooling="cls" if timm_model.global_pool == "token" else "mean",
+        pooling={"token": "cls", "avg": "mean", "map": "map"}[timm_model.global_pool],
         cls_position_embedding=not timm_model.no_embed_class,
         interpolate_antialias=True,  # timm's resample_abs_pos_embed antialiases
         num_labels=max(num_classes, 1),
+        class_token=bool(timm_model.has_class_token),
+        # timm's fc_norm normalises the pooled feature, its norm every token
+        final_norm="pooled" if not isinstance(timm_model.fc_norm, nn.Identity) else "tokens",
     )
     fields.update(overrides)
     return HfViTConfig(**fields)
@@ -181,6 +203,10 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
             "token(s); hf_vit infers square image sizes only"
         )
     gamma = state_dict.get("blocks.0.ls1.gamma")
+    # an fc_norm (norm after pooling) or no [CLS] means average pooling; attn_pool is attention pooling
+    global_pool = "avg" if "fc_norm.weight" in state_dict or not has_cls else "token"
+    if "attn_pool.latent" in state_dict:
+        global_pool = "map"
     fc1_out, fc2_in = state_dict["blocks.0.mlp.fc1.weight"].shape[0], state_dict["blocks.0.mlp.fc2.weight"].shape[1]
     return dict(
         img_size=side * patch,
@@ -197,7 +223,8 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         reg_tokens=reg_tokens,
         no_embed_class=no_embed_class,
         layerscale_init=float(gamma.abs().mean()) if gamma is not None else None,
-        global_pool="avg" if "fc_norm.weight" in state_dict else "token",
+        global_pool=global_pool,
+        fc_norm="fc_norm.weight" in state_dict,
         num_classes=state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0,
     )
 
@@ -209,9 +236,10 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
             "cannot be read from the weights; convert it through timm's model registry (a timm folder "
             "with config.json, or `timm_model`, with timm installed)"
         )
-    if not layout["class_token"]:
+    if layout["global_pool"] == "map":
         raise ValueError(
-            "the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token"
+            "the checkpoint has an attention-pooling head (attn_pool): its MLP activation cannot be read from the "
+            "weights; convert it through timm's model registry (a timm folder with config.json, with timm installed)"
         )
     if layout["reg_tokens"] and not layout["no_embed_class"]:
         raise ValueError(
@@ -235,6 +263,8 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
         cls_position_embedding=not layout["no_embed_class"],
         interpolate_antialias=True,
         num_labels=max(layout["num_classes"], 1),
+        class_token=layout["class_token"],
+        final_norm="pooled" if layout.get("fc_norm") else "tokens",
     )
     fields.update(overrides)
     return HfViTConfig(**fields)
@@ -270,6 +300,7 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
         in_chans=layout["in_chans"],
         num_classes=layout["num_classes"],
         global_pool=layout["global_pool"],
+        fc_norm=layout.get("fc_norm"),
         embed_dim=layout["embed_dim"],
         depth=layout["depth"],
         num_heads=num_heads,
@@ -343,6 +374,7 @@ def convert_timm_file(
         kwargs = dict(
             num_classes=layout["num_classes"],
             global_pool=layout["global_pool"],
+            fc_norm=layout["fc_norm"],
             class_token=layout["class_token"],
             reg_tokens=layout["reg_tokens"],
             no_embed_class=layout["no_embed_class"],
@@ -411,9 +443,7 @@ TIMM_HEADS_BY_WIDTH = {
 
 # timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
 TIMM_UNSUPPORTED_KEYS = (
-    (r"^attn_pool\.", "a MAP attention-pooling head (attn_pool)"),
-    (r"^dist_token$", "a distillation token (dist_token, DeiT distilled)"),
-    (r"^head_dist\.", "a distillation head (head_dist)"),
+    (r"^dist_token$|^head_dist\.", "timm's distilled-DeiT layout (dist_token; transformers' distilled DeiT converts)"),
     (r"\.attn\.norm\.", "normalisation inside attention (scale_attn_norm)"),
     (r"\.mlp\.norm\.", "normalisation inside the MLP (scale_mlp_norm)"),
     (r"^patch_embed\.norm\.", "a norm after the patch embedding (patch_embed.norm)"),
