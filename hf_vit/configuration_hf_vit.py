@@ -181,10 +181,10 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             of their keys, averaged over heads, between alternate tokens) are merged into their size-weighted
             average, and later attention counts each token by its size (log size added to the logits). An int
             merges that many pairs in every block, a list gives one value per block; 0 (default) is the plain model.
-            The prefix tokens ([CLS], distillation, registers) are never merged. Takes effect at the next forward, so it can be set on a
-            loaded model (`model.config.token_merging_r = 13`). Outputs that need every patch token (the backbone,
-            masked image modeling, `get_intermediate_layers`) refuse it.
-
+            The prefix tokens ([CLS], distillation, registers) are never merged. Takes effect at the next forward,
+            so it can be set on a loaded model (`model.config.token_merging_r = 13`). Outputs that need every patch
+            token (the backbone, masked image modeling, `get_intermediate_layers`) and rotary position encoding
+            refuse it.
     The sequence is always [CLS]? + distillation token? + registers + patch tokens: the prefix tokens
     (`num_prefix_tokens` of them) first, the patch tokens last.
     """

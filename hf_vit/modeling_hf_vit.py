@@ -605,9 +605,10 @@ def merge_tokens(
     The tokens alternate between two sets A (even positions) and B (odd positions); each A token finds its most
     similar B token by cosine similarity of the keys averaged over heads (`key`: (B, heads, N, head_dim)); the `r`
     A tokens with the most similar match are added into it. At most half of the mergeable tokens go per block. The
-    first `num_prefix_tokens` tokens ([CLS], distillation token, registers) are never merged and stay first, in order; the kept A tokens
-    follow in their order, then the B tokens. `token_sizes` (B, N, 1) counts the original patches behind each token
-    (None: all 1); returns the merged tokens and their sizes, as the paper's reference code (`tome/merge.py`).
+    first `num_prefix_tokens` tokens ([CLS], distillation token, registers) are never merged and stay first, in
+    order; the kept A tokens follow in their order, then the B tokens. `token_sizes` (B, N, 1) counts the original
+    patches behind each token (None: all 1); returns the merged tokens and their sizes, as the paper's reference code
+    (`tome/merge.py`, whose rules for [CLS] and the distillation token this extends to any number of prefix tokens).
     """
     batch_size, num_tokens, dim = hidden_states.shape
     r = min(r, (num_tokens - num_prefix_tokens) // 2)
