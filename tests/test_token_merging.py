@@ -75,16 +75,22 @@ def test_matches_the_papers_code_on_timm(vit_small, r, attn):
     assert features.shape[1] == expected_tokens
 
 
-def test_mean_pooling_matches_the_papers_code_on_timm():
-    """timm's average pooling over the tokens left (the [CLS] excluded) is the pooled feature with merging on."""
+@pytest.mark.parametrize("class_token", [True, False], ids=["cls", "no-cls"])
+def test_mean_pooling_matches_the_papers_code_on_timm(class_token):
+    """timm's average pooling over the tokens left (the [CLS] excluded) is the pooled feature with merging on; without
+    a [CLS] token nothing is protected (the paper's rule for class_token=False)."""
     torch.manual_seed(2)
-    source = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, depth=3, global_pool="avg"), 2)
+    source = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, depth=3, global_pool="avg", class_token=class_token
+    )
+    source = perturb(source, 2)
     reference, ours = apply_patch(copy.deepcopy(source)), from_timm(source)
+    assert ours.config.num_prefix_tokens == int(class_token)
     ours.config.token_merging_r = 40
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         features, logits = reference_run(reference, 40, x)
-        assert features.shape[1] == 197 - 3 * 40
+        assert features.shape[1] == 196 + int(class_token) - 3 * 40
         assert max_diff(ours(x).logits, logits) <= TOL
 
 
