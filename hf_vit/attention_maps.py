@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .modeling_hf_vit import check_every_patch_token
+
 
 def input_size_for(image_size: tuple[int, int], reference_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """(height, width) with the aspect ratio of `image_size` (height, width) and about the pixel count of
@@ -153,6 +155,7 @@ def compute_attention_maps(
     processor's pixel count is used (`input_size_for`).
     """
     config = model.config
+    check_every_patch_token(config, "an attention map")
     patch = int(config.patch_size)
     if size is None:
         reference = processor_size(processor, size_pair(config.image_size))
