@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .extras import require
+
 
 def input_size_for(image_size: tuple[int, int], reference_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
     """(height, width) with the aspect ratio of `image_size` (height, width) and about the pixel count of
@@ -224,6 +226,7 @@ def _normalise(values: np.ndarray) -> np.ndarray:
 
 def heatmap_image(grid_map: torch.Tensor, size: tuple[int, int], cmap: str = "inferno") -> Image.Image:
     """A (grid_h, grid_w) map as a colour heat map of `size` = (H, W) pixels (min..max stretched)."""
+    require("viz", "`heatmap_image`")
     from matplotlib import colormaps
 
     rgba = colormaps[cmap](_normalise(_upsample(grid_map, size)))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import checkpoints
 from . import data as hdata
+from .extras import require
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
 from .training import MetricsLog, param_groups
 
@@ -137,6 +138,7 @@ def fit(
     `SettingError`, `output_dir.OutputDirNotEmpty`/`OutputDirBusy`, `ValueError` (checkpoint problems),
     `hf_vit.data.DataError` (an unreadable image) and `DiskFullError`; the output folder is then as it was, except
     for checkpoints the run saved before failing."""
+    require("train", "`fit`")
     settings.validate()
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")

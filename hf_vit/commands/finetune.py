@@ -86,6 +86,7 @@ def parse_args(argv=None):
 @command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
+    from hf_vit.extras import require
     from hf_vit.output_dir import OutputDirBusy, RunLock
 
     try:
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
         fail(str(error).splitlines()[0])
     setup_logging(args.verbose, args.quiet)
+    require("train", "hf-vit-finetune")
 
     from hf_vit.data import DataError
 

@@ -27,10 +27,12 @@ from ..cli import (
     push_from_arguments,
     show_prediction,
 )
+from ..extras import require
 from .train_flags import check_args, check_output_dir, parse_args, settings_from
 
 
 def train(args) -> int:
+    require("train", "hf-vit-train")
     import datasets
     import torch
     from accelerate.utils import set_seed
