@@ -7,7 +7,7 @@ import os
 import pytest
 import timm
 import torch
-from helpers import run_python
+from helpers import error_line, run_python
 from safetensors.torch import save_file
 
 from hf_vit import HfViTForImageClassification
@@ -21,16 +21,6 @@ def timm_weights(path, **kwargs):
     model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2, num_classes=3, img_size=64, **kwargs)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return model
-
-
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_nothing_left(output_dir):
@@ -100,7 +90,7 @@ def test_export_to_transformers_and_refusal(tmp_path, tiny_config):
             str(tmp_path / "vit_reg"),
         ]
     )
-    assert_user_error(result, "cannot export to transformers", "4 register tokens")
+    error_line(result, "cannot export to transformers", "4 register tokens")
     assert_nothing_left(tmp_path / "vit_reg")
 
 
@@ -169,7 +159,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(case, tmp_path):
     args = [CONVERT, "--source", source, "--checkpoint", str(path), "--output_dir", str(out)]
     if source == "timm":
         args += ["--timm_model", "vit_base_patch16_224" if case == "shape_mismatch" else "vit_small_patch16_224"]
-    assert_user_error(run_python(args), *fragments)
+    error_line(run_python(args), *fragments)
     assert_nothing_left(out)
     assert not (tmp_path / "pwned").exists()
 
@@ -190,7 +180,7 @@ def test_export_safetensors_cli(tmp_path, tiny_config):
     torch.save(model.state_dict(), tmp_path / "loose.bin")  # no config.json next to it
     (tmp_path / "out2").mkdir()
     result = run_python([EXPORT, "--input", str(tmp_path / "loose.bin"), "--output_dir", str(tmp_path / "out2")])
-    assert_user_error(result, "no config.json", "--config")
+    error_line(result, "no config.json", "--config")
     assert_nothing_left(tmp_path / "out2")
 
 

@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+from helpers import max_diff, perturb
 from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
 from hf_vit import HfViTForImageClassification, HfViTModel
@@ -10,18 +11,6 @@ from hf_vit.convert import from_timm, from_transformers
 
 TOL = 1e-5
 SIZES = [(224, 224), (320, 256)]
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
-
-
-def perturb(model):
-    """Random weights everywhere (biases, LayerNorms, tokens too), so no parameter hides behind its default init."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_python
+from helpers import max_diff, perturb, run_python
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling, ViTModel
 
@@ -14,18 +14,6 @@ from hf_vit.convert import convert_checkpoint, export_to_transformers, from_tran
 
 TOL = 1e-5
 SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32)
-
-
-def perturb(model):
-    """Random values on every parameter (the mask token and the decoder too), so no mapping hides behind its init."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def random_mask(batch, patches, seed=0):

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_python
+from helpers import REPO, error_line, free_port, run_python
 
 TRAIN = str(REPO / "scripts" / "train.py")
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -30,17 +30,6 @@ def accuracy(stdout: str) -> float:
     match = re.search(r"(?:test|validation) accuracy: (\d+\.\d\d)%", stdout)
     assert match, stdout
     return float(match.group(1))
-
-
-def one_line_error(result, *fragments, code=2):
-    """Exit `code` (2: the user's mistake, 1: a failure of the run) with exactly one `error:` line, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:] + result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
@@ -83,18 +72,13 @@ def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
 
 def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     out = tmp_path / "ddp"
-    import socket
-
-    with socket.socket() as s:  # a free port: other test runs may use DDP at the same time
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     args = [
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
         "--main_process_port",
-        str(port),
+        str(free_port()),
         TRAIN,
         *QUICK,
         "--output_dir",
@@ -173,7 +157,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     other = train(
         "--output_dir", out, *common, "--resume_from_checkpoint", "latest", "--config_overrides", "hidden_size=32"
     )
-    one_line_error(other, "incompatible model", "hidden_size")
+    error_line(other, "incompatible model", "hidden_size", alone=False)
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):
@@ -222,7 +206,7 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
         "3",
     ]
     failed = train("--output_dir", tmp_path / "fail", *common)
-    one_line_error(failed, "broken.png")
+    error_line(failed, "broken.png", alone=False)
     assert not (tmp_path / "fail" / "model.safetensors").exists()
 
     skipped = train("--output_dir", tmp_path / "ok", *common, "--skip_bad_images")
@@ -263,7 +247,7 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
         env = {"CUDA_VISIBLE_DEVICES": ""}
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = run_python([TRAIN, "--output_dir", str(tmp_path / "out"), *args], env_extra={**ENV, **env}, timeout=300)
-    one_line_error(result, *fragments)
+    error_line(result, *fragments, alone=False)
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -303,7 +287,7 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     assert "validation accuracy:" in result.stdout
     assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog"}
     streaming_needs_steps = run_python([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"], env_extra=ENV)
-    one_line_error(streaming_needs_steps, "--max_train_steps")
+    error_line(streaming_needs_steps, "--max_train_steps", alone=False)
 
 
 def test_train_throughput_compares_the_run_with_the_bare_step(tmp_path):
