@@ -1,5 +1,6 @@
 """scripts/convert_checkpoint.py and scripts/export_safetensors.py as users run them: subprocesses, exit codes,
-one-line errors, files written, and nothing left in --output_dir when a conversion fails."""
+one-line errors, files written, and nothing left in --output_dir when a conversion fails. Refusals, which end before
+any work, run through the same `main` in this process (helpers.run_main)."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import os
 import pytest
 import timm
 import torch
-from helpers import error_line, run_python
+from helpers import error_line, run_main, run_python
 from safetensors.torch import save_file
 
 from hf_vit import HfViTForImageClassification
@@ -79,7 +80,7 @@ def test_export_to_transformers_and_refusal(tmp_path, tiny_config):
     HfViTForImageClassification(tiny_config(num_register_tokens=4, cls_position_embedding=False)).save_pretrained(
         tmp_path / "reg"
     )
-    result = run_python(
+    result = run_main(
         [
             CONVERT,
             "--to",
@@ -159,7 +160,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(case, tmp_path):
     args = [CONVERT, "--source", source, "--checkpoint", str(path), "--output_dir", str(out)]
     if source == "timm":
         args += ["--timm_model", "vit_base_patch16_224" if case == "shape_mismatch" else "vit_small_patch16_224"]
-    error_line(run_python(args), *fragments)
+    error_line(run_main(args), *fragments)
     assert_nothing_left(out)
     assert not (tmp_path / "pwned").exists()
 
@@ -179,7 +180,7 @@ def test_export_safetensors_cli(tmp_path, tiny_config):
 
     torch.save(model.state_dict(), tmp_path / "loose.bin")  # no config.json next to it
     (tmp_path / "out2").mkdir()
-    result = run_python([EXPORT, "--input", str(tmp_path / "loose.bin"), "--output_dir", str(tmp_path / "out2")])
+    result = run_main([EXPORT, "--input", str(tmp_path / "loose.bin"), "--output_dir", str(tmp_path / "out2")])
     error_line(result, "no config.json", "--config")
     assert_nothing_left(tmp_path / "out2")
 

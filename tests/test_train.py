@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import REPO, error_line, free_port, run_python
+from helpers import REPO, error_line, free_port, run_main, run_python
 
 TRAIN = str(REPO / "scripts" / "train.py")
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -229,7 +229,8 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
         (["--dataset_name", "{tmp}/table", "--label_column", "kind"], ["label column 'kind'", "picture, caption"]),
     ],
 )
-def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
+def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, args, fragments):
+    """Refused before any training: in this process (helpers.run_main), no interpreter start-up."""
     (tmp_path / "empty").mkdir()
     if "{tmp}/table" in args:
         import datasets
@@ -241,12 +242,11 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
         )
         (tmp_path / "table").mkdir()
         table.to_parquet(str(tmp_path / "table" / "train.parquet"))
-    env = {}
-    if "--cpu_only" in args:
+    if "--cpu_only" in args:  # as `accelerate launch --cpu` runs it, on any machine
         args = [a for a in args if a != "--cpu_only"]
-        env = {"CUDA_VISIBLE_DEVICES": ""}
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = run_python([TRAIN, "--output_dir", str(tmp_path / "out"), *args], env_extra={**ENV, **env}, timeout=300)
+    result = run_main([TRAIN, "--output_dir", str(tmp_path / "out"), *args])
     error_line(result, *fragments, alone=False)
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
@@ -286,18 +286,18 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation accuracy:" in result.stdout
     assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog"}
-    streaming_needs_steps = run_python([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"], env_extra=ENV)
+    streaming_needs_steps = run_main([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"])
     error_line(streaming_needs_steps, "--max_train_steps", alone=False)
 
 
-def test_train_throughput_compares_the_run_with_the_bare_step(tmp_path):
-    out = tmp_path / "run"
-    assert train("--output_dir", out, "--max_train_steps", "3").returncode == 0
-    result = run_python(
-        [str(REPO / "scripts" / "dev" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV
-    )
+def test_train_throughput_compares_the_run_with_the_bare_step(trained_run, tmp_path, capsys):
+    import runpy
+
+    script = REPO / "scripts" / "dev" / "train_throughput.py"
+    result = run_python([str(script), str(trained_run), "--steps", "3", "--reps", "2"], env_extra=ENV)
     assert result.returncode == 0, result.stderr
     assert re.search(r"bare model step: \d+ img/s \(median of 2 x 3 steps, batch 32\)", result.stdout)
-    assert re.search(r"train.py end to end: \d+ img/s \(3 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)
-    missing = run_python([str(REPO / "scripts" / "dev" / "train_throughput.py"), str(tmp_path)], env_extra=ENV)
-    assert missing.returncode == 2 and "not an output folder of scripts/train.py" in missing.stderr
+    assert re.search(r"train.py end to end: \d+ img/s \(4 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)
+    # a folder that is not a run: refused before any work, so in this process
+    assert runpy.run_path(str(script))["main"]([str(tmp_path)]) == 2
+    assert "not an output folder of scripts/train.py" in capsys.readouterr().err

@@ -47,13 +47,11 @@ def write_images(folder, classes=("a", "b"), per_class=4, broken=()):
         (folder / relative).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished run with checkpoints at steps 2 and 4: the user's earlier, good work."""
-    out = tmp_path_factory.mktemp("earlier") / "run"
-    result = train("--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2")
-    assert result.returncode == 0, result.stderr
-    return out
+@pytest.fixture
+def trained(trained_run):
+    """A finished run with checkpoints at steps 2 and 4: the user's earlier, good work (conftest's session run;
+    the tests check that nothing changes it)."""
+    return trained_run
 
 
 def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
