@@ -388,6 +388,7 @@ print(backbone_class.__module__, backbone_class.__name__)
 """
 
 
+@pytest.mark.slow
 def test_saved_backbone_loads_with_remote_code_without_hf_vit(tmp_path):
     folder = tmp_path / "backbone"
     backbone = perturb(HfViTBackbone(HfViTConfig(**TINY, out_indices=[1, 2])))

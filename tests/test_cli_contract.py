@@ -81,6 +81,7 @@ def interrupts(tmp_path_factory):
     return run_every_tool(tmp_path_factory.mktemp("interrupts"), patch=INTERRUPT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
 def test_a_user_mistake_exits_2_with_one_line(mistakes, name):
     folder, results = mistakes
@@ -90,11 +91,13 @@ def test_a_user_mistake_exits_2_with_one_line(mistakes, name):
     assert (folder / name / "file.txt").read_text() == "a file, not a folder"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
 def test_an_interrupt_exits_130(interrupts, name):
     assert error_line(interrupts[name], code=130, alone=False) == "error: interrupted"
 
 
+@pytest.mark.slow
 def test_a_failure_of_the_run_exits_1_and_verbose_shows_the_traceback(tmp_path):
     from hf_vit.cli import RunFailure, UserError
     from hf_vit.cli import run_command as run
@@ -136,6 +139,7 @@ def test_every_command_is_an_entry_point_and_a_script(name):
     assert not any("sys.path" in text for text in shims.values())
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
     import timm
     import torch

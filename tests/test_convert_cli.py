@@ -30,6 +30,7 @@ def assert_nothing_left(output_dir):
     assert not [p for p in output_dir.parent.iterdir() if p.name.startswith(f".{output_dir.name}.")]
 
 
+@pytest.mark.slow
 def test_convert_timm_with_verify(tmp_path):
     timm_weights(tmp_path / "w.safetensors")
     out = tmp_path / "out"
@@ -59,6 +60,7 @@ def test_convert_timm_with_verify(tmp_path):
     } <= {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 def test_export_to_transformers_and_refusal(tmp_path, tiny_config):
     HfViTForImageClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path / "hf")
     result = run_python(
@@ -165,6 +167,7 @@ def test_bad_input_gives_one_line_and_leaves_nothing(case, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_export_safetensors_cli(tmp_path, tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=2))
     model.config.save_pretrained(tmp_path / "legacy")

@@ -6,8 +6,11 @@ to DDP (`Accelerator(cpu=True)`) or to a single process, so this test calls `ful
 that config describes (each HfViTLayer one unit). README, "FSDP", has the GPU command.
 """
 
+import pytest
 import torch
 from helpers import REPO, free_port, run_python
+
+pytestmark = pytest.mark.slow  # real training processes
 
 WORKER = str(REPO / "tests" / "fsdp_worker.py")
 ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -105,6 +105,7 @@ def test_extras_match_pyproject():
     assert f"hf_vit[{','.join(EXTRAS)}]" in extras["test"]
 
 
+@pytest.mark.slow
 def test_load_convert_and_run_without_the_extras(tmp_path, tiny_config):
     from PIL import Image
     from transformers import ViTConfig, ViTForImageClassification

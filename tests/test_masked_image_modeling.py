@@ -173,6 +173,7 @@ print(type(model).__module__, type(model).__name__)
 """
 
 
+@pytest.mark.slow
 def test_save_reload_in_process_and_as_remote_code(converted, tmp_path_factory):
     _, result, folder = converted
     model = result["model"].eval()

@@ -290,6 +290,7 @@ def test_onednn_linear_fast_path_only_for_fp32_cpu_inference(tiny_config, monkey
     torch.testing.assert_close(fast, model(x).logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onednn_linear_can_be_turned_off_and_on():
     from helpers import run_python
 

@@ -123,6 +123,7 @@ print(type(model).__module__, type(model).__name__, type(backbone).__name__)
 """
 
 
+@pytest.mark.slow
 def test_remote_code_load_without_hf_vit(saved, tmp_path_factory):
     folder, model = saved
     x = torch.randn(2, 3, 32, 48)

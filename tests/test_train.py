@@ -32,6 +32,7 @@ def accuracy(stdout: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow
 def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     out = tmp_path / "run"
     result = train(
@@ -70,6 +71,7 @@ def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     assert not list(tmp_path.glob(".run.tmp-*"))  # the staging folder is gone
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     out = tmp_path / "ddp"
     args = [
@@ -98,6 +100,7 @@ def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
@@ -189,6 +192,7 @@ def _write_images(folder: Path, classes=("a", "b"), per_class=6, size=(20, 16), 
             image.save(folder / name / f"{i}.png" if mode != "CMYK" else folder / name / f"{i}.jpg")
 
 
+@pytest.mark.slow
 def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
     images = tmp_path / "images"
     _write_images(images, modes=("RGB", "L", "RGBA", "P", "CMYK"))
@@ -251,6 +255,7 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, args, fragments):
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     from PIL import Image
 
@@ -290,6 +295,7 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     error_line(streaming_needs_steps, "--max_train_steps", alone=False)
 
 
+@pytest.mark.slow
 def test_train_throughput_compares_the_run_with_the_bare_step(trained_run, tmp_path, capsys):
     import runpy
 

@@ -54,6 +54,7 @@ def trained(trained_run):
     return trained_run
 
 
+@pytest.mark.slow
 def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
     before = snapshot(trained)
     refused = train_here("--output_dir", trained, "--max_train_steps", "2")
@@ -91,6 +92,7 @@ def test_output_folder_in_the_input_data_is_refused(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_finetune_trainer_keeps_the_users_files(tmp_path):
     data = tmp_path / "images"
     write_images(data)
@@ -128,6 +130,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
     assert not (out / "training_args.bin").exists()  # a pickle: outputs are safetensors only
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
     """The earlier run's model, metrics.jsonl and checkpoints survive a run that fails on its first image; a run into
     a new folder that fails leaves no folder."""
@@ -164,6 +167,7 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
         assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path):
     import shutil
 
@@ -234,6 +238,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
     before = snapshot(trained)
     enospc = "raise OSError(28, 'No space left on device')"
@@ -269,6 +274,7 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_final_files_are_moved_in_strands_nothing(tmp_path):
     out = tmp_path / "run"
     args = [*QUICK, "--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2"]
@@ -329,6 +335,7 @@ def test_refusals_exit_2_in_one_line_before_loading_data(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_unreadable_demo_image_never_fails_the_run(tmp_path):
     write_images(tmp_path / "train")
     write_images(tmp_path / "val", per_class=2, broken=["a/0.png"])  # the first held-out image

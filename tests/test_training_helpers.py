@@ -139,6 +139,7 @@ def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_pat
     check_output_dir(tmp_path / "full", inputs={}, overwrite=True, resuming=False)
 
 
+@pytest.mark.slow
 def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
     import signal
     import subprocess

@@ -270,6 +270,7 @@ def _outcome(test_class, name):
     return "passed", ""
 
 
+@pytest.mark.slow
 def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables):
     hf_vit_test, vit_test = _test_classes(mixins)
     names = unittest.TestLoader().getTestCaseNames(hf_vit_test)

@@ -330,6 +330,7 @@ def uncarded(model_dir, tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_push_without_a_token(hub, uncarded, tmp_path):
     before, sent = snapshot(uncarded), len(hub.requests)
     line = error_line(push(hub, tmp_path, uncarded, f"{USER}/no-token", token=None))
@@ -341,6 +342,7 @@ def test_push_without_a_token(hub, uncarded, tmp_path):
     assert snapshot(uncarded) == before  # no README.md written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["invalid_token", "foreign_namespace"])
 def test_push_that_cannot_write_checks_before_creating(case, hub, uncarded, tmp_path):
     repo_id, token = (f"{USER}/bad-token", "hf_not_the_token") if case == "invalid_token" else ("someone-else/x", TOKEN)
@@ -359,6 +361,7 @@ def test_push_that_cannot_write_checks_before_creating(case, hub, uncarded, tmp_
     assert snapshot(uncarded) == before
 
 
+@pytest.mark.slow
 def test_failed_push_leaves_the_folder_unchanged_and_a_later_one_writes_the_card(hub, uncarded, tmp_path):
     repo_id = f"{USER}/flaky"
     before = snapshot(uncarded)
