@@ -5,8 +5,9 @@ The logic behind `scripts/visualize_attention.py`:
 - `input_size_for` picks the input size: the image's aspect ratio at about the pixel count the processor was made
   for, each side rounded to a multiple of the patch size (or an explicit size).
 - `preprocess` runs the checkpoint's own `ViTImageProcessor` (its resize, rescale, mean and std) at that size.
-- `cls_attention` takes one layer's attention of the [CLS] query over the patch tokens (the [CLS] and register keys
-  left out), per head, reshaped to the patch grid of the actual input (non-square grids included).
+- `cls_attention` takes one layer's attention of the [CLS] query over the patch tokens (the prefix keys: [CLS],
+  distillation token, registers, left out), per head, reshaped to the patch grid of the actual input (non-square
+  grids included); for models without [CLS], the attention each patch receives averaged over all queries.
 - `threshold_mask` is DINO's mask (visualize_attention.py): sort a map, take the cumulative sum of its share of the
   mass, keep the patches that hold `threshold` of it.
 - `attention_rollout` is Abnar & Zuidema (2020): average the heads, add the identity for the residual, renormalise
@@ -67,22 +68,26 @@ def preprocess(image: Image.Image, processor, size: tuple[int, int]) -> torch.Te
     return pixel_values
 
 
-def cls_attention(attention: torch.Tensor, num_register_tokens: int, grid_size: tuple[int, int]) -> torch.Tensor:
+def cls_attention(
+    attention: torch.Tensor, num_prefix_tokens: int, grid_size: tuple[int, int], class_token: bool = True
+) -> torch.Tensor:
     """The [CLS] query's attention over the patch keys, per head, on the patch grid.
 
     attention: one layer's weights (heads, tokens, tokens) or (batch, heads, tokens, tokens), tokens ordered
-    [CLS, registers..., patches...]. Returns (heads, grid_h, grid_w) (batch first if given). The values are the
-    softmax weights themselves, so each head's map sums to 1 minus what [CLS] gives to [CLS] and the registers.
+    [prefix tokens ([CLS], distillation, registers)..., patches...]. Returns (heads, grid_h, grid_w) (batch first if
+    given). The values are the softmax weights themselves, so each head's map sums to 1 minus what [CLS] gives to the
+    prefix tokens. A model without [CLS] (`class_token=False`: SigLIP, I-JEPA) has no such query: its map is the
+    attention each patch receives, averaged over all queries.
     """
-    first_patch = 1 + num_register_tokens
     num_patches = grid_size[0] * grid_size[1]
-    if attention.shape[-1] != first_patch + num_patches:
+    if attention.shape[-1] != num_prefix_tokens + num_patches:
         raise ValueError(
-            f"attention has {attention.shape[-1]} tokens, expected 1 + {num_register_tokens} registers + "
+            f"attention has {attention.shape[-1]} tokens, expected {num_prefix_tokens} prefix token(s) + "
             f"{grid_size[0]}x{grid_size[1]} patches"
         )
-    cls_to_patches = attention[..., 0, first_patch:]
-    return cls_to_patches.reshape(*cls_to_patches.shape[:-1], *grid_size)
+    to_patches = attention[..., num_prefix_tokens:]
+    to_patches = to_patches[..., 0, :] if class_token else to_patches.mean(dim=-2)
+    return to_patches.reshape(*to_patches.shape[:-1], *grid_size)
 
 
 def threshold_mask(attention_map: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -169,11 +174,12 @@ def compute_attention_maps(
     outputs = model(pixel_values.to(parameter.device, parameter.dtype), output_attentions=True)
     attentions = [a.float().cpu() for a in outputs.attentions]
     grid = (size[0] // patch, size[1] // patch)
-    heads = cls_attention(attentions[layer][0], config.num_register_tokens, grid)
+    prefix, class_token = config.num_prefix_tokens, config.class_token
+    heads = cls_attention(attentions[layer][0], prefix, grid, class_token)
     mean = heads.mean(dim=0)
     rolled = None
     if rollout:
-        rolled = cls_attention(attention_rollout(attentions, num_layers=layer + 1)[0], config.num_register_tokens, grid)
+        rolled = cls_attention(attention_rollout(attentions, num_layers=layer + 1)[0], prefix, grid, class_token)
         rolled = (rolled / rolled.sum()).float()
     return AttentionMaps(
         pixel_values=pixel_values,

@@ -216,6 +216,11 @@ _SHAPE_KEYS = (
     "pre_norm",
     "patch_embedding_bias",
     "use_mask_token",
+    "class_token",
+    "distillation_token",
+    "pooling",
+    "absolute_position_embeddings",
+    "qk_norm",
 )
 
 

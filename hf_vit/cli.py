@@ -48,6 +48,22 @@ def as_flags(text: str) -> str:
     return re.sub(r"`([a-z][a-z0-9_]*)`", r"--\1", text)
 
 
+def command_line(program: str, argv) -> str:
+    """The command as a user would type it again, for a model card: `program` and its arguments, shell-quoted, with
+    the value of any token flag left out."""
+    import shlex
+
+    words, hide_next = [program], False
+    for word in map(str, argv):
+        flag, equals, _ = word.partition("=")
+        secret = flag.startswith("--") and "token" in flag
+        if hide_next or (secret and equals):
+            word = f"{flag}=***" if secret and equals else "***"
+        words.append(word)
+        hide_next = secret and not equals
+    return shlex.join(words)
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="debug messages, and a traceback with any error")
@@ -81,8 +97,12 @@ def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as error:  # a bug: one line unless --verbose asks for the traceback
-        if verbose:
+    except Exception as error:  # a refused output folder (the user's to fix), else a bug
+        from .output_dir import OutputDirRefused
+
+        if isinstance(error, OutputDirRefused):  # the one mapping of every tool's output-folder check
+            return _error(error, EXIT_USER_ERROR, verbose)
+        if verbose:  # a bug: one line unless --verbose asks for the traceback
             traceback.print_exc()
             return EXIT_RUN_FAILURE
         first = (str(error).strip().splitlines() or [""])[0]
@@ -113,19 +133,15 @@ def _error(error: Exception, code: int, verbose: bool) -> int:
 
 
 @contextlib.contextmanager
-def folder_writing_errors(output_dir, overwrite_flag: str = "--overwrite") -> Iterator[None]:
+def folder_writing_errors(output_dir) -> Iterator[None]:
     """The exit convention for a tool that writes one folder (convert, export): the library's refusals are the
-    user's mistake, a failed verification or a full disk a failure of the run."""
+    user's mistake (the output folder's refusals included), a failed verification or a full disk a failure of the
+    run."""
     from .convert.core import VerificationError
-    from .output_dir import OutputDirNotEmpty, is_disk_full
+    from .output_dir import is_disk_full
 
     try:
         yield
-    except OutputDirNotEmpty as error:
-        raise UserError(
-            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
-            f"or pass {overwrite_flag} to replace the files this command writes there (nothing else is touched)"
-        ) from None
     except VerificationError as error:  # the conversion itself is wrong
         raise RunFailure(str(error)) from None
     except (ValueError, FileNotFoundError) as error:
@@ -146,17 +162,111 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_dir", help="image folder for evaluation")
     group.add_argument("--image_column", help="image column (default: auto-detected)")
     group.add_argument("--label_column", help="label column (default: auto-detected)")
-    group.add_argument(
-        "--validation_split", type=float, default=0.15, help="held-out fraction when there is no validation split"
-    )
     group.add_argument("--max_train_samples", type=int, help="truncate the training set (debugging)")
     group.add_argument("--max_eval_samples", type=int, help="truncate the evaluation set (debugging)")
     group.add_argument("--streaming", action="store_true", help="stream --dataset_name (needs --max_train_steps)")
-    group.add_argument("--shuffle_buffer_size", type=int, default=10_000, help="shuffle buffer for --streaming")
-    group.add_argument(
-        "--skip_bad_images", action="store_true", help="skip unreadable images (counted) instead of stopping"
-    )
+    add_settings(group, setting_names("data"))
     group.add_argument("--cache_dir", help="datasets/transformers cache folder")
+
+
+def add_num_threads_argument(group) -> None:
+    group.add_argument(
+        "--num_threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process; default: 1 for the model chosen for small images such as the digits "
+        "(tiny matmuls gain nothing from more and suffer badly on a busy machine), else torch's default",
+    )
+
+
+# ---- the training settings' flags, made from hf_vit.fit.FitSettings ------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, but a switch's (off) or None (its help says what happens then)."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def setting_names(group: str = "training") -> list[str]:
+    """The `FitSettings` fields that are flags of `group` ("training" or "data"), in their order."""
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    return [
+        f.name
+        for f in fields(FitSettings)
+        if f.metadata.get("flag", f.name) is not None and f.metadata.get("group", "training") == group
+    ]
+
+
+def add_settings(group, names) -> None:
+    """One flag per `FitSettings` field of `names`, made from the field: its name, type, default, choices and help
+    (field metadata), so that each training setting is declared once. A setting the trainers fit to the data
+    (`fitted`) defaults to None here, "not given" (`fit_settings` applies the data's); `augment` is then
+    auto|on|off."""
+    import typing
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    hints, by_name = typing.get_type_hints(FitSettings), {f.name: f for f in fields(FitSettings)}
+    for name in names:
+        field, kind = by_name[name], hints[name]
+        meta, options = field.metadata, {"dest": name, "help": as_flags(field.metadata["help"])}
+        if kind is bool and meta.get("fitted"):
+            options.update(choices=tuple(_SWITCH), default="auto")
+        elif kind is bool:
+            options.update(action="store_false" if field.default else "store_true")
+        else:
+            types = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+            options.update(
+                type=types[0] if len(types) == 1 else str,  # int | "epoch": the settings read "5" as 5
+                default=None if meta.get("fitted") else field.default,
+                choices=meta.get("choices"),
+            )
+        group.add_argument(f"--{meta.get('flag', name)}", **options)
+
+
+_SWITCH = {"auto": None, "on": True, "off": False}
+
+
+def given_settings(args) -> dict:
+    """The `FitSettings` values of the setting flags in `args`, leaving out the data-fitted ones not given."""
+    from dataclasses import fields
+
+    from .fit import FitSettings
+
+    values = {}
+    for field in fields(FitSettings):
+        value = getattr(args, field.name, None)
+        if field.metadata.get("fitted") and isinstance(value, str):
+            value = _SWITCH[value]
+        if hasattr(args, field.name) and not (field.metadata.get("fitted") and value is None):
+            values[field.name] = value
+    return values
+
+
+def fit_settings(args, recipe, *, model_from_data: bool, digits: bool):
+    """The training settings of a command line: `FitSettings`' defaults, then those the data fits (the recipe's
+    epochs, learning rate and augmentation when it chose the model, or for the digits; a given model augments other
+    images, of the kind that fits them; a fine-tuned one learns at `model_setup.FINE_TUNING_LEARNING_RATE`), then
+    the flags given."""
+    from dataclasses import replace
+
+    from .fit import FitSettings
+    from .model_setup import FINE_TUNING_LEARNING_RATE
+
+    settings = FitSettings()
+    if model_from_data or digits:
+        settings = recipe.apply(settings)
+    else:
+        settings = replace(settings, augment=True, augmentation=recipe.augmentation)
+    if getattr(args, "model_name_or_path", None):
+        settings = replace(settings, learning_rate=FINE_TUNING_LEARNING_RATE)
+    return replace(settings, **given_settings(args))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +283,53 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--config_overrides",
         help='override config values when training from scratch, e.g. "hidden_size=128,num_hidden_layers=6"',
     )
+
+
+def add_license_arguments(parser: argparse.ArgumentParser) -> None:
+    """--license and --override_base_license, made from their `FitSettings` fields."""
+    group = parser.add_argument_group("licence of the trained weights (written into the model card)")
+    add_settings(group, setting_names("license"))
+
+
+def check_license_arguments(args) -> None:
+    """The licence flags' own checks, before any data is loaded: a malformed licence id, --override_base_license
+    without --license or without a base model."""
+    from .model_card import LICENSE_ID
+
+    if args.license is not None and not LICENSE_ID.fullmatch(args.license):
+        raise UserError(
+            f"--license must be a Hub licence id such as apache-2.0, mit or cc-by-nc-4.0, got {args.license!r}"
+        )
+    if args.override_base_license and args.license is None:
+        raise UserError("--override_base_license needs --license: the licence to apply instead of the base model's")
+    if args.override_base_license and not args.model_name_or_path:
+        raise UserError(
+            "--override_base_license applies to a fine-tune (--model_name_or_path); weights trained from scratch take "
+            "--license alone"
+        )
+
+
+def lineage_from_arguments(args):
+    """(lineage, (licence, note)) of the trained weights for their card: the base model --model_name_or_path names
+    (`convert.pretrained.base_lineage`; None from scratch) and the licence the licence flags give them
+    (`model_card.resolve_license`). Called before any data is loaded: a licence that would relabel a known base
+    licence fails in seconds, as a UserError."""
+    from .model_card import resolve_license
+
+    lineage = None
+    if args.model_name_or_path:
+        from .convert.pretrained import base_lineage
+
+        try:
+            lineage = base_lineage(args.model_name_or_path, cache_dir=args.cache_dir)
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"cannot load a model from {args.model_name_or_path}: {str(error).splitlines()[0]}"
+            ) from None
+    try:
+        return lineage, resolve_license(lineage.license if lineage else None, args.license, args.override_base_license)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 # ---- the Hub flags (transformers' example scripts' names) ---------------------------------------------------------
@@ -254,21 +411,24 @@ def push_from_arguments(args, output_dir: str | os.PathLike, commit_message: str
 DATA_INPUTS = ("train_dir", "validation_dir", "dataset_name", "model_name_or_path")
 
 
-def check_training_output_dir(args, output_dir, *, overwrite: bool, resuming: bool, resume_hint: str = "") -> None:
-    """`output_dir.check_output_dir` for a training CLI, its refusals as one line naming the flags."""
-    from . import output_dir as run_output
+def training_inputs(args) -> dict:
+    """The local inputs a training command's output folder must stay out of, by parameter (shown as their flags)."""
+    return {f"`{name}`": getattr(args, name) for name in DATA_INPUTS}
 
-    inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
-    try:
-        run_output.check_output_dir(output_dir, inputs=inputs, overwrite=overwrite, resuming=resuming)
-    except run_output.OutputDirNotEmpty as error:
-        raise UserError(
-            f"--output_dir {output_dir} already holds files ({', '.join(error.entries[:4])}); choose another folder, "
-            f"{resume_hint}or pass --overwrite_output_dir to replace the files a run writes there (nothing else is "
-            "touched)"
-        ) from None
-    except ValueError as error:
-        raise UserError(f"--output_dir: {error}") from None
+
+def check_training_output_dir(args, output_dir, *, overwrite: bool, resuming: bool, hint: str = "") -> None:
+    """`output_dir.check_output_dir` for a training command, early (before any data is loaded); its refusals are
+    mapped to one line by `run_command`."""
+    from .output_dir import check_output_dir
+
+    check_output_dir(
+        output_dir,
+        inputs=training_inputs(args),
+        overwrite=overwrite,
+        resuming=resuming,
+        overwrite_name="overwrite_output_dir",
+        hint=hint,
+    )
 
 
 def note_cpu_launch() -> None:

@@ -32,8 +32,11 @@ PRESETS = {
     for name, (patch, width, depth, heads, mlp) in _PRESET_SHAPES.items()
 }
 
-POOLING_MODES = ("cls", "mean")
-MLP_TYPES = ("mlp", "swiglu")
+POOLING_MODES = ("cls", "mean", "map")
+FINAL_NORM_PLACES = ("tokens", "pooled")
+MLP_TYPES = ("mlp", "swiglu", "swiglu_norm")
+# rotary position encodings of the patch tokens, by convention -> the frequency base their models use by default
+ROPE_TYPES = {"dinov3": 100.0, "eva02": 10000.0}
 
 
 def _is_int(value) -> bool:
@@ -78,24 +81,50 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_act (`str`): MLP activation, a key of `transformers.activations.ACT2FN` ("gelu" is exact GELU).
         mlp_type (`str`): "mlp" is fc1 -> `hidden_act` -> fc2; "swiglu" is the gated SwiGLU MLP of DINOv2-giant
             (fc1 projects to 2 × `intermediate_size`, its first half through SiLU gates the second, fc2 projects back;
-            `hidden_act` is then unused).
+            `hidden_act` is then unused); "swiglu_norm" is that SwiGLU with a LayerNorm over its `intermediate_size`
+            hidden features before fc2 (EVA-02's MLP, timm's `scale_mlp=True`).
         hidden_dropout_prob (`float`): dropout on the embeddings and on each attention/MLP branch output.
         attention_probs_dropout_prob (`float`): dropout on the attention weights.
         drop_path_rate (`float`): stochastic depth; block i drops its branches with rate `i / (L-1) * drop_path_rate`.
         layer_norm_eps (`float`): LayerNorm epsilon (1e-6 as DINO/timm; transformers' ViT uses 1e-12).
         qkv_bias (`bool`): bias on the fused query/key/value projection.
         layerscale_init (`float` or `None`): initial LayerScale value (CaiT/DINOv2); `None` turns LayerScale off.
-        num_register_tokens (`int`): extra learned tokens after [CLS] (DINOv2 registers); they get no position
-            embedding.
-        pooling (`str`): "cls" takes the normed [CLS] token; "mean" averages the patch tokens and then applies the
-            final LayerNorm (timm's `global_pool="avg"` with `fc_norm`).
-        cls_position_embedding (`bool`): whether [CLS] gets a position embedding of its own (ViT, DeiT, DINO) or
-            only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4` models).
+        num_register_tokens (`int`): extra learned tokens after [CLS] and the distillation token (DINOv2
+            registers); they get no position embedding.
+        pooling (`str`): how `pooler_output` is read from the tokens (see `final_norm` for where the final LayerNorm
+            goes): "cls" takes the [CLS] token; "mean" averages the patch tokens (timm's `global_pool="avg"`);
+            "map" is multi-head attention pooling (SigLIP's head, timm's `global_pool="map"`): a learned probe
+            attends over the patch tokens, followed by a residual LayerNorm + MLP (`HfViTAttentionPoolingHead`).
+        cls_position_embedding (`bool`): whether [CLS] (and the distillation token) get position embeddings of their
+            own (ViT, DeiT, DINO) or only the patches do (timm's `no_embed_class`, e.g. DeiT-III, big_vision, `*_reg4`
+            models).
         interpolate_antialias (`bool`): bicubic resizing of the position embeddings with antialiasing (timm) or
             without (transformers, DINO). The two differ numerically; converters set it to match their source.
         patch_embedding_bias (`bool`): bias on the patch projection (CLIP image towers have none).
         pre_norm (`bool`): a LayerNorm over all tokens before the first block, as CLIP image towers (timm's
             `pre_norm=True`, weights `norm_pre`); with `hidden_act="quick_gelu"` this loads timm's CLIP ViTs.
+        absolute_position_embeddings (`bool`): the learned position table added to the tokens; `False` leaves
+            position to `rope_type` alone (DINOv3) and the model has no `position_embeddings` weights.
+        rope_type (`str` or `None`): rotary position encoding of the queries and keys of the patch tokens (the last
+            H/P·W/P tokens; [CLS], registers and other prefix tokens stay unrotated), computed for the input's own
+            patch grid, so any size works without interpolation. `None`: off. "dinov3": DINOv3's convention
+            (transformers `DINOv3ViTRopePositionEmbedding`): patch-centre coordinates in [-1, 1] per axis, angles
+            2π·coordinate·`rope_theta`^(-k/(head_dim/4)), the first half of each head's channels rotated against the
+            second. "eva02": EVA-02's (timm `RotaryEmbeddingCat`): patch indices 0..n-1 per axis (scaled onto
+            `rope_reference_grid` when set), angles index·`rope_theta`^(-k/(head_dim/4)), channels rotated in
+            adjacent pairs. Each head uses head_dim/4 frequencies per axis (rows first, then columns).
+        rope_theta (`float` or `None`): the RoPE frequency base; `None` is the convention's own (100 for "dinov3",
+            10000 for "eva02").
+        rope_reference_grid (`(rows, columns)` or `None`): "eva02" only: the patch indices of any input are rescaled
+            to span this grid (timm's `ref_feat_shape`, the pre-training grid); `None` keeps raw indices.
+        rope_shift (`float` or `None`): training only (ignored in eval): add one uniform random offset in
+            [-`rope_shift`, `rope_shift`] per axis to all RoPE coordinates (DINOv3's `pos_embed_shift`).
+        rope_jitter (`float` or `None`): training only: multiply each axis' coordinates by a log-uniform factor in
+            [1/`rope_jitter`, `rope_jitter`] (DINOv3's `pos_embed_jitter`).
+        rope_rescale (`float` or `None`): training only: multiply all coordinates by one log-uniform factor in
+            [1/`rope_rescale`, `rope_rescale`] (DINOv3's `pos_embed_rescale`).
+        qk_norm (`bool`): a LayerNorm over each head's queries and keys (per head, weights shared across heads) before
+            RoPE and the attention product (timm's `qk_norm=True`, EVA/DINOv3 variants).
         use_mask_token (`bool`): a learned mask token (DINOv2/iBOT masked-image modelling) that replaces the patch
             tokens marked by `bool_masked_pos`; kept so converted DINOv2 weights stay complete.
             `HfViTForMaskedImageModeling` always has one (it switches this on).
@@ -111,7 +140,19 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             backbone).
         reshape_hidden_states (`bool`): `HfViTBackbone` returns feature maps (batch, D, H/P, W/P); with `False`, token
             sequences (batch, 1 + H/P·W/P, D): [CLS] then the patch tokens (registers dropped), the layout of
-            transformers' DPT neck, which reads [CLS] as its readout token.
+            transformers' DPT neck, which reads [CLS] as its readout token (so it needs `class_token`).
+        class_token (`bool`): a learned [CLS] token first in the sequence; `False` for models without one (SigLIP,
+            I-JEPA; timm's `class_token=False`), which then pool with "mean" or "map".
+        distillation_token (`bool`): a learned distillation token right after [CLS] (distilled DeiT). A classifier
+            then has a second linear head on it (`distillation_classifier`) and predicts the mean of the two heads'
+            logits, in training too (timm's default; transformers' `DeiTForImageClassificationWithTeacher`).
+        final_norm (`str` or `None`): where the final LayerNorm applies. "tokens": on every output token, pooling
+            reads the normed tokens (ViT, DINOv2, SigLIP, I-JEPA); "pooled": only on the pooled feature, the tokens
+            of `last_hidden_state` stay un-normed (timm's `fc_norm` for mean pooling; CLIP's `post_layernorm` on
+            [CLS]). `None` (default): "pooled" for `pooling="mean"`, "tokens" otherwise.
+
+    The sequence is always [CLS]? + distillation token? + registers + patch tokens: the prefix tokens
+    (`num_prefix_tokens` of them) first, the patch tokens last.
     """
 
     model_type = "hf_vit"
@@ -138,16 +179,29 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     use_mask_token: bool = False
     encoder_stride: int | None = None
     pre_norm: bool = False
+    absolute_position_embeddings: bool = True
+    rope_type: str | None = None
+    rope_theta: float | None = None
+    rope_reference_grid: list[int] | None = None
+    rope_shift: float | None = None
+    rope_jitter: float | None = None
+    rope_rescale: float | None = None
+    qk_norm: bool = False
     patch_embedding_bias: bool = True
     initializer_range: float = 0.02
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
     apply_layernorm: bool = True
     reshape_hidden_states: bool = True
+    class_token: bool = True
+    distillation_token: bool = False
+    final_norm: str | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
             self.image_size = list(self.image_size)  # what JSON gives back, so configs compare equal after a reload
+        if isinstance(self.rope_reference_grid, tuple):
+            self.rope_reference_grid = list(self.rope_reference_grid)
         kwargs.pop("stage_names", None)  # a property here, derived from num_hidden_layers (configs saved elsewhere)
         self.set_output_features_output_indices(
             out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
@@ -217,14 +271,26 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             problems.append(f"encoder_stride must be a positive integer, got {self.encoder_stride!r}")
         if self.pooling not in POOLING_MODES:
             problems.append(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+        if self.final_norm is not None and self.final_norm not in FINAL_NORM_PLACES:
+            problems.append(f"final_norm must be None or one of {FINAL_NORM_PLACES}, got {self.final_norm!r}")
+        if self.class_token is False:
+            if self.pooling == "cls":
+                problems.append('pooling="cls" needs class_token=True; without [CLS] pool with "mean" or "map"')
+            if self.distillation_token is True:
+                problems.append("distillation_token=True needs class_token=True (the distillation token follows [CLS])")
+            if self.reshape_hidden_states is False:
+                problems.append("reshape_hidden_states=False returns [CLS] + patch tokens and needs class_token=True")
         if self.mlp_type not in MLP_TYPES:
             problems.append(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}")
         if self.hidden_act not in ACT2FN:
             problems.append(
                 f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}"
             )
+        problems.extend(self._rope_problems())
         for name in (
             "qkv_bias",
+            "absolute_position_embeddings",
+            "qk_norm",
             "cls_position_embedding",
             "interpolate_antialias",
             "use_mask_token",
@@ -232,6 +298,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             "patch_embedding_bias",
             "apply_layernorm",
             "reshape_hidden_states",
+            "class_token",
+            "distillation_token",
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -243,10 +311,62 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         if problems:
             raise ValueError("Invalid HfViTConfig: " + "; ".join(problems))
 
+    def _rope_problems(self) -> list[str]:
+        problems = []
+        if self.rope_type is not None and self.rope_type not in ROPE_TYPES:
+            problems.append(f"rope_type must be None or one of {tuple(ROPE_TYPES)}, got {self.rope_type!r}")
+        if self.rope_type is not None and _is_int(self.hidden_size) and _is_int(self.num_attention_heads):
+            if self.num_attention_heads > 0 and (self.hidden_size // self.num_attention_heads) % 4:
+                problems.append(
+                    f"rope_type {self.rope_type!r} needs a head width (hidden_size / num_attention_heads = "
+                    f"{self.hidden_size // self.num_attention_heads}) divisible by 4"
+                )
+        if self.rope_theta is not None and (not _is_number(self.rope_theta) or self.rope_theta <= 0):
+            problems.append(
+                f"rope_theta must be None (the convention's own) or a positive number, got {self.rope_theta!r}"
+            )
+        grid = self.rope_reference_grid
+        if grid is not None:
+            if not (isinstance(grid, list) and len(grid) == 2 and all(_is_number(s) and s > 0 for s in grid)):
+                problems.append(f"rope_reference_grid must be None or a (rows, columns) pair > 0, got {grid!r}")
+            elif self.rope_type != "eva02":
+                problems.append(f"rope_reference_grid is an 'eva02' RoPE option; rope_type is {self.rope_type!r}")
+        if self.rope_shift is not None and (not _is_number(self.rope_shift) or self.rope_shift < 0):
+            problems.append(f"rope_shift must be None (off) or a number >= 0, got {self.rope_shift!r}")
+        for name in ("rope_jitter", "rope_rescale"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or value < 1):
+                problems.append(f"{name} must be None (off) or a factor >= 1, got {value!r}")
+        if self.absolute_position_embeddings is False and self.rope_type is None:
+            problems.append(
+                "absolute_position_embeddings=False needs a rope_type: without either the model has no position "
+                "information"
+            )
+        return problems
+
+    @property
+    def rope_base(self) -> float | None:
+        """The RoPE frequency base in use: `rope_theta`, or the convention's own (None without RoPE)."""
+        if self.rope_type is None:
+            return None
+        return float(self.rope_theta) if self.rope_theta is not None else ROPE_TYPES[self.rope_type]
+
     @property
     def stage_names(self) -> list[str]:
         """The backbone stages: "stem" (the embeddings), then "stage1" .. "stageN" (the output of each block)."""
         return stage_names_for(self.num_hidden_layers)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens: [CLS] (if any), the distillation token (if any), the registers."""
+        return int(self.class_token is True) + int(self.distillation_token is True) + self.num_register_tokens
+
+    @property
+    def final_norm_place(self) -> str:
+        """`final_norm`, with `None` resolved: "pooled" for mean pooling, "tokens" otherwise."""
+        if self.final_norm is not None:
+            return self.final_norm
+        return "pooled" if self.pooling == "mean" else "tokens"
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ class ImageData:
     is_digits: bool = False
     notes: list[str] = field(default_factory=list)
     from_dataset: bool = False  # loaded with datasets.load_dataset: the model card names it in `datasets`
+    eval_held_out: bool = False  # the evaluation examples were held out of the `train` split (it had no other)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -64,6 +66,24 @@ class ImageData:
     @property
     def num_labels(self) -> int:
         return len(self.id2label)
+
+
+def card_evaluation(data: ImageData) -> dict:
+    """What a model card says about the data a model was evaluated on (`model_card.render_model_card`'s `datasets`,
+    `dataset_name`, `eval_split`): a Hub dataset is named by its id (the card's model-index needs one); the digits and
+    local folders, which have none, in words only. Examples held out of `train` are reported as that split."""
+    hub_id = data.from_dataset and not Path(data.name).expanduser().exists()  # load_dataset also reads local paths
+    if data.is_digits:
+        where = DIGITS_DESCRIPTION
+    elif hub_id:
+        where = f"the Hub dataset `{data.name}`"
+    else:
+        where = f"the local data `{data.name}`"
+    return {
+        "datasets": [data.name] if hub_id else None,
+        "dataset_name": where + (", examples held out of its `train` split" if data.eval_held_out else ""),
+        "eval_split": "train" if data.eval_held_out else data.eval_split,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,7 +268,7 @@ def load_image_data(
         eval_split = next((s for s in _EVAL_SPLIT_NAMES if s in loaded), None)
         image_column, label_column = detect_columns(train, image_column, label_column)
         id2label = _id2label(train, label_column)
-        notes = []
+        notes, held_out = [], False
         if eval_split is not None:
             eval_ds = loaded[eval_split]
         elif streaming:
@@ -261,7 +281,7 @@ def load_image_data(
                 parts = train.train_test_split(test_size=validation_split, seed=split_seed, stratify_by_column=stratify)
             except ValueError:  # too few examples of some class to stratify
                 parts = train.train_test_split(test_size=validation_split, seed=split_seed)
-            train, eval_ds, eval_split = parts["train"], parts["test"], "validation"
+            train, eval_ds, eval_split, held_out = parts["train"], parts["test"], "validation", True
             notes.append(f"no validation split: held out {len(eval_ds)} of the training examples (seed {split_seed})")
         if not streaming and len(train) == 0:
             raise DataError(f"the training split of {name} is empty")
@@ -282,6 +302,7 @@ def load_image_data(
             streaming=streaming,
             notes=notes,
             from_dataset=bool(dataset_name),
+            eval_held_out=held_out,
         )
     if not data.streaming:
         if max_train_samples is not None:
@@ -535,7 +556,7 @@ class TensorImageDataset(_SeededAugmentation, TorchDataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         with self._rng(indices[0] if len(indices) else 0):
             pixels = self._transform(self.pixel_values[index])
-        return [{"batch": True, "pixel_values": pixels, "labels": self.labels[index]}]
+        return [Batch(pixel_values=pixels, labels=self.labels[index])]
 
 
 def preprocess_all(dataset, image_column: str, label_column: str, processor: ViTImageProcessor):
@@ -546,11 +567,16 @@ def preprocess_all(dataset, image_column: str, label_column: str, processor: ViT
     return pixel_values, torch.tensor(dataset[label_column], dtype=torch.long)
 
 
+class Batch(dict):
+    """{"pixel_values", "labels"} of a whole batch, as `TensorImageDataset.__getitems__` gives it: `collate` passes
+    it through instead of stacking."""
+
+
 def collate(examples):
     """Stack examples into a batch, dropping the ones that `skip_bad_images` turned into None."""
     examples = [e for e in examples if e is not None]
-    if len(examples) == 1 and examples[0].get("batch"):  # TensorImageDataset.__getitems__: already a batch
-        return {"pixel_values": examples[0]["pixel_values"], "labels": examples[0]["labels"]}
+    if len(examples) == 1 and isinstance(examples[0], Batch):  # already a batch
+        return dict(examples[0])
     if not examples:
         return {"pixel_values": torch.empty(0), "labels": torch.empty(0, dtype=torch.long)}
     return {
@@ -639,15 +665,21 @@ class _StreamingDataset(_TransformedRows, torch.utils.data.IterableDataset):
             )
 
 
-def stream_for_training(data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int) -> None:
-    """Shuffle the streaming training split with a buffer and give each process its own shard (in place)."""
+def stream_for_training(
+    data: ImageData, seed: int, buffer_size: int, process_index: int, num_processes: int
+) -> ImageData:
+    """A copy of streaming `data` whose training split is shuffled with a buffer, each process reading its own shard
+    of both splits. `data` itself is not changed: training twice on it shuffles and shards it once each time."""
+    import dataclasses
+
     from datasets.distributed import split_dataset_by_node
 
-    data.train = data.train.shuffle(seed=seed, buffer_size=buffer_size)
+    train, evaluation = data.train.shuffle(seed=seed, buffer_size=buffer_size), data.eval
     if num_processes > 1:
-        data.train = split_dataset_by_node(data.train, rank=process_index, world_size=num_processes)
-        if data.eval is not None:
-            data.eval = split_dataset_by_node(data.eval, rank=process_index, world_size=num_processes)
+        train = split_dataset_by_node(train, rank=process_index, world_size=num_processes)
+        if evaluation is not None:
+            evaluation = split_dataset_by_node(evaluation, rank=process_index, world_size=num_processes)
+    return dataclasses.replace(data, train=train, eval=evaluation)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -679,8 +711,10 @@ def steps_per_epoch(num_samples: int, batch_size: int, num_processes: int, accum
 
 
 __all__ = [
+    "AUGMENTATIONS",
     "DIGITS",
     "BadImageError",
+    "Batch",
     "DataError",
     "EpochShuffleSampler",
     "ImageData",

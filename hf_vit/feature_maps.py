@@ -124,14 +124,14 @@ def pca_pictures(
 @torch.no_grad()
 def patch_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """The last layer's patch tokens (rows, columns, dim) of `model` (an HfViTModel, or a model with one as `.vit`) for
-    one image (1, C, H, W): `last_hidden_state` without the [CLS] and register tokens."""
+    one image (1, C, H, W): `last_hidden_state` without the prefix tokens ([CLS], distillation, registers)."""
     backbone = getattr(model, "vit", model)
     config = backbone.config
     parameter = next(backbone.parameters())
     tokens = backbone(pixel_values.to(parameter.device, parameter.dtype)).last_hidden_state[0]
     patch = int(config.patch_size)
     grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-    return tokens[1 + config.num_register_tokens :].float().cpu().reshape(*grid, -1)
+    return tokens[config.num_prefix_tokens :].float().cpu().reshape(*grid, -1)
 
 
 @dataclass

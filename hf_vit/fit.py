@@ -1,14 +1,20 @@
 """The training loop: data -> model -> optimizer -> loop -> evaluation -> checkpoints -> resume -> final folder.
 
 `fit(model, processor, data, output_dir, settings)` trains with Accelerate (one process, DDP on CPU or GPUs) and
-returns a `FitResult`; `scripts/train.py` is a thin command line over it. What it guarantees:
+returns a `FitResult`; the `hf-vit-train` command (`hf_vit.commands.train`) is a thin command line over it. What it
+guarantees:
 
 - **Kill-safe, bitwise resume.** The data order depends only on the seed and the epoch; checkpoints hold the model,
-  optimizer, scheduler and every RNG state (`hf_vit.checkpoints`), so a run resumed from any checkpoint, mid-epoch
-  included, ends with the weights of an uninterrupted one.
+  optimizer, scheduler, every RNG state and the position in the data (`hf_vit.checkpoints`), so a run resumed from any
+  checkpoint, mid-epoch included, ends with the weights of an uninterrupted one.
+- **Every checkpoint at an epoch's end holds that epoch's evaluation**: the epoch is evaluated first, then saved.
 - **The user's files are safe** (`hf_vit.output_dir`): the output folder is checked and locked first; the final
   files are written whole and moved in one by one; a failed run leaves the folder as it found it.
 - Messages go through `logging` (logger `hf_vit.fit`); nothing is printed but the progress bar.
+
+Reading order: `FitSettings` (every setting, with its help: the command line's flags are made from it), `fit`, the
+run's loop (`_Run.train`) and its steps, then the three small objects it stands on: `_Plan` (steps, warm-up, what a
+resume must match), `_ResumePoint` (the checkpoint a run starts from) and `_Batches` (the data, epoch by epoch).
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import torch.nn.functional as F
 from . import checkpoints
 from . import data as hdata
 from .extras import require
+from .model_card import LICENSE_ID, Lineage, resolve_license
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
-from .training import MetricsLog, param_groups
+from .training import param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -41,37 +48,96 @@ class SettingError(ValueError):
         super().__init__(f"{name} {message}")
 
 
+def setting(default, help: str, **flag):
+    """A `FitSettings` field: its default and its help (other settings named in backticks), and what its
+    command-line flag needs to know (`hf_vit.cli.add_settings`): `choices`; `fitted` (the trainers choose the default
+    from the data, as `help` says); `flag` (another name, `no_progress` for `progress`; None: no flag); `group`
+    ("data": a flag of the data group)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class FitSettings:
-    """How to train; the names are those of transformers' example scripts (and of `scripts/train.py`'s flags)."""
+    """How to train: every setting, its default and its help, in one place. The names are those of transformers'
+    example scripts; the flags of `hf-vit-train` (and the shared ones of `hf-vit-finetune`) are made from these
+    fields."""
 
-    num_train_epochs: int = 3
-    max_train_steps: int | None = None  # overrides the epochs
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    lr_scheduler_type: str = "cosine"  # a transformers.get_scheduler name
-    num_warmup_steps: int | None = None  # default: warmup_ratio of the steps
-    warmup_ratio: float = 0.1
-    layer_decay: float | None = None
-    augment: bool = False
-    augmentation: str | None = None  # "shift" | "crop_flip" (hf_vit.data.build_transforms); None: the data's default
-    label_smoothing: float = 0.1
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0  # 0: no clipping
-    mixed_precision: str | None = None  # "no" | "bf16" | "fp16"; None: Accelerate's config
-    seed: int = 42
-    num_workers: int = 0
-    checkpointing_steps: int | str | None = None  # every N steps, or "epoch"
-    checkpoints_total_limit: int = 2  # 0: keep all
-    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" (none yet: start fresh)
-    report_to: str | None = None  # Accelerate trackers, e.g. "tensorboard"
-    overwrite_output_dir: bool = False
-    skip_bad_images: bool = False
-    validation_split: float | None = None  # recorded with checkpoints: it changes the training set
-    shuffle_buffer_size: int = 10_000  # streaming data only
-    progress: bool = True
+    num_train_epochs: int = setting(
+        3,
+        "passes over the training data; default: chosen from the images' size (20 for images up to 64 px such as the "
+        "digits, 3 for photos); 3 for a given model (20 on the digits)",
+        fitted=True,
+    )
+    max_train_steps: int | None = setting(None, "stop after this many optimizer steps (overrides the epochs)")
+    per_device_train_batch_size: int = setting(32, "training images per batch and process")
+    per_device_eval_batch_size: int = setting(256, "evaluation images per batch and process")
+    learning_rate: float = setting(1e-3, "peak learning rate; default 1e-3 from scratch, 5e-5 fine-tuning", fitted=True)
+    weight_decay: float = setting(0.05, "AdamW weight decay (none on norms, biases, positions, [CLS], registers)")
+    lr_scheduler_type: str = setting("cosine", "a transformers.get_scheduler name (cosine, linear, constant, ...)")
+    num_warmup_steps: int | None = setting(None, "learning-rate warm-up steps; default: `warmup_ratio` of the steps")
+    warmup_ratio: float = setting(0.1, "warm-up as a fraction of the optimizer steps")
+    layer_decay: float | None = setting(None, "layer-wise learning-rate decay, e.g. 0.75 for fine-tuning")
+    augment: bool = setting(
+        False,
+        "training augmentation, of the kind that fits the images: small shifts (no flips) for images up to 64 px, "
+        "RandomResizedCrop + flip for photos. auto: chosen from the images' size (off for images up to 64 px such "
+        "as the digits, which reach higher accuracy in their short budget without it); on for a given model (off on "
+        "the digits)",
+        fitted=True,
+    )
+    augmentation: str | None = setting(
+        None,
+        'the kind of augmentation: "shift" | "crop_flip" (hf_vit.data.build_transforms); None: the data\'s',
+        flag=None,  # the trainers take it from the images' size
+    )
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
+    gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
+    max_grad_norm: float = setting(1.0, "gradient clipping; 0 turns it off")
+    mixed_precision: str | None = setting(None, "default: the accelerate config's", choices=("no", "bf16", "fp16"))
+    seed: int = setting(42, "seed of the weights, the data order, the held-out split and augmentation")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    checkpointing_steps: int | str | None = setting(
+        None, 'save a checkpoint every N optimizer steps (an integer), or at each epoch\'s end ("epoch")'
+    )
+    checkpoints_total_limit: int = setting(2, "keep this many newest checkpoints (0: all)")
+    resume_from_checkpoint: str | None = setting(
+        None,
+        'a checkpoint folder, or "latest" (the newest intact one in `output_dir`/checkpoints; none: start fresh)',
+    )
+    report_to: str | None = setting(None, 'Accelerate trackers, e.g. "tensorboard" or "all"')
+    overwrite_output_dir: bool = setting(
+        False,
+        "allow an `output_dir` that already holds files. Only what a run writes is replaced: the model "
+        "(model.safetensors, config.json, preprocessor_config.json, README.md, the two code files) and, with "
+        "hf_vit.fit, metrics.jsonl, training_curves.png, all_results.json and an earlier run's "
+        "checkpoints/checkpoint-* (removed when the run saves its first checkpoint or its model); nothing else in "
+        "the folder is touched",
+    )
+    skip_bad_images: bool = setting(False, "skip unreadable images (counted) instead of stopping", group="data")
+    validation_split: float = setting(
+        0.15,
+        "held-out fraction when the data has no validation split (recorded with checkpoints: it changes the "
+        "training set)",
+        group="data",
+    )
+    shuffle_buffer_size: int = setting(10_000, "shuffle buffer of a stream (`streaming`)", group="data")
+    progress: bool = setting(True, "no tqdm progress bar", flag="no_progress")
+    license: str | None = setting(
+        None,
+        "the licence of the trained weights, a Hub licence id (default: apache-2.0 from scratch; a fine-tune keeps "
+        "its base model's licence, and a different one is refused unless `override_base_license`)",
+        group="license",
+    )
+    override_base_license: bool = setting(
+        False,
+        "with `license`: relabel a fine-tune whose base model's licence is known (the card says so)",
+        group="license",
+    )
+
+    def __post_init__(self):
+        # "5" (a command line's, a JSON file's) is 5 steps
+        if isinstance(self.checkpointing_steps, str) and self.checkpointing_steps.strip().lstrip("-").isdigit():
+            self.checkpointing_steps = int(self.checkpointing_steps)
 
     def validate(self) -> None:
         """Raise `SettingError` for the first value that would train nothing or nonsense."""
@@ -106,6 +172,10 @@ class FitSettings:
             )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.license is not None and not LICENSE_ID.fullmatch(self.license):
+            raise SettingError("license", f"must be a Hub licence id such as apache-2.0 or mit, got {self.license!r}")
+        if self.override_base_license and self.license is None:
+            raise SettingError("override_base_license", "needs `license`: the licence to apply instead of the base's")
 
 
 @dataclass
@@ -131,18 +201,42 @@ def fit(
     *,
     inputs=None,
     hub_model_id: str | None = None,
+    lineage: Lineage | None = None,
+    command: str | None = None,
 ) -> FitResult:
     """Train `model` (an `HfViTForImageClassification`, its labels those of `data`) and write the final folder.
 
-    `inputs` names the run's local inputs (label -> path) that the output folder must stay out of. Raises
-    `SettingError`, `output_dir.OutputDirNotEmpty`/`OutputDirBusy`, `ValueError` (checkpoint problems),
-    `hf_vit.data.DataError` (an unreadable image) and `DiskFullError`; the output folder is then as it was, except
-    for checkpoints the run saved before failing."""
+    `inputs` names the run's local inputs (label -> path, e.g. "`train_dir`") that the output folder must stay out
+    of. `data` is not changed: a second `fit` on it sees the same data. `lineage`: the base model a fine-tune starts
+    from (`hf_vit.convert.pretrained.base_lineage`; None: trained from scratch), whose licence the card keeps unless
+    `settings.license` overrides it (`model_card.resolve_license`); `command`: what started the run, for the card.
+    Raises `SettingError`, `output_dir.OutputDirRefused` (`OutputDirNotEmpty`, `OutputDirBusy`), `ValueError`
+    (checkpoint problems, a licence that would relabel the base model's), `hf_vit.data.DataError` (an unreadable
+    image) and `DiskFullError`; the output folder is then as it was, except for checkpoints the run saved before
+    failing."""
     require("train", "`fit`")
     settings.validate()
+    license, license_note = resolve_license(
+        lineage.license if lineage else None, settings.license, settings.override_base_license
+    )
+    # what the model card says besides the run's results
+    card = dict(
+        repo_id=hub_model_id,
+        license=license,
+        license_note=license_note,
+        lineage=lineage,
+        command=command,
+        **hdata.card_evaluation(data),
+    )
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
-    check = dict(inputs=inputs or {}, overwrite=settings.overwrite_output_dir, resuming=resuming)
+    check = dict(
+        inputs=inputs or {},
+        overwrite=settings.overwrite_output_dir,
+        resuming=resuming,
+        overwrite_name="overwrite_output_dir",
+        hint=RESUME_HINT,
+    )
     check_output_dir(output_dir, **check)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one. (Read
     # from the launcher's environment: Accelerate's state must not be created before the Accelerator below.)
@@ -152,7 +246,7 @@ def fit(
     try:
         if lock is not None:  # again under the lock: another run may have written there since the first check
             check_output_dir(output_dir, **check)
-        result = _Run(model, processor, data, output_dir, settings, hub_model_id).train()
+        result = _Run(model, processor, data, output_dir, settings, card).train()
     except BaseException:
         if lock is not None:
             lock.release(cleanup=True)
@@ -160,6 +254,9 @@ def fit(
     if lock is not None:
         lock.release()
     return result
+
+
+RESUME_HINT = "resume its run with `resume_from_checkpoint` latest, "
 
 
 def _resumes_in(resume_from_checkpoint, checkpoint_dir: Path) -> bool:
@@ -173,212 +270,117 @@ def _resumes_in(resume_from_checkpoint, checkpoint_dir: Path) -> bool:
 
 
 class _Run:
-    """One training run's state; `train()` runs it. Split into named steps so that each reads on its own."""
+    """One training run: `__init__` sets it up (everything it holds is set there), `train()` is the loop."""
 
-    def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, hub_model_id):
+    def train(self) -> FitResult:
+        """Epochs of batches; an optimizer step every `gradient_accumulation_steps` batches; at an epoch's end an
+        evaluation, then the checkpoint if one is due (so it holds the epoch's metrics); the final folder."""
+        s, acc, plan = self.s, self.accelerator, self.plan
+        first_epoch, skip = self.resume.position(plan)
+        for epoch in range(first_epoch, plan.num_epochs):
+            if self.step >= plan.total_steps:
+                break
+            for batch in self.batches.epoch(epoch, skip=skip if epoch == first_epoch else 0):
+                with acc.accumulate(self.model):
+                    logits = self.model(pixel_values=batch["pixel_values"]).logits
+                    loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=s.label_smoothing)
+                    acc.backward(loss)
+                    if acc.sync_gradients and s.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.epoch_loss["loss"] += loss.item()
+                self.epoch_loss["count"] += 1
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                self.progress.update(1)
+                if plan.checkpoint_due(self.step) and not plan.ends_epoch(self.step):
+                    self.checkpoint(position=(epoch, self.batches.taken))
+                if self.step >= plan.total_steps:
+                    break
+            self.end_epoch(epoch)
+            if plan.checkpoint_due(self.step, epoch_ended=True) and self.saved_step != self.step:
+                self.checkpoint(position=(epoch + 1, 0))
+        return self.finish()
+
+    def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, card: dict):
         from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
 
-        self.s, self.data, self.processor, self.hub_model_id = settings, data, processor, hub_model_id
+        self.s, self.processor, self.card = settings, processor, card  # card: render_model_card's other values
+        self.eval_split, self.dataset_name = data.eval_split, data.name
         self.output_dir, self.checkpoint_dir = output_dir, output_dir / "checkpoints"
         # several processes (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU over gloo
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(
+        self.accelerator = acc = Accelerator(
             cpu=distributed and not torch.cuda.is_available(),
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             mixed_precision=settings.mixed_precision,
             log_with=settings.report_to,
             project_dir=str(output_dir),
         )
-        self.main = self.accelerator.is_main_process
-        self.config = model.config
-        self.num_params = sum(p.numel() for p in model.parameters())
-        self.model = model
-        self.completed_steps, self.epoch_sums = 0, {}
-        self.metrics = MetricsLog()
-        self.last_eval, self.evaluation_time, self.progress = None, 0.0, None
+        self.main = acc.is_main_process
+        self.config, self.num_params = model.config, sum(p.numel() for p in model.parameters())
+        set_seed(settings.seed)
 
-    # ---- setup -----------------------------------------------------------------------------------------------
-    def _resume_point(self):
-        """(checkpoint path, its state) to resume from, or (None, None); an earlier run's checkpoints are refused
-        unless overwriting was allowed."""
-        path, state = None, None
-        if self.s.resume_from_checkpoint:
-            path = checkpoints.resolve_checkpoint(self.s.resume_from_checkpoint, self.checkpoint_dir)
-            if path is None:
-                logger.info("no intact checkpoint in %s yet: starting from scratch", self.checkpoint_dir)
-            else:
-                state = checkpoints.read_state(path)
-                checkpoints.check_compatible(state, self.config, path)
-        # an earlier run's checkpoints (allowed by overwriting), and checkpoints after the resumed one (damaged, or a
-        # future this run replaces; rotation would keep them over the run's own), go when this run saves its own, not
-        # before: a run that fails first leaves them as they were
-        present = checkpoints.list_checkpoints(self.checkpoint_dir)
-        if path is not None and _resumes_in(path, self.checkpoint_dir):
-            resumed = checkpoints.step_of(path)
-            self.earlier_checkpoints = [c for c in present if checkpoints.step_of(c) > resumed]
-            if self.earlier_checkpoints and self.main:
-                logger.warning(
-                    "checkpoints after %s (%s) are replaced when this run saves its first checkpoint",
-                    path.name,
-                    ", ".join(c.name for c in self.earlier_checkpoints),
-                )
-        else:
-            self.earlier_checkpoints = present
-            if present and not self.s.overwrite_output_dir:
-                raise ValueError(
-                    f"{self.checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
-                    "or allow overwriting to start over"
-                )
-        return path, state
+        self.resume = _ResumePoint.find(settings, self.checkpoint_dir, self.config, log=self.main)
+        self.batches = _Batches(data, processor, settings, acc)
+        self.plan = _Plan.make(settings, data.name, self.batches.train_examples, acc.num_processes)
+        self.resume.check_same_run(self.plan)
+        optimizer, scheduler = self._optimizer(model)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.batches.prepare(acc)
+        self.resume.restore(acc, log=self.main)  # the weights, optimizer, scheduler and RNG states
 
-    def _loaders(self):
-        s, data, acc = self.s, self.data, self.accelerator
-        if data.streaming:
-            hdata.stream_for_training(data, s.seed, s.shuffle_buffer_size, acc.process_index, acc.num_processes)
-        self.train_set, self.eval_set = hdata.build_datasets(
-            data, self.processor, skip_bad_images=s.skip_bad_images, augment=s.augment, augmentation=s.augmentation
-        )
-        if hasattr(self.train_set, "set_seed"):
-            self.train_set.set_seed(s.seed + acc.process_index)
-        kwargs = dict(collate_fn=hdata.collate, num_workers=s.num_workers)
-        if data.streaming:
-            train = torch.utils.data.DataLoader(self.train_set, batch_size=s.per_device_train_batch_size, **kwargs)
-        else:
-            train = torch.utils.data.DataLoader(
-                self.train_set,
-                batch_size=s.per_device_train_batch_size,
-                sampler=hdata.EpochShuffleSampler(len(self.train_set), s.seed),
-                generator=torch.Generator().manual_seed(s.seed),  # keeps the loader's seed draw off the global RNG
-                **kwargs,
-            )
-        evaluation = torch.utils.data.DataLoader(
-            self.eval_set, batch_size=s.per_device_eval_batch_size, generator=torch.Generator(), **kwargs
-        )
-        return train, evaluation
-
-    def _schedule(self):
-        s, acc = self.s, self.accelerator
-        if self.data.streaming:
-            if not s.max_train_steps:
-                raise SettingError("max_train_steps", "is needed with streaming data (a stream has no known length)")
-            self.steps_per_epoch, self.max_train_steps, self.num_epochs = None, s.max_train_steps, 10**9
-        else:
-            self.steps_per_epoch = hdata.steps_per_epoch(
-                len(self.train_set), s.per_device_train_batch_size, acc.num_processes, s.gradient_accumulation_steps
-            )
-            self.max_train_steps = s.max_train_steps or s.num_train_epochs * self.steps_per_epoch
-            self.num_epochs = math.ceil(self.max_train_steps / self.steps_per_epoch)
-        self.warmup = (
-            s.num_warmup_steps if s.num_warmup_steps is not None else int(s.warmup_ratio * self.max_train_steps)
-        )
-
-    def run_settings(self) -> dict:
-        """What fixes the data order and the schedule: a resumed run must have the same, or it resumes another run."""
-        s = self.s
-        return {
-            "per_device_train_batch_size": s.per_device_train_batch_size,
-            "num_processes": self.accelerator.num_processes,
-            "gradient_accumulation_steps": s.gradient_accumulation_steps,
-            "seed": s.seed,
-            "dataset": self.data.name,
-            "train_examples": None if self.data.streaming else len(self.train_set),
-            "validation_split": s.validation_split,
-            "augment": s.augment,
-            "augmentation": s.augmentation,
-            "max_train_steps": self.max_train_steps,
-            "warmup_steps": self.warmup,
-            "lr_scheduler_type": s.lr_scheduler_type,
-            "learning_rate": s.learning_rate,
-            "weight_decay": s.weight_decay,
-            "layer_decay": s.layer_decay,
-        }
-
-    def hyperparameters(self) -> dict:
-        s, acc = self.s, self.accelerator
-        values = {
-            "learning_rate": s.learning_rate,
-            "train_batch_size": s.per_device_train_batch_size,
-            "total_train_batch_size": s.per_device_train_batch_size * acc.num_processes * s.gradient_accumulation_steps,
-            "num_processes": acc.num_processes,
-            "gradient_accumulation_steps": s.gradient_accumulation_steps,
-            "optimizer": "AdamW",
-            "weight_decay": s.weight_decay,
-            "lr_scheduler_type": s.lr_scheduler_type,
-            "warmup_steps": self.warmup,
-            "training_steps": self.max_train_steps,
-            "label_smoothing": s.label_smoothing,
-            "max_grad_norm": s.max_grad_norm,
-            "layer_decay": s.layer_decay,
-            "seed": s.seed,
-            "mixed_precision": acc.mixed_precision,
-        }
-        return {k: v for k, v in values.items() if v is not None}
-
-    def _prepare(self, train_loader, eval_loader):
-        from transformers import get_scheduler
-
-        s, acc = self.s, self.accelerator
-        optimizer = torch.optim.AdamW(
-            param_groups(self.model, s.weight_decay, s.learning_rate, s.layer_decay), lr=s.learning_rate
-        )
-        # Accelerate's scheduler wrapper steps the schedule once per process per update, hence the factor
-        try:
-            scheduler = get_scheduler(
-                s.lr_scheduler_type,
-                optimizer=optimizer,
-                num_warmup_steps=self.warmup * acc.num_processes,
-                num_training_steps=self.max_train_steps * acc.num_processes,
-            )
-        except (ValueError, KeyError) as error:
-            raise SettingError("lr_scheduler_type", f"{s.lr_scheduler_type!r}: {error}") from None
-        if self.data.streaming:
-            self.model, self.optimizer, self.eval_loader, self.scheduler = acc.prepare(
-                self.model, optimizer, eval_loader, scheduler
-            )
-            self.train_loader = train_loader
-        else:
-            self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
-                self.model, optimizer, train_loader, eval_loader, scheduler
-            )
-
-    def _restore(self, path, state):
-        try:
-            self.accelerator.load_state(str(path))
-        except Exception as error:  # noqa: BLE001  the model fits (checked before): what fails to load is damaged
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ValueError(checkpoints.damaged_message(path, f"{type(error).__name__}: {first_line}")) from None
-        self.completed_steps = state["completed_steps"]
-        self.metrics = MetricsLog(state.get("history", []))
-        self.epoch_sums = state.get("epoch_sums", {})
+        self.step = self.resume.step
+        self.history = self.resume.history  # one row per evaluation
+        self.epoch_loss = {"loss": 0.0, "count": 0, **self.resume.epoch_loss}  # the epoch's training loss so far
+        self.saved_step = self.resume.step if self.resume.path else None  # the step of the newest checkpoint
+        self.evaluation_time = 0.0
+        if settings.report_to:
+            acc.init_trackers("runs", config=self.plan.hyperparameters(acc.mixed_precision))
         if self.main:
-            logger.info("resumed from %s at step %d", path, self.completed_steps)
-
-    def _describe(self) -> None:
-        acc = self.accelerator
-        logger.info(
-            "data: %s (%s train, %s %s, %d classes) | model: %dx%d patch %s at %s, %.2fM params | %d process(es) on %s "
-            "| %d steps",
-            self.data.name,
-            "streaming" if self.data.streaming else len(self.train_set),
-            "?" if self.data.streaming else len(self.eval_set),
-            self.data.eval_split,
-            self.data.num_labels,
-            self.config.num_hidden_layers,
-            self.config.hidden_size,
-            self.config.patch_size,
-            self.config.image_size,
-            self.num_params / 1e6,
-            acc.num_processes,
-            acc.device,
-            self.max_train_steps,
+            self._describe()
+        self.progress = tqdm(
+            total=self.plan.total_steps,
+            initial=self.step,
+            desc="training",
+            disable=not self.main or not settings.progress,
+            dynamic_ncols=True,
         )
+        self.model.train()
+        self.start = time.perf_counter()
 
-    # ---- the loop ----------------------------------------------------------------------------------------------
+    # ---- the loop's steps ------------------------------------------------------------------------------------------
+    def end_epoch(self, epoch: int) -> None:
+        """Evaluate, and log the epoch's row; its training loss starts again from zero."""
+        start = time.perf_counter()
+        evaluation = self.evaluate()
+        self.evaluation_time += time.perf_counter() - start
+        train_loss = self.epoch_loss["loss"] / max(self.epoch_loss["count"], 1)
+        row = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "train_loss": train_loss,
+            **evaluation,
+            "lr": self.scheduler.get_last_lr()[0],
+            "elapsed_s": round(time.perf_counter() - self.start, 3),
+        }
+        self.history.append(row)
+        self.epoch_loss = {"loss": 0.0, "count": 0}
+        if self.main:
+            self.progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * evaluation['eval_accuracy']:.2f}%")
+        if self.s.report_to:
+            self.accelerator.log({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=self.step)
+
     def evaluate(self) -> dict:
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
         with torch.no_grad():
-            for batch in self.eval_loader:
+            for batch in self.batches.eval_loader:
                 logits = self.model(pixel_values=batch["pixel_values"]).logits
                 losses = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
                 gathered = self.accelerator.gather_for_metrics((losses, logits.argmax(-1), batch["labels"]))
@@ -389,190 +391,84 @@ class _Run:
         self.model.train()
         return {"eval_loss": loss_sum / max(count, 1), "eval_accuracy": correct / max(count, 1), "eval_samples": count}
 
-    def end_of_epoch(self, epoch: int, sums: dict) -> None:
-        start = time.perf_counter()
-        self.last_eval = self.evaluate()
-        self.evaluation_time += time.perf_counter() - start
-        train_loss = sums["loss"] / max(sums["count"], 1)
-        row = {
-            "epoch": epoch + 1,
-            "step": self.completed_steps,
-            "train_loss": train_loss,
-            **self.last_eval,
-            "lr": self.scheduler.get_last_lr()[0],
-            "elapsed_s": round(time.perf_counter() - self.start, 3),
-        }
-        if self.main:
-            self.metrics.log(row)
-            self.progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * self.last_eval['eval_accuracy']:.2f}%")
-        if self.s.report_to:
-            self.accelerator.log(
-                {k: v for k, v in row.items() if k not in ("epoch", "step")}, step=self.completed_steps
-            )
-
-    def discard_earlier_checkpoints(self) -> None:
-        if self.main and self.earlier_checkpoints:
-            checkpoints.discard(self.earlier_checkpoints)
-        self.earlier_checkpoints = []
-
-    def checkpoint(self, epoch_sums: dict) -> None:
-        self.discard_earlier_checkpoints()
+    def checkpoint(self, position: tuple[int, int]) -> None:
+        """Save a checkpoint at this step; `position` is (epoch, batches of it trained): where a resumed run goes on."""
+        self.discard_stale_checkpoints()
         state = {
-            "completed_steps": self.completed_steps,
-            "history": self.metrics.history,
-            "epoch_sums": epoch_sums,
+            "completed_steps": self.step,
+            "position": list(position),
+            "history": self.history,
+            "epoch_sums": self.epoch_loss,
             "model": checkpoints.model_signature(self.config),
-            "run": self.run_settings(),
+            "run": self.plan.run_settings(),
         }
         try:
             path = checkpoints.save(
-                self.accelerator, self.checkpoint_dir, self.completed_steps, state, self.s.checkpoints_total_limit
+                self.accelerator, self.checkpoint_dir, self.step, state, self.s.checkpoints_total_limit
             )
         except Exception as error:
             if is_disk_full(error):
                 raise DiskFullError(
-                    f"disk full while saving checkpoint {self.completed_steps} in {self.checkpoint_dir}; "
+                    f"disk full while saving checkpoint {self.step} in {self.checkpoint_dir}; "
                     "nothing half-written was left, earlier checkpoints are intact: free space and "
                     "resume from the latest checkpoint"
                 ) from None
             raise
+        self.saved_step = self.step
         if self.main:
             logger.info("saved %s", path)
 
-    def train_epoch(self, epoch: int, skip_batches: int) -> None:
-        s, acc = self.s, self.accelerator
-        for holder in (self.train_loader, self.train_set):
-            if hasattr(holder, "set_epoch"):
-                holder.set_epoch(epoch)
-        loader, sums = self.train_loader, {"loss": 0.0, "count": 0}
-        if skip_batches:  # resumed mid-epoch: the same batches as the interrupted run, from where it stopped
-            if self.data.streaming:
-                import itertools
+    def discard_stale_checkpoints(self) -> None:
+        """Remove the checkpoints this run replaces (`_ResumePoint.stale`), once it has saved something of its own."""
+        if self.main and self.resume.stale:
+            checkpoints.discard(self.resume.stale)
+        self.resume.stale = []
 
-                loader = itertools.islice(self.train_loader, skip_batches, None)
-            else:
-                from accelerate import skip_first_batches
-
-                loader = skip_first_batches(self.train_loader, skip_batches)
-            sums = dict(self.epoch_sums) or sums
-        for batch in loader:
-            if self.data.streaming:
-                batch = {k: v.to(acc.device) for k, v in batch.items()}
-            if batch["labels"].numel() == 0:
-                continue
-            with acc.accumulate(self.model):
-                logits = self.model(pixel_values=batch["pixel_values"]).logits
-                loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=s.label_smoothing)
-                acc.backward(loss)
-                if acc.sync_gradients and s.max_grad_norm:
-                    acc.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            sums["loss"] += loss.item()
-            sums["count"] += 1
-            if acc.sync_gradients:
-                self.completed_steps += 1
-                self.progress.update(1)
-                if isinstance(s.checkpointing_steps, int) and self.completed_steps % s.checkpointing_steps == 0:
-                    self.checkpoint(sums)
-                if self.completed_steps >= self.max_train_steps:
-                    break
-        self.end_of_epoch(epoch, sums)
-        if s.checkpointing_steps == "epoch":
-            self.checkpoint({})
-
-    def train(self) -> FitResult:
-        from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
-
-        s, acc = self.s, self.accelerator
-        set_seed(s.seed)
-        resume_path, resume_state = self._resume_point()
-        train_loader, eval_loader = self._loaders()
-        self._schedule()
-        if resume_state is not None:
-            checkpoints.check_same_run(resume_state, self.run_settings(), resume_path)
-        self._prepare(train_loader, eval_loader)
-        if resume_path is not None:
-            self._restore(resume_path, resume_state)
-        if s.report_to:
-            acc.init_trackers("runs", config=self.hyperparameters())
-        if self.main:
-            self._describe()
-        starting_epoch, skip_batches = 0, 0
-        if self.steps_per_epoch is not None:
-            starting_epoch = self.completed_steps // self.steps_per_epoch
-            skip_batches = (self.completed_steps % self.steps_per_epoch) * s.gradient_accumulation_steps
-        self.progress = tqdm(
-            total=self.max_train_steps,
-            initial=self.completed_steps,
-            desc="training",
-            disable=not self.main or not s.progress,
-            dynamic_ncols=True,
-        )
-        self.model.train()
-        self.start = time.perf_counter()
-        # a checkpoint taken at the last step of an epoch (or of the run, mid-epoch) comes before that epoch's
-        # evaluation: do it now
-        if resume_path is not None and self.completed_steps and self.steps_per_epoch:
-            if not skip_batches:
-                done = starting_epoch
-            else:
-                done = starting_epoch + 1 if self.completed_steps >= self.max_train_steps else None
-            if done and not any(row.get("epoch") == done for row in self.metrics.history):
-                self.end_of_epoch(done - 1, self.epoch_sums or {"loss": 0.0, "count": 0})
-        for epoch in range(starting_epoch, self.num_epochs):
-            if self.completed_steps >= self.max_train_steps:
-                break
-            self.train_epoch(epoch, skip_batches if epoch == starting_epoch else 0)
+    def finish(self) -> FitResult:
+        """After the last step: the final folder (the main process), and the result of the last evaluation."""
+        acc = self.accelerator
         training_time = time.perf_counter() - self.start
         self.progress.close()
-        if self.last_eval is None:  # resumed from a checkpoint taken after the last step
-            self.last_eval = self.evaluate()
-        skipped = sorted(set().union(*(getattr(d, "bad_images", set()) for d in (self.train_set, self.eval_set))))
+        skipped = self.batches.skipped_images()
         if skipped:
             logger.warning("skipped %d unreadable image(s) (per process), e.g. %s", len(skipped), skipped[0])
-
         acc.wait_for_everyone()
-        if s.report_to:
+        if self.s.report_to:
             acc.end_training()
         if self.main:
             self.write_final_folder(training_time)
         acc.wait_for_everyone()
+        last = self.history[-1]
         return FitResult(
             output_dir=self.output_dir,
-            eval_split=self.data.eval_split,
-            eval_accuracy=self.last_eval["eval_accuracy"],
-            eval_loss=self.last_eval["eval_loss"],
-            completed_steps=self.completed_steps,
+            eval_split=self.eval_split,
+            eval_accuracy=last["eval_accuracy"],
+            eval_loss=last["eval_loss"],
+            completed_steps=self.step,
             training_time_s=training_time,
             evaluation_time_s=self.evaluation_time,
-            history=self.metrics.history,
-            resumed_from=resume_path,
+            history=self.history,
+            resumed_from=self.resume.path,
             skipped_images=skipped,
         )
 
-    # ---- the final folder --------------------------------------------------------------------------------------
     def write_final_folder(self, training_time: float) -> None:
         from .model_card import render_model_card
 
-        data, split = self.data, self.data.eval_split
+        last, split = self.history[-1], self.eval_split
         unwrapped = self.accelerator.unwrap_model(self.model)
         card = render_model_card(
             unwrapped.config,
             num_parameters=self.num_params,
             model_name=self.output_dir.name,
-            repo_id=self.hub_model_id,
-            datasets=[data.name] if data.from_dataset else None,
-            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
-            results={"accuracy": self.last_eval["eval_accuracy"], "loss": self.last_eval["eval_loss"]},
-            hyperparameters=self.hyperparameters(),
+            results={"accuracy": last["eval_accuracy"], "loss": last["eval_loss"]},
+            hyperparameters=self.plan.hyperparameters(self.accelerator.mixed_precision),
+            **self.card,
         )
         results = {
-            f"{split}_accuracy": self.last_eval["eval_accuracy"],
-            f"{split}_loss": self.last_eval["eval_loss"],
-            "train_steps": self.completed_steps,
+            f"{split}_accuracy": last["eval_accuracy"],
+            f"{split}_loss": last["eval_loss"],
+            "train_steps": self.step,
             "training_time_s": round(training_time, 2),
             "evaluation_time_s": round(self.evaluation_time, 2),  # part of training_time_s
             "per_device_train_batch_size": self.s.per_device_train_batch_size,
@@ -586,7 +482,7 @@ class _Run:
                 self.processor,
                 card,
                 files={"all_results.json": json.dumps(results, indent=1) + "\n"},
-                history=self.metrics.history,
+                history=self.history,
             )
         except DiskFullError:
             if checkpoints.list_checkpoints(self.checkpoint_dir):
@@ -595,7 +491,283 @@ class _Run:
                     "was changed (its checkpoints are intact, free space and run again)"
                 ) from None
             raise
-        self.discard_earlier_checkpoints()
+        self.discard_stale_checkpoints()
+
+    # ---- set-up ----------------------------------------------------------------------------------------------------
+    def _optimizer(self, model):
+        """AdamW over the parameter groups (no decay on norms, biases, ...; layer decay) and the LR schedule."""
+        from transformers import get_scheduler
+
+        s, plan, processes = self.s, self.plan, self.accelerator.num_processes
+        optimizer = torch.optim.AdamW(
+            param_groups(model, s.weight_decay, s.learning_rate, s.layer_decay), lr=s.learning_rate
+        )
+        try:  # Accelerate's scheduler wrapper steps the schedule once per process per update, hence the factor
+            scheduler = get_scheduler(
+                s.lr_scheduler_type,
+                optimizer=optimizer,
+                num_warmup_steps=plan.warmup_steps * processes,
+                num_training_steps=plan.total_steps * processes,
+            )
+        except (ValueError, KeyError) as error:
+            raise SettingError("lr_scheduler_type", f"{s.lr_scheduler_type!r}: {error}") from None
+        return optimizer, scheduler
+
+    def _describe(self) -> None:
+        batches, config = self.batches, self.config
+        logger.info(
+            "data: %s (%s train, %s %s, %d classes) | model: %dx%d patch %s at %s, %.2fM params | %d process(es) on %s "
+            "| %d steps",
+            self.dataset_name,
+            "streaming" if batches.train_examples is None else batches.train_examples,
+            "?" if batches.eval_examples is None else batches.eval_examples,
+            self.eval_split,
+            config.num_labels,
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.patch_size,
+            config.image_size,
+            self.num_params / 1e6,
+            self.accelerator.num_processes,
+            self.accelerator.device,
+            self.plan.total_steps,
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The shape of a run, fixed before its first step: optimizer steps per epoch (None for a stream, whose length
+    is unknown), total steps, epochs, warm-up steps; and `run_settings`, what a resumed run must share with the run
+    that saved its checkpoint."""
+
+    settings: FitSettings
+    dataset: str
+    train_examples: int | None  # None: a stream
+    num_processes: int
+    steps_per_epoch: int | None
+    total_steps: int
+    num_epochs: int
+    warmup_steps: int
+
+    @classmethod
+    def make(cls, settings: FitSettings, dataset: str, train_examples: int | None, num_processes: int) -> _Plan:
+        s = settings
+        if train_examples is None:  # a stream: as many passes as max_train_steps takes
+            if not s.max_train_steps:
+                raise SettingError("max_train_steps", "is needed with streaming data (a stream has no known length)")
+            steps_per_epoch, total_steps, num_epochs = None, s.max_train_steps, 10**9
+        else:
+            steps_per_epoch = hdata.steps_per_epoch(
+                train_examples, s.per_device_train_batch_size, num_processes, s.gradient_accumulation_steps
+            )
+            total_steps = s.max_train_steps or s.num_train_epochs * steps_per_epoch
+            num_epochs = math.ceil(total_steps / steps_per_epoch)
+        warmup = s.num_warmup_steps if s.num_warmup_steps is not None else int(s.warmup_ratio * total_steps)
+        return cls(s, dataset, train_examples, num_processes, steps_per_epoch, total_steps, num_epochs, warmup)
+
+    def ends_epoch(self, step: int) -> bool:
+        """Whether optimizer step `step` is the last of its epoch, or of the run. (A pass over a stream ends when the
+        stream runs out.)"""
+        return step >= self.total_steps or (self.steps_per_epoch is not None and step % self.steps_per_epoch == 0)
+
+    def checkpoint_due(self, step: int, epoch_ended: bool = False) -> bool:
+        every = self.settings.checkpointing_steps
+        return (every == "epoch" and epoch_ended) or (isinstance(every, int) and step % every == 0)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batches of it trained) after `step` optimizer steps, for a checkpoint that does not record it."""
+        accumulation = self.settings.gradient_accumulation_steps
+        if self.steps_per_epoch is None:
+            return 0, step * accumulation
+        epoch, steps = divmod(step, self.steps_per_epoch)
+        return epoch, steps * accumulation
+
+    def run_settings(self) -> dict:
+        """What fixes the data order and the schedule: a resumed run must have the same, or it resumes another run."""
+        s = self.settings
+        return {
+            "per_device_train_batch_size": s.per_device_train_batch_size,
+            "num_processes": self.num_processes,
+            "gradient_accumulation_steps": s.gradient_accumulation_steps,
+            "seed": s.seed,
+            "dataset": self.dataset,
+            "train_examples": self.train_examples,
+            "validation_split": s.validation_split,
+            "augment": s.augment,
+            "augmentation": s.augmentation,
+            "max_train_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "lr_scheduler_type": s.lr_scheduler_type,
+            "learning_rate": s.learning_rate,
+            "weight_decay": s.weight_decay,
+            "layer_decay": s.layer_decay,
+        }
+
+    def hyperparameters(self, mixed_precision: str | None) -> dict:
+        """For the trackers and the model card."""
+        s = self.settings
+        batch = s.per_device_train_batch_size
+        values = {
+            "learning_rate": s.learning_rate,
+            "train_batch_size": batch,
+            "total_train_batch_size": batch * self.num_processes * s.gradient_accumulation_steps,
+            "num_processes": self.num_processes,
+            "gradient_accumulation_steps": s.gradient_accumulation_steps,
+            "optimizer": "AdamW",
+            "weight_decay": s.weight_decay,
+            "lr_scheduler_type": s.lr_scheduler_type,
+            "warmup_steps": self.warmup_steps,
+            "training_steps": self.total_steps,
+            "label_smoothing": s.label_smoothing,
+            "max_grad_norm": s.max_grad_norm,
+            "layer_decay": s.layer_decay,
+            "seed": s.seed,
+            "mixed_precision": mixed_precision,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass
+class _ResumePoint:
+    """Where a run starts: a checkpoint (`path`, its `state`) or none; and `stale`, the checkpoints the run replaces
+    (an earlier run's, allowed by overwriting; those after the resumed one, damaged or a future this run replaces,
+    which rotation would otherwise keep over the run's own). Stale checkpoints go when the run saves its first
+    checkpoint or its model, not before: a run that fails first leaves them as they were."""
+
+    path: Path | None = None
+    state: dict = field(default_factory=dict)
+    stale: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def find(cls, settings: FitSettings, checkpoint_dir: Path, config, log: bool = True) -> _ResumePoint:
+        """The checkpoint `settings.resume_from_checkpoint` names, checked against the model. An earlier run's
+        checkpoints in `checkpoint_dir` are refused (`ValueError`) unless overwriting was allowed."""
+        point = cls()
+        if settings.resume_from_checkpoint:
+            point.path = checkpoints.resolve_checkpoint(settings.resume_from_checkpoint, checkpoint_dir)
+            if point.path is None:
+                logger.info("no intact checkpoint in %s yet: starting from scratch", checkpoint_dir)
+            else:
+                point.state = checkpoints.read_state(point.path)
+                checkpoints.check_compatible(point.state, config, point.path)
+        present = checkpoints.list_checkpoints(checkpoint_dir)
+        if point.path is not None and _resumes_in(point.path, checkpoint_dir):
+            point.stale = [c for c in present if checkpoints.step_of(c) > checkpoints.step_of(point.path)]
+            if point.stale and log:
+                logger.warning(
+                    "checkpoints after %s (%s) are replaced when this run saves its first checkpoint",
+                    point.path.name,
+                    ", ".join(c.name for c in point.stale),
+                )
+        else:
+            point.stale = present
+            if present and not settings.overwrite_output_dir:
+                raise ValueError(
+                    f"{checkpoint_dir} holds checkpoints of an earlier run: resume from the latest one, "
+                    "or allow overwriting to start over"
+                )
+        return point
+
+    @property
+    def step(self) -> int:
+        return self.state.get("completed_steps", 0)
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self.state.get("history", []))
+
+    @property
+    def epoch_loss(self) -> dict:
+        return dict(self.state.get("epoch_sums") or {})
+
+    def position(self, plan: _Plan) -> tuple[int, int]:
+        """(epoch, batches of it already trained): where the run goes on."""
+        return tuple(self.state.get("position") or plan.position(self.step))
+
+    def check_same_run(self, plan: _Plan) -> None:
+        if self.path is not None:
+            checkpoints.check_same_run(self.state, plan.run_settings(), self.path)
+
+    def restore(self, accelerator, log: bool = True) -> None:
+        """Load the checkpoint's model, optimizer, scheduler and RNG states into the prepared objects."""
+        if self.path is None:
+            return
+        try:
+            accelerator.load_state(str(self.path))
+        except Exception as error:  # noqa: BLE001  the model fits (checked before): what fails to load is damaged
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ValueError(checkpoints.damaged_message(self.path, f"{type(error).__name__}: {first_line}")) from None
+        if log:
+            logger.info("resumed from %s at step %d", self.path, self.step)
+
+
+class _Batches:
+    """The run's data as batches. Training: epoch by epoch, each epoch's order fixed by (seed, epoch) alone
+    (`hdata.EpochShuffleSampler`, and augmentation seeded per sample), the first `skip` batches left out when a run
+    resumes mid-epoch. A stream is the one case decided here: each process reads its own shuffled shard, which
+    Accelerate does not prepare, so its batches are moved to the device here and skipped by reading past them."""
+
+    def __init__(self, data: hdata.ImageData, processor, settings: FitSettings, accelerator):
+        s, acc = settings, accelerator
+        self.streaming, self.device = data.streaming, acc.device
+        if data.streaming:
+            data = hdata.stream_for_training(data, s.seed, s.shuffle_buffer_size, acc.process_index, acc.num_processes)
+        self.train_set, self.eval_set = hdata.build_datasets(
+            data, processor, skip_bad_images=s.skip_bad_images, augment=s.augment, augmentation=s.augmentation
+        )
+        if hasattr(self.train_set, "set_seed"):
+            self.train_set.set_seed(s.seed + acc.process_index)
+        self.train_examples = None if self.streaming else len(self.train_set)
+        self.eval_examples = None if self.streaming else len(self.eval_set)
+        loader = dict(collate_fn=hdata.collate, num_workers=s.num_workers)
+        order = (
+            {}
+            if self.streaming
+            else dict(
+                sampler=hdata.EpochShuffleSampler(len(self.train_set), s.seed),
+                generator=torch.Generator().manual_seed(s.seed),  # keeps the loader's seed draw off the global RNG
+            )
+        )
+        self.train_loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=s.per_device_train_batch_size, **order, **loader
+        )
+        self.eval_loader = torch.utils.data.DataLoader(
+            self.eval_set, batch_size=s.per_device_eval_batch_size, generator=torch.Generator(), **loader
+        )
+        self.taken = 0  # batches of the current epoch read so far, skipped ones included
+
+    def prepare(self, accelerator) -> None:
+        """Accelerate's loaders: sharded across processes, on the device (a stream is sharded already)."""
+        if not self.streaming:
+            self.train_loader = accelerator.prepare_data_loader(self.train_loader)
+        self.eval_loader = accelerator.prepare_data_loader(self.eval_loader)
+
+    def epoch(self, epoch: int, skip: int = 0):
+        """The training batches of `epoch`, after the first `skip`; batches that lost every image to
+        `skip_bad_images` are left out."""
+        for holder in (self.train_loader, self.train_set):
+            if hasattr(holder, "set_epoch"):
+                holder.set_epoch(epoch)
+        if not skip:
+            batches = self.train_loader
+        elif self.streaming:
+            import itertools
+
+            batches = itertools.islice(self.train_loader, skip, None)
+        else:
+            from accelerate import skip_first_batches
+
+            batches = skip_first_batches(self.train_loader, skip)
+        self.taken = skip
+        for batch in batches:
+            self.taken += 1
+            if self.streaming:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+            if batch["labels"].numel():
+                yield batch
+
+    def skipped_images(self) -> list[str]:
+        return sorted(set().union(*(getattr(d, "bad_images", set()) for d in (self.train_set, self.eval_set))))
 
 
 __all__ = ["DiskFullError", "FitResult", "FitSettings", "SettingError", "fit"]

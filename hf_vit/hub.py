@@ -219,14 +219,29 @@ def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[
     return files, num_parameters
 
 
+GENERATED_CARD_LICENSE_NOTE = (
+    "This card was generated from the folder's config when it was pushed: nothing recorded the weights' licence or "
+    "origin, so none is claimed (`license: other`). Whoever published them should state both in this card."
+)
+
+
 def _generated_card(folder: Path, repo_id: str | None, num_parameters: int | None) -> str:
     """A model card for a folder that has none, rendered from its config and checked like any other card."""
     from .configuration_hf_vit import HfViTConfig
-    from .model_card import render_model_card
+    from .model_card import License, render_model_card
 
     config = HfViTConfig.from_pretrained(folder)
     name = (repo_id or folder.resolve().name).split("/")[-1]
-    text = str(render_model_card(config, num_parameters=num_parameters, model_name=name, repo_id=repo_id or name))
+    text = str(
+        render_model_card(
+            config,
+            num_parameters=num_parameters,
+            model_name=name,
+            repo_id=repo_id or name,
+            license=License(),  # nothing in the folder says where the weights came from: no licence is guessed
+            license_note=GENERATED_CARD_LICENSE_NOTE,
+        )
+    )
     check_card(text)
     return text
 

@@ -1,8 +1,18 @@
-"""Model cards for hf_vit checkpoints, rendered from `model_cards/` with huggingface_hub's ModelCard."""
+"""Model cards for hf_vit checkpoints, rendered from `model_cards/` with huggingface_hub's ModelCard.
+
+A card tells the truth about the weights it describes: their licence and lineage follow the weights. A conversion
+carries the source's licence (read from the source's own card, or timm's `pretrained_cfg`) and names the source repo
+and commit as `base_model`; a fine-tune carries its base model's licence, with `base_model_relation: finetune`; a
+licence that cannot be read is written as `license: other` with a line telling the reader to check the base model's
+terms, never as a guess (`License`, `Lineage`, `resolve_license`).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
+from importlib import metadata as package_metadata
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +23,131 @@ from .fileio import atomic_write_text
 from .stats import forward_flops
 
 TEMPLATE = "hf_vit_model_card.md"
+DEFAULT_LICENSE = "apache-2.0"  # weights trained from scratch, unless `license` says otherwise
+# what the Hub accepts as `base_model_relation` (a conversion, the same weights in another format, has none)
+BASE_MODEL_RELATIONS = ("finetune", "quantized", "merge", "adapter")
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+UNKNOWN_LICENSE_NOTE = (
+    "The licence of the base model could not be read, so none is claimed here (`license: other`): check the base "
+    "model's terms before you use or share these weights."
+)
+
+
+@dataclass(frozen=True)
+class License:
+    """A Hub licence: `id` is a Hub licence id ("apache-2.0", "cc-by-nc-4.0", "other"), None when it is not known;
+    with "other", `name` and `link` are the card's `license_name` and `license_link`."""
+
+    id: str | None = None
+    name: str | None = None
+    link: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.id is not None
+
+    def describe(self, code: bool = True) -> str:
+        """The licence in words, e.g. `other` (`dinov3-license`, https://...); `code=False` for messages, where a word
+        in backticks names a parameter."""
+        if self.id is None:
+            return "unknown"
+        quote = "`" if code else ""
+        name = f"{quote}{self.name}{quote}" if self.name else None
+        extra = ", ".join(part for part in (name, self.link) if part)
+        return f"{quote}{self.id}{quote}" + (f" ({extra})" if extra else "")
+
+
+def license_from_metadata(card_metadata: dict | None) -> License:
+    """The licence a model card's metadata states (`license`, and with `other` its `license_name`/`license_link`);
+    `License()` (unknown) when it states none, or "unknown"."""
+    card_metadata = card_metadata if isinstance(card_metadata, dict) else {}
+    value = card_metadata.get("license")
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or value.strip().lower() in ("", "unknown"):
+        return License()
+    value = value.strip().lower()
+    if value != "other":
+        return License(value)
+    name, link = card_metadata.get("license_name"), card_metadata.get("license_link")
+    name, link = (v if isinstance(v, str) and v.strip() else None for v in (name, link))
+    # "other" naming no licence says only that some terms apply, not which: as unknown as no licence at all
+    return License("other", name, link) if name or link else License()
+
+
+def read_card_metadata(path: str | os.PathLike) -> dict:
+    """The YAML metadata of a model card file (a README.md), {} if the file is missing or has none (or it is not
+    a mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = ModelCard.load(path, ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # noqa: BLE001  a card that cannot be parsed states nothing we can rely on
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where weights came from, for their card: the base model's Hub repo id (`base_model`, None for a local source
+    that names none), its commit, its licence, how these weights relate to it (`relation`: None for a conversion,
+    else one of BASE_MODEL_RELATIONS) and what the user named (`origin`: a Hub id or a local path)."""
+
+    base_model: str | None = None
+    commit: str | None = None
+    license: License = field(default_factory=License)
+    relation: str | None = None
+    origin: str | None = None
+
+
+def check_license_id(license: str) -> None:
+    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
+        raise ValueError(
+            f"`license` must be a Hub licence id such as apache-2.0, mit, cc-by-nc-4.0 or other, got {license!r}"
+        )
+
+
+def resolve_license(
+    base: License | None, license: str | None = None, override_base_license: bool = False
+) -> tuple[License, str | None]:
+    """(licence of the new weights, a note for their card) for weights trained from `base`'s licence (None: trained
+    from scratch) with an explicit `license` (None: not given).
+
+    From scratch: `license`, default apache-2.0. From a base: the base's licence; an explicit `license` that differs
+    from a known base licence is refused unless `override_base_license` (the card then says so); with a base whose
+    licence is unknown, `license` is what the trainer states (the card says the base's could not be read). ValueError
+    for a refusal, naming the parameters."""
+    if license is not None:
+        check_license_id(license)
+    if override_base_license and license is None:
+        raise ValueError("`override_base_license` needs `license`: the licence to apply instead of the base model's")
+    if base is None:
+        if override_base_license:
+            raise ValueError(
+                "`override_base_license` applies to weights fine-tuned from a base model; these are trained from "
+                "scratch (set their licence with `license` alone)"
+            )
+        return License(license or DEFAULT_LICENSE), None
+    if license is None:
+        return base, (None if base.known else UNKNOWN_LICENSE_NOTE)
+    if not base.known:
+        return License(license), (
+            f"The base model's licence could not be read; `{license}` is the licence stated by whoever trained these "
+            "weights: check the base model's terms too."
+        )
+    if license == base.id:
+        return base, None
+    if not override_base_license:
+        raise ValueError(
+            f"`license` {license} would relabel weights derived from a base model licensed "
+            f"{base.describe(code=False)}: leave `license` unset to keep the base model's licence, or, if you hold the "
+            "right to relicense them, add `override_base_license`"
+        )
+    return License(license), (
+        f"Licensed `{license}` by whoever trained these weights, overriding the base model's licence "
+        f"{base.describe()} (`override_base_license`): make sure that licence allows it."
+    )
 
 
 def _template_text() -> str:
@@ -27,50 +162,114 @@ def _si(number: int) -> str:
     return f"{number / 1e6:.1f}M" if number >= 1e6 else f"{number / 1e3:.1f}K"
 
 
+def _prefix_tokens(config) -> str:
+    """The tokens before the patches, as the card's table shows them: "[CLS] + distillation + 4 registers + "."""
+    parts = ["[CLS]"] if getattr(config, "class_token", True) else []
+    if getattr(config, "distillation_token", False):
+        parts.append("distillation")
+    if config.num_register_tokens:
+        parts.append(f"{config.num_register_tokens} registers")
+    return "".join(f"{part} + " for part in parts)
+
+
+def _in_unit(number: float) -> str:
+    """A count with the SI prefix that fits its size: "17.6 G", "2.31 M", "850 K" (never "0.00 G")."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if number >= scale:
+            value = number / scale
+            return f"{value:.3g} {prefix}" if value < 100 else f"{value:.0f} {prefix}"
+    return f"{number:.0f} "
+
+
+def project_url() -> str | None:
+    """The project's home page as the installed package's metadata states it (`Project-URL` / `Home-page`), or None:
+    a card links the project only where its real location is known."""
+    try:
+        meta = package_metadata.metadata("hf_vit")
+    except package_metadata.PackageNotFoundError:
+        return None
+    urls = [entry.split(",", 1)[-1].strip() for entry in meta.get_all("Project-URL") or []]
+    home = meta.get("Home-page")
+    candidates = [*urls, *([home] if home and home != "UNKNOWN" else [])]
+    return next((url for url in candidates if url.startswith("https://")), None)
+
+
 def render_model_card(
     config: HfViTConfig,
     *,
     num_parameters: int,
     model_name: str = "hf_vit model",
     repo_id: str | None = None,
-    license: str = "apache-2.0",
+    license: str | License = DEFAULT_LICENSE,
+    license_note: str | None = None,
     datasets: list[str] | None = None,
     dataset_name: str | None = None,
+    eval_split: str | None = None,
     results: dict[str, float] | None = None,
     hyperparameters: dict[str, object] | None = None,
     source: str | None = None,
     source_details: str | None = None,
     description: str | None = None,
     base_model: str | None = None,
+    base_model_relation: str | None = None,
+    lineage: Lineage | None = None,
+    command: str | None = None,
 ) -> ModelCard:
-    """A ModelCard with metadata (library, pipeline tag, tags, license, datasets, model-index) and the architecture.
+    """A ModelCard with metadata (library, pipeline tag, tags, licence, base model, datasets, model-index) and a body
+    a reader can use: how to load it, how it was made, its result and split, its base model and licence.
 
-    `results` maps metric names (e.g. "accuracy") to values measured on `dataset_name`'s evaluation split; they go into
-    the model-index so the Hub shows them. `source` (free text) names where converted weights came from; `base_model`
-    (a Hub repo id, when the source is one) links the card to it on the Hub.
+    `license`: a Hub licence id or a `License` (an unknown one is written `license: other` with a line saying to check
+    the base model's terms); `license_note`: a line on it for the reader (`resolve_license` gives both). `lineage`
+    gives the base model (`base_model`, its commit, `base_model_relation`) when the weights have one; `base_model` and
+    `base_model_relation` alone do too. `results` maps metric names (e.g. "accuracy") to values measured on
+    `dataset_name`'s `eval_split`; they go into the model-index only for `datasets` (Hub dataset ids) — the Hub needs
+    a dataset id there — and into the card's text always. `source` (free text) names where converted weights came
+    from. `command`: the command that trained or converted the weights.
     """
+    if lineage is not None:
+        base_model = base_model or lineage.base_model
+        base_model_relation = base_model_relation or lineage.relation
+    if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
+        raise ValueError(
+            f"`base_model_relation` must be one of {', '.join(BASE_MODEL_RELATIONS)} (or None for a conversion), "
+            f"got {base_model_relation!r}"
+        )
+    license = license if isinstance(license, License) else License(license)
+    if license.id is not None and license.id != "other":
+        check_license_id(license.id)
+    if not license.known and license_note is None:
+        license_note = UNKNOWN_LICENSE_NOTE
     eval_results = None
-    if results:
-        dataset = dataset_name or (datasets[0] if datasets else "unknown")
+    if results and datasets:
         eval_results = [
             EvalResult(
                 task_type="image-classification",
-                dataset_type=dataset,
-                dataset_name=dataset,
+                task_name="Image Classification",
+                dataset_type=datasets[0],
+                dataset_name=datasets[0],
+                dataset_split=eval_split,
                 metric_type=name,
+                metric_name=name.replace("_", " ").capitalize(),
                 metric_value=float(value),
             )
             for name, value in results.items()
-        ]
+            if name != "loss"  # a training objective, not a metric the Hub lists; it stays in the card's text
+        ] or None
+    extra = {}
+    if license.id == "other":
+        extra.update({k: v for k, v in (("license_name", license.name), ("license_link", license.link)) if v})
+    if base_model and base_model_relation:
+        extra["base_model_relation"] = base_model_relation
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=["vision", "vit", "hf_vit", "image-classification"],
-        license=license,
+        license=license.id or "other",
         datasets=datasets,
         model_name=model_name,
         eval_results=eval_results,
         base_model=base_model,
+        **extra,
     )
     height, width = image_size_pair(config.image_size)
     grid_h, grid_w = config.grid_size
@@ -80,6 +279,7 @@ def render_model_card(
         template_str=_template_text(),
         model_name=model_name,
         repo_id=repo_id or model_name,
+        project_url=project_url(),
         patch_size=config.patch_size,
         image_height=height,
         image_width=width,
@@ -89,18 +289,45 @@ def render_model_card(
         width=config.hidden_size,
         heads=config.num_attention_heads,
         mlp=config.intermediate_size,
-        registers=config.num_register_tokens,
-        pooling="[CLS] token" if config.pooling == "cls" else "mean of patch tokens",
+        prefix_tokens=_prefix_tokens(config),
+        pooling={"cls": "[CLS] token", "mean": "mean of patch tokens", "map": "attention pooling (MAP head)"}.get(
+            config.pooling, config.pooling
+        ),
+        positions=_positions(config),
         parameters=_si(num_parameters),
-        gflops=f"{flops / 1e9:.2f}",
-        gmacs=f"{flops / 2e9:.2f}",
+        flops=_in_unit(flops),
+        macs=_in_unit(flops / 2).rstrip(),
         source=source,
         source_details=source_details
         or (f"Weights converted from {source} with hf_vit's converters." if source else None),
         hyperparameters=hyperparameters,
         results={k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in (results or {}).items()},
-        description=description,
+        evaluated_on=dataset_name or (datasets[0] if datasets else None),
+        eval_split=eval_split,
+        license_text=license.describe() if license.known else "not known",
+        license_note=license_note,
+        license_known=license.known,
+        license_from=(
+            ("the base model's" if base_model_relation else "the source's")
+            if lineage is not None and license.known and license == lineage.license and license_note is None
+            else None
+        ),
+        base_model=base_model,
+        base_commit=lineage.commit if lineage else None,
+        base_origin=lineage.origin if lineage and lineage.origin != base_model else None,
+        base_model_relation=base_model_relation,
+        command=command,
     )
+
+
+def _positions(config) -> str:
+    """How the model knows where a patch is, for the card's size line."""
+    rope = getattr(config, "rope_type", None)
+    learned = getattr(config, "absolute_position_embeddings", True)
+    if rope is None:
+        return "positions are interpolated"
+    encoding = f"rotary position encoding ({rope}) computed for the input's grid"
+    return f"learned positions are interpolated, {encoding}" if learned else encoding
 
 
 def write_model_card(folder: str | os.PathLike, card: ModelCard) -> Path:

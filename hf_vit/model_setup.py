@@ -11,7 +11,7 @@ import logging
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
@@ -32,12 +32,12 @@ DIGITS_MODEL = dict(
     pooling="mean",
 )
 DEFAULT_PRESET = "vit-tiny-patch16-224"
+FINE_TUNING_LEARNING_RATE = 5e-5  # the trainers' default for a pretrained model (from scratch: the recipe's)
 
 # ---- the recipe that fits the data: a model and its training defaults from the images' typical size ------------
 SMALL_MAX_SIDE = 64  # up to 64 px (digits, MNIST, CIFAR, icons, thumbnails): the digits recipe, at most 4x4 patches
 SMALL_PATCHES = (4, 8, 16)  # the smallest that keeps the grid at most 4x4: few tokens learn fastest on little data
 MAX_IMAGE_SIZE = 224  # larger images are resized to 224 px: the default preset
-AUGMENTATIONS = ("shift", "crop_flip")
 PRETRAINED_HINT = (
     "for photos, fine-tuning a pretrained ViT (`model_name_or_path`=google/vit-base-patch16-224, or "
     "timm/vit_small_patch16_224.augreg_in21k_ft_in1k) usually beats training from scratch"
@@ -63,10 +63,21 @@ class Recipe:
     num_train_epochs: int
     learning_rate: float
     augment: bool  # on by default (--augment auto)
-    augmentation: str  # one of AUGMENTATIONS
+    augmentation: str  # one of hf_vit.data.AUGMENTATIONS
     num_threads: int | None  # 1 for the small model: its small matmuls gain nothing from more threads (and suffer
     # badly from them on a busy machine)
     reason: str
+
+    def apply(self, settings):
+        """`settings` (a `hf_vit.fit.FitSettings`) with this recipe's training defaults: epochs, learning rate,
+        whether to augment and how."""
+        return replace(
+            settings,
+            num_train_epochs=self.num_train_epochs,
+            learning_rate=self.learning_rate,
+            augment=self.augment,
+            augmentation=self.augmentation,
+        )
 
     @property
     def model(self) -> dict:

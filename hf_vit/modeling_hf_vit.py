@@ -1,9 +1,11 @@
 """hf_vit: the Vision Transformer of "An Image is Worth 16x16 Words", in Hugging Face's conventions.
 
 The file reads in the order of the model's story: the image is cut into P×P patches and each patch is projected to a
-D-dimensional token; a learned [CLS] token (and optional register tokens) joins them; learned position embeddings,
-interpolated for other image sizes, are added; pre-norm Transformer blocks mix the tokens; the [CLS] token (or the mean
-of the patch tokens) comes out, and a linear head classifies it.
+D-dimensional token; the prefix tokens (a learned [CLS] token, a distillation token, register tokens, each optional)
+join them in front; learned position embeddings, interpolated for other image sizes, are added (and/or, as in DINOv3
+and EVA-02, the patch tokens' queries and keys are rotated by their grid position: RoPE); pre-norm Transformer blocks
+mix the tokens; the pooled feature comes out ([CLS], the mean of the patch tokens, or an attention-pooling probe), and
+a linear head classifies it.
 
 This file is copied into every saved checkpoint (with `configuration_hf_vit.py`) so that
 `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without hf_vit installed: it imports only `torch`,
@@ -13,6 +15,7 @@ This file is copied into every saved checkpoint (with `configuration_hf_vit.py`)
 import contextlib
 import copy
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 
@@ -165,14 +168,17 @@ class HfViTPatchEmbeddings(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokens -> [CLS] + registers + positions
+# Tokens -> prefix tokens ([CLS], distillation, registers) + positions
 # ---------------------------------------------------------------------------------------------------------------
 class HfViTEmbeddings(nn.Module):
-    """Patch tokens, the learned [CLS] token, optional registers, and learned position embeddings.
+    """Patch tokens, the prefix tokens (learned [CLS] and distillation tokens, registers; each optional), and learned
+    position embeddings.
 
     Position embeddings are learned for the patch grid of `config.image_size`; for any other grid they are resized
     bicubically (the seed's "interpolation"), so the model runs at any size divisible by the patch size.
-    Token order is [CLS, registers..., patches...]; registers get no position embedding (DINOv2).
+    Token order is [CLS, distillation, registers..., patches...] (`num_prefix_tokens` before the patches, which are
+    always last); registers get no position embedding (DINOv2), [CLS] and the distillation token one each if
+    `config.cls_position_embedding`.
     With `config.use_mask_token`, the patch tokens marked in `bool_masked_pos` are replaced by a learned mask token
     before positions are added (DINOv2/iBOT masked-image modelling).
     """
@@ -185,20 +191,28 @@ class HfViTEmbeddings(nn.Module):
         self.interpolate_antialias = config.interpolate_antialias
         hidden_size = config.hidden_size
 
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if config.class_token else None
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if config.distillation_token else None
+        self.num_prefix_tokens = config.num_prefix_tokens  # before the patch tokens; never merged or pooled over
         self.register_tokens = (
             nn.Parameter(torch.zeros(1, config.num_register_tokens, hidden_size))
             if config.num_register_tokens
             else None
         )
-        num_positions = self.grid_size[0] * self.grid_size[1] + int(self.cls_position_embedding)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, hidden_size))
+        # [CLS] and the distillation token have positions of their own (before the patches') unless no_embed_class
+        self.num_positioned_prefix = (
+            int(config.class_token) + int(config.distillation_token) if self.cls_position_embedding else 0
+        )
+        num_positions = self.grid_size[0] * self.grid_size[1] + self.num_positioned_prefix
+        self.position_embeddings = (
+            nn.Parameter(torch.zeros(1, num_positions, hidden_size)) if config.absolute_position_embeddings else None
+        )
         self.mask_token = nn.Parameter(torch.zeros(1, hidden_size)) if config.use_mask_token else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def interpolate_pos_encoding(self, grid_size: tuple[int, int]) -> torch.Tensor:
         """Position embeddings resized from the learned grid to `grid_size` (rows, columns)."""
-        num_prefix = int(self.cls_position_embedding)
+        num_prefix = self.num_positioned_prefix
         prefix_pos = self.position_embeddings[:, :num_prefix]
         patch_pos = self.position_embeddings[:, num_prefix:]
         dim = patch_pos.shape[-1]
@@ -219,7 +233,9 @@ class HfViTEmbeddings(nn.Module):
         batch_size, _, height, width = pixel_values.shape
         patch_size = self.patch_embeddings.patch_size
         grid_size = (height // patch_size, width // patch_size)
-        if interpolate_pos_encoding is not False and _capturing_graph():
+        if self.position_embeddings is None:  # positions come from rotary encoding in the attention alone
+            position_embeddings = None
+        elif interpolate_pos_encoding is not False and _capturing_graph():
             # A graph for any size (ONNX, torch.export): the resize is always in it, and is an identity at the
             # trained grid. Comparing the sizes here would freeze the example's size into the graph.
             position_embeddings = self.interpolate_pos_encoding(grid_size)
@@ -246,15 +262,118 @@ class HfViTEmbeddings(nn.Module):
                 )
             mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
             embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
-        cls_tokens = self.cls_token.expand(batch_size, -1, -1)
-        if self.cls_position_embedding:
-            embeddings = torch.cat((cls_tokens, embeddings), dim=1) + position_embeddings
+        leading = [t.expand(batch_size, -1, -1) for t in (self.cls_token, self.distillation_token) if t is not None]
+        if position_embeddings is None:
+            embeddings = torch.cat((*leading, embeddings), dim=1)
+        elif self.cls_position_embedding:
+            embeddings = torch.cat((*leading, embeddings), dim=1) + position_embeddings
         else:
-            embeddings = torch.cat((cls_tokens, embeddings + position_embeddings), dim=1)
+            embeddings = torch.cat((*leading, embeddings + position_embeddings), dim=1)
         if self.register_tokens is not None:
             registers = self.register_tokens.expand(batch_size, -1, -1)
-            embeddings = torch.cat((embeddings[:, :1], registers, embeddings[:, 1:]), dim=1)
+            embeddings = torch.cat((embeddings[:, : len(leading)], registers, embeddings[:, len(leading) :]), dim=1)
         return self.dropout(embeddings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rotary position encoding (RoPE) of the patch tokens
+# ---------------------------------------------------------------------------------------------------------------
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] over the last dimension's two halves (DINOv3's RoPE layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """[x0, x1, x2, x3, ...] -> [-x1, x0, -x3, x2, ...]: adjacent channel pairs rotated (EVA-02's RoPE layout)."""
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def dinov3_rope_coordinates(rows: int, columns: int, reference_grid, device: torch.device) -> torch.Tensor:
+    """Patch centres in [-1, 1] per axis, (rows·columns, 2) as (row, column)."""
+    axes = [torch.arange(0.5, size, dtype=torch.float32, device=device) / size for size in (rows, columns)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1)
+    return 2.0 * grid - 1.0
+
+
+def eva02_rope_coordinates(rows: int, columns: int, reference_grid, device: torch.device) -> torch.Tensor:
+    """Patch indices per axis, (rows·columns, 2) as (row, column), rescaled to span `reference_grid` when given."""
+    axes = [torch.arange(size, device=device).to(torch.float32) for size in (rows, columns)]
+    if reference_grid is not None:
+        axes = [axes[0] / rows * reference_grid[0], axes[1] / columns * reference_grid[1]]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).flatten(0, 1)
+
+
+def repeat_halves(angles: torch.Tensor) -> torch.Tensor:
+    """(N, head_dim/2) angles -> (N, head_dim) in the half layout: [a, a]."""
+    return torch.cat((angles, angles), dim=-1)
+
+
+def repeat_pairs(angles: torch.Tensor) -> torch.Tensor:
+    """(N, head_dim/2) angles -> (N, head_dim) in the pair layout: [a0, a0, a1, a1, ...]."""
+    return torch.stack((angles, angles), dim=-1).flatten(-2)
+
+
+# config.rope_type -> (patch coordinates, angle per unit of coordinate and frequency, angle layout, channel rotation):
+# the two conventions in use
+ROPE_CONVENTIONS = {
+    "dinov3": (dinov3_rope_coordinates, 2 * math.pi, repeat_halves, rotate_half),
+    "eva02": (eva02_rope_coordinates, 1.0, repeat_pairs, rotate_pairs),
+}
+
+
+def augment_rope_coordinates(
+    coordinates: torch.Tensor, shift: float | None, jitter: float | None, rescale: float | None
+) -> torch.Tensor:
+    """DINOv3's train-time augmentations of the (N, 2) coordinates, one draw per forward in this order: a uniform
+    per-axis shift in [-shift, shift], a log-uniform per-axis scale in [1/jitter, jitter], a log-uniform common scale
+    in [1/rescale, rescale]."""
+    if shift is not None:
+        coordinates = coordinates + coordinates.new_empty(1, 2).uniform_(-shift, shift)
+    if jitter is not None:
+        coordinates = coordinates * coordinates.new_empty(1, 2).uniform_(-math.log(jitter), math.log(jitter)).exp()
+    if rescale is not None:
+        coordinates = coordinates * coordinates.new_empty(1).uniform_(-math.log(rescale), math.log(rescale)).exp()
+    return coordinates
+
+
+class HfViTRotaryEmbedding(nn.Module):
+    """cos and sin of the rotary angles of each patch of the input's grid, (rows·columns, head_dim) each, in the
+    convention `config.rope_type` names (ROPE_CONVENTIONS). Computed per forward from the grid (no weights, no
+    interpolation: any input size); in training the coordinates get `config.rope_shift/jitter/rescale`."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        self.coordinates, self.scale, self.layout, _ = ROPE_CONVENTIONS[config.rope_type]
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.base = config.rope_base
+        self.reference_grid = tuple(config.rope_reference_grid) if config.rope_reference_grid else None
+        self.augmentations = (config.rope_shift, config.rope_jitter, config.rope_rescale)
+
+    def forward(self, grid_size: tuple[int, int], reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for a `grid_size` (rows, columns) patch grid, in `reference`'s dtype and on its device."""
+        coordinates = self.coordinates(*grid_size, self.reference_grid, reference.device)
+        if self.training and any(value is not None for value in self.augmentations):
+            coordinates = augment_rope_coordinates(coordinates, *self.augmentations)
+        num_frequencies = self.head_dim // 4
+        exponents = torch.arange(num_frequencies, dtype=torch.float32, device=reference.device) / num_frequencies
+        inverse_frequencies = 1.0 / (self.base**exponents)
+        # (N, 2 axes, head_dim/4) -> (N, head_dim/2): the rows' frequencies, then the columns'
+        angles = self.layout((self.scale * coordinates[:, :, None] * inverse_frequencies).flatten(1))
+        return angles.cos().to(reference.dtype), angles.sin().to(reference.dtype)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}, head_dim={self.head_dim}, reference_grid={self.reference_grid}"
+
+
+def apply_rotary_to_patches(
+    tensor: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Rotate the last `cos.shape[0]` tokens (the patches) of `tensor` (B, heads, N, head_dim); the tokens before them
+    ([CLS], registers, any other prefix) pass unchanged, however many there are."""
+    num_prefix = tensor.shape[-2] - cos.shape[-2]
+    prefix, patches = tensor[..., :num_prefix, :], tensor[..., num_prefix:, :]
+    return torch.cat((prefix, patches * cos + rotate(patches) * sin), dim=-2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -299,12 +418,22 @@ class HfViTAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
         self.is_causal = False  # read by transformers' sdpa/flash functions
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        # query/key normalisation, per head, before RoPE (timm's qk_norm)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else nn.Identity()
+        self.rotate = ROPE_CONVENTIONS[config.rope_type][-1] if config.rope_type is not None else None
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`position_embeddings`: the (cos, sin) of `HfViTRotaryEmbedding` for the patch grid, with `config.rope_type`
+        (the patch tokens' queries and keys are rotated by them)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         # (B, N, 3D) -> 3 x (B, heads, N, head_dim)
         query, key, value = (
@@ -313,6 +442,11 @@ class HfViTAttention(nn.Module):
             .permute(2, 0, 3, 1, 4)
             .unbind(0)
         )
+        query, key = self.q_norm(query), self.k_norm(key)
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query = apply_rotary_to_patches(query, cos, sin, self.rotate)
+            key = apply_rotary_to_patches(key, cos, sin, self.rotate)
         dropout = self.attention_dropout if self.training else 0.0
         if self.config._attn_implementation == "sdpa" and not output_attentions:
             # PyTorch's fused attention called directly: transformers' wrapper adds nothing for a non-causal,
@@ -366,6 +500,23 @@ class HfViTSwiGLUMLP(nn.Module):
         return self.dropout(self.fc2(F.silu(gate) * value))
 
 
+class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
+    """EVA-02's SwiGLU: as HfViTSwiGLUMLP, with a LayerNorm over the gated hidden features before fc2 (timm's
+    `SwiGLU` with `scale_mlp=True`; its fc1_g/fc1_x are the two halves of fc1)."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__(config)
+        self.norm = nn.LayerNorm(config.intermediate_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
+        return self.dropout(self.fc2(self.norm(F.silu(gate) * value)))
+
+
+# config.mlp_type -> the MLP of each block
+MLP_CLASSES = {"mlp": HfViTMLP, "swiglu": HfViTSwiGLUMLP, "swiglu_norm": HfViTSwiGLUNormMLP}
+
+
 class HfViTLayerScale(nn.Module):
     """Per-channel scale of a residual branch, started small so deep models train stably (CaiT, DINOv2)."""
 
@@ -408,7 +559,7 @@ class HfViTLayer(GradientCheckpointingLayer):
         self.attention = HfViTAttention(config)
         self.layer_scale1 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = HfViTSwiGLUMLP(config) if config.mlp_type == "swiglu" else HfViTMLP(config)
+        self.mlp = MLP_CLASSES[config.mlp_type](config)
         self.layer_scale2 = HfViTLayerScale(config) if config.layerscale_init is not None else nn.Identity()
         self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
@@ -447,6 +598,52 @@ class HfViTEncoder(nn.Module):
             if output_attentions:
                 all_attentions += (attn_weights,)
         return hidden_states, all_hidden_states, all_attentions
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------------------
+class HfViTAttentionPoolingHead(nn.Module):
+    """Multi-head attention pooling ("map", SigLIP's head; timm's `AttentionPoolLatent`): a learned probe queries the
+    tokens in one multi-head attention, then a residual LayerNorm + MLP: x = attn(probe, tokens); x + mlp(norm(x)).
+
+    The probe's query and the tokens' key/value projections are `q` and a fused `kv` (keys, then values), as timm;
+    transformers' `in_proj_weight` is their concatenation."""
+
+    def __init__(self, config: HfViTConfig):
+        super().__init__()
+        hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = hidden_size // config.num_attention_heads
+        self.probe = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        self.q = nn.Linear(hidden_size, hidden_size)
+        self.kv = nn.Linear(hidden_size, 2 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = HfViTMLP(config)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch_size, num_tokens, hidden_size = tokens.shape
+        # (B, heads, 1, head_dim) queries from the probe; (B, heads, N, head_dim) keys and values from the tokens
+        query = self.q(self.probe).view(1, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        query = query.expand(batch_size, -1, -1, -1)
+        key, value = (
+            self.kv(tokens).view(batch_size, num_tokens, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        ).unbind(0)
+        pooled = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(batch_size, hidden_size)
+        pooled = self.proj(pooled)
+        return pooled + self.mlp(self.norm(pooled))
+
+
+def pool_tokens(hidden_states: torch.Tensor, config: HfViTConfig, attention_pool: nn.Module | None) -> torch.Tensor:
+    """The pooled feature of (batch, tokens, D) by `config.pooling`: [CLS] (token 0), the mean of the patch tokens,
+    or attention pooling over the patch tokens (the prefix tokens are left out of both, as timm)."""
+    if config.pooling == "cls":
+        return hidden_states[:, 0]
+    patches = hidden_states[:, config.num_prefix_tokens :]
+    if config.pooling == "map":
+        return attention_pool(patches)
+    return patches.mean(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,14 +698,19 @@ class HfViTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, HfViTEmbeddings):
-            init.trunc_normal_(module.cls_token, mean=0.0, std=std)
-            init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
+            for token in (module.cls_token, module.distillation_token):
+                if token is not None:
+                    init.trunc_normal_(token, mean=0.0, std=std)
+            if module.position_embeddings is not None:
+                init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             if module.register_tokens is not None:
                 init.trunc_normal_(module.register_tokens, mean=0.0, std=std)
             if module.mask_token is not None:
                 init.zeros_(module.mask_token)
         elif isinstance(module, HfViTLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_init)
+        elif isinstance(module, HfViTAttentionPoolingHead):
+            init.trunc_normal_(module.probe, mean=0.0, std=std)
 
 
 def _save_default_image_processor(save_directory, config: HfViTConfig) -> None:
@@ -560,28 +762,51 @@ def _patches_and_class_token(
     grid_size: tuple[int, int],
     layernorm: nn.Module | None,
     reshape: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One stage's tokens (batch, [CLS] + registers + patches, D) -> (patch tokens, [CLS] token), through `layernorm`
-    if given, registers dropped; with `reshape`, the patch tokens as a map (batch, D, rows, columns)."""
+    has_class_token: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One stage's tokens (batch, prefix tokens + patches, D) -> (patch tokens, [CLS] token or None if the model has
+    none), through `layernorm` if given, the other prefix tokens dropped; with `reshape`, the patch tokens as a map
+    (batch, D, rows, columns)."""
     if layernorm is not None:
         hidden_state = layernorm(hidden_state)
-    class_token, patches = hidden_state[:, 0], hidden_state[:, num_prefix_tokens:]
+    class_token = hidden_state[:, 0] if has_class_token else None
+    patches = hidden_state[:, num_prefix_tokens:]
     if reshape:
         patches = patches.reshape(patches.shape[0], *grid_size, patches.shape[-1]).permute(0, 3, 1, 2).contiguous()
     return patches, class_token
 
 
 class HfViTModel(HfViTPreTrainedModel):
-    """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm. `pooler_output` is the normed
-    [CLS] token (or the normed mean of the patch tokens for `pooling="mean"`)."""
+    """The ViT backbone: embeddings -> (pre-norm, CLIP) -> blocks -> final LayerNorm and pooling. `pooler_output` is
+    the pooled feature (`config.pooling`: [CLS], mean of the patch tokens, attention pooling), normed by the final
+    LayerNorm either through the tokens it reads or after pooling (`config.final_norm`)."""
 
-    def __init__(self, config: HfViTConfig):
+    def __init__(self, config: HfViTConfig, add_pooling_layer: bool = True):
+        r"""
+        add_pooling_layer (`bool`): build the attention-pooling head of `pooling="map"` (as transformers' ViTModel's
+            argument); `HfViTForMaskedImageModeling`, which reads the patch tokens only, builds its model without it
+            (`pooler_output` is then `None` for "map").
+        """
         super().__init__(config)
         self.embeddings = HfViTEmbeddings(config)
+        self.rotary_embeddings = HfViTRotaryEmbedding(config) if config.rope_type is not None else None
         self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_norm else None
         self.encoder = HfViTEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        with_pool = config.pooling == "map" and add_pooling_layer
+        self.attention_pool = HfViTAttentionPoolingHead(config) if with_pool else None
         self.post_init()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens in every hidden state: [CLS]?, distillation token?, registers."""
+        return self.config.num_prefix_tokens
+
+    def final_normed_token(self, last_hidden_state: torch.Tensor, index: int) -> torch.Tensor:
+        """Token `index` of `last_hidden_state` through the final LayerNorm (already applied there unless
+        `final_norm="pooled"`): the distillation head's input."""
+        token = last_hidden_state[:, index]
+        return self.layernorm(token) if self.config.final_norm_place == "pooled" else token
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
@@ -618,16 +843,23 @@ class HfViTModel(HfViTPreTrainedModel):
         )
         if self.pre_layernorm is not None:
             embeddings = self.pre_layernorm(embeddings)
+        if self.rotary_embeddings is not None:
+            patch_size = config.patch_size
+            grid_size = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
+            kwargs["position_embeddings"] = self.rotary_embeddings(grid_size, embeddings)
         with _fast_linears(embeddings):
             hidden_states, all_hidden_states, all_attentions = self.encoder(
                 embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs
             )
-        if config.pooling == "cls":
+        pooled_output = None
+        if config.final_norm_place == "tokens":  # norm every token, pool the normed tokens
             sequence_output = self.layernorm(hidden_states)
-            pooled_output = sequence_output[:, 0]
-        else:  # "mean": average the patch tokens, then norm (timm's fc_norm); the tokens themselves stay un-normed
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = pool_tokens(sequence_output, config, self.attention_pool)
+        else:  # "pooled": the tokens stay un-normed, the pooled feature is normed (timm's fc_norm, CLIP)
             sequence_output = hidden_states
-            pooled_output = self.layernorm(hidden_states[:, 1 + config.num_register_tokens :].mean(dim=1))
+            if config.pooling != "map" or self.attention_pool is not None:
+                pooled_output = self.layernorm(pool_tokens(hidden_states, config, self.attention_pool))
 
         if not return_dict:
             return tuple(
@@ -665,7 +897,7 @@ class HfViTModel(HfViTPreTrainedModel):
                 models that is the norm of the pooled features).
 
         Returns:
-            A tuple with one entry per block: the patch tokens ([CLS] and register tokens removed), or
+            A tuple with one entry per block: the patch tokens (the prefix tokens removed), or
             `(patches, cls)` with `return_class_token`.
 
         Example (the last 4 blocks as maps, as dense heads take them):
@@ -704,6 +936,8 @@ class HfViTModel(HfViTPreTrainedModel):
                     f"{depth}) (the model has {depth} blocks), got {n!r}"
                 )
             blocks = [i % depth for i in blocks]
+        if return_class_token and not self.config.class_token:
+            raise ValueError("return_class_token=True needs a [CLS] token; this model has none (config.class_token)")
         # hidden state k + 1 is the output of block k
         features, _ = self._stage_features(
             pixel_values, [i + 1 for i in blocks], norm, reshape, interpolate_pos_encoding
@@ -734,10 +968,16 @@ class HfViTModel(HfViTPreTrainedModel):
         )
         patch_size = self.config.patch_size
         grid_size = (pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size)
-        num_prefix_tokens = 1 + self.config.num_register_tokens
         layernorm = self.layernorm if norm else None
         features = [
-            _patches_and_class_token(outputs.hidden_states[stage], num_prefix_tokens, grid_size, layernorm, reshape)
+            _patches_and_class_token(
+                outputs.hidden_states[stage],
+                self.num_prefix_tokens,
+                grid_size,
+                layernorm,
+                reshape,
+                has_class_token=self.config.class_token,
+            )
             for stage in stages
         ]
         return features, outputs
@@ -749,13 +989,22 @@ _LOSS_KWARGS = ("num_items_in_batch", "ignore_index")
 
 class HfViTForImageClassification(HfViTPreTrainedModel):
     """HfViTModel with a linear head on the pooled token. The loss follows `config.problem_type` (single-label
-    cross-entropy, multi-label BCE, or regression MSE)."""
+    cross-entropy, multi-label BCE, or regression MSE).
+
+    With `config.distillation_token` (distilled DeiT) a second linear head, `distillation_classifier`, reads the
+    normed distillation token, and the logits are the mean of the two heads', in training and evaluation alike (as
+    timm's distilled ViTs by default, and transformers' `DeiTForImageClassificationWithTeacher`)."""
 
     def __init__(self, config: HfViTConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = HfViTModel(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.distillation_classifier = None
+        if config.distillation_token:
+            self.distillation_classifier = (
+                nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+            )
         self.post_init()
 
     def forward(
@@ -783,6 +1032,9 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
             **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)
+        if self.distillation_classifier is not None:  # the distillation token is token 1, right after [CLS]
+            distillation_token = self.vit.final_normed_token(outputs.last_hidden_state, 1)
+            logits = (logits + self.distillation_classifier(distillation_token)) / 2
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **loss_kwargs)
@@ -797,7 +1049,7 @@ class HfViTForImageClassification(HfViTPreTrainedModel):
 
 class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
     """HfViTModel with SimMIM's one-layer decoder, as transformers' `ViTForMaskedImageModeling`: the patch tokens
-    ([CLS] and registers dropped) go back on the input's patch grid (non-square too), a 1×1 Conv2d projects each to
+    (the prefix tokens dropped) go back on the input's patch grid (non-square too), a 1×1 Conv2d projects each to
     `encoder_stride`² · `num_channels` values and PixelShuffle(`encoder_stride`) lays them out as pixels. The loss is
     transformers': L1 between `pixel_values` and the reconstruction on the masked patches' pixels, summed and divided
     by (masked pixels + 1e-5) · `num_channels`.
@@ -811,7 +1063,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
             config = copy.deepcopy(config)
             config.use_mask_token = True
         super().__init__(config)
-        self.vit = HfViTModel(config)
+        self.vit = HfViTModel(config, add_pooling_layer=False)  # the decoder reads the patch tokens
         stride = config.encoder_stride
         self.decoder = nn.Sequential(
             nn.Conv2d(config.hidden_size, stride**2 * config.num_channels, kernel_size=1),
@@ -853,7 +1105,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
         )
         patch = config.patch_size
         grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
-        patch_tokens = outputs.last_hidden_state[:, 1 + config.num_register_tokens :]
+        patch_tokens = outputs.last_hidden_state[:, config.num_prefix_tokens :]
         patch_tokens = patch_tokens.transpose(1, 2).reshape(patch_tokens.shape[0], -1, *grid)
         reconstruction = self.decoder(patch_tokens)
 
@@ -880,10 +1132,10 @@ class HfViTBackbone(BackboneMixin, HfViTPreTrainedModel):
     Stages are `config.stage_names` = ["stem", "stage1", ..., "stageN"]: the embeddings, then the output of each block;
     `config.out_features` / `config.out_indices` choose which are returned (default: the last). All stages have
     `hidden_size` channels at stride `patch_size`. Each feature map goes through the final LayerNorm if
-    `config.apply_layernorm` and loses its [CLS] and register tokens: `(batch, D, H/P, W/P)` at any input size
-    divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
-    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are
-    those of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
+    `config.apply_layernorm` and loses its prefix tokens ([CLS], distillation, registers): `(batch, D, H/P, W/P)` at any
+    input size divisible by the patch size; with `config.reshape_hidden_states=False`, `(batch, 1 + H/P·W/P, D)` tokens,
+    [CLS] first, as DPT's neck reads them (DPT needs this setting, as with DINOv2 in Depth Anything). The maps are those
+    of `HfViTModel.get_intermediate_layers` (same code). Its weights are HfViTModel's under `vit.`: any hf_vit
     checkpoint loads as a backbone, and a saved backbone as `HfViTModel` or a classifier.
 
     Example:

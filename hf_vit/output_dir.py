@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from .checkpoint_io import CODE_FILES, CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
@@ -43,20 +43,28 @@ LOCK_NAME = ".hf_vit-run.lock"
 STAGING_PREFIX = ".hf_vit-final-"
 
 
-class OutputDirNotEmpty(ValueError):
-    """The output folder holds files and the caller did not allow replacing the run's own files there."""
+class OutputDirRefused(ValueError):
+    """An output folder a run or a tool must not write to (`check_output_dir`): the user's to fix. The message names
+    the parameters in backticks (`output_dir`, `overwrite`), which the command lines show as their flags."""
 
-    def __init__(self, folder: Path, entries: list[str]):
+
+class OutputDirNotEmpty(OutputDirRefused):
+    """The output folder holds files and the caller did not allow replacing the ones it writes there."""
+
+    def __init__(self, folder: Path, entries: list[str], overwrite: str = "overwrite", hint: str = ""):
         self.folder, self.entries = folder, entries
-        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-        super().__init__(f"output folder {folder} is not empty ({shown})")
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        super().__init__(
+            f"`output_dir` {folder} already holds files ({shown}); choose another folder, {hint}or pass "
+            f"`{overwrite}` to replace the files this command writes (nothing else is touched)"
+        )
 
 
 class DiskFullError(OSError):
     """The disk filled up while writing a checkpoint or the final folder; nothing half-written was left."""
 
 
-class OutputDirBusy(ValueError):
+class OutputDirBusy(OutputDirRefused):
     """Another run holds the output folder's lock."""
 
 
@@ -80,27 +88,42 @@ def overlap(output: str | os.PathLike, source: str | os.PathLike) -> str | None:
 
 
 def check_output_dir(
-    output_dir: str | os.PathLike, *, inputs: Mapping[str, str | os.PathLike | None], overwrite: bool, resuming: bool
+    output_dir: str | os.PathLike,
+    *,
+    inputs: Mapping[str, str | os.PathLike | None],
+    overwrite: bool,
+    resuming: bool = False,
+    ours: Callable[[str], bool] | None = None,
+    overwrite_name: str = "overwrite",
+    hint: str = "",
 ) -> None:
-    """Raise `ValueError` (one line) for an output folder the run must not write to.
+    """The one check of an output folder, for training runs and every tool that writes one: raise `OutputDirRefused`
+    (one line) for a folder that must not be written to, before any slow work.
 
-    `inputs` names the run's local inputs (label -> path; missing or non-local ones are ignored). `resuming`: the
-    folder holds the checkpoint being resumed, so it is this run's own. Without `overwrite`, a folder holding anything
-    else raises `OutputDirNotEmpty`."""
+    Refused: a file; a folder that is, holds or lies inside one of the local `inputs` (label -> path; missing or
+    non-local ones are ignored), whose files would be replaced or mixed with; and, unless `overwrite` or `resuming`
+    (the folder holds the checkpoint being resumed: it is the run's own), a folder holding files this would write:
+    any file, or those whose names `ours` accepts (`OutputDirNotEmpty`, naming the caller's `overwrite_name` and
+    adding `hint`)."""
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
-        raise ValueError(f"output folder {output} exists and is not a folder")
+        raise OutputDirRefused(f"`output_dir` {output} exists and is not a folder")
     for label, value in inputs.items():
         where = overlap(output, value) if value else None
         if where:
-            raise ValueError(
-                f"output folder {output} {where} the input {label} {value}; choose an output folder outside it"
+            raise OutputDirRefused(
+                f"`output_dir` {output} {where} the input {label} {value}: what is written there would replace or mix "
+                "with it; choose a folder outside it"
             )
     if not output.is_dir() or resuming or overwrite:
         return
-    entries = sorted(p.name for p in output.iterdir() if p.name != LOCK_NAME and not p.name.startswith(STAGING_PREFIX))
+    entries = sorted(
+        p.name
+        for p in output.iterdir()
+        if p.name != LOCK_NAME and not p.name.startswith(STAGING_PREFIX) and (ours is None or ours(p.name))
+    )
     if entries:
-        raise OutputDirNotEmpty(output, entries)
+        raise OutputDirNotEmpty(output, entries, overwrite_name, hint)
 
 
 class RunLock:
@@ -192,7 +215,7 @@ def write_trained_model(
     `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
     the folder is as it was."""
     from .model_card import write_model_card
-    from .training import MetricsLog, plot_curves
+    from .training import metrics_jsonl, plot_curves
 
     folder = Path(folder)
     try:
@@ -204,7 +227,7 @@ def write_trained_model(
                 (staging / name).write_text(text)
             if history is not None:
                 plot_curves(history, staging / "training_curves.png")
-                (staging / "metrics.jsonl").write_text(MetricsLog(history).jsonl())
+                (staging / "metrics.jsonl").write_text(metrics_jsonl(history))
     except Exception as error:
         if is_disk_full(error):
             raise DiskFullError(
@@ -233,6 +256,7 @@ __all__ = [
     "DiskFullError",
     "OutputDirBusy",
     "OutputDirNotEmpty",
+    "OutputDirRefused",
     "RunLock",
     "check_output_dir",
     "final_files",

@@ -21,10 +21,11 @@ def forward_flops(
     native_h, native_w = image_size_pair(config.image_size)
     height, width = height or native_h, width or native_w
     patches = (height // config.patch_size) * (width // config.patch_size)
-    tokens = 1 + config.num_register_tokens + patches
+    tokens = config.num_prefix_tokens + patches
     d, inner = config.hidden_size, config.intermediate_size
     patch_embed = patches * config.num_channels * config.patch_size**2 * d
-    mlp = 3 * d * inner if getattr(config, "mlp_type", "mlp") == "swiglu" else 2 * d * inner  # SwiGLU: fc1 is D -> 2I
+    swiglu = getattr(config, "mlp_type", "mlp") in ("swiglu", "swiglu_norm")
+    mlp = 3 * d * inner if swiglu else 2 * d * inner  # SwiGLU: fc1 is D -> 2I
     per_layer = tokens * (3 * d * d + d * d + mlp) + 2 * tokens * tokens * d
     head = d * (config.num_labels if num_labels is None else num_labels)
     return 2 * (patch_embed + config.num_hidden_layers * per_layer + head)

@@ -64,18 +64,10 @@ def param_groups(
 # ---------------------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------------------
-class MetricsLog:
-    """Metrics rows (one per evaluation), kept in memory and in every checkpoint; written out as JSON lines only with
-    the final folder, so that a failed or killed run never rewrites an earlier run's `metrics.jsonl`."""
-
-    def __init__(self, history: list[dict] | None = None):
-        self.history = list(history or [])
-
-    def log(self, row: dict) -> None:
-        self.history.append(row)
-
-    def jsonl(self) -> str:
-        return "".join(json.dumps(row) + "\n" for row in self.history)
+def metrics_jsonl(history: list[dict]) -> str:
+    """A run's metrics rows (one per evaluation; kept in every checkpoint) as JSON lines: written only with the final
+    folder, so that a failed or killed run never rewrites an earlier run's `metrics.jsonl`."""
+    return "".join(json.dumps(row) + "\n" for row in history)
 
 
 def plot_curves(history: list[dict], path: str | os.PathLike) -> Path | None:
@@ -111,4 +103,4 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> Path | None:
     return path
 
 
-__all__ = ["MetricsLog", "layer_id", "no_weight_decay", "param_groups", "plot_curves"]
+__all__ = ["layer_id", "metrics_jsonl", "no_weight_decay", "param_groups", "plot_curves"]

@@ -46,17 +46,19 @@ PIPELINE_TAGS = {
     "feature-extraction",
     "zero-shot-image-classification",
 }
-LICENSES = {
-    "apache-2.0",
-    "mit",
-    "bsd-3-clause",
-    "cc-by-4.0",
-    "cc-by-nc-4.0",
-    "cc-by-sa-4.0",
-    "openrail",
-    "other",
-    "unknown",
-}
+# the Hub's licence ids, as its metadata validation lists them in its error message
+LICENSES = set(
+    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+    cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
+    cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0
+    cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0
+    lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl
+    openmdw-1.0 openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
+    fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 grok2-community gemma unknown
+    other""".split()
+)
+BASE_MODEL_RELATIONS = {"adapter", "merge", "quantized", "finetune"}
 
 
 def blob_id(data: bytes) -> str:
@@ -455,6 +457,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server._take_commit_failure():
             raise HubError(500, "Internal Error (injected by the test server)")
         header, additions, deletions = _parse_commit(body)
+        for path, data in additions:  # as the Hub: a model card whose metadata it would not accept is refused
+            if path == "README.md":
+                metadata, errors = _front_matter(data.decode("utf-8", "replace"))
+                errors += _metadata_errors(metadata or {})
+                if errors:
+                    raise HubError(400, "Invalid metadata in README.md.\n" + "\n".join(f"- {e}" for e in errors))
         with store.lock:
             head = store.refs(repo_id)[revision]
             parent = header.get("parentCommit")
@@ -620,6 +628,25 @@ def _metadata_errors(meta: dict) -> list[str]:
 
     for key in ("tags", "datasets", "language", "metrics", "base_model"):
         strings(key)
+    for key in ("license_name", "license_link"):
+        if key in meta and not isinstance(meta[key], str):
+            errors.append(f'"{key}" must be a string')
+    bases = meta.get("base_model")
+    for base in [bases] if isinstance(bases, str) else bases if isinstance(bases, list) else []:
+        if (
+            not isinstance(base, str)
+            or not all(NAME_RE.fullmatch(part) for part in base.split("/"))
+            or base.count("/") > 1
+        ):
+            errors.append(f'"base_model" must be model ids (NAMESPACE/NAME), got {base!r}')
+    if "base_model_relation" in meta:
+        if meta["base_model_relation"] not in BASE_MODEL_RELATIONS:
+            errors.append(
+                f'"base_model_relation" must be one of {sorted(BASE_MODEL_RELATIONS)}, '
+                f"got {meta['base_model_relation']!r}"
+            )
+        if not bases:
+            errors.append('"base_model_relation" needs a "base_model"')
     if "license" in meta and meta["license"] not in LICENSES:
         errors.append(f'"license" must be one of the Hub\'s license ids, got {meta["license"]!r}')
     if "library_name" in meta and not isinstance(meta["library_name"], str):
@@ -648,12 +675,16 @@ def _metadata_errors(meta: dict) -> list[str]:
                     errors.append('"model-index[].results[].task.type" must be a string')
                 if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), str) for k in ("type", "name")):
                     errors.append('"model-index[].results[].dataset" needs "type" and "name" strings')
+                elif any(k in dataset and not isinstance(dataset[k], str) for k in ("split", "config", "revision")):
+                    errors.append('"model-index[].results[].dataset" "split", "config", "revision" must be strings')
                 if (
                     not isinstance(metrics, list)
                     or not metrics
                     or not all(isinstance(m, dict) and isinstance(m.get("type"), str) and "value" in m for m in metrics)
                 ):
                     errors.append('"model-index[].results[].metrics" must be a non-empty array of {type, value}')
+                elif any("name" in m and not isinstance(m["name"], str) for m in metrics):
+                    errors.append('"model-index[].results[].metrics[].name" must be a string')
     return errors
 
 

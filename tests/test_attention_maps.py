@@ -212,8 +212,8 @@ def test_visualize_attention_cli_explicit_size_and_user_errors(files):
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     again = run_main(["scripts/visualize_attention.py", str(files / "model"), china, "--output_dir", str(out)])
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
-        f"error: --output_dir {out} already holds china_head0.png, china_head1.png, china_head2.png, ...; choose "
-        "another folder, or pass --overwrite to replace the files this command writes"
+        f"error: --output_dir {out} already holds files (china_head0.png, china_head1.png, china_head2.png, ...); "
+        "choose another folder, or pass --overwrite to replace the files this command writes (nothing else is touched)"
     ]
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 

@@ -280,11 +280,12 @@ def test_dense_head_on_an_hf_vit_backbone_trains_saves_and_reloads(tmp_path, hea
     reloaded = head_class.from_pretrained(tmp_path / head)
     assert type(reloaded.backbone) is HfViTBackbone and reloaded.config.backbone_config.model_type == "hf_vit"
     assert reloaded.config.backbone_config.out_indices == ALL_BLOCKS
-    saved = model.state_dict()
-    assert reloaded.state_dict().keys() == saved.keys()
-    for name, tensor in reloaded.state_dict().items():
-        assert torch.equal(tensor, saved[name]), name  # bitwise the trained weights
-    # the same weights; with one thread, oneDNN's convolutions may round differently on the reloaded tensors' memory
+    saved, loaded = model.state_dict(), reloaded.state_dict()
+    assert saved.keys() == loaded.keys()
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
+    # the same weights; the outputs agree to float32 rounding (UperNet's convolutions may pick another kernel for
+    # a reloaded module's memory layout, so bitwise equality of outputs depends on the thread count)
     torch.testing.assert_close(_output(reloaded, x), _output(model, x), rtol=0, atol=1e-6)
     wide = torch.rand(1, 3, 32, 64)  # any size divisible by the patch size
     assert _output(model, wide).shape[-2:] == (32, 64)

@@ -216,10 +216,10 @@ def test_overwrite_replaces_only_the_files_the_command_writes(tmp_path, tiny_con
     before = {folder: sorted(p.name for p in folder.iterdir()) for folder in (out, tmp_path / "legacy")}
     for output in (out, tmp_path, out / "sub"):
         assert convert_main(["--to", "transformers", "--checkpoint", out, "--output_dir", output, "--overwrite"]) == 2
-        assert "overlaps the input" in capsys.readouterr().err
+        assert "the input checkpoint" in capsys.readouterr().err
     for output in (tmp_path / "legacy", tmp_path, tmp_path / "legacy" / "sub"):
         assert export_main(["--input", tmp_path / "legacy", "--output_dir", output, "--overwrite"]) == 2
-        assert "overlaps the input" in capsys.readouterr().err
+        assert "the input weights" in capsys.readouterr().err
     assert {folder: sorted(p.name for p in folder.iterdir()) for folder in before} == before
 
 

@@ -399,5 +399,5 @@ def test_readers_give_one_clear_error(tmp_path):
         convert_checkpoint("npz", tmp_path / "ok.npz", tmp_path / "out")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
-    with pytest.raises(ValueError, match="not empty"):
+    with pytest.raises(ValueError, match=r"already holds files \(x\)"):
         convert_checkpoint("npz", tmp_path / "ok.npz", tmp_path / "full")

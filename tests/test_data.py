@@ -73,8 +73,8 @@ def test_streaming_local_dataset_shards(tmp_path):
     data = hdata.load_image_data(dataset_name=str(tmp_path / "ds"), streaming=True)
     assert data.id2label == {0: "cat", 1: "dog"} and data.eval_split == "validation"
     assert data.streaming
-    hdata.stream_for_training(data, seed=0, buffer_size=4, process_index=1, num_processes=2)
-    train, _ = hdata.build_datasets(data, hdata.image_processor_for(8))
+    shard = hdata.stream_for_training(data, seed=0, buffer_size=4, process_index=1, num_processes=2)
+    train, _ = hdata.build_datasets(shard, hdata.image_processor_for(8))
     rows = list(train)
     assert 0 < len(rows) < 12 and rows[0]["pixel_values"].shape == (3, 8, 8)
 

@@ -85,11 +85,11 @@ def test_timm_registers_layerscale_no_embed_class():
 
 
 def test_timm_features_hf_vit_lacks_are_refused():
-    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, qk_norm=True)
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, scale_attn_norm=True)
     with pytest.raises(ValueError, match="normalisation inside attention"):
         from_timm(source)
-    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, global_pool="map")
-    with pytest.raises(ValueError, match="global_pool='map'"):
+    source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, global_pool="avgmax")
+    with pytest.raises(ValueError, match="global_pool='avgmax'"):
         from_timm(source)
 
 

@@ -29,6 +29,10 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "in
 class Killed(Exception):
     """Stands for a kill in the middle of a run."""
 
+    @classmethod
+    def raise_(cls, *args, **kwargs):
+        raise cls("killed")
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -133,20 +137,21 @@ def weights(folder):
 # ---------------------------------------------------------------------------------------------------------------
 # (settings, kill after this many training batches, checkpoint resumed, batches trained before that checkpoint),
 # counted by hand with 7 batches per epoch. The run is killed at the first forward, training or evaluation, after
-# that many training batches.
+# that many training batches; FINAL: while it writes its final folder, after everything else.
+FINAL = "final folder"
 RESUME_CASES = {
     # 7 steps per epoch, a checkpoint every 5: killed in epoch 1's evaluation -> checkpoint-5, 5 batches into epoch 1
     "mid-epoch-1": ({"checkpointing_steps": 5}, 7, "checkpoint-5", 5),
     # accumulation 2: 4 steps per epoch (the 4th of a single batch), a checkpoint every 3 -> checkpoint-6 is
     # 7 + 2 * 2 = 11 batches in, 4 batches into epoch 2, with epoch 1's row in its history
     "mid-epoch-2-accumulation": ({"gradient_accumulation_steps": 2, "checkpointing_steps": 3}, 13, "checkpoint-6", 11),
-    # a checkpoint at the last step of epoch 1, saved before that epoch's evaluation, killed in that evaluation:
-    # the resumed run must evaluate epoch 1 before it trains epoch 2
-    "end-of-epoch-1": ({"checkpointing_steps": 7}, 7, "checkpoint-7", 7),
-    # killed in the final evaluation, after the checkpoint of the last step: nothing is left to train
-    "after-the-last-step": ({"checkpointing_steps": 7}, 14, "checkpoint-14", 14),
+    # a checkpoint at the last step of epoch 1 is saved after that epoch's evaluation and holds its row: the resumed
+    # run goes on with epoch 2
+    "end-of-epoch-1": ({"checkpointing_steps": 7}, 9, "checkpoint-7", 7),
+    # killed while writing the final folder, after the checkpoint of the last step: nothing is left to train
+    "after-the-last-step": ({"checkpointing_steps": 7}, FINAL, "checkpoint-14", 14),
     # the same when max_train_steps ends the run in the middle of epoch 2 (step 10)
-    "after-the-last-step-mid-epoch": ({"checkpointing_steps": 5, "max_train_steps": 10}, 10, "checkpoint-10", 10),
+    "after-the-last-step-mid-epoch": ({"checkpointing_steps": 5, "max_train_steps": 10}, FINAL, "checkpoint-10", 10),
 }
 # dropout, stochastic depth and augmentation: the global RNG and the per-sample augmentation RNG must resume too
 NOISY = {"hidden_dropout_prob": 0.1, "drop_path_rate": 0.1}
@@ -163,8 +168,10 @@ def resumed(request, digits, tmp_path_factory):
         uninterrupted = fit(model, processor, digits, base / "full", run)
 
         model, processor = make_model(digits, **NOISY)
-        killed = Recorder(model, mp, kill_at=kill_at)
-        with pytest.raises(Killed):
+        killed = Recorder(model, mp, kill_at=None if kill_at == FINAL else kill_at)
+        with pytest.MonkeyPatch.context() as final, pytest.raises(Killed):
+            if kill_at == FINAL:
+                final.setattr("hf_vit.fit.write_trained_model", Killed.raise_)
             fit(model, processor, digits, base / "killed", run)
 
         model, processor = make_model(digits, **NOISY)  # as a new process would: fresh weights, then the checkpoint
@@ -225,7 +232,7 @@ def test_resumed_run_trains_exactly_the_batches_the_uninterrupted_run_trained_af
         assert sorted(epochs[1]) == list(range(TRAIN_SAMPLES))
     assert [len(batch) for batch in order[:BATCHES_PER_EPOCH]] == [16] * 6 + [4]
     # the killed run trained the same batches as the uninterrupted one until it was killed
-    assert len(killed.trained) == kill_at
+    assert len(killed.trained) == (total_batches if kill_at == FINAL else kill_at)
     assert all(torch.equal(a, b) for a, b in zip(killed.trained, full.trained, strict=False))
     # the resumed run: the batches after the checkpoint, no more and no fewer, bitwise (augmentation included)
     assert len(again.trained) == total_batches - before
@@ -334,6 +341,9 @@ def test_each_epoch_ends_with_an_evaluation_of_the_whole_test_set(digits, tmp_pa
     assert history[-1]["eval_accuracy"] == accuracy
     assert history[-1]["eval_loss"] == pytest.approx(loss, abs=1e-5)
     assert result.eval_accuracy == history[-1]["eval_accuracy"] and result.eval_loss == history[-1]["eval_loss"]
+    # the checkpoint of an epoch's end is saved after its evaluation: it holds that epoch's row
+    state = json.loads((out / "checkpoints" / f"checkpoint-{BATCHES_PER_EPOCH}" / "trainer_state.json").read_text())
+    assert state["history"] == history[:1] and state["position"] == [1, 0]
     # the first row is that of the weights at the end of epoch 1 (the "epoch" checkpoint, saved after evaluating)
     first = AutoModelForImageClassification.from_pretrained(out)
     first.load_state_dict(load_file(str(out / "checkpoints" / f"checkpoint-{BATCHES_PER_EPOCH}" / "model.safetensors")))
@@ -439,3 +449,134 @@ def test_resuming_keeps_the_runs_own_checkpoints_and_never_adopts_another_folder
     with pytest.raises(Killed):
         fit(model, processor, digits, tmp_path / "a", again)
     assert sorted(p.name for p in checkpoint_dir.iterdir()) == ["checkpoint-3"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the run's three small objects: the plan, the resume point, the batches
+# ---------------------------------------------------------------------------------------------------------------
+def test_the_plan_counts_steps_epochs_and_warm_up_and_knows_when_an_epoch_ends():
+    from hf_vit.fit import _Plan
+
+    # 100 examples, batch 16 on 2 processes: 4 batches per process, 2 per step with accumulation 2 -> 2 steps/epoch
+    plan = _Plan.make(settings(num_train_epochs=3, gradient_accumulation_steps=2, checkpointing_steps=4), "d", 100, 2)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.num_epochs, plan.warmup_steps) == (2, 6, 3, 0)
+    assert [plan.ends_epoch(step) for step in range(1, 7)] == [False, True, False, True, False, True]
+    assert [plan.checkpoint_due(step) for step in range(1, 7)] == [False, False, False, True, False, False]
+    assert plan.position(3) == (1, 2)  # one epoch and one step of 2 batches
+    assert plan.run_settings()["train_examples"] == 100 and plan.run_settings()["max_train_steps"] == 6
+    # max_train_steps ends the run mid-epoch; warm-up is warmup_ratio of the steps unless given
+    plan = _Plan.make(settings(max_train_steps=11, warmup_ratio=0.2), "d", 100, 1)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.num_epochs, plan.warmup_steps) == (7, 11, 2, 2)
+    assert plan.ends_epoch(7) and plan.ends_epoch(11) and not plan.ends_epoch(10)
+    epochs = _Plan.make(settings(checkpointing_steps="epoch", num_warmup_steps=3), "d", 100, 1)
+    assert epochs.warmup_steps == 3 and epochs.checkpoint_due(7, epoch_ended=True) and not epochs.checkpoint_due(7)
+    # a stream has no length: max_train_steps says how long, and only the run's last step is known to end a pass
+    stream = _Plan.make(settings(max_train_steps=5), "d", None, 1)
+    assert (stream.steps_per_epoch, stream.total_steps) == (None, 5)
+    assert not stream.ends_epoch(4) and stream.ends_epoch(5) and stream.position(3) == (0, 3)
+    with pytest.raises(SettingError, match="max_train_steps"):
+        _Plan.make(settings(), "d", None, 1)
+
+
+def fake_checkpoint(folder, step, **state):
+    from hf_vit.checkpoints import STATE_FILE
+
+    (folder / f"checkpoint-{step}").mkdir(parents=True)
+    (folder / f"checkpoint-{step}" / STATE_FILE).write_text(json.dumps({"completed_steps": step, **state}))
+    return folder / f"checkpoint-{step}"
+
+
+def test_the_resume_point_finds_the_checkpoint_and_the_stale_ones(digits, tmp_path):
+    from hf_vit.fit import _Plan, _ResumePoint
+
+    config = make_model(digits)[0].config
+    fresh = _ResumePoint.find(settings(resume_from_checkpoint="latest"), tmp_path / "none", config)
+    assert (fresh.path, fresh.step, fresh.stale, fresh.history) == (None, 0, [], [])
+
+    folder = tmp_path / "checkpoints"
+    rows = [{"epoch": 1, "step": 7}]
+    two = fake_checkpoint(folder, 2, position=[0, 2], epoch_sums={"loss": 1.5, "count": 2})
+    seven = fake_checkpoint(folder, 7, position=[1, 0], history=rows)
+    nine = fake_checkpoint(folder, 9)  # saved without its position: the plan's count
+    latest = _ResumePoint.find(settings(resume_from_checkpoint="latest"), folder, config)
+    assert (latest.path, latest.stale) == (nine, [])
+    assert latest.position(_Plan.make(settings(), "d", 100, 1)) == (1, 2)
+    older = _ResumePoint.find(settings(resume_from_checkpoint=str(two)), folder, config)
+    assert older.stale == [seven, nine]  # replaced when the run saves its first checkpoint
+    assert older.position(None) == (0, 2) and older.epoch_loss == {"loss": 1.5, "count": 2}
+    at_epoch_end = _ResumePoint.find(settings(resume_from_checkpoint=str(seven)), folder, config)
+    assert at_epoch_end.position(None) == (1, 0) and at_epoch_end.history == rows
+    # an earlier run's checkpoints: refused, or (overwriting) all of them stale
+    with pytest.raises(ValueError, match="checkpoints of an earlier run"):
+        _ResumePoint.find(settings(), folder, config)
+    assert _ResumePoint.find(settings(overwrite_output_dir=True), folder, config).stale == [two, seven, nine]
+
+
+def batch_pixels(batches):
+    return [batch["pixel_values"] for batch in batches]
+
+
+def test_the_batches_of_an_epoch_depend_on_the_seed_and_the_epoch_and_skip_on_resume(digits):
+    from accelerate import Accelerator
+
+    from hf_vit.fit import _Batches
+
+    processor = make_model(digits)[1]
+    run = settings(augment=True)
+
+    def batches():
+        accelerator = Accelerator(cpu=True)
+        made = _Batches(digits, processor, run, accelerator)
+        made.prepare(accelerator)
+        return made
+
+    first, second = batches(), batches()
+    epoch_1 = batch_pixels(first.epoch(1))
+    assert first.taken == BATCHES_PER_EPOCH and (first.train_examples, first.eval_examples) == (100, 40)
+    assert all(torch.equal(a, b) for a, b in zip(epoch_1, batch_pixels(second.epoch(1)), strict=True))
+    assert not torch.equal(batch_pixels(first.epoch(0))[0], epoch_1[0])  # another epoch, another order
+    resumed = batch_pixels(second.epoch(1, skip=3))
+    assert second.taken == BATCHES_PER_EPOCH
+    assert all(torch.equal(a, b) for a, b in zip(resumed, epoch_1[3:], strict=True))
+
+
+@pytest.fixture(scope="module")
+def stream(digits):
+    """The digits subset as a stream (an IterableDataset with ClassLabel labels)."""
+    return dataclasses.replace(
+        digits,
+        train=digits.train.to_iterable_dataset(),
+        eval=digits.eval.to_iterable_dataset(),
+        name="digits stream",
+        streaming=True,
+        is_digits=False,
+    )
+
+
+def test_a_stream_is_shuffled_into_a_copy_and_skipped_by_reading_past(stream, digits):
+    from accelerate import Accelerator
+
+    from hf_vit.fit import _Batches
+
+    processor = make_model(digits)[1]
+    train, evaluation = stream.train, stream.eval
+    accelerator = Accelerator(cpu=True)
+    made = _Batches(stream, processor, settings(shuffle_buffer_size=50), accelerator)
+    assert stream.train is train and stream.eval is evaluation
+    assert (made.train_examples, made.eval_examples) == (None, None)
+    made.prepare(accelerator)
+    everything = batch_pixels(made.epoch(0))
+    assert made.taken == BATCHES_PER_EPOCH and sum(len(p) for p in everything) == TRAIN_SAMPLES
+    skipped = batch_pixels(made.epoch(0, skip=5))
+    assert all(torch.equal(a, b) for a, b in zip(skipped, everything[5:], strict=True))
+
+
+def test_fit_leaves_the_data_as_it_was_so_a_second_fit_trains_the_same(stream, tmp_path):
+    run = settings(max_train_steps=3, per_device_train_batch_size=8, shuffle_buffer_size=20)
+    train, evaluation = stream.train, stream.eval
+    first = fit(*make_model(stream), stream, tmp_path / "first", run)
+    assert stream.train is train and stream.eval is evaluation  # not shuffled or split in place
+    second = fit(*make_model(stream), stream, tmp_path / "second", run)
+    assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]  # the same batches, in the same order
+    expected, got = weights(tmp_path / "first"), weights(tmp_path / "second")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)

@@ -28,7 +28,7 @@ import timm, torch
 from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 from timm.models._hub import save_for_hf
-from transformers import (BitImageProcessor, DeiTConfig, DeiTForImageClassificationWithTeacher, Dinov2Config,
+from transformers import (BitImageProcessor, Dinov2Config,
                           Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig,
                           Dinov2WithRegistersModel, ViTConfig, ViTForImageClassification, ViTImageProcessor)
 
@@ -115,10 +115,7 @@ with tempfile.TemporaryDirectory() as folder:
     torch.save({"teacher": teacher, "student": teacher, "epoch": 3}, Path(folder) / "checkpoint.pth")
     shas["tester/dino"] = commit(folder, "tester/dino")
 # what hf_vit cannot represent
-push_to_hf_hub(timm_vit(9, qk_norm=True), "tester/timm-qk-norm")
-push_to_hf_hub(timm_vit(9, global_pool="map"), "tester/timm-map")
-upload(DeiTForImageClassificationWithTeacher(DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-       intermediate_size=64, image_size=32, patch_size=8)), "tester/deit-distilled")
+push_to_hf_hub(timm_vit(9, scale_attn_norm=True), "tester/timm-attn-norm")
 upload(Dinov2ForImageClassification(Dinov2Config(num_labels=3, **dino_args)), "tester/dinov2-classifier")
 print(json.dumps(shas))
 """
@@ -210,7 +207,7 @@ if online:  # timm's own eval transform of the source model vs the converted fol
     report["preprocessing_diff"] = (ours - theirs).abs().max().item() if ours.shape == theirs.shape else str(ours.shape)
 # refusals
 report["refusals"] = {}
-for repo in ("tester/timm-qk-norm", "tester/timm-map", "tester/deit-distilled", "tester/dinov2-classifier"):
+for repo in ("tester/timm-attn-norm", "tester/dinov2-classifier"):
     try:
         hf_vit.from_pretrained(repo)
     except ValueError as error:
@@ -353,9 +350,7 @@ def test_verify_compares_with_the_source_library(pulled):
 @pytest.mark.parametrize(
     "repo, feature",
     [
-        ("tester/timm-qk-norm", "qk_norm"),
-        ("tester/timm-map", "MAP attention-pooling head"),
-        ("tester/deit-distilled", "distillation token"),
+        ("tester/timm-attn-norm", "normalisation inside attention"),
         ("tester/dinov2-classifier", "[CLS] concatenated with the mean patch token"),
     ],
 )

@@ -1,5 +1,6 @@
 """The default model, training recipe and augmentation chosen from the images' size (issue 13, item 7)."""
 
+import dataclasses
 import json
 import re
 
@@ -119,34 +120,36 @@ def test_augmentation_kinds():
 
 
 def test_train_settings_take_the_recipe_and_the_flags_override_it():
-    from hf_vit.commands.train import parse_args, settings_from
+    from hf_vit.cli import fit_settings
+    from hf_vit.commands.train import parse_args
+    from hf_vit.fit import FitSettings
 
-    recipe = recipe_for_images([(8, 8)])
-    settings = settings_from(
-        parse_args(["--train_dir", "x"]),
-        digits_recipe=False,
-        fine_tuning=False,
-        recipe=recipe,
-        augmentation=recipe.augmentation,
-    )
-    assert (settings.num_train_epochs, settings.learning_rate, settings.augment, settings.augmentation) == (
-        20,
+    def settings(recipe, *argv, model_from_data=True, digits=False):
+        return fit_settings(
+            parse_args(["--train_dir", "x", *argv]), recipe, model_from_data=model_from_data, digits=digits
+        )
+
+    def chosen(s):
+        return (s.num_train_epochs, s.learning_rate, s.augment, s.augmentation)
+
+    small, photo = recipe_for_images([(8, 8)]), recipe_for_images([(640, 480)])
+    assert chosen(settings(small)) == (20, 1e-3, False, "shift")
+    given = settings(small, "--augment", "on", "--num_train_epochs", "2", "--learning_rate", "3e-4")
+    assert chosen(given) == (2, 3e-4, True, "shift")
+    assert chosen(settings(photo, "--augment", "off")) == (3, 1e-3, False, "crop_flip")
+    # a given model: augmentation on but for the digits (their recipe's schedule), 5e-5 when fine-tuned
+    assert chosen(settings(small, "--preset", "vit-tiny-patch16-224", model_from_data=False)) == (
+        3,
         1e-3,
-        False,
+        True,
         "shift",
     )
-    given = parse_args(["--train_dir", "x", "--augment", "on", "--num_train_epochs", "2", "--learning_rate", "3e-4"])
-    settings = settings_from(given, digits_recipe=False, fine_tuning=False, recipe=recipe, augmentation="shift")
-    assert (settings.num_train_epochs, settings.learning_rate, settings.augment) == (2, 3e-4, True)
-    photo = recipe_for_images([(640, 480)])
-    off = settings_from(
-        parse_args(["--train_dir", "x", "--augment", "off"]),
-        digits_recipe=False,
-        fine_tuning=False,
-        recipe=photo,
-        augmentation=photo.augmentation,
-    )
-    assert not off.augment and off.augmentation == "crop_flip"
+    digits = settings(small, "--model_name_or_path", "m", model_from_data=False, digits=True)
+    assert chosen(digits) == (20, 5e-5, False, "shift")
+    # the other settings: FitSettings' defaults, or the flags given
+    assert settings(photo) == dataclasses.replace(FitSettings(), augment=True, augmentation="crop_flip")
+    flags = settings(photo, "--seed", "3", "--checkpointing_steps", "5", "--no_progress", "--skip_bad_images")
+    assert (flags.seed, flags.checkpointing_steps, flags.progress, flags.skip_bad_images) == (3, 5, False, True)
 
 
 def _digits_folder(root, per_class):

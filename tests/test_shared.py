@@ -78,7 +78,7 @@ def test_model_card_metadata_and_body(tmp_path, tiny_config):
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-classification"
     assert {"vision", "vit", "hf_vit"} <= set(data["tags"]) and data["license"] == "apache-2.0"
     metric = data["model-index"][0]["results"][0]["metrics"][0]
-    assert metric == {"type": "accuracy", "value": 0.98}
+    assert metric == {"type": "accuracy", "value": 0.98, "name": "Accuracy"}
     text = path.read_text()
     assert "converted from timm vit_small_patch16_224" in text and "| learning_rate | 0.001 |" in text
     assert f"{count_parameters(model) / 1e3:.1f}K" in text and "trust_remote_code=True" in text

@@ -67,7 +67,8 @@ def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["eval_samples"] == 360
     card = (out / "README.md").read_text()
-    assert "accuracy" in card and "hf_vit" in card
+    assert "accuracy" in card and "hf_vit" in card and "`test` split" in card and "license: apache-2.0" in card
+    assert "github.com" not in card and "0.00 G" not in card  # no dead link, compute in the unit that fits
     assert not list(tmp_path.glob(".run.tmp-*"))  # the staging folder is gone
 
 

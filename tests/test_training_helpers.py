@@ -137,6 +137,32 @@ def test_output_folder_that_is_holds_or_lies_inside_the_input_is_refused(tmp_pat
     with pytest.raises(OutputDirNotEmpty, match=r"\.hidden"):
         check_output_dir(tmp_path / "full", inputs={}, overwrite=False, resuming=False)
     check_output_dir(tmp_path / "full", inputs={}, overwrite=True, resuming=False)
+    # a tool that writes files of its own names only minds those (the picture tools)
+    (tmp_path / "full" / "cat_head0.png").write_text("x")
+    with pytest.raises(OutputDirNotEmpty, match=r"already holds files \(cat_head0\.png\);"):
+        check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.endswith(".png"))
+    check_output_dir(tmp_path / "full", inputs={}, overwrite=False, ours=lambda name: name.startswith("dog_"))
+
+
+def test_every_commands_output_folder_refusal_is_one_line_and_exit_2(tmp_path, capsys):
+    from hf_vit.cli import run_command
+    from hf_vit.output_dir import check_output_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    code = run_command(
+        lambda: check_output_dir(
+            tmp_path, inputs={"`train_dir`": tmp_path / "data"}, overwrite=False, overwrite_name="overwrite_output_dir"
+        )
+    )
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --output_dir {tmp_path} already holds files (notes.txt); choose another folder, or pass "
+        "--overwrite_output_dir to replace the files this command writes (nothing else is touched)"
+    ]
+    (tmp_path / "data").mkdir()
+    inputs = {"`train_dir`": tmp_path / "data"}
+    assert run_command(lambda: check_output_dir(tmp_path, inputs=inputs, overwrite=True)) == 2
+    assert capsys.readouterr().err.startswith(f"error: --output_dir {tmp_path} contains the input --train_dir ")
 
 
 @pytest.mark.slow
@@ -223,3 +249,53 @@ def test_atomic_directory_gives_the_ordinary_folder_mode(tmp_path):
         (staging / "a").write_text("x")
     (tmp_path / "plain").mkdir()
     assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_and_types(monkeypatch):
+    import dataclasses
+
+    from hf_vit.cli import as_flags, given_settings, setting_names
+    from hf_vit.commands.train import parse_args
+    from hf_vit.fit import FitSettings
+
+    names = setting_names("training") + setting_names("data") + setting_names("license")
+    fields = {f.name: f for f in dataclasses.fields(FitSettings)}
+    assert set(fields) - set(names) == {"augmentation"}  # chosen from the images, never a flag
+    # every value parses to the setting's type, and reaches the settings under the setting's name
+    values = {
+        "num_train_epochs": 4, "max_train_steps": 9, "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16, "learning_rate": 3e-4, "weight_decay": 0.01, "lr_scheduler_type": "linear",
+        "num_warmup_steps": 2, "warmup_ratio": 0.2, "layer_decay": 0.75, "label_smoothing": 0.0,
+        "gradient_accumulation_steps": 2, "max_grad_norm": 0.5, "mixed_precision": "bf16", "seed": 3,
+        "num_workers": 1, "checkpointing_steps": 5, "checkpoints_total_limit": 0, "resume_from_checkpoint": "latest",
+        "report_to": "tensorboard", "validation_split": 0.25, "shuffle_buffer_size": 64, "license": "mit",
+    }  # fmt: skip
+    argv = [str(a) for name, value in values.items() for a in (f"--{name}", value)]
+    switches = ["--augment", "on", "--overwrite_output_dir", "--skip_bad_images", "--no_progress"]
+    switches += ["--override_base_license"]
+    expected = FitSettings(
+        **values,
+        augment=True,
+        overwrite_output_dir=True,
+        skip_bad_images=True,
+        progress=False,
+        override_base_license=True,
+    )
+    assert FitSettings(**given_settings(parse_args(argv + switches))) == expected
+    switches = {"augment", "overwrite_output_dir", "skip_bad_images", "progress", "override_base_license"}
+    assert set(values) | switches == set(names)
+    # nothing given: the settings' own defaults, but those fitted to the data, which stay unset
+    assert given_settings(parse_args([])) == {
+        name: fields[name].default for name in names if not fields[name].metadata.get("fitted")
+    }
+    # --help shows each setting's help (with its flags' names), and its default where it has one
+    import io
+    from contextlib import redirect_stdout
+
+    monkeypatch.setenv("COLUMNS", "10000")  # one line per flag
+    with redirect_stdout(io.StringIO()) as out, pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = out.getvalue()
+    for name in names:
+        assert as_flags(fields[name].metadata["help"]) in text, name
+    assert "(default: 0.05)" in text and "{auto,on,off}" in text and "{no,bf16,fp16}" in text

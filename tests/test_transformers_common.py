@@ -171,8 +171,10 @@ class ViTShapedModelTester:
         num_attention_heads=4,
         intermediate_size=37,
         type_sequence_label_size=10,
+        config_overrides=None,
     ):
         self.parent, self.config_class = parent, config_class
+        self.config_overrides = dict(config_overrides or {})
         self.batch_size, self.image_size, self.patch_size, self.num_channels = (
             batch_size,
             image_size,
@@ -186,7 +188,9 @@ class ViTShapedModelTester:
         )
         self.intermediate_size, self.type_sequence_label_size = intermediate_size, type_sequence_label_size
         self.is_training = True
-        self.seq_length = (image_size // patch_size) ** 2 + 1
+        # the prefix tokens ([CLS], distillation token, registers) that hf_vit's options put before the patches
+        num_prefix_tokens = config_class(**self.config_overrides).num_prefix_tokens if self.config_overrides else 1
+        self.seq_length = (image_size // patch_size) ** 2 + num_prefix_tokens
         # as transformers' ViT tester: the eager-vs-SDPA tests mask num_masks of the mask_length patches
         self.mask_length = (image_size // patch_size) ** 2
         self.num_masks = int(0.5 * self.seq_length)
@@ -206,6 +210,7 @@ class ViTShapedModelTester:
             initializer_range=0.02,
             num_labels=self.type_sequence_label_size,
             encoder_stride=self.patch_size,  # the masked-image-modeling head reconstructs the input's size
+            **self.config_overrides,
         )
 
     def prepare_config_and_inputs_for_common(self):
@@ -213,19 +218,31 @@ class ViTShapedModelTester:
         return self.get_config(), {"pixel_values": pixel_values}
 
 
-def _test_classes(mixins):
+# hf_vit's rotary-position options all on (DINOv3 / EVA-02 style): RoPE without a learned position table, query/key
+# norms, SwiGLU with its inner LayerNorm, LayerScale and DINOv3's train-time RoPE augmentations
+ROPE_OPTIONS = dict(
+    rope_type="dinov3",
+    absolute_position_embeddings=False,
+    qk_norm=True,
+    mlp_type="swiglu_norm",
+    layerscale_init=0.5,
+    rope_rescale=2.0,
+)
+
+
+def _test_classes(mixins, hf_vit_overrides=None):
     test_modeling_common, test_configuration_common = mixins
     from transformers import ViTConfig, ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
     from hf_vit import HfViTConfig, HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 
-    def make(config_class, model_classes):
+    def make(config_class, model_classes, overrides=None):
         class CommonTest(test_modeling_common.ModelTesterMixin, unittest.TestCase):
             all_model_classes = model_classes
             test_resize_embeddings = False  # as transformers' ViT test: images have no token embeddings
 
             def setUp(self):
-                self.model_tester = ViTShapedModelTester(self, config_class)
+                self.model_tester = ViTShapedModelTester(self, config_class, config_overrides=overrides)
                 self.config_tester = test_configuration_common.ConfigTester(
                     self, config_class=config_class, has_text_modality=False, hidden_size=37
                 )
@@ -252,7 +269,8 @@ def _test_classes(mixins):
         CommonTest.__name__ = f"{config_class.__name__}CommonTest"
         return CommonTest
 
-    return make(HfViTConfig, (HfViTModel, HfViTForImageClassification, HfViTForMaskedImageModeling)), make(
+    hf_vit_classes = (HfViTModel, HfViTForImageClassification, HfViTForMaskedImageModeling)
+    return make(HfViTConfig, hf_vit_classes, hf_vit_overrides), make(
         ViTConfig, (ViTModel, ViTForImageClassification, ViTForMaskedImageModeling)
     )
 
@@ -270,9 +288,17 @@ def _outcome(test_class, name):
     return "passed", ""
 
 
+# the options of the pretrained families: a distillation token and a register after [CLS], attention pooling (MAP),
+# a pre-norm (the final norm on the pooled feature only is left out: masked image modeling would not use that norm)
+FAMILY_OPTIONS = dict(distillation_token=True, num_register_tokens=1, pooling="map", pre_norm=True)
+
+
 @pytest.mark.slow
-def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables):
-    hf_vit_test, vit_test = _test_classes(mixins)
+@pytest.mark.parametrize(
+    "options", [None, ROPE_OPTIONS, FAMILY_OPTIONS], ids=["plain", "rope-options", "family-options"]
+)
+def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mixins, hf_vit_in_name_tables, options):
+    hf_vit_test, vit_test = _test_classes(mixins, options)
     names = unittest.TestLoader().getTestCaseNames(hf_vit_test)
     assert "test_config" in names and "test_can_init_all_missing_weights" in names and len(names) > 50
     counts, regressions = {"passed": 0, "skipped": 0, "failed where ViT fails": 0}, []
@@ -285,7 +311,7 @@ def test_transformers_common_tests_pass_for_hf_vit_wherever_they_pass_for_vit(mi
                 continue
             outcome = "failed where ViT fails"
         counts[outcome] += 1
-    print(f"transformers {transformers.__version__} common tests on hf_vit: {counts}")
+    print(f"transformers {transformers.__version__} common tests on hf_vit ({options or 'plain'}): {counts}")
     assert not regressions, f"{len(regressions)} tests pass for transformers' ViT but fail for hf_vit:\n" + "\n".join(
         regressions
     )

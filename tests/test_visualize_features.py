@@ -153,7 +153,7 @@ def test_cli_refuses_mistakes_in_one_line_and_touches_no_users_file(files, tmp_p
     (tmp_path / "wide_features.png").write_bytes(b"the user's own file")
     (tmp_path / "a_file").write_text("a file, not a folder")
     cases = {
-        "already holds wide_features.png": [model, wide, "--output_dir", tmp_path],
+        "already holds files (wide_features.png": [model, wide, "--output_dir", tmp_path],
         "exists and is not a folder": [model, wide, "--output_dir", tmp_path / "a_file"],
         "not an image file": [model, wide, files / "notes.txt", "--output_dir", tmp_path / "new"],
         "cannot load a model config": [files / "missing", wide, "--output_dir", tmp_path / "new"],

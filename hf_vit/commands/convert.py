@@ -29,7 +29,7 @@ def parse_args(argv=None):
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument(
         "--source",
-        choices=("timm", "dino", "transformers", "dinov2", "npz"),
+        choices=("timm", "dino", "transformers", "dinov2", "dinov3", "npz"),
         help="convert this format into hf_vit (default: detected from the files)",
     )
     direction.add_argument("--to", choices=("timm", "transformers"), help="export an hf_vit folder to this format")
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import check_hub_arguments, folder_writing_errors, push_from_arguments
+    from hf_vit.cli import check_hub_arguments, command_line, folder_writing_errors, push_from_arguments
     from hf_vit.convert import convert_checkpoint, export_checkpoint
 
     with folder_writing_errors(args.output_dir):
@@ -86,7 +86,11 @@ def main(argv=None) -> int:
             )
         elif local_file_options and not Path(args.checkpoint).expanduser().exists():  # not a Hub id: a typo
             raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
-        elif args.source is None or args.source == "dinov2" or not Path(args.checkpoint).expanduser().exists():
+        elif (
+            args.source is None
+            or args.source in ("dinov2", "dinov3")
+            or not Path(args.checkpoint).expanduser().exists()
+        ):
             if local_file_options:
                 raise ValueError(
                     f"{', '.join(local_file_options)} apply to local files converted with --source timm/dino"
@@ -101,6 +105,7 @@ def main(argv=None) -> int:
                 source=args.source,
                 verify=args.verify,
                 overwrite=args.overwrite,
+                command=command_line("hf-vit-convert", argv),
             )
             print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
         else:
@@ -114,6 +119,7 @@ def main(argv=None) -> int:
                 preset=args.preset,
                 num_heads=args.num_heads,
                 checkpoint_key=args.checkpoint_key,
+                command=command_line("hf-vit-convert", argv),
             )
     conversion = result.get("conversion")  # an import; an export has its own notes
     against = conversion.reference_name if conversion else args.to

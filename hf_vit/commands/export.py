@@ -11,7 +11,7 @@ hf_vit folder with legacy weights. Every tensor is re-read and compared bitwise 
 import argparse
 import sys
 
-from hf_vit.cli import command
+from hf_vit.cli import add_logging_arguments, command, folder_writing_errors, setup_logging
 
 
 @command
@@ -27,14 +27,9 @@ def main(argv=None) -> int:
         action="store_true",
         help="write into a non-empty --output_dir, replacing only the files this writes",
     )
-    from hf_vit.cli import add_logging_arguments
-
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
-    from hf_vit.cli import setup_logging
-
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import folder_writing_errors
     from hf_vit.convert import export_safetensors
 
     with folder_writing_errors(args.output_dir):

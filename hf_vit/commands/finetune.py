@@ -18,19 +18,28 @@ from pathlib import Path
 
 from hf_vit.cli import command
 
-# TrainingArguments defaults that differ for a model trained from scratch (the digits, or the model chosen from the
-# data): given unless on the command line. With the model chosen from the data, the epochs and learning rate are the
-# recipe's (hf_vit.model_setup.recipe_for_data) unless given.
-DIGITS_DEFAULTS = {
-    "--num_train_epochs": "20",
-    "--per_device_train_batch_size": "32",
-    "--per_device_eval_batch_size": "256",
-    "--learning_rate": "1e-3",
-    "--weight_decay": "0.05",
-    "--warmup_steps": "0.1",
-    "--lr_scheduler_type": "cosine",
-    "--label_smoothing_factor": "0.1",
-}
+
+def from_scratch_defaults() -> dict:
+    """The TrainingArguments values of hf-vit-train's defaults for a model trained from scratch (the digits, or the
+    model chosen from the data): given unless on the command line. With the model chosen from the data, the epochs
+    and learning rate are then the recipe's (hf_vit.model_setup.recipe_for_data) unless given."""
+    from hf_vit.fit import FitSettings
+    from hf_vit.model_setup import recipe_for_images
+
+    s = recipe_for_images([(8, 8)]).apply(FitSettings())  # the digits'
+    values = {
+        "--num_train_epochs": s.num_train_epochs,
+        "--per_device_train_batch_size": s.per_device_train_batch_size,
+        "--per_device_eval_batch_size": s.per_device_eval_batch_size,
+        "--learning_rate": s.learning_rate,
+        "--weight_decay": s.weight_decay,
+        "--warmup_steps": s.warmup_ratio,  # TrainingArguments: a float below 1 is a ratio
+        "--lr_scheduler_type": s.lr_scheduler_type,
+        "--label_smoothing_factor": s.label_smoothing,
+    }
+    return {flag: str(value) for flag, value in values.items()}
+
+
 COMMON_DEFAULTS = {
     "--eval_strategy": "epoch",
     "--save_strategy": "no",
@@ -42,26 +51,27 @@ COMMON_DEFAULTS = {
 def parse_args(argv=None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    from hf_vit.cli import add_data_arguments, add_logging_arguments, add_model_arguments
+    from hf_vit.cli import (
+        HelpFormatter,
+        add_data_arguments,
+        add_license_arguments,
+        add_logging_arguments,
+        add_model_arguments,
+        add_num_threads_argument,
+        add_settings,
+    )
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], add_help=False, formatter_class=HelpFormatter
+    )
     parser.add_argument("-h", "--help", action="store_true")
     add_logging_arguments(parser)
     add_data_arguments(parser)
     add_model_arguments(parser)
-    parser.add_argument("--augment", choices=["auto", "on", "off"], default="auto", help="as in train.py")
-    parser.add_argument(
-        "--num_threads",
-        type=int,
-        help="torch CPU threads (default: 1 for the small model of the digits and other small images)",
-    )
-    parser.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
-        "model.safetensors, config.json, preprocessor_config.json, README.md and the two code "
-        "files; nothing else in the folder is touched",
-    )
+    add_license_arguments(parser)
+    shared = parser.add_argument_group("as hf-vit-train's")
+    add_settings(shared, ["augment", "overwrite_output_dir"])
+    add_num_threads_argument(shared)
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
@@ -73,7 +83,7 @@ def parse_args(argv=None):
     if not (args.dataset_name or args.train_dir or args.model_name_or_path) or not (
         args.model_name_or_path or args.preset or args.config_name
     ):
-        defaults.update(DIGITS_DEFAULTS)
+        defaults.update(from_scratch_defaults())
     if "--output_dir" not in given:
         defaults["--output_dir"] = "outputs/hf_vit-trainer"
     for flag, value in defaults.items():
@@ -85,20 +95,22 @@ def parse_args(argv=None):
 
 @command
 def main(argv=None) -> int:
-    from hf_vit.cli import UserError, check_model_flags, fail, setup_logging
+    from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
     from hf_vit.extras import require
-    from hf_vit.output_dir import OutputDirBusy, RunLock
+    from hf_vit.output_dir import RunLock
 
+    require("train", "hf-vit-finetune")  # transformers' Trainer and TrainingArguments need accelerate
     try:
         args, training_args = parse_args(argv)
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
         fail(str(error).splitlines()[0])
     setup_logging(args.verbose, args.quiet)
-    require("train", "hf-vit-finetune")
+    args.command_line = command_line("hf-vit-finetune", argv)
 
     from hf_vit.data import DataError
 
     check_model_flags(args)
+    check_license_arguments(args)
     check_output_dir(args, training_args)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -107,7 +119,7 @@ def main(argv=None) -> int:
             if main_process:  # again under the lock: another run may have written there since the first check
                 check_output_dir(args, training_args)
             return run(args, training_args)
-    except (OutputDirBusy, DataError) as error:
+    except DataError as error:
         raise UserError(str(error)) from None
 
 
@@ -129,6 +141,8 @@ def run(args, training_args):
         RunFailure,
         UserError,
         build_model,
+        fit_settings,
+        lineage_from_arguments,
         load_data,
         print_recipe,
         push_from_arguments,
@@ -152,6 +166,8 @@ def run(args, training_args):
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
+    # the base's licence and repo follow the weights into the card; a relabelling is refused before any data is loaded
+    lineage, (license, license_note) = lineage_from_arguments(args)
     data = load_data(args, seed=training_args.seed)
     if args.streaming:
         raise UserError("--streaming is supported by scripts/train.py; Trainer here uses map-style data")
@@ -170,11 +186,13 @@ def run(args, training_args):
         torch.set_num_threads(recipe.num_threads)
     torch.manual_seed(training_args.seed)
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    augment = args.augment == "on" or (
-        args.augment == "auto" and (recipe.augment if model_from_data else not data.is_digits)
-    )
+    settings = fit_settings(args, recipe, model_from_data=model_from_data, digits=data.is_digits)
     train_set, eval_set = hdata.build_datasets(
-        data, processor, skip_bad_images=args.skip_bad_images, augment=augment, augmentation=recipe.augmentation
+        data,
+        processor,
+        skip_bad_images=settings.skip_bad_images,
+        augment=settings.augment,
+        augmentation=settings.augmentation,
     )
 
     def compute_metrics(eval_pred):
@@ -207,8 +225,10 @@ def run(args, training_args):
             num_parameters=sum(p.numel() for p in model.parameters()),
             model_name=output_dir.name,
             repo_id=training_args.hub_model_id if push_to_hub else None,
-            datasets=[data.name] if data.from_dataset else None,
-            dataset_name=hdata.DIGITS_DESCRIPTION if data.is_digits else data.name,
+            license=license,
+            license_note=license_note,
+            lineage=lineage,
+            command=args.command_line,
             results={"accuracy": metrics["eval_accuracy"], "loss": metrics["eval_loss"]},
             hyperparameters={
                 "learning_rate": training_args.learning_rate,
@@ -220,6 +240,7 @@ def run(args, training_args):
                 "seed": training_args.seed,
                 "trainer": "transformers.Trainer",
             },
+            **hdata.card_evaluation(data),
         )
         try:  # the same final folder as hf-vit-train's (no training_args.bin: outputs are safetensors only)
             write_trained_model(output_dir, trainer.accelerator.unwrap_model(trainer.model), processor, card)

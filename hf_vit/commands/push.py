@@ -13,7 +13,7 @@ Exit status 2 for what the user must fix (folder, repo id, token), 1 when the Hu
 import argparse
 import sys
 
-from hf_vit.cli import command
+from hf_vit.cli import RunFailure, UserError, add_logging_arguments, command, setup_logging
 
 
 @command
@@ -26,15 +26,10 @@ def main(argv=None) -> int:
         "--revision", default=None, help="branch to push to (created from main if needed); default main"
     )
     parser.add_argument("--commit_message", default=None)
-    from hf_vit.cli import add_logging_arguments
-
     add_logging_arguments(parser)
     args = parser.parse_args(argv)
-    from hf_vit.cli import setup_logging
-
     setup_logging(args.verbose, args.quiet)
 
-    from hf_vit.cli import RunFailure, UserError
     from hf_vit.hub import PushError, push_folder
 
     try:

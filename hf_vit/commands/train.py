@@ -7,7 +7,7 @@
 
 Writes to --output_dir: the model (safetensors) + ViTImageProcessor + model card, metrics.jsonl, training_curves.png,
 all_results.json; checkpoints/checkpoint-<step>/ (with --checkpointing_steps), runs/ (with --report_to tensorboard).
-The loop itself is `hf_vit.fit.fit`.
+The loop itself is `hf_vit.fit.fit`; the training flags are made from its `FitSettings`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,22 @@ import os
 import sys
 
 from ..cli import (
-    DATA_INPUTS,
     RunFailure,
     UserError,
     build_model,
     command,
+    command_line,
+    fit_settings,
+    lineage_from_arguments,
     load_data,
     note_cpu_launch,
     print_recipe,
     push_from_arguments,
     show_prediction,
+    training_inputs,
 )
 from ..extras import require
-from .train_flags import check_args, check_output_dir, parse_args, settings_from
+from .train_flags import check_args, parse_args
 
 
 def train(args) -> int:
@@ -39,7 +42,6 @@ def train(args) -> int:
 
     from ..fit import DiskFullError, SettingError, fit
     from ..model_setup import recipe_for_data
-    from ..output_dir import OutputDirBusy, OutputDirNotEmpty
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
@@ -47,6 +49,7 @@ def train(args) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         note_cpu_launch()
+    lineage, _ = lineage_from_arguments(args)  # the base's licence and repo follow the weights into the card
     data = load_data(args, seed=args.seed, streaming=args.streaming)
     if main_process:
         for note in data.notes:
@@ -56,31 +59,30 @@ def train(args) -> int:
     model_from_data = not (args.model_name_or_path or args.preset or args.config_name)
     if model_from_data and main_process:
         print_recipe(recipe)
-    settings = settings_from(
-        args,
-        digits_recipe=data.is_digits,
-        fine_tuning=bool(args.model_name_or_path),
-        recipe=recipe if model_from_data else None,
-        augmentation=recipe.augmentation,
-    )
+    settings = fit_settings(args, recipe, model_from_data=model_from_data, digits=data.is_digits)
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
     elif model_from_data and recipe.num_threads:
         torch.set_num_threads(recipe.num_threads)
     set_seed(args.seed)  # the same initial weights on every process
     model, processor = build_model(args, data, recipe=recipe if model_from_data else None)
-    inputs = {f"--{name}": getattr(args, name) for name in DATA_INPUTS}
+    inputs = training_inputs(args)
     try:
-        result = fit(model, processor, data, args.output_dir, settings, inputs=inputs, hub_model_id=args.hub_model_id)
-    except OutputDirNotEmpty:
-        check_output_dir(args)  # the CLI's wording, with the flags
-        raise
+        result = fit(
+            model,
+            processor,
+            data,
+            args.output_dir,
+            settings,
+            inputs=inputs,
+            hub_model_id=args.hub_model_id,
+            lineage=lineage,
+            command=args.command_line,
+        )
     except SettingError as error:
         raise UserError(f"--{error}") from None
     except DiskFullError as error:
         raise RunFailure(str(error)) from None
-    except OutputDirBusy as error:
-        raise UserError(str(error)) from None
     if not main_process:
         return 0
     print(f"training time: {result.training_time_s:.1f} s ({result.completed_steps} steps)")
@@ -101,6 +103,7 @@ def main(argv=None) -> int:
     from ..cli import setup_logging
 
     args = parse_args(argv)
+    args.command_line = command_line("hf-vit-train", argv)
     setup_logging(args.verbose, args.quiet)
 
     from ..data import DataError

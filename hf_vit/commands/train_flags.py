@@ -1,136 +1,52 @@
-"""hf-vit-train's flags: the parser, the checks that need no data or model (`check_args`, a bad value fails in a
-second), and the fit settings they give (`settings_from`: the recipe's defaults where a flag is not given)."""
+"""hf-vit-train's flags: the parser (the training flags made from `FitSettings`), and the checks that need no data
+or model (`check_args`: a bad value fails in a second). The settings they give: `hf_vit.cli.fit_settings`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from ..cli import UserError, add_data_arguments, add_logging_arguments, add_model_arguments
-from ..fit import FitSettings
+from ..cli import (
+    UserError,
+    add_data_arguments,
+    add_license_arguments,
+    add_logging_arguments,
+    add_model_arguments,
+    given_settings,
+)
+from ..fit import RESUME_HINT, FitSettings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from ..cli import add_hub_arguments
+    """The flags; the training ones are made from `FitSettings` (`hf_vit.cli.add_settings`)."""
+    from ..cli import HelpFormatter, add_hub_arguments, add_num_threads_argument, add_settings, setting_names
     from . import train
 
     parser = argparse.ArgumentParser(
-        prog="hf-vit-train",
-        description=train.__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="hf-vit-train", description=train.__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     add_data_arguments(parser)
     add_model_arguments(parser)
-    t = parser.add_argument_group("training (default values: the digits recipe where it differs)")
-    t.add_argument("--output_dir", default="outputs/hf_vit-digits")
+    t = parser.add_argument_group("training (defaults fitted to the data where they say so)")
     t.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="allow an --output_dir that already holds files. Only what a run writes is replaced: "
-        "model.safetensors, config.json, preprocessor_config.json, README.md, the two code files, "
-        "metrics.jsonl, training_curves.png, all_results.json, and an earlier run's "
-        "checkpoints/checkpoint-* (removed when this run saves its first checkpoint or its model); "
-        "nothing else in the folder is touched",
+        "--output_dir",
+        default="outputs/hf_vit-digits",
+        help="the trained model, its card, metrics.jsonl, training curves and checkpoints/",
     )
-    t.add_argument(
-        "--num_train_epochs",
-        type=int,
-        default=None,
-        help="default: the recipe chosen from the images' size (20 for images up to 64 px such as the "
-        "digits, 3 for photos); 3 for a given model",
-    )
-    t.add_argument("--max_train_steps", type=int, help="stop after this many optimizer steps (overrides epochs)")
-    t.add_argument("--per_device_train_batch_size", type=int, default=32)
-    t.add_argument("--per_device_eval_batch_size", type=int, default=256)
-    t.add_argument(
-        "--learning_rate", type=float, default=None, help="peak LR; default 1e-3 from scratch, 5e-5 fine-tuning"
-    )
-    t.add_argument("--weight_decay", type=float, default=0.05)
-    t.add_argument("--lr_scheduler_type", default="cosine", help="a transformers.get_scheduler name")
-    t.add_argument("--num_warmup_steps", type=int, default=None, help="default: --warmup_ratio of the steps")
-    t.add_argument("--warmup_ratio", type=float, default=0.1)
-    t.add_argument("--layer_decay", type=float, default=None, help="layer-wise LR decay, e.g. 0.75 for fine-tuning")
-    t.add_argument(
-        "--augment",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="training augmentation, of the kind that fits the images: small shifts (no flips) for images "
-        "up to 64 px, RandomResizedCrop + flip for photos. auto: the recipe chosen from the images' "
-        "size (off for images up to 64 px such as the digits, which reach higher accuracy in their "
-        "short budget without it); on for a given model",
-    )
-    t.add_argument("--label_smoothing", type=float, default=0.1)
-    t.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    t.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
-    t.add_argument(
-        "--mixed_precision", choices=["no", "bf16", "fp16"], default=None, help="default: accelerate config's"
-    )
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    t.add_argument(
-        "--num_threads",
-        type=int,
-        default=None,
-        help="torch CPU threads per process; default: 1 for the digits model (tiny matmuls gain nothing "
-        "from more and suffer badly on a busy machine), else torch's default",
-    )
-    t.add_argument("--checkpointing_steps", default=None, help='an integer (every N steps) or "epoch"')
-    t.add_argument("--checkpoints_total_limit", type=int, default=2, help="keep this many newest checkpoints (0: all)")
-    t.add_argument(
-        "--resume_from_checkpoint",
-        help='a checkpoint folder, or "latest" (the newest intact one in --output_dir/checkpoints; none: start fresh)',
-    )
-    t.add_argument("--report_to", default=None, help='Accelerate trackers, e.g. "tensorboard" or "all"')
-    t.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    add_settings(t, setting_names("training"))
+    add_num_threads_argument(t)
+    add_license_arguments(parser)
     add_hub_arguments(parser)
     t.add_argument("--hub_token", help=argparse.SUPPRESS)
     add_logging_arguments(parser)
     return parser.parse_args(argv)
 
 
-def settings_from(
-    args, digits_recipe: bool, fine_tuning: bool, recipe=None, augmentation: str | None = None
-) -> FitSettings:
-    """The fit settings of the flags (same names), with the recipe's defaults where a flag was not given: `recipe`
-    (`model_setup.recipe_for_data`) when its model is trained, else the digits' or the general ones."""
-    checkpointing = args.checkpointing_steps
-    if checkpointing not in (None, "epoch"):
-        try:
-            checkpointing = int(checkpointing)
-        except ValueError:
-            raise UserError(f'--checkpointing_steps must be an integer or "epoch", got {checkpointing!r}') from None
-    given = {name: getattr(args, name) for name in FitSettings.__dataclass_fields__ if hasattr(args, name)}
-    return FitSettings(
-        **{
-            **given,
-            "num_train_epochs": args.num_train_epochs
-            if args.num_train_epochs is not None
-            else recipe.num_train_epochs
-            if recipe
-            else 20
-            if digits_recipe
-            else 3,
-            "learning_rate": args.learning_rate
-            if args.learning_rate is not None
-            else 5e-5
-            if fine_tuning
-            else recipe.learning_rate
-            if recipe
-            else 1e-3,
-            "augment": args.augment == "on"
-            or (args.augment == "auto" and (recipe.augment if recipe else not digits_recipe)),
-            "augmentation": augmentation,
-            "checkpointing_steps": checkpointing,
-            "progress": not args.no_progress,
-        }
-    )
-
-
 def check_args(args) -> None:
     """Everything that can be checked before loading data or building a model: bad values fail in a second."""
     from pathlib import Path
 
-    from ..cli import check_hub_arguments, check_model_flags
+    from ..cli import check_hub_arguments, check_license_arguments, check_model_flags
     from ..fit import SettingError
 
     try:  # a bad repo id fails now, not after training
@@ -138,7 +54,7 @@ def check_args(args) -> None:
     except ValueError as error:
         raise UserError(str(error)) from None
     try:
-        settings_from(args, digits_recipe=False, fine_tuning=False).validate()
+        FitSettings(**given_settings(args)).validate()
         if args.num_threads is not None and args.num_threads < 1:
             raise SettingError("num_threads", f"must be at least 1, got {args.num_threads}")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -147,6 +63,7 @@ def check_args(args) -> None:
     except SettingError as error:
         raise UserError(f"--{error}") from None
     check_model_flags(args)
+    check_license_arguments(args)
     for flag in ("train_dir", "validation_dir"):
         folder = getattr(args, flag)
         if folder and not Path(folder).is_dir():
@@ -167,6 +84,7 @@ def check_args(args) -> None:
 
 
 def check_output_dir(args) -> None:
+    """The output folder's check, early: a refused folder fails before any data is loaded."""
     from pathlib import Path
 
     from .. import checkpoints
@@ -178,5 +96,5 @@ def check_output_dir(args) -> None:
         output,
         overwrite=args.overwrite_output_dir,
         resuming=bool(args.resume_from_checkpoint) and bool(checkpoints.list_checkpoints(output / "checkpoints")),
-        resume_hint="resume its run with --resume_from_checkpoint latest, ",
+        hint=RESUME_HINT,
     )

@@ -5,6 +5,11 @@
     timm              timm models, state dicts and folders (`from_timm`, `convert_timm_file`, `convert_timm_folder`)
     transformers_vit  transformers ViT, v4 or v5 names (`from_transformers`, `convert_transformers_folder`)
     dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
+    image_text        transformers SigLIP / CLIP vision models and image-text models' vision towers
+                      (`convert_image_text_folder`)
+    vit_variants      transformers MAE, MSN, I-JEPA, distilled DeiT (`convert_vit_variant_folder`)
+    dinov3            transformers DINOv3 ViT (`from_dinov3`, `convert_dinov3_folder`)
+    timm_eva          timm Eva: EVA-02 and timm's DINOv3 ports (`from_timm_eva`; timm folders go through `timm`)
     dino              DINO training checkpoints and backbones (`convert_dino_file`)
     npz               Google `.npz`, vit_jax and big_vision layouts (`convert_npz_file`)
     files             one file or folder of a named format -> an hf_vit folder (`convert_checkpoint`, the CLI's
@@ -15,10 +20,10 @@
                       (`from_pretrained`, also `hf_vit.from_pretrained`)
 
 The state-dict mappings work on plain state dicts, so file-based conversion needs no source-library model object.
-Every name of the former single module `hf_vit.convert` is importable from here as before.
+The public names of every module are importable from here.
 """
 
-from .core import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+from .core import (  # noqa: F401  (the public names of each module)
     EXPORT_TARGETS,
     GOOGLE_MEAN,
     GOOGLE_STD,
@@ -28,35 +33,18 @@ from .core import (  # noqa: F401  (private names too: they were module-level na
     VERIFY_TOLERANCE,
     Conversion,
     VerificationError,
-    _block_count,
-    _build,
-    _check_fits,
-    _classification_names,
-    _expected_names,
-    _masked_image_modeling_outputs,
-    _name_rule,
-    _outputs,
-    _rename,
-    _require,
-    _source_processor,
-    _square_side,
-    _timm_forward,
-    check_output_dir,
     load_hf_vit_folder,
     max_abs_diff,
     random_batch,
     verify_conversion,
     write_hf_vit_folder,
 )
-from .dino import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+from .dino import (  # noqa: F401  (the public names of each module)
     DINO_HEADS,
     convert_dino_file,
     dino_backbone_state_dict,
 )
-from .dinov2 import (  # noqa: F401  (private names too: they were module-level names of convert.py)
-    _DINOV2_GLU,
-    _DINOV2_PREFIX,
-    _DINOV2_QKV,
+from .dinov2 import (  # noqa: F401  (the public names of each module)
     DINOV2_EXPECTED,
     DINOV2_MODEL_TYPES,
     DINOV2_TO_HF_VIT,
@@ -65,39 +53,31 @@ from .dinov2 import (  # noqa: F401  (private names too: they were module-level 
     dinov2_state_dict_to_hf_vit,
     from_dinov2,
 )
-from .export import (  # noqa: F401  (private names too: they were module-level names of convert.py)
-    _TIMM_NAMES,
+from .dinov3 import DINOV3_MODEL_TYPE, config_from_dinov3, convert_dinov3_folder, from_dinov3  # noqa: F401
+from .export import (  # noqa: F401  (the public names of each module)
     HF_VIT_TO_TIMM,
-    _accelerate_weights,
-    _copy_code_files,
-    _hf_vit_to_transformers_model,
-    _known_timm_names,
     export_checkpoint,
     export_safetensors,
     export_to_timm,
     export_to_transformers,
     hf_vit_to_timm,
 )
-from .files import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+from .files import (  # noqa: F401  (the public names of each module)
     convert_checkpoint,
     load_foreign_checkpoint,
 )
-from .npz import (  # noqa: F401  (private names too: they were module-level names of convert.py)
+from .npz import (  # noqa: F401  (the public names of each module)
     NPZ_EXPECTED,
     NPZ_PREFIXES,
     convert_npz_file,
     npz_to_hf_vit,
 )
 from .pretrained import convert_pretrained, from_pretrained, resolve_pretrained  # noqa: F401
-from .timm import (  # noqa: F401  (private names too: they were module-level names of convert.py)
-    _PIL_RESAMPLE,
-    _TIMM_HF_VIT_NAMES,
+from .timm import (  # noqa: F401  (the public names of each module)
     TIMM_EXPECTED,
     TIMM_HEADS_BY_WIDTH,
     TIMM_TO_HF_VIT,
     TIMM_UNSUPPORTED_KEYS,
-    _heads,
-    _timm_reference,
     config_from_timm,
     config_from_timm_layout,
     convert_timm_file,
@@ -108,9 +88,8 @@ from .timm import (  # noqa: F401  (private names too: they were module-level na
     timm_layout_from_state_dict,
     timm_state_dict_to_hf_vit,
 )
-from .transformers_vit import (  # noqa: F401  (private names too: they were module-level names of convert.py)
-    _QKV_PATTERN,
-    _TRANSFORMERS_DROPPED,
+from .timm_eva import config_from_timm_eva, from_timm_eva  # noqa: F401
+from .transformers_vit import (  # noqa: F401  (the public names of each module)
     TRANSFORMERS_EXPECTED,
     TRANSFORMERS_TO_HF_VIT,
     config_from_transformers,
@@ -134,8 +113,10 @@ __all__ = [
     "export_to_timm",
     "export_to_transformers",
     "from_dinov2",
+    "from_dinov3",
     "from_pretrained",
     "from_timm",
+    "from_timm_eva",
     "from_transformers",
     "hf_vit_to_timm",
     "load_foreign_checkpoint",

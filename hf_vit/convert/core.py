@@ -18,9 +18,15 @@ from ..checkpoint_io import (
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
-from ..model_card import render_model_card, write_model_card
+from ..model_card import (
+    License,
+    Lineage,
+    license_from_metadata,
+    read_card_metadata,
+    render_model_card,
+    write_model_card,
+)
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
-from ..output_dir import OutputDirNotEmpty, overlap
 from ..stats import count_parameters
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,6 +166,36 @@ class Conversion:
     # the source's own preprocessing, when it is more than resize + normalise: a transformers image processor
     # (written instead of the ViTImageProcessor built from the fields above)
     image_processor: object | None = None
+    # the source's licence: set by `read_source_license` for every conversion (a converter that knows its format's
+    # licence may set it first); None or License() is unknown, and the card says so instead of guessing
+    license: License | None = None
+
+
+def read_source_license(path) -> License:
+    """The licence a source checkpoint states: its card's metadata (`README.md` next to the weights: `license`, or
+    `other` with `license_name`/`license_link`), else timm's `pretrained_cfg` licence in its config.json; `License()`
+    (unknown) when it states none. `path` is the source folder (a file: nothing is read, a bare file states no
+    licence)."""
+    path = Path(path)
+    if not path.is_dir():
+        return License()
+    stated = license_from_metadata(read_card_metadata(path / "README.md"))
+    if stated.known:
+        return stated
+    try:
+        pretrained_cfg = read_json_object(path / "config.json").get("pretrained_cfg")
+    except (OSError, ValueError):
+        pretrained_cfg = None
+    if isinstance(pretrained_cfg, dict):
+        return license_from_metadata({"license": pretrained_cfg.get("license")})
+    return License()
+
+
+def with_source_license(conversion: Conversion, path) -> Conversion:
+    """`conversion` with the licence its source folder states (`read_source_license`), unless its converter set one."""
+    if conversion.license is None or not conversion.license.known:
+        conversion.license = read_source_license(path)
+    return conversion
 
 
 def _timm_forward(model: nn.Module, has_head: bool) -> Callable[[torch.Tensor], dict]:
@@ -183,23 +219,6 @@ def _source_processor(path: Path):
 class VerificationError(ValueError):
     """The converted model's outputs differ from the source library's beyond the tolerance: the conversion is wrong
     (a failure of the run, not of the user's inputs)."""
-
-
-def check_output_dir(output_dir, overwrite: bool = False, *, inputs=()) -> None:
-    """Fail early (before any slow work) if `output_dir` cannot be written as a checkpoint folder: a file, a folder
-    that is, holds or lies inside one of the local `inputs` (its files would be replaced), or a non-empty folder
-    without `overwrite` (`OutputDirNotEmpty`)."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output path {output_dir} exists and is not a folder")
-    for source in inputs:
-        if source is not None and overlap(output_dir, source):
-            raise ValueError(
-                f"output folder {output_dir} overlaps the input {Path(source).resolve()}: the converted files would "
-                "replace or mix with it; choose another folder"
-            )
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise OutputDirNotEmpty(output_dir, sorted(entry.name for entry in output_dir.iterdir()))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,10 +284,13 @@ def write_hf_vit_folder(
     max_abs_diff: float | None = None,
     base_model: str | None = None,
     model_name: str | None = None,
+    commit: str | None = None,
+    command: str | None = None,
 ) -> Path:
     """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card
-    (`base_model`: the source's Hub repo id, linked in the card's metadata); atomically (nothing is left in
-    `output_dir` if any step fails)."""
+    (`base_model`: the source's Hub repo id at `commit`, linked in the card's metadata; the source's licence,
+    `conversion.license`; `command`: what converted it); atomically (nothing is left in `output_dir` if any step
+    fails)."""
     from transformers import ViTImageProcessor
 
     model = conversion.model
@@ -296,7 +318,9 @@ def write_hf_vit_folder(
             model_name=model_name or output_dir.name,
             source=conversion.source,
             source_details=details,
-            base_model=base_model,
+            license=conversion.license or License(),
+            lineage=Lineage(base_model=base_model, commit=commit, license=conversion.license or License()),
+            command=command,
         )
         write_model_card(staging, card)
     return output_dir

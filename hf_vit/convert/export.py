@@ -16,6 +16,7 @@ from ..checkpoint_io import (
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
+from ..output_dir import check_output_dir
 from .core import (
     EXPORT_TARGETS,
     IMAGENET_MEAN,
@@ -28,7 +29,6 @@ from .core import (
     _rename,
     _require,
     _timm_forward,
-    check_output_dir,
     load_hf_vit_folder,
     max_abs_diff,
 )
@@ -68,14 +68,18 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         problems.append(
             "register tokens while [CLS] has a position embedding (timm gives registers positions then too)"
         )
+    problems.extend(_position_problems(config, "timm's VisionTransformer"))
     if config.patch_embedding_bias == config.pre_norm:
         problems.append(
             "a patch projection " + ("with" if config.pre_norm else "without") + " bias (timm's has one "
             "exactly when there is no pre-norm)"
         )
+    if config.distillation_token:
+        problems.append("a distillation token (timm's distilled ViTs are another class, VisionTransformerDistilled)")
     if problems:
         raise ValueError("cannot export to timm: " + "; ".join(problems))
-    rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "norm." if config.pooling == "cls" else "fc_norm.")]
+    fc_norm = config.final_norm_place == "pooled"  # timm's fc_norm normalises the pooled feature, its norm the tokens
+    rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "fc_norm." if fc_norm else "norm.")]
     state_dict = _rename(_classification_names(model), rules, "hf_vit")
     height, width = image_size_pair(config.image_size)
     model_args = dict(
@@ -88,14 +92,17 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         mlp_ratio=config.intermediate_size / config.hidden_size,
         qkv_bias=config.qkv_bias,
         init_values=config.layerscale_init,
-        class_token=True,
+        class_token=config.class_token,
         no_embed_class=not config.cls_position_embedding,
         reg_tokens=config.num_register_tokens,
-        global_pool="token" if config.pooling == "cls" else "avg",
+        global_pool={"cls": "token", "mean": "avg", "map": "map"}[config.pooling],
+        fc_norm=fc_norm,
         dynamic_img_size=True,
     )
     if config.pre_norm:
         model_args["pre_norm"] = True
+    if config.qk_norm:
+        model_args["qk_norm"] = True
     stem = _TIMM_NAMES.get(
         (
             config.patch_size,
@@ -108,6 +115,16 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     )
     architecture = f"{stem}_{height}" if f"{stem}_{height}" in _known_timm_names() else "vit_base_patch16_224"
     return state_dict, architecture, model_args
+
+
+def _position_problems(config, target: str) -> list[str]:
+    """What `target` (a model with a learned position table only) cannot take of hf_vit's position encodings."""
+    problems = []
+    if config.rope_type is not None:
+        problems.append(f"rotary position encoding (rope_type {config.rope_type!r}; {target} has none)")
+    if not config.absolute_position_embeddings:
+        problems.append(f"no learned position table ({target} needs one)")
+    return problems
 
 
 def _known_timm_names() -> set[str]:
@@ -126,10 +143,17 @@ def _hf_vit_to_transformers_model(model):
     problems = []
     if config.num_register_tokens:
         problems.append(f"{config.num_register_tokens} register tokens (transformers' ViT has none)")
+    problems.extend(_position_problems(config, "transformers' ViT"))
+    if config.qk_norm:
+        problems.append("query/key normalisation (transformers' ViT has none)")
     if config.layerscale_init is not None:
         problems.append("LayerScale (transformers' ViT has none)")
     if config.pooling != "cls":
-        problems.append("mean pooling (transformers' ViT pools the [CLS] token)")
+        problems.append(f"{config.pooling} pooling (transformers' ViT pools the [CLS] token)")
+    if config.final_norm_place != "tokens":
+        problems.append("the final norm on the pooled feature only (transformers' ViT norms every token)")
+    if config.distillation_token:
+        problems.append("a distillation token (transformers' ViT has none)")
     if config.mlp_type != "mlp":
         problems.append(f"mlp_type {config.mlp_type!r} (transformers' ViT has a plain MLP)")
     if config.pre_norm:
@@ -200,7 +224,7 @@ def export_to_timm(
 ) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
     pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
-    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
+    check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     state_dict, architecture, model_args = hf_vit_to_timm(model)
     config = model.config
@@ -259,7 +283,7 @@ def export_to_transformers(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
     """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
-    check_output_dir(output_dir, overwrite, inputs=[hf_vit_folder])
+    check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     target = _hf_vit_to_transformers_model(model)
     if model.config.interpolate_antialias:
@@ -333,7 +357,7 @@ def export_safetensors(
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
     (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
     compared bitwise before success is reported."""
-    check_output_dir(output_dir, overwrite, inputs=[source, config])
+    check_output_dir(output_dir, inputs={"weights": source, "config": config}, overwrite=overwrite)
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from ..configuration_hf_vit import HfViTConfig
+from ..output_dir import check_output_dir
 from .core import (
     SOURCES,
     VERIFY_TOLERANCE,
     Conversion,
-    check_output_dir,
     verify_conversion,
+    with_source_license,
     write_hf_vit_folder,
 )
 from .dino import convert_dino_file
@@ -28,6 +29,16 @@ def _folder_model_type(path: Path) -> str | None:
 
 
 def load_foreign_checkpoint(
+    source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None, checkpoint_key="teacher"
+) -> Conversion:
+    """The conversion of a local checkpoint of a named `source`, with the licence its folder states."""
+    conversion = _load_foreign_checkpoint(
+        source, checkpoint, timm_model=timm_model, preset=preset, num_heads=num_heads, checkpoint_key=checkpoint_key
+    )
+    return with_source_license(conversion, checkpoint)
+
+
+def _load_foreign_checkpoint(
     source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None, checkpoint_key="teacher"
 ) -> Conversion:
     path = Path(checkpoint)
@@ -58,12 +69,13 @@ def convert_checkpoint(
     verify: bool = False,
     overwrite: bool = False,
     tolerance: float = VERIFY_TOLERANCE,
+    command: str | None = None,
     **options,
 ) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
     (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
-    check_output_dir(output_dir, overwrite, inputs=[checkpoint])
+    check_output_dir(output_dir, inputs={"checkpoint": checkpoint}, overwrite=overwrite)
     conversion = load_foreign_checkpoint(source, checkpoint, **options)
     diff = verify_conversion(conversion, tolerance) if verify else None
-    folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff)
+    folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, command=command)
     return {"output_dir": folder, "max_abs_diff": diff, "model": conversion.model, "conversion": conversion}

@@ -5,16 +5,21 @@ accepted):
 
     hf_vit        config.json with model_type "hf_vit"                  -> loaded as it is
     timm          config.json with "architecture" (timm's push_to_hf_hub / save_for_hf), or a timm state dict file
-    transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*)
+    transformers  config.json with model_type "vit" (google/vit-*, facebook/dino-vit*, non-distilled facebook/deit-*),
+                  "vit_mae", "vit_msn", "ijepa" or "deit" (distilled DeiT)
+    siglip        config.json with model_type "siglip" / "siglip_vision_model" (SigLIP, SigLIP 2 fixed-resolution)
+    clip          config.json with model_type "clip" / "clip_vision_model"
     dinov2        config.json with model_type "dinov2" / "dinov2_with_registers"
+    dinov3        config.json with model_type "dinov3_vit" (transformers' DINOv3 ViTs, e.g. facebook/dinov3-vits16-*)
     dino          a DINO training checkpoint or backbone pickle (.pth/.pt), named with `filename=` on the Hub
     npz           a Google JAX `.npz` (vit_jax / big_vision layouts), named with `filename=` on the Hub
 
 Foreign checkpoints are converted once: the hf_vit folder (safetensors, config with auto_map and the code files, the
-source's preprocessing as a transformers image processor, a model card with `base_model`) is written atomically under
-the Hugging Face cache, in `hf_vit-converted/models--NAMESPACE--NAME/<commit sha>/`, and later calls (and any call
-with HF_HUB_OFFLINE=1) load it from there. Only the files needed are downloaded, through huggingface_hub (revision
-pinning, token), safetensors preferred; pickles are read with `torch.load(weights_only=True)` only.
+source's preprocessing as a transformers image processor, a model card with the source's licence and `base_model`) is
+written atomically under the Hugging Face cache, in `hf_vit-converted/models--NAMESPACE--NAME/<commit sha>/`, and
+later calls (and any call with HF_HUB_OFFLINE=1) load it from there. Only the files needed are downloaded, through
+huggingface_hub (revision pinning, token), safetensors preferred; pickles are read with `torch.load(weights_only=True)`
+only.
 """
 
 from __future__ import annotations
@@ -29,13 +34,17 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGH
 
 from ..checkpoint_io import PICKLE_SUFFIXES
 from ..fileio import read_json_object
+from ..model_card import Lineage, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
-from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, write_hf_vit_folder
+from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
+from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
+from .image_text import CLIP_MODEL_TYPES, SIGLIP_MODEL_TYPES, convert_image_text_folder
 from .npz import convert_npz_file
 from .timm import TIMM_HEADS_BY_WIDTH, convert_timm_file, convert_timm_folder
 from .transformers_vit import convert_transformers_folder
+from .vit_variants import VIT_VARIANT_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +54,12 @@ TASKS = {
     "image-feature-extraction": HfViTModel,
     "masked-image-modeling": HfViTForMaskedImageModeling,
 }
-LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dino", "npz")
+LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dinov3", "siglip", "clip", "dino", "npz")
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
-CONVERTER_VERSION = "2"  # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept
+# 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept; 3: the card carries the source's
+# licence and commit; 4: prefix tokens generalised (distillation token, no [CLS], MAP pooling)
+CONVERTER_VERSION = "4"
 _WEIGHT_CANDIDATES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
@@ -171,15 +182,32 @@ def detect_config_layout(config: dict, where: str = "config.json") -> str:
         return "transformers"
     if model_type in DINOV2_MODEL_TYPES:
         return "dinov2"
-    if model_type == "deit":
+    if model_type == DINOV3_MODEL_TYPE:
+        return "dinov3"
+    if model_type in VIT_VARIANT_MODEL_TYPES:
+        return "transformers"
+    if model_type in SIGLIP_MODEL_TYPES:
+        return "siglip"
+    if model_type in CLIP_MODEL_TYPES:
+        return "clip"
+    if model_type in ("siglip2", "siglip2_vision_model"):
         raise ValueError(
-            f"{where} is a distilled DeiT (model_type 'deit'): hf_vit has no distillation token "
-            "(the non-distilled facebook/deit-* checkpoints are model_type 'vit' and convert)"
+            f"{where} is a SigLIP 2 NaFlex model (model_type {model_type!r}): it takes variable-resolution patch "
+            "sequences, not images, which hf_vit does not implement (SigLIP 2's fixed-resolution checkpoints are "
+            "model_type 'siglip' and convert)"
         )
     if model_type is not None:
+        known = (
+            "vit",
+            *DINOV2_MODEL_TYPES,
+            DINOV3_MODEL_TYPE,
+            *VIT_VARIANT_MODEL_TYPES,
+            *SIGLIP_MODEL_TYPES,
+            *CLIP_MODEL_TYPES,
+        )
         raise ValueError(
-            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT, transformers 'vit', "
-            f"{' and '.join(repr(t) for t in DINOV2_MODEL_TYPES)} checkpoints"
+            f"{where} is a {model_type!r} model; hf_vit converts hf_vit, timm ViT and Eva, transformers "
+            f"{', '.join(repr(t) for t in known)} checkpoints"
         )
     raise ValueError(f"{where} is neither a transformers config (model_type) nor a timm config (architecture)")
 
@@ -211,14 +239,23 @@ def _layout_of(path: Path, source: str | None) -> str:
 
 
 def convert_layout(layout: str, path: Path) -> Conversion:
-    """Convert the files at `path` (folder or file) of a foreign `layout`."""
+    """Convert the files at `path` (folder or file) of a foreign `layout`, with the licence the source states
+    (`core.read_source_license`: every converter gets it)."""
     path = Path(path)
+    return with_source_license(_convert_layout(layout, path), path)
+
+
+def _convert_layout(layout: str, path: Path) -> Conversion:
     if layout == "timm":
         if path.is_dir() and (path / "config.json").is_file():
             return convert_timm_folder(path)
         return _convert_timm_state_dict(path)
     if layout in ("transformers", "dinov2"):
         return convert_transformers_folder(path)
+    if layout in ("siglip", "clip"):
+        return convert_image_text_folder(path)
+    if layout == "dinov3":
+        return convert_dinov3_folder(path)
     if layout == "dino":
         return convert_dino_file(path)
     if layout == "npz":
@@ -247,13 +284,28 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _write(
-    conversion: Conversion, target: Path, *, verify: bool, tolerance: float, base_model: str | None, model_name: str
+    conversion: Conversion,
+    target: Path,
+    *,
+    verify: bool,
+    tolerance: float,
+    base_model: str | None,
+    model_name: str,
+    commit: str | None = None,
+    command: str | None = None,
 ) -> float | None:
     diff = verify_conversion(conversion, tolerance) if verify else None
     if diff is not None:
         logger.info("verified against %s: max-abs-diff %.3e (fp32)", conversion.reference_name, diff)
     write_hf_vit_folder(
-        conversion, target, overwrite=True, max_abs_diff=diff, base_model=base_model, model_name=model_name
+        conversion,
+        target,
+        overwrite=True,
+        max_abs_diff=diff,
+        base_model=base_model,
+        model_name=model_name,
+        commit=commit,
+        command=command,
     )
     logger.info("converted %s into %s", conversion.source, target)
     return diff
@@ -289,6 +341,7 @@ def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, t
         tolerance=tolerance,
         base_model=None,
         model_name=f"{path.stem if path.is_file() else path.name}-hf_vit",
+        command=_call("hf_vit.from_pretrained", str(path), source=source),
     )
     return Resolved(location=str(target), layout=layout, converted=True, max_abs_diff=diff, conversion=conversion)
 
@@ -375,12 +428,16 @@ def _hub_source(repo_id: str, *, revision, cache_dir, token, source: str | None,
 
 
 def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
-    """Download what the conversion needs (the weights, safetensors preferred; the source's image processor) and
-    convert."""
+    """Download what the conversion needs (the weights, safetensors preferred; the source's image processor; its card,
+    for its licence) and convert."""
     errors = _hub_errors()
+    try:
+        _download(hub.repo_id, "README.md", revision=hub.sha, cache_dir=cache_dir, token=token)
+    except (errors.EntryNotFoundError, ValueError):
+        pass  # no card: the licence is unknown, and the converted card says so
     if hub.filename is None:
         _download_weights(hub.repo_id, hub.sha, cache_dir=cache_dir, token=token)
-        if hub.layout in ("transformers", "dinov2"):
+        if hub.layout in ("transformers", "dinov2", "dinov3", "siglip", "clip"):
             try:
                 _download(hub.repo_id, "preprocessor_config.json", revision=hub.sha, cache_dir=cache_dir, token=token)
             except (errors.EntryNotFoundError, ValueError):
@@ -388,6 +445,7 @@ def _convert_hub_source(hub: _HubSource, *, cache_dir, token) -> Conversion:
         conversion = convert_layout(hub.layout, hub.snapshot)
     else:
         conversion = convert_layout(hub.layout, hub.anchor)
+    with_source_license(conversion, hub.snapshot)  # a named file states no licence: the repo's card does
     conversion.details += (
         f" Source: the Hub repo `{hub.repo_id}`"
         + (f", file `{hub.filename}`" if hub.filename else "")
@@ -438,6 +496,8 @@ def _resolve_hub(
         tolerance=tolerance,
         base_model=repo_id,
         model_name=f"{repo_id.split('/')[-1]}-hf_vit",
+        commit=hub.sha,
+        command=_call("hf_vit.from_pretrained", repo_id, revision=revision, filename=filename, source=source),
     )
     return Resolved(
         location=str(target),
@@ -450,9 +510,54 @@ def _resolve_hub(
     )
 
 
+def _call(function: str, *args, **kwargs) -> str:
+    """A Python call as text, for the card's "how it was made": `hf_vit.from_pretrained("a/b", revision="v1")`."""
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
+    return f"{function}({', '.join(parts)})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # for the command lines
 # ---------------------------------------------------------------------------------------------------------------
+def base_lineage(name_or_path, *, cache_dir=None, token=None) -> Lineage:
+    """The lineage of weights fine-tuned from `name_or_path` (what `model_name_or_path` names): the base model's Hub
+    repo id and commit, its licence (read from its card: the source's own card for a foreign checkpoint, through its
+    conversion), and `relation` "finetune".
+
+    A Hub repo is itself the base (an hf_vit repo, or a foreign one converted); a local folder names its base with its
+    card's `base_model` (a conversion or a fine-tune of a Hub model), or none. ValueError as `resolve_pretrained`."""
+    name = os.fspath(name_or_path)
+    resolved = resolve_pretrained(name, cache_dir=cache_dir, token=token)
+    card = Path(resolved.location) / "README.md"
+    if resolved.layout == "hf_vit" and resolved.source_repo:  # an hf_vit repo on the Hub: its own card
+        errors = _hub_errors()
+        try:
+            card = _download(
+                resolved.source_repo, "README.md", revision=resolved.commit, cache_dir=cache_dir, token=token
+            )
+        except (errors.EntryNotFoundError, ValueError):
+            card = None
+    metadata = read_card_metadata(card) if card is not None else {}
+    license = license_from_metadata(metadata)
+    if resolved.source_repo:
+        return Lineage(resolved.source_repo, resolved.commit, license, "finetune", origin=name)
+    stated = metadata.get("base_model")
+    stated = stated[0] if isinstance(stated, list) and len(stated) == 1 else stated
+    return Lineage(stated if _is_repo_id(stated) else None, None, license, "finetune", origin=name)
+
+
+def _is_repo_id(value) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(value, str):
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
 def pretrained_location(name_or_path, cache_dir=None, token=None) -> str:
     """What to give transformers' `from_pretrained` for `name_or_path`: the name itself for an hf_vit checkpoint, else
     the folder of its cached conversion (converted now if needed). Refusals are ValueErrors."""
@@ -471,16 +576,22 @@ def convert_pretrained(
     filename: str | None = None,
     overwrite: bool = False,
     tolerance: float = VERIFY_TOLERANCE,
+    command: str | None = None,
 ) -> dict:
     """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
     scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
-    "conversion", "layout"}; with `verify` nothing is written above `tolerance`."""
-    from .core import check_output_dir
+    "conversion", "layout"}; with `verify` nothing is written above `tolerance`. The card carries the source's
+    licence, and for a Hub source its repo id and commit as `base_model`; `command` (default: this call) is recorded
+    in it as what converted the weights."""
+    from ..output_dir import check_output_dir
 
-    check_output_dir(output_dir, overwrite, inputs=[Path(os.fspath(name_or_path)).expanduser()])
+    check_output_dir(output_dir, inputs={"checkpoint": Path(os.fspath(name_or_path)).expanduser()}, overwrite=overwrite)
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
-    base_model = None
+    base_model, commit = None, None
+    command = command or _call(
+        "hf_vit.convert_pretrained", name, os.fspath(output_dir), revision=revision, filename=filename, source=source
+    )
     if path.exists():
         if filename is not None and path.is_dir():
             path = path / filename
@@ -502,9 +613,17 @@ def convert_pretrained(
             raise ValueError(f"the Hub repo {name} is already an hf_vit checkpoint; nothing to convert")
         layout = hub.layout
         conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)
-        base_model = name
+        base_model, commit = name, hub.sha
     diff = verify_conversion(conversion, tolerance) if verify else None
-    write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, base_model=base_model)
+    write_hf_vit_folder(
+        conversion,
+        output_dir,
+        overwrite=overwrite,
+        max_abs_diff=diff,
+        base_model=base_model,
+        commit=commit,
+        command=command,
+    )
     return {
         "output_dir": Path(output_dir),
         "max_abs_diff": diff,
@@ -517,6 +636,7 @@ def convert_pretrained(
 __all__ = [
     "LAYOUTS",
     "Resolved",
+    "base_lineage",
     "convert_pretrained",
     "detect_config_layout",
     "from_pretrained",

@@ -30,6 +30,7 @@ from .core import (
     _square_side,
     _timm_forward,
 )
+from .timm_eva import from_timm_eva, is_timm_eva
 
 # ---------------------------------------------------------------------------------------------------------------
 # timm
@@ -44,6 +45,8 @@ _TIMM_HF_VIT_NAMES = [
     ("norm_pre.", "vit.pre_layernorm."),
     ("blocks.{i}.norm1.", "vit.encoder.layers.{i}.norm1."),
     ("blocks.{i}.attn.qkv.", "vit.encoder.layers.{i}.attention.qkv."),
+    ("blocks.{i}.attn.q_norm.", "vit.encoder.layers.{i}.attention.q_norm."),
+    ("blocks.{i}.attn.k_norm.", "vit.encoder.layers.{i}.attention.k_norm."),
     ("blocks.{i}.attn.proj.", "vit.encoder.layers.{i}.attention.proj."),
     ("blocks.{i}.ls1.gamma", "vit.encoder.layers.{i}.layer_scale1.lambda1"),
     ("blocks.{i}.norm2.", "vit.encoder.layers.{i}.norm2."),
@@ -51,17 +54,26 @@ _TIMM_HF_VIT_NAMES = [
     ("blocks.{i}.mlp.fc2.", "vit.encoder.layers.{i}.mlp.fc2."),
     ("blocks.{i}.ls2.gamma", "vit.encoder.layers.{i}.layer_scale2.lambda1"),
     ("head.", "classifier."),
+    # global_pool="map": timm's AttentionPoolLatent (latent = the probe)
+    ("attn_pool.latent", "vit.attention_pool.probe"),
+    ("attn_pool.q.", "vit.attention_pool.q."),
+    ("attn_pool.kv.", "vit.attention_pool.kv."),
+    ("attn_pool.proj.", "vit.attention_pool.proj."),
+    ("attn_pool.norm.", "vit.attention_pool.norm."),
+    ("attn_pool.mlp.fc1.", "vit.attention_pool.mlp.fc1."),
+    ("attn_pool.mlp.fc2.", "vit.attention_pool.mlp.fc2."),
 ]
 
 
 TIMM_TO_HF_VIT = [_name_rule(timm, ours) for timm, ours in _TIMM_HF_VIT_NAMES] + [
-    (r"^norm\.", "vit.layernorm."),  # token pooling: final norm over all tokens
-    (r"^fc_norm\.", "vit.layernorm."),  # avg pooling: norm after pooling (only one of the two exists)
+    (r"^norm\.", "vit.layernorm."),  # final norm over all tokens
+    (r"^fc_norm\.", "vit.layernorm."),  # norm after pooling (only one of the two exists)
 ]
 
 
 TIMM_EXPECTED = (
-    "patch_embed.proj.weight, cls_token, [reg_token], pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,[ls1.gamma],norm2,"
+    "patch_embed.proj.weight, cls_token, [reg_token], pos_embed, blocks.N.{norm1,attn.qkv,[attn.q_norm,attn.k_norm],"
+    "attn.proj,[ls1.gamma],norm2,"
     "mlp.fc1,mlp.fc2,[ls2.gamma]}.*, norm.* or fc_norm.*, [head.*]"
 )
 
@@ -76,21 +88,31 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         raise TypeError(f"expected a timm VisionTransformer, got {type(timm_model).__name__}")
     block = timm_model.blocks[0]
     unsupported = []
-    if not timm_model.has_class_token:
-        unsupported.append("no class token (class_token=False)")
-    if timm_model.global_pool not in ("token", "avg"):
-        unsupported.append(f"global_pool={timm_model.global_pool!r} (hf_vit pools 'token' or 'avg')")
-    if timm_model.global_pool == "avg" and isinstance(timm_model.fc_norm, nn.Identity):
-        unsupported.append("avg pooling without fc_norm")
+    if timm_model.global_pool not in ("token", "avg", "map"):
+        unsupported.append(f"global_pool={timm_model.global_pool!r} (hf_vit pools 'token', 'avg' or 'map')")
+    if getattr(timm_model, "pool_include_prefix", False):
+        unsupported.append("pooling that includes the prefix tokens (hf_vit pools the patch tokens)")
+    attn_pool = getattr(timm_model, "attn_pool", None)
+    if attn_pool is not None:
+        if attn_pool.latent_len != 1 or attn_pool.pool != "token" or getattr(attn_pool, "pos_embed", None) is not None:
+            unsupported.append("an attention-pooling head with several latents or its own positions")
+        if not isinstance(attn_pool.q_norm, nn.Identity) or not isinstance(attn_pool.q, nn.Linear):
+            unsupported.append("an attention-pooling head with qk_norm or without a query projection")
+        if type(block.mlp).__name__ != "Mlp" or attn_pool.mlp.fc1.out_features != block.mlp.fc1.out_features:
+            unsupported.append("an attention-pooling MLP unlike the blocks' (hf_vit's head reuses their MLP shape)")
+    final_norm_layer = timm_model.fc_norm if not isinstance(timm_model.fc_norm, nn.Identity) else timm_model.norm
+    if isinstance(final_norm_layer, nn.Identity):
+        unsupported.append("no final norm (final_norm=False)")
     pre_norm = not isinstance(timm_model.norm_pre, nn.Identity)
     if pre_norm and not isinstance(timm_model.norm_pre, nn.LayerNorm):
         unsupported.append(f"a {type(timm_model.norm_pre).__name__} pre-norm (hf_vit's pre-norm is a LayerNorm)")
     if timm_model.num_reg_tokens and not timm_model.no_embed_class:
         unsupported.append("register tokens with position embeddings (hf_vit registers have none, as DINOv2)")
-    if not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(
-        getattr(block.attn, "norm", nn.Identity()), nn.Identity
-    ):
-        unsupported.append("normalisation inside attention (qk_norm / scale_attn_norm)")
+    qk_norm = not isinstance(block.attn.q_norm, nn.Identity)
+    if qk_norm and not isinstance(block.attn.q_norm, nn.LayerNorm):
+        unsupported.append(f"{type(block.attn.q_norm).__name__} query/key norms (hf_vit's qk_norm is a LayerNorm)")
+    if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
+        unsupported.append("normalisation inside attention (scale_attn_norm)")
     swiglu = type(block.mlp).__name__ == "GluMlp"  # timm's SwiGLUPacked (DINOv2-giant)
     activation = "gelu"
     if swiglu:
@@ -102,6 +124,8 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         unsupported.append(f"MLP layer {type(block.mlp).__name__} (hf_vit has timm's Mlp and SwiGLUPacked)")
     elif type(block.mlp.act).__name__ == "QuickGELU":  # CLIP's x·sigmoid(1.702x), transformers' "quick_gelu"
         activation = "quick_gelu"
+    elif type(block.mlp.act).__name__ == "GELUTanh" or getattr(block.mlp.act, "approximate", None) == "tanh":
+        activation = "gelu_pytorch_tanh"  # timm's SigLIP ViTs (act_layer="gelu_tanh")
     elif not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
         unsupported.append(f"MLP activation {block.mlp.act} (hf_vit converts exact GELU, QuickGELU and SwiGLU)")
     if not isinstance(getattr(block.mlp, "norm", nn.Identity()), nn.Identity):
@@ -129,12 +153,16 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         patch_embedding_bias=timm_model.patch_embed.proj.bias is not None,
         layer_norm_eps=block.norm1.eps,
         qkv_bias=block.attn.qkv.bias is not None,
+        qk_norm=qk_norm,
         layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
         num_register_tokens=timm_model.num_reg_tokens,
-        pooling="cls" if timm_model.global_pool == "token" else "mean",
+        pooling={"token": "cls", "avg": "mean", "map": "map"}[timm_model.global_pool],
         cls_position_embedding=not timm_model.no_embed_class,
         interpolate_antialias=True,  # timm's resample_abs_pos_embed antialiases
         num_labels=max(num_classes, 1),
+        class_token=bool(timm_model.has_class_token),
+        # timm's fc_norm normalises the pooled feature, its norm every token
+        final_norm="pooled" if not isinstance(timm_model.fc_norm, nn.Identity) else "tokens",
     )
     fields.update(overrides)
     return HfViTConfig(**fields)
@@ -175,6 +203,10 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
             "token(s); hf_vit infers square image sizes only"
         )
     gamma = state_dict.get("blocks.0.ls1.gamma")
+    # an fc_norm (norm after pooling) or no [CLS] means average pooling; attn_pool is attention pooling
+    global_pool = "avg" if "fc_norm.weight" in state_dict or not has_cls else "token"
+    if "attn_pool.latent" in state_dict:
+        global_pool = "map"
     fc1_out, fc2_in = state_dict["blocks.0.mlp.fc1.weight"].shape[0], state_dict["blocks.0.mlp.fc2.weight"].shape[1]
     return dict(
         img_size=side * patch,
@@ -186,11 +218,13 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         swiglu=fc1_out == 2 * fc2_in,  # timm's SwiGLUPacked: fc1 holds gate and value
         pre_norm="norm_pre.weight" in state_dict,
         qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
         class_token=has_cls,
         reg_tokens=reg_tokens,
         no_embed_class=no_embed_class,
         layerscale_init=float(gamma.abs().mean()) if gamma is not None else None,
-        global_pool="avg" if "fc_norm.weight" in state_dict else "token",
+        global_pool=global_pool,
+        fc_norm="fc_norm.weight" in state_dict,
         num_classes=state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0,
     )
 
@@ -202,9 +236,10 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
             "cannot be read from the weights; convert it through timm's model registry (a timm folder "
             "with config.json, or `timm_model`, with timm installed)"
         )
-    if not layout["class_token"]:
+    if layout["global_pool"] == "map":
         raise ValueError(
-            "the checkpoint has no cls_token (a timm model with class_token=False); hf_vit needs a [CLS] token"
+            "the checkpoint has an attention-pooling head (attn_pool): its MLP activation cannot be read from the "
+            "weights; convert it through timm's model registry (a timm folder with config.json, with timm installed)"
         )
     if layout["reg_tokens"] and not layout["no_embed_class"]:
         raise ValueError(
@@ -221,12 +256,15 @@ def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTC
         mlp_type="swiglu" if layout.get("swiglu") else "mlp",
         layer_norm_eps=1e-6,
         qkv_bias=layout["qkv_bias"],
+        qk_norm=layout.get("qk_norm", False),
         layerscale_init=layout["layerscale_init"],
         num_register_tokens=layout["reg_tokens"],
         pooling="cls" if layout["global_pool"] == "token" else "mean",
         cls_position_embedding=not layout["no_embed_class"],
         interpolate_antialias=True,
         num_labels=max(layout["num_classes"], 1),
+        class_token=layout["class_token"],
+        final_norm="pooled" if layout.get("fc_norm") else "tokens",
     )
     fields.update(overrides)
     return HfViTConfig(**fields)
@@ -262,11 +300,13 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
         in_chans=layout["in_chans"],
         num_classes=layout["num_classes"],
         global_pool=layout["global_pool"],
+        fc_norm=layout.get("fc_norm"),
         embed_dim=layout["embed_dim"],
         depth=layout["depth"],
         num_heads=num_heads,
         mlp_ratio=layout["mlp_hidden"] / layout["embed_dim"],
         qkv_bias=layout["qkv_bias"],
+        qk_norm=layout.get("qk_norm", False),
         init_values=layout["layerscale_init"],
         class_token=layout["class_token"],
         no_embed_class=layout["no_embed_class"],
@@ -334,6 +374,7 @@ def convert_timm_file(
         kwargs = dict(
             num_classes=layout["num_classes"],
             global_pool=layout["global_pool"],
+            fc_norm=layout["fc_norm"],
             class_token=layout["class_token"],
             reg_tokens=layout["reg_tokens"],
             no_embed_class=layout["no_embed_class"],
@@ -402,10 +443,7 @@ TIMM_HEADS_BY_WIDTH = {
 
 # timm weight names that are a feature hf_vit does not implement -> the feature, for a one-line refusal
 TIMM_UNSUPPORTED_KEYS = (
-    (r"^attn_pool\.", "a MAP attention-pooling head (attn_pool)"),
-    (r"^dist_token$", "a distillation token (dist_token, DeiT distilled)"),
-    (r"^head_dist\.", "a distillation head (head_dist)"),
-    (r"\.attn\.(q_norm|k_norm)\.", "normalisation of queries and keys (qk_norm)"),
+    (r"^dist_token$|^head_dist\.", "timm's distilled-DeiT layout (dist_token; transformers' distilled DeiT converts)"),
     (r"\.attn\.norm\.", "normalisation inside attention (scale_attn_norm)"),
     (r"\.mlp\.norm\.", "normalisation inside the MLP (scale_mlp_norm)"),
     (r"^patch_embed\.norm\.", "a norm after the patch embedding (patch_embed.norm)"),
@@ -417,9 +455,15 @@ TIMM_UNSUPPORTED_KEYS = (
 _PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
-def refuse_unsupported_timm_keys(state_dict: dict[str, torch.Tensor], what: str = "this timm model") -> None:
+def refuse_unsupported_timm_keys(
+    state_dict: dict[str, torch.Tensor], what: str = "this timm model", supported: tuple[str, ...] = ()
+) -> None:
+    """A one-line refusal naming each feature of TIMM_UNSUPPORTED_KEYS the weights show (but those whose pattern is in
+    `supported`)."""
     found = []
     for pattern, feature in TIMM_UNSUPPORTED_KEYS:
+        if pattern in supported:
+            continue
         if any(re.search(pattern, key) for key in state_dict) and feature not in found:
             found.append(feature)
     if found:
@@ -471,18 +515,25 @@ def convert_timm_folder(path) -> Conversion:
     architecture = timm_config.get("architecture")
     if not architecture:
         raise ValueError(f"{config_file} is not a timm config (no 'architecture')")
-    if not str(architecture).startswith("vit_"):
+    eva = is_timm_eva(str(architecture))  # EVA-02, timm's DINOv3 ports (False without timm)
+    if not str(architecture).startswith("vit_") and not eva:
         raise ValueError(
-            f"timm architecture {architecture!r} is not a plain ViT (vit_*); hf_vit converts timm's VisionTransformer"
+            f"timm architecture {architecture!r} is neither a plain ViT (vit_*) nor an Eva (eva02_*, vit_*_dinov3, "
+            "with timm installed); hf_vit converts timm's VisionTransformer and Eva"
         )
     pretrained_cfg = dict(timm_config.get("pretrained_cfg") or {})
     model_args = dict(timm_config.get("model_args") or {})
     state_dict = strip_wrapper_prefixes(load_weights(path))
-    refuse_unsupported_timm_keys(state_dict, f"timm {architecture}")
+    refuse_unsupported_timm_keys(state_dict, f"timm {architecture}", supported=(r"\.mlp\.norm\.",) if eva else ())
     try:
         import timm
     except ImportError:
         timm = None
+    if timm is None and any(key.endswith((".attn.q_bias", ".gamma_1")) or ".rope." in key for key in state_dict):
+        raise ValueError(
+            f"timm {architecture} is a timm Eva model (EVA-02 / DINOv3): converting it needs timm installed"
+        )
+    pooled_feature_compared = True
     if timm is not None:
         kwargs = {**model_args, "num_classes": timm_config.get("num_classes", model_args.get("num_classes", 0))}
         if timm_config.get("global_pool") is not None:
@@ -495,7 +546,13 @@ def convert_timm_folder(path) -> Conversion:
             raise ValueError(f"timm model {architecture!r} is not a plain VisionTransformer ({error})") from None
         _check_fits(state_dict, source_model.state_dict(), f"timm's {architecture} with the folder's model_args")
         source_model.load_state_dict(state_dict, strict=True)
-        model = from_timm(source_model.eval())
+        if type(source_model).__name__ == "Eva":
+            model = from_timm_eva(source_model.eval())
+            # timm's average pooling without fc_norm (its DINOv3 default) averages normed tokens; hf_vit's image
+            # feature is then DINOv3's own, the normed [CLS] token: the tokens are compared, not the feature
+            pooled_feature_compared = source_model.global_pool == "token" or model.config.pooling == "mean"
+        else:
+            model = from_timm(source_model.eval())
         how = "built by timm's model registry"
     else:
         timm_state_dict_to_hf_vit(state_dict)
@@ -520,7 +577,10 @@ def convert_timm_folder(path) -> Conversion:
 
     def reference():  # timm's own loader, reading the same folder
         timm_module = _require("timm", "verify")
-        return _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
+        forward = _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
+        if pooled_feature_compared:
+            return forward
+        return lambda x: {"last_hidden_state": forward(x)["last_hidden_state"]}
 
     processor = timm_image_processor(pretrained_cfg)
     return Conversion(
@@ -529,7 +589,13 @@ def convert_timm_folder(path) -> Conversion:
         details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
         "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "
         f"reproduces timm's eval transform (input {processor.crop_size['height']}×{processor.crop_size['width']}, "
-        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'}).",
+        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'})."
+        + (
+            ""
+            if pooled_feature_compared
+            else " timm pools this model by averaging its normed patch tokens; hf_vit's image feature "
+            "(`pooler_output`) is the normed [CLS] token, DINOv3's own (the tokens are identical to timm's)."
+        ),
         image_mean=tuple(processor.image_mean),
         image_std=tuple(processor.image_std),
         resample=processor.resample,

@@ -26,6 +26,7 @@ from .core import (
     _source_processor,
 )
 from .dinov2 import DINOV2_MODEL_TYPES, convert_dinov2_folder
+from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
 
 # ---------------------------------------------------------------------------------------------------------------
 # transformers ViT
@@ -161,15 +162,20 @@ def convert_transformers_folder(path) -> Conversion:
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type in DINOV2_MODEL_TYPES:
         return convert_dinov2_folder(path)
-    if model_type == "deit":
-        raise ValueError(
-            f"{path / 'config.json'} is a distilled DeiT (model_type 'deit'): its distillation token has no "
-            "hf_vit equivalent (the non-distilled facebook/deit-* models are model_type 'vit' and convert)"
-        )
+    from .image_text import CLIP_MODEL_TYPES, SIGLIP_MODEL_TYPES, convert_image_text_folder
+    from .vit_variants import VIT_VARIANT_MODEL_TYPES, convert_vit_variant_folder
+
+    if model_type == DINOV3_MODEL_TYPE:
+        return convert_dinov3_folder(path)
+    if model_type in VIT_VARIANT_MODEL_TYPES:
+        return convert_vit_variant_folder(path)
+    if model_type in SIGLIP_MODEL_TYPES + CLIP_MODEL_TYPES:
+        return convert_image_text_folder(path)
     if model_type != "vit":
         raise ValueError(
             f"{path / 'config.json'} has model_type {model_type!r}; `source`=transformers converts 'vit', "
-            "'dinov2' and 'dinov2_with_registers' models"
+            f"'dinov2', 'dinov2_with_registers', {', '.join(repr(t) for t in VIT_VARIANT_MODEL_TYPES)}, DINOv3, "
+            "SigLIP and CLIP models"
         )
     from transformers import ViTConfig
 
