@@ -246,6 +246,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family):
     entry = pulled[family]
@@ -259,6 +260,7 @@ def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family)
     assert set(entry["native"]) == expected
 
 
+@pytest.mark.slow
 def test_dinov3_backbone_intermediate_layers_and_pictures_match_transformers(pulled):
     checks = pulled["dinov3-extra"]
     for name, value in checks.items():
@@ -267,6 +269,7 @@ def test_dinov3_backbone_intermediate_layers_and_pictures_match_transformers(pul
     assert len(checks["feature_picture_shape"]) == 3
 
 
+@pytest.mark.slow
 def test_dinov3_preprocessing_new_head_verify_and_export_refusal(pulled):
     assert pulled["processor"].startswith("DINOv3ViTImageProcessor") and pulled["processor_size"] == [32, 32]
     assert pulled["new_head"]["logits"] == [2, 5] and pulled["new_head"]["backbone"] <= TOL
@@ -278,6 +281,7 @@ def test_dinov3_preprocessing_new_head_verify_and_export_refusal(pulled):
     assert "rotary position encoding (dinov3) computed for the input's grid" in card
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run, rope_type", [("train", "dinov3"), ("finetune", "eva02")])
 def test_both_trainers_fine_tune_the_rope_families_in_one_command(pulled, run, rope_type):
     """hf-vit-train on the DINOv3 repo, hf-vit-finetune (Trainer) on the EVA-02 one: a new head for three classes."""
@@ -423,6 +427,7 @@ def test_int8_quantization_meta_device_and_gradient_checkpointing():
         torch.testing.assert_close(p.grad, plain[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_remote_code_without_hf_vit(pulled):
     folder, model, stdout = pulled["saved"]
     assert "transformers_modules" in stdout and "HfViTForImageClassification HfViTModel" in stdout
