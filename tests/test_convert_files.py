@@ -53,6 +53,7 @@ TIMM_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TIMM_CASES))
 def test_timm_file_converts_and_matches_timm(case, tmp_path):
     arch, kwargs, suffix = TIMM_CASES[case]
@@ -109,6 +110,7 @@ def test_timm_file_with_num_heads_needs_no_model_name(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # DINO
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dino_training_checkpoint(tmp_path):
     """Saved as DINO saves it: teacher/student dicts, `module.`/`backbone.` prefixes, a DINO head, args Namespace."""
     import argparse

@@ -19,6 +19,7 @@ def timm_token():
     return perturb(timm.create_model("vit_small_patch16_224", pretrained=False, dynamic_img_size=True, num_classes=10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("size", SIZES)
 def test_timm_vit_small_token_pooling(timm_token, size, attn):
@@ -34,6 +35,7 @@ def test_timm_vit_small_token_pooling(timm_token, size, attn):
         assert max_diff(out.logits, timm_token(x)) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_timm_vit_small_avg_pooling(size):
     torch.manual_seed(1)
@@ -107,6 +109,7 @@ def transformers_vit_small():
     return perturb(ViTForImageClassification(config))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_transformers_vit_small(transformers_vit_small, size):
     source = transformers_vit_small

@@ -110,6 +110,7 @@ def test_loss_on_a_non_square_input_is_the_mean_l1_over_the_masked_patch(tiny_co
     assert model(x).loss is None
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tiny_config):
     torch.manual_seed(0)
     model = HfViTForMaskedImageModeling(tiny_config()).train()

@@ -187,6 +187,7 @@ class _TinyImages(torch.utils.data.Dataset):
         return {"pixel_values": self.pixels[i], "labels": self.labels[i]}
 
 
+@pytest.mark.slow
 def test_trainer_a_few_steps_lowers_the_loss(tmp_path, tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=2))
     data = _TinyImages()
