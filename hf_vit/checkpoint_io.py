@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import zipfile
@@ -25,6 +26,7 @@ CODE_FILES = ("configuration_hf_vit.py", "modeling_hf_vit.py")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Wrappers added by DDP (`module.`) and torch.compile (`_orig_mod.`); they never belong to the weights' names.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+logger = logging.getLogger(__name__)
 
 
 def _require_file(path: str | os.PathLike) -> Path:
@@ -205,6 +207,37 @@ def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
         obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file)
         merged.update(unwrap_state_dict(obj, file) if unwrap else obj)
     return merged
+
+
+def load_image_processor(location: str | os.PathLike, **hub_kwargs):
+    """The image processor saved with a checkpoint (a folder or Hub repo's preprocessor_config.json) as the class
+    transformers ships that it names (`image_processor_type`; `ViTImageProcessor` if it names none of them). An
+    `auto_map` in the file (code of some other repo) is dropped and never executed or written back; OSError when
+    there is no such file. `hub_kwargs`: revision, cache_dir, token."""
+    import transformers
+    from transformers.image_processing_utils import ImageProcessingMixin
+
+    settings, _ = transformers.ViTImageProcessor.get_image_processor_dict(os.fspath(location), **hub_kwargs)
+    settings = dict(settings)
+    if settings.pop("auto_map", None) is not None:
+        logger.warning(
+            "%s: the image processor's auto_map (code from elsewhere) is ignored; using transformers' own class",
+            location,
+        )
+    name = settings.pop("image_processor_type", None)
+    settings.pop("processor_class", None)
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if not (
+        isinstance(cls, type) and issubclass(cls, ImageProcessingMixin) and cls.__module__.startswith("transformers.")
+    ):
+        if name is not None:
+            logger.warning(
+                "%s: image processor %r is not one transformers ships; using ViTImageProcessor with its settings",
+                location,
+                name,
+            )
+        cls = transformers.ViTImageProcessor
+    return cls.from_dict(settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------

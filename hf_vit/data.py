@@ -384,13 +384,23 @@ class _SeededAugmentation:
 
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
-    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, ...) as RGB; transparency goes to PIL's default (black)."""
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, F, ...) as RGB; transparency goes to PIL's default (black). Float
+    images hold [0, 1] (scaled to 0-255) or 0-255; others raise BadImageError."""
     if image.mode == "RGB":
         return image
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode.startswith("I"):  # 16/32-bit grey: PIL cannot go straight to RGB
         image = image.convert("F").point(lambda v: v / 256.0).convert("L")
+    if image.mode == "F":  # float grey (e.g. a float TIFF): [0, 1] scaled to 0-255 as PIL's users expect
+        low, high = image.getextrema()
+        if not (0.0 <= low and high <= 255.0):
+            raise BadImageError(
+                f"a float image with values in [{low:g}, {high:g}]; expected [0, 1] (or 0-255): rescale it first"
+            )
+        if high <= 1.0:
+            image = image.point(lambda v: v * 255.0)
+        image = image.convert("L")
     return image.convert("RGB")
 
 

@@ -34,6 +34,7 @@ import os
 import re
 from pathlib import Path
 
+from .checkpoint_io import CODE_FILES  # noqa: E402
 from .checkpoint_io import CONFIG_NAME as CONFIG  # noqa: E402
 from .checkpoint_io import IMAGE_PROCESSOR_NAME as PROCESSOR  # noqa: E402
 from .checkpoint_io import SAFE_WEIGHTS_INDEX_NAME as WEIGHTS_INDEX  # noqa: E402
@@ -116,15 +117,22 @@ def _code_files(folder: Path, config: dict) -> list[str]:
             f"{folder / CONFIG} has no auto_map (AutoConfig, AutoModel): save the model with hf_vit's save_pretrained "
             "so that trust_remote_code loading works"
         )
-    modules = {
-        reference.split("--")[-1].rsplit(".", 1)[0] for reference in auto_map.values() if isinstance(reference, str)
-    }
-    files, todo = [], sorted(modules)
+    references = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
+    own = {Path(name).stem for name in CODE_FILES}
+    for reference in references:  # what trust_remote_code would run for whoever loads the pushed repo
+        if not isinstance(reference, str) or "--" in reference or reference.rsplit(".", 1)[0] not in own:
+            raise ValueError(
+                f"{folder / CONFIG}: auto_map names code that is not hf_vit's own ({reference!r}); hf_vit pushes "
+                f"only checkpoints whose code is its {' and '.join(CODE_FILES)}: re-save the model with hf_vit"
+            )
+    files, todo = [], sorted({reference.rsplit(".", 1)[0] for reference in references})
     while todo:  # the named modules and what they import relatively
         name = todo.pop()
         filename = f"{name}.py"
         if filename in files:
             continue
+        if filename not in CODE_FILES:
+            raise ValueError(f"{folder}: the checkpoint's code imports {filename}, which is not one of hf_vit's files")
         path = folder / filename
         if not path.is_file():
             raise ValueError(
@@ -137,9 +145,9 @@ def _code_files(folder: Path, config: dict) -> list[str]:
 
 def _check_loads(folder: Path, config: dict) -> int:
     """Load the model and image processor from `folder`; every weight must be present and used. Returns #parameters."""
-    from transformers import AutoImageProcessor
-
     import hf_vit
+
+    from .checkpoint_io import load_image_processor
 
     architectures = config.get("architectures") or ["HfViTModel"]
     model_class = getattr(hf_vit, architectures[0], None)
@@ -160,7 +168,7 @@ def _check_loads(folder: Path, config: dict) -> int:
         )
         raise ValueError(f"{folder}: the weights do not match the config ({detail})")
     try:
-        AutoImageProcessor.from_pretrained(folder)
+        load_image_processor(folder)
     except Exception as err:
         raise ValueError(f"{folder / PROCESSOR} does not load: {str(err).strip().splitlines()[0]}") from None
     return sum(p.numel() for p in model.parameters())
@@ -210,7 +218,11 @@ def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[
             f"{folder} has no {PROCESSOR}: save the image processor too, e.g. "
             "ViTImageProcessor(size={'height': H, 'width': W}, ...).save_pretrained(folder)"
         )
-    _read_json(folder / PROCESSOR)
+    if "auto_map" in _read_json(folder / PROCESSOR):
+        raise ValueError(
+            f"{folder / PROCESSOR} has an auto_map (code that whoever loads the repo would run); hf_vit's checkpoints "
+            "use transformers' own image processor: remove the auto_map, or save the processor again"
+        )
     files = [CONFIG, *weights, PROCESSOR, *code]
     if (folder / CARD).is_file():
         check_card((folder / CARD).read_text(encoding="utf-8"), str(folder / CARD))

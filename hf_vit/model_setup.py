@@ -261,10 +261,11 @@ def _read_config_file(path: str) -> dict:
 
 
 def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     import hf_vit  # noqa: F401  (registers the Auto classes)
 
+    from .checkpoint_io import load_image_processor
     from .convert.pretrained import pretrained_location
     from .data import image_processor_for
 
@@ -275,17 +276,54 @@ def _pretrained(name_or_path: str, labels: dict, cache_dir: str | None):
         raise ValueError(f"cannot load a model from {name_or_path}: {str(error).splitlines()[0]}") from None
     if config.model_type != "hf_vit":
         raise ValueError(f"{name_or_path} is a {config.model_type!r} model, not hf_vit (convert it first)")
-    same_labels = dict(config.id2label or {}) == labels["id2label"]
-    if not same_labels:
+    theirs = {int(index): name for index, name in (config.id2label or {}).items()}
+    ours = labels["id2label"]
+    if theirs == ours:
+        model = AutoModelForImageClassification.from_pretrained(location, cache_dir=cache_dir, **labels)
+    elif sorted(theirs.values()) == sorted(ours.values()):  # the same classes in another order: keep them, by name
+        model = AutoModelForImageClassification.from_pretrained(location, cache_dir=cache_dir)
+        _reorder_head(model, theirs, labels)
+        logger.info(
+            "%s has the data's labels in another order: its classification head's rows are reordered by name",
+            name_or_path,
+        )
+    else:
+        model = AutoModelForImageClassification.from_pretrained(
+            location, cache_dir=cache_dir, ignore_mismatched_sizes=True, **labels
+        )
+        _new_head(model)  # a head of the same size still means other classes: a new one, whatever its size
         logger.info("%s has other labels than the data: a new classification head is trained", name_or_path)
-    model = AutoModelForImageClassification.from_pretrained(
-        location, cache_dir=cache_dir, ignore_mismatched_sizes=not same_labels, **labels
-    )
     try:
-        processor = AutoImageProcessor.from_pretrained(location, cache_dir=cache_dir)
+        processor = load_image_processor(location, cache_dir=cache_dir)  # never an auto_map's code
     except OSError:
         processor = image_processor_for(config.image_size)
     return model, processor
+
+
+def _new_head(model) -> None:
+    """A freshly initialised classification head (hf_vit's init: truncated normal weights, zero bias)."""
+    import torch
+
+    old = model.classifier
+    head = torch.nn.Linear(old.in_features, old.out_features, device=old.weight.device, dtype=old.weight.dtype)
+    torch.nn.init.trunc_normal_(head.weight, std=model.config.initializer_range)
+    torch.nn.init.zeros_(head.bias)
+    model.classifier = head
+
+
+def _reorder_head(model, theirs: dict[int, str], labels: dict) -> None:
+    """Give `model` (whose head's outputs are `theirs`, index -> name) the data's label order: output i becomes the
+    row of the class the data calls i, so every output keeps the class it was trained for."""
+    import torch
+
+    rows = torch.tensor(
+        [{name: index for index, name in theirs.items()}[name] for _, name in sorted(labels["id2label"].items())]
+    )
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight[rows])
+        if model.classifier.bias is not None:
+            model.classifier.bias.copy_(model.classifier.bias[rows])
+    model.config.id2label, model.config.label2id = dict(labels["id2label"]), dict(labels["label2id"])
 
 
 __all__ = [

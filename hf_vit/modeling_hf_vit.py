@@ -164,12 +164,37 @@ class HfViTPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # (B, C, H, W) -> (B, D, H/P, W/P) -> (B, N, D)
+        if _capturing_graph():
+            pixel_values = _whole_patches(pixel_values, self.patch_size)
         return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+def _whole_patches(pixel_values: torch.Tensor, patch: int) -> torch.Tensor:
+    """The size check that survives export: a reshape into whole patches and back, which an exported graph (ONNX in
+    onnxruntime too) runs and which fails when the height or width is not a multiple of the patch, where the Python
+    check is frozen or dropped."""
+    batch, channels, height, width = pixel_values.shape
+    return pixel_values.reshape(batch, channels, height // patch, patch, width // patch, patch).reshape(
+        batch, channels, height, width
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tokens -> prefix tokens ([CLS], distillation, registers) + positions
 # ---------------------------------------------------------------------------------------------------------------
+def _check_mask_values(bool_masked_pos: torch.Tensor) -> None:
+    """A mask is boolean, or integers 0/1: a float mask (a forgotten `< ratio`) would mask every non-zero patch. The
+    dtype is checked always, integer values only in eager mode (a traced graph has no data-dependent branch)."""
+    if bool_masked_pos.is_floating_point() or bool_masked_pos.is_complex():
+        raise ValueError(
+            f"bool_masked_pos must be a boolean (or 0/1 integer) tensor, got {bool_masked_pos.dtype}: "
+            "compare random numbers with the mask ratio, e.g. torch.rand(batch, patches) < 0.6"
+        )
+    if bool_masked_pos.dtype != torch.bool and not torch.compiler.is_compiling():
+        if bool(((bool_masked_pos != 0) & (bool_masked_pos != 1)).any()):
+            raise ValueError("bool_masked_pos must hold only 0 and 1 (or be a boolean tensor)")
+
+
 class HfViTEmbeddings(nn.Module):
     """Patch tokens, the prefix tokens (learned [CLS] and distillation tokens, registers; each optional), and learned
     position embeddings.
@@ -260,6 +285,7 @@ class HfViTEmbeddings(nn.Module):
                     f"bool_masked_pos must have shape (batch, patches) = {tuple(embeddings.shape[:2])}, "
                     f"got {tuple(bool_masked_pos.shape)}"
                 )
+            _check_mask_values(bool_masked_pos)
             mask_token = self.mask_token.to(embeddings.dtype).unsqueeze(0)
             embeddings = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, embeddings)
         leading = [t.expand(batch_size, -1, -1) for t in (self.cls_token, self.distillation_token) if t is not None]
@@ -679,8 +705,9 @@ class HfViTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Name all model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
-        # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head).
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head); nothing
+        # else: entries a loaded config carried (code of some other repo) are never written back.
+        self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):
             _save_default_image_processor(save_directory, self.config)

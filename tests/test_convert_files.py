@@ -202,6 +202,24 @@ def test_transformers_folder(names, tmp_path):
         assert max_diff(logits_of_folder(tmp_path / "out", x), source(x).logits) <= TOL
 
 
+def test_converted_folder_never_carries_the_sources_auto_map(tmp_path):
+    """A source processor's auto_map (code of some other repo) is not copied: the converted folder names the class
+    transformers ships, so loading it with trust_remote_code runs nothing but hf_vit's own files."""
+    from transformers import ViTImageProcessor
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, image_size=32)
+    folder = tmp_path / "vit"
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.25] * 3).save_pretrained(folder)
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    settings["auto_map"] = {"AutoImageProcessor": "other/repo--evil.EvilProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    convert_checkpoint("transformers", folder, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert "auto_map" not in written and written["image_processor_type"] == "ViTImageProcessor"
+    assert written["image_mean"] == [0.25] * 3  # the source's preprocessing itself is kept
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Google .npz: written from a random timm model, read back by timm's own loader (the reference)
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,20 @@ def test_any_mode_becomes_rgb(mode):
     assert pixels.shape == (3, 8, 8) and pixels.dtype == torch.float32
 
 
+def test_a_float_image_in_0_1_reads_as_its_8_bit_twin(tmp_path):
+    """A float TIFF in [0, 1] (PIL mode "F") is scaled to 0-255, not clipped to almost black; other ranges refused."""
+    import numpy as np
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "float.tiff")
+    Image.fromarray(np.round(ramp * 255).astype(np.uint8)).save(tmp_path / "eight_bit.png")
+    ours = np.asarray(hdata.open_image(tmp_path / "float.tiff"), dtype=np.int16)
+    assert np.abs(ours - np.asarray(hdata.open_image(tmp_path / "eight_bit.png"), dtype=np.int16)).max() <= 1
+    Image.fromarray(ramp * 3 - 1, mode="F").save(tmp_path / "signed.tiff")
+    with pytest.raises(hdata.BadImageError, match=r"signed.tiff: a float image with values in \[-1, 2\]"):
+        hdata.open_image(tmp_path / "signed.tiff")
+
+
 def test_transforms_match_the_image_processor():
     processor = hdata.image_processor_for(16, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3])
     image = Image.frombytes("RGB", (16, 16), bytes(range(256)) * 3)

@@ -1,5 +1,6 @@
 """Exports with dynamic batch, height and width: torch.export and ONNX (both exporters, run in onnxruntime) give the
-eager model's outputs at the trained size and at other sizes, square and not."""
+eager model's outputs at the trained size and at other sizes, square and not, and refuse sizes that are no multiple
+of the patch, as the eager model does."""
 
 import warnings
 
@@ -33,6 +34,19 @@ def _model(tiny_config, overrides):
 def _example(config):
     height, width = config.image_size if isinstance(config.image_size, list) else (config.image_size,) * 2
     return torch.randn(2, 3, height, width)
+
+
+NOT_WHOLE_PATCHES = [(1, 33, 32), (1, 32, 36), (2, 39, 39)]  # eager and torch.export refuse them
+
+
+def _refuses_partial_patches(run):
+    """The exported graph refuses, as the eager model does, a height or width that is no multiple of the patch
+    (rather than dropping the extra pixels)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+    for batch, height, width in NOT_WHOLE_PATCHES:
+        with pytest.raises((Fail, InvalidArgument), match="Reshape"):
+            run(torch.randn(batch, 3, height, width))
 
 
 def _check(model, run, sizes, atol):
@@ -84,6 +98,7 @@ def test_onnx_dynamo_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_p
     program.save(str(tmp_path / "model.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     _check(model, lambda x: session.run(["logits"], {"pixel_values": x.numpy()})[0], sizes, atol=1e-4)
+    _refuses_partial_patches(lambda x: session.run(["logits"], {"pixel_values": x.numpy()}))
 
 
 def test_onnx_legacy_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_path):
@@ -104,3 +119,4 @@ def test_onnx_legacy_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_p
         )
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     _check(model, lambda x: session.run(["logits"], {"pixel_values": x.numpy()})[0], sizes, atol=1e-4)
+    _refuses_partial_patches(lambda x: session.run(["logits"], {"pixel_values": x.numpy()}))

@@ -12,6 +12,7 @@ Hub clients run in subprocesses (huggingface_hub reads HF_ENDPOINT at import tim
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -536,3 +537,50 @@ print(model.config.num_attention_heads, model.config.pooling, model.config.num_l
     assert result.stdout.split() == ["3", "mean", "3"]
     with torch.no_grad():
         assert (torch.load(tmp_path / "out.pt") - source(x)).abs().max().item() <= TOL
+
+
+DAMAGE = {
+    "cut weights": lambda folder: (folder / "model.safetensors").write_bytes(
+        (folder / "model.safetensors").read_bytes()[:-100]
+    ),
+    "weights of another size": lambda folder: (folder / "model.safetensors").write_bytes(
+        (folder / "model.safetensors").read_bytes() + b" "
+    ),
+    "config removed": lambda folder: (folder / "config.json").unlink(),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_damaged_cached_conversion_is_converted_again(case, tmp_path, caplog):
+    import logging
+
+    import hf_vit
+    from hf_vit.convert.pretrained import resolve_pretrained
+
+    source = _timm_folder(tmp_path / "timm", embed_dim=32)
+    cache = tmp_path / "cache"
+    folder = Path(resolve_pretrained(tmp_path / "timm", cache_dir=cache).location)
+    DAMAGE[case](folder)
+    with caplog.at_level(logging.WARNING, logger="hf_vit"):
+        model = hf_vit.from_pretrained(tmp_path / "timm", cache_dir=cache).eval()
+    assert f"the cached conversion {folder} is damaged" in caplog.text
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x).logits - source(x)).abs().max().item() <= TOL
+    assert resolve_pretrained(tmp_path / "timm", cache_dir=cache).from_cache  # repaired: used again from now on
+
+
+def test_a_lone_timm_weights_file_is_refused_with_advice_from_pretrained_can_follow(tmp_path):
+    """filename= picks the weights without timm's config.json: the refusal names no parameter from_pretrained lacks."""
+    import inspect
+
+    import hf_vit
+    from hf_vit.convert import pretrained
+
+    _timm_folder(tmp_path / "timm", embed_dim=32)  # a width timm's ViTs do not have: the heads are unknown
+    with pytest.raises(ValueError, match="the heads cannot be inferred") as refused:
+        hf_vit.from_pretrained(tmp_path / "timm", filename="model.safetensors", cache_dir=tmp_path / "cache")
+    accepted = set(inspect.signature(pretrained.from_pretrained).parameters)  # what hf_vit's passes on
+    named = set(re.findall(r"`(\w+)`", str(refused.value)))
+    assert named and named <= accepted, named - accepted
+    assert "without `filename`" in str(refused.value)

@@ -456,6 +456,27 @@ def test_check_folder_finds_what_is_missing_or_broken(tmp_path, tiny_config):
         check_repo_id("me/two--dashes")
 
 
+FOREIGN_CODE = {
+    "config naming another repo's code": ("config.json", {"AutoModel": "other/repo--modeling_hf_vit.HfViTModel"}),
+    "config naming a file of its own": ("config.json", {"AutoModel": "evil.EvilModel"}),
+    "processor with an auto_map": ("preprocessor_config.json", {"AutoImageProcessor": "other/repo--evil.Evil"}),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN_CODE)
+def test_push_refuses_a_folder_whose_configs_name_code_that_is_not_hf_vits(case, tmp_path):
+    """Whoever loads a pushed repo with trust_remote_code runs what its auto_map names: only hf_vit's two files."""
+    name, auto_map = FOREIGN_CODE[case]
+    folder = tmp_path / "ckpt"
+    save_checkpoint(folder, seed=5, card=False)
+    (folder / "evil.py").write_text("raise SystemExit('ran')\n")
+    settings = json.loads((folder / name).read_text())
+    settings["auto_map"] = {**settings.get("auto_map", {}), **auto_map}
+    (folder / name).write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="auto_map"):
+        check_folder(folder, load=False)
+
+
 def test_prepare_folder_writes_a_card_when_there_is_none(tmp_path):
     folder = tmp_path / "ckpt"
     save_checkpoint(folder, seed=6, card=False)

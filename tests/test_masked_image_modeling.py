@@ -159,6 +159,21 @@ def test_mistakes_are_refused_with_a_clear_message(tiny_config):
         HfViTConfig(encoder_stride=0).check_values()
 
 
+def test_a_mask_that_is_not_boolean_or_0_1_is_refused_and_export_still_works(tiny_config):
+    """A forgotten `< ratio` (a float mask) would mask every patch while weighting the loss by the floats."""
+    model = HfViTForMaskedImageModeling(tiny_config()).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="must be a boolean .or 0/1 integer. tensor, got torch.float32"):
+        model(x, bool_masked_pos=torch.rand(1, 16))
+    with pytest.raises(ValueError, match="must hold only 0 and 1"):
+        model(x, bool_masked_pos=torch.full((1, 16), 2))
+    mask = random_mask(1, 16)
+    expected = model(x, bool_masked_pos=mask).loss
+    assert model(x, bool_masked_pos=mask.long()).loss == expected  # 0/1 integers are a mask too
+    exported = torch.export.export(model, (x,), {"bool_masked_pos": mask.long()})  # the check leaves no graph break
+    torch.testing.assert_close(exported.module()(x, bool_masked_pos=mask.long()).loss, expected)
+
+
 REMOTE_CODE = r"""
 import sys
 sys.modules["hf_vit"] = None  # make `import hf_vit` fail in this process

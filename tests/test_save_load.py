@@ -56,6 +56,19 @@ def test_folder_contents_and_auto_map(saved):
         assert (folder / name).read_text() == (REPO / "hf_vit" / name).read_text()
 
 
+def test_a_saved_folder_names_no_code_but_hf_vits_own(tmp_path, tiny_config):
+    """A config loaded with a foreign auto_map entry (another repo's code) is saved with hf_vit's auto_map only."""
+    from hf_vit.modeling_hf_vit import AUTO_MAP
+
+    HfViTModel(tiny_config()).save_pretrained(tmp_path / "a")
+    settings = json.loads((tmp_path / "a" / "config.json").read_text())
+    settings["auto_map"]["AutoModelForImageClassification"] = "other/repo--evil.EvilModel"
+    settings["auto_map"]["AutoTokenizer"] = ["other/repo--evil.Evil", None]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(settings))
+    HfViTForImageClassification.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["auto_map"] == AUTO_MAP
+
+
 def test_round_trip_single_file(saved):
     folder, model = saved
     reloaded = AutoModelForImageClassification.from_pretrained(folder)

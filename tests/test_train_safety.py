@@ -356,3 +356,45 @@ def test_an_unreadable_demo_image_never_fails_the_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "pipeline prediction for a held-out validation image" in result.stdout
+
+
+def test_finetune_resumes_from_latest_as_train_does(tmp_path):
+    """`--resume_from_checkpoint latest` (what train.py takes) is the newest checkpoint-N; a folder that is not one
+    is refused in one line naming the checkpoints there."""
+    from safetensors.torch import load_file
+
+    data, out = tmp_path / "images", tmp_path / "out"
+    write_images(data)
+    common = [
+        FINETUNE,
+        "--train_dir",
+        str(data),
+        "--preset",
+        "vit-tiny-patch16-224",
+        "--config_overrides",
+        ",".join(f"{k}={v}" for k, v in TINY.items()),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--use_cpu",
+        "true",
+    ]
+    first = run_main(common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = load_file(out / "checkpoint-2" / "model.safetensors")
+    wrong = run_main([*common, "--resume_from_checkpoint", str(out / "checkpoint-9")])
+    one_line_error(wrong, "checkpoint-9", "holds checkpoint-1, checkpoint-2", '"latest"')
+    # another seed: a fresh start would give other weights; resumed at step 2 of 2, the model is checkpoint-2's
+    resumed = run_main([*common, "--resume_from_checkpoint", "latest", "--seed", "1"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = load_file(out / "model.safetensors")
+    assert all((final[name] == tensor).all() for name, tensor in saved.items())

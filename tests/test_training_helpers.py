@@ -299,3 +299,38 @@ def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_
     for name in names:
         assert as_flags(fields[name].metadata["help"]) in text, name
     assert "(default: 0.05)" in text and "{auto,on,off}" in text and "{no,bf16,fp16}" in text
+
+
+HEAD_CASES = {  # the pretrained head's classes are b, a, c; the data's ...
+    "same classes in another order": ({0: "a", 1: "b", 2: "c"}, "reordered by name"),
+    "other classes, as many": ({0: "x", 1: "y", 2: "z"}, "a new classification head"),
+}
+
+
+@pytest.mark.parametrize("case", HEAD_CASES)
+def test_fine_tuning_never_gives_a_trained_output_another_class(case, tiny_config, tmp_path, caplog):
+    """hf-vit-train --model_name_or_path and hf-vit-finetune both build through model_setup.build_model: an output
+    keeps the class it was trained for (rows reordered by name), or the head is new when the classes differ."""
+    import logging
+
+    import torch
+
+    from hf_vit.model_setup import build_model
+
+    theirs = {0: "b", 1: "a", 2: "c"}
+    pretrained = HfViTForImageClassification(tiny_config(id2label=theirs)).eval()
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    ours, message = HEAD_CASES[case]
+    with caplog.at_level(logging.INFO, logger="hf_vit"):
+        model, _ = build_model(ours, model_name_or_path=str(tmp_path / "pretrained"))
+    assert message in caplog.text and model.config.id2label == ours
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before, after = pretrained(x).logits, model.eval()(x).logits
+        assert torch.equal(pretrained.vit(x).pooler_output, model.vit(x).pooler_output)  # the backbone is kept
+    if message == "reordered by name":
+        row = {name: index for index, name in theirs.items()}
+        for index, name in ours.items():
+            torch.testing.assert_close(after[:, index], before[:, row[name]], rtol=0, atol=0)
+    else:
+        assert not torch.equal(model.classifier.weight, pretrained.classifier.weight)

@@ -379,3 +379,87 @@ def test_failed_push_leaves_the_folder_unchanged_and_a_later_one_writes_the_card
     card = (uncarded / "README.md").read_bytes()
     assert hub.files(repo_id)["README.md"] == card  # the folder and the repo hold the same card
     assert snapshot(uncarded) == {**before, "README.md": card}
+
+
+# ---- predict: what hf_vit refuses is refused by hf_vit, and no auto_map's code ever runs ---------------------------
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _vit_config(folder):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(folder)
+
+
+def _code_pickle(folder):
+    _vit_config(folder)
+    torch.save({"payload": RunsCode(folder.parent / "pwned")}, folder / "pytorch_model.bin")
+    return "needs arbitrary code"
+
+
+def _no_weights(folder):
+    _vit_config(folder)
+    return "found no unique weight file"
+
+
+def _bert(folder):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(folder)
+    return "is a 'bert' model"
+
+
+PREDICT_REFUSALS = {"pickle that would run code": _code_pickle, "no weights": _no_weights, "BERT": _bert}
+
+
+@pytest.mark.parametrize("cli", ["predict", "visualize_attention"])
+@pytest.mark.parametrize("case", PREDICT_REFUSALS)
+def test_models_hf_vit_refuses_are_refused_in_its_own_words(cli, case, gray16, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    expected = PREDICT_REFUSALS[case](folder)
+    args = [f"scripts/{cli}.py", str(folder), str(gray16)]
+    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])), 2)
+    assert line.startswith(f"error: cannot load a model from '{folder}'") and expected in line, line
+    assert "weights_only` set to `False`" not in line and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "folder"])
+def test_attention_refuses_a_missing_image_or_a_folder_as_image_before_any_work(case, model_dir, tmp_path):
+    image = tmp_path / "images"
+    if case == "folder":
+        image.mkdir()
+    args = ["scripts/visualize_attention.py", str(model_dir), str(image), "--output_dir", str(tmp_path / "maps")]
+    line = error_line(run_main(args), 2)
+    assert line == (
+        f"error: image {image} does not exist"
+        if case == "missing"
+        else f"error: {image} is a folder; expected an image file (give the images inside it)"
+    ), line
+    assert not (tmp_path / "maps").exists()
+
+
+def test_predict_never_runs_the_code_a_processor_auto_map_names(model_dir, gray16, tmp_path, monkeypatch):
+    monkeypatch.setattr("builtins.input", lambda *args: "y")  # a user who answers "y" to transformers' question
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file in model_dir.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "evil.py").write_text(
+        f"open({str(tmp_path / 'pwned')!r}, 'w').close()\nfrom transformers import ViTImageProcessor as EvilProcessor\n"
+    )
+    import json
+
+    settings = json.loads((folder / "preprocessor_config.json").read_text())
+    settings["auto_map"] = {"AutoImageProcessor": "evil.EvilProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings))
+    result = run_main(["scripts/predict.py", str(folder), str(gray16)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "pwned").exists()

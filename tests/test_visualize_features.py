@@ -156,7 +156,7 @@ def test_cli_refuses_mistakes_in_one_line_and_touches_no_users_file(files, tmp_p
         "already holds files (wide_features.png": [model, wide, "--output_dir", tmp_path],
         "exists and is not a folder": [model, wide, "--output_dir", tmp_path / "a_file"],
         "not an image file": [model, wide, files / "notes.txt", "--output_dir", tmp_path / "new"],
-        "cannot load a model config": [files / "missing", wide, "--output_dir", tmp_path / "new"],
+        f"model folder {files / 'missing'} does not exist": [files / "missing", wide, "--output_dir", tmp_path / "new"],
         "--size must be positive multiples of the patch size 8": [
             model,
             wide,

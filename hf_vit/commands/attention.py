@@ -100,18 +100,23 @@ def main(argv=None) -> int:
     require("viz", "hf-vit-attention")
     if not 0.0 <= args.threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {args.threshold}")
+    for image_path in args.images:  # the user's mistakes, before any work: a missing image, a folder as an image
+        if not Path(image_path).exists():
+            fail(f"image {image_path} does not exist")
+        if Path(image_path).is_dir():
+            fail(f"{image_path} is a folder; expected an image file (give the images inside it)")
     stems = output_stems(args.images)
     check_output_dir(Path(args.output_dir), stems, OUTPUT_SUFFIXES, args.overwrite)
 
     import numpy as np
     import torch
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
+    from transformers import AutoConfig, AutoModel, ViTImageProcessor
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit import attention_maps as am
-    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.checkpoint_io import check_model_location, load_image_processor
     from hf_vit.data import BadImageError, open_image
     from hf_vit.fileio import atomic_write_bytes
 
@@ -125,11 +130,13 @@ def main(argv=None) -> int:
 
     try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
         model_name = pretrained_location(args.model)
+    except (OSError, ValueError) as error:  # bad Hub id, a layout hf_vit does not convert, weights it refuses
+        fail(f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
+    try:
         config = AutoConfig.from_pretrained(model_name)
-    except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
+    except (OSError, ValueError) as error:  # a broken config.json
         fail(
-            f"cannot load a model config from {args.model!r}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"cannot load the model config of {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         )
     if config.model_type != "hf_vit":
         fail(f"{args.model!r} is a {config.model_type!r} model; this script needs an hf_vit checkpoint")
@@ -152,7 +159,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
-        processor = AutoImageProcessor.from_pretrained(model_name)
+        processor = load_image_processor(model_name)  # transformers' own class; an auto_map is never run
     except (OSError, ValueError):
         size = am.size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})

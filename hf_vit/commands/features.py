@@ -95,13 +95,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTImageProcessor
+    from transformers import AutoConfig, AutoModel, ViTImageProcessor
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit import feature_maps as fm
     from hf_vit.attention_maps import display_image, size_pair
-    from hf_vit.checkpoint_io import check_model_location
+    from hf_vit.checkpoint_io import check_model_location, load_image_processor
     from hf_vit.convert.pretrained import pretrained_location
     from hf_vit.fileio import atomic_write_bytes
 
@@ -109,11 +109,19 @@ def main(argv=None) -> int:
     hf_logging.disable_progress_bar()
     try:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    try:
         model_name = pretrained_location(args.model)  # timm, transformers ViT, DINOv2...: the cached conversion
-        config = AutoConfig.from_pretrained(model_name)
-    except Exception as error:  # missing folder, bad Hub id, broken config.json, a layout hf_vit does not convert
+    except (OSError, ValueError) as error:  # bad Hub id, a layout hf_vit does not convert, weights it refuses
         raise UserError(
-            f"cannot load a model config from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+            f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
+        ) from None
+    try:
+        config = AutoConfig.from_pretrained(model_name)
+    except (OSError, ValueError) as error:  # a broken config.json
+        raise UserError(
+            f"cannot load the model config of {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         ) from None
     if config.model_type != "hf_vit":
         raise UserError(f"{args.model!r} is a {config.model_type!r} model; this command needs an hf_vit checkpoint")
@@ -135,7 +143,7 @@ def main(argv=None) -> int:
             f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
         ) from None
     try:
-        processor = AutoImageProcessor.from_pretrained(model_name)
+        processor = load_image_processor(model_name)  # transformers' own class; an auto_map is never run
     except (OSError, ValueError):
         size = size_pair(config.image_size)
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]})

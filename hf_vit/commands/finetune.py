@@ -111,6 +111,7 @@ def main(argv=None) -> int:
 
     check_model_flags(args)
     check_license_arguments(args)
+    resolve_resume(training_args)
     check_output_dir(args, training_args)  # before anything is created
     # one run per output folder; the other processes of a distributed run write only through the main one
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -121,6 +122,35 @@ def main(argv=None) -> int:
             return run(args, training_args)
     except DataError as error:
         raise UserError(str(error)) from None
+
+
+def resolve_resume(training_args) -> None:
+    """--resume_from_checkpoint as in train.py: "latest" is the newest checkpoint-N folder in --output_dir (none yet:
+    a fresh start); any other value must be a checkpoint folder of Trainer, else the checkpoints there are named."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_vit.cli import fail
+
+    value = training_args.resume_from_checkpoint
+    if not value:
+        return
+    output = Path(training_args.output_dir)
+    if value == "latest":
+        training_args.resume_from_checkpoint = get_last_checkpoint(output) if output.is_dir() else None
+        if training_args.resume_from_checkpoint is None:
+            print(f"no checkpoint in {output} yet: starting fresh")
+        return
+    if not (Path(value) / "trainer_state.json").is_file():
+        found = sorted(
+            (p.name for p in output.glob("checkpoint-*") if p.is_dir()),
+            key=lambda name: int(name.rsplit("-", 1)[1]) if name.rsplit("-", 1)[1].isdigit() else -1,
+        )
+        fail(
+            f"--resume_from_checkpoint {value} is not a checkpoint folder of this command (checkpoint-N with "
+            f"trainer_state.json); {output} holds "
+            + (", ".join(found) if found else "no checkpoints")
+            + ' (or pass "latest": the newest one, or a fresh start when there is none)'
+        )
 
 
 def check_output_dir(args, training_args):

@@ -2,8 +2,8 @@
 
     python scripts/predict.py MODEL IMAGE_OR_FOLDER... [--top_k 5] [--batch_size N] [--json]
 
-MODEL is an hf_vit checkpoint folder or Hub id, a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
-DINOv2, ...; converted once into the Hugging Face cache), or any image-classification checkpoint transformers can load.
+MODEL is an hf_vit checkpoint folder or Hub id, or a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
+DINOv2, ...; converted once into the Hugging Face cache); anything else is refused in one line (exit 2).
 Folders are searched recursively (hidden files skipped), with a progress bar. One line per image on stdout:
 `PATH<TAB>label (score) | label (score) ...`, or with --json one JSON object per line
 `{"file": PATH, "predictions": [{"label": ..., "score": ...}, ...]}`. Files that cannot be read as images are
@@ -72,34 +72,42 @@ def main(argv=None) -> int:
         fail("no files to classify" + (" (inputs not found)" if missing else " (the folders are empty)"))
 
     import torch
+    from safetensors import SafetensorError
     from tqdm.auto import tqdm
-    from transformers import pipeline
+    from transformers import AutoConfig, AutoModelForImageClassification, pipeline
     from transformers.utils import logging as hf_logging
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
-    from hf_vit.checkpoint_io import check_model_location
-    from hf_vit.data import BadImageError, open_image
+    from hf_vit.checkpoint_io import check_model_location, load_image_processor
+    from hf_vit.convert.pretrained import pretrained_location
+    from hf_vit.data import BadImageError, image_processor_for, open_image
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # hf_vit loads the model itself (its own classes, its own processor loader): never transformers' pipeline by
+    # name, which would fall back to other loaders, offer unsafe advice for a refused pickle, or run code that an
+    # auto_map names
     try:
         check_model_location(args.model)  # a missing folder or damaged weights: said plainly, before any loading
     except ValueError as error:
         fail(str(error))
-    from hf_vit.convert.pretrained import pretrained_location
-
-    try:  # timm, transformers ViT, DINOv2...: the cached hf_vit conversion (hf_vit.convert.pretrained)
-        model_name = pretrained_location(args.model)
-    except ValueError:  # a layout hf_vit does not convert: transformers may still load it as it is
-        model_name = args.model
     try:
-        classify = pipeline("image-classification", model=model_name, device=device)
-    except Exception as error:  # missing folder, bad Hub id, not an image-classification checkpoint
-        fail(
-            f"cannot load an image-classification model from {args.model!r}: "
-            f"{(str(error).splitlines() or [type(error).__name__])[0]}"
-        )
+        model_name = pretrained_location(args.model)  # timm, transformers ViT, DINOv2...: the cached conversion
+        config = AutoConfig.from_pretrained(model_name)
+    except (OSError, ValueError) as error:  # a layout hf_vit does not convert, a refused pickle, no weights
+        fail(f"cannot load a model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
+    if config.model_type != "hf_vit":
+        fail(f"{args.model!r} is a {config.model_type!r} model; this command needs an hf_vit checkpoint")
+    try:
+        model = AutoModelForImageClassification.from_pretrained(model_name).eval()
+    except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
+        fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
+    try:
+        processor = load_image_processor(model_name)
+    except OSError:  # no preprocessor_config.json: the default preprocessing at the model's size
+        processor = image_processor_for(config.image_size)
+    classify = pipeline("image-classification", model=model, image_processor=processor, device=device)
     top_k = min(args.top_k, classify.model.config.num_labels)
 
     failed = len(missing)

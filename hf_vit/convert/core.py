@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import (
+    load_image_processor,
     load_weights,
     strip_wrapper_prefixes,
 )
@@ -211,9 +212,7 @@ def _source_processor(path: Path):
     """The folder's own image processor (its preprocessor_config.json), or None."""
     if not (path / "preprocessor_config.json").is_file():
         return None
-    from transformers import AutoImageProcessor
-
-    return AutoImageProcessor.from_pretrained(path)
+    return load_image_processor(path)  # transformers' own class: an auto_map in the file is never carried over
 
 
 class VerificationError(ValueError):

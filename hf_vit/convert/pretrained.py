@@ -25,6 +25,7 @@ only.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ from pathlib import Path
 
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
-from ..checkpoint_io import PICKLE_SUFFIXES
-from ..fileio import read_json_object
+from ..checkpoint_io import PICKLE_SUFFIXES, check_safetensors_file
+from ..fileio import atomic_write_text, read_json_object
 from ..model_card import Lineage, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
@@ -60,6 +61,9 @@ CACHE_FOLDER = "hf_vit-converted"
 # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept; 3: the card carries the source's
 # licence and commit; 4: prefix tokens generalised (distillation token, no [CLS], MAP pooling)
 CONVERTER_VERSION = "4"
+# In every cached conversion, written last: the size of each of its files, checked (with the safetensors headers)
+# before the folder is used again.
+RECORD = ".hf_vit-conversion.json"
 _WEIGHT_CANDIDATES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 
@@ -263,9 +267,17 @@ def _convert_layout(layout: str, path: Path) -> Conversion:
     raise ValueError(f"no converter for layout {layout!r}")
 
 
+# What from_pretrained's caller can do when a lone timm state dict does not say enough (its parameters name no
+# architecture): load it with timm's config.json, or convert the file naming the architecture.
+_TIMM_FILE_ADVICE = (
+    "load it with the config.json timm writes beside it, which names the architecture (the repo or folder, without "
+    "`filename`), or convert the file with hf_vit.convert.convert_checkpoint('timm', ..., timm_model=...)"
+)
+
+
 def _convert_timm_state_dict(path: Path) -> Conversion:
     """A timm state dict without config.json: its heads from its width (timm's ViTs), read in one pass."""
-    return convert_timm_file(path, heads_by_width=TIMM_HEADS_BY_WIDTH)
+    return convert_timm_file(path, heads_by_width=TIMM_HEADS_BY_WIDTH, advice=_TIMM_FILE_ADVICE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,10 +289,42 @@ def conversion_cache_root(cache_dir=None) -> Path:
     return Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE) / CACHE_FOLDER
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (
-        (folder / SAFE_WEIGHTS_NAME).is_file() or (folder / SAFE_WEIGHTS_INDEX_NAME).is_file()
-    )
+def _record_files(folder: Path) -> None:
+    """Write the cached conversion's record (every file's size), last: a folder without it is not used."""
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != RECORD}
+    atomic_write_text(folder / RECORD, json.dumps({"converter_version": CONVERTER_VERSION, "sizes": sizes}))
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a cached conversion whose record exists: a file missing or of another size than at
+    conversion, or weights whose safetensors header does not open (a cut or corrupt file); None if intact."""
+    try:
+        sizes = read_json_object(folder / RECORD)["sizes"]
+    except (ValueError, KeyError, TypeError):
+        return f"{RECORD} is unreadable"
+    for name, size in sizes.items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} when it was written"
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            check_safetensors_file(file)
+        except ValueError:
+            return f"{file.name} is not a complete safetensors file"
+    return None
+
+
+def _usable_cache(folder: Path) -> bool:
+    """A cached conversion that was completely written and is intact; a damaged one is logged (and then
+    converted again over it)."""
+    if not (folder / RECORD).is_file():
+        return False  # none, or one cut short before its record (converted again)
+    damage = _damage(folder)
+    if damage:
+        logger.warning("the cached conversion %s is damaged (%s): converting again", folder, damage)
+    return damage is None
 
 
 def _write(
@@ -297,6 +341,7 @@ def _write(
     diff = verify_conversion(conversion, tolerance) if verify else None
     if diff is not None:
         logger.info("verified against %s: max-abs-diff %.3e (fp32)", conversion.reference_name, diff)
+    (target / RECORD).unlink(missing_ok=True)  # until the new record: not a usable cache, whatever happens
     write_hf_vit_folder(
         conversion,
         target,
@@ -307,6 +352,7 @@ def _write(
         commit=commit,
         command=command,
     )
+    _record_files(target)
     logger.info("converted %s into %s", conversion.source, target)
     return diff
 
@@ -330,7 +376,7 @@ def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, t
             logger.info("%s is an hf_vit checkpoint: nothing converted, nothing to verify", path)
         return Resolved(location=str(path), layout=layout)
     target = conversion_cache_root(cache_dir) / "local" / f"{layout}-{_local_key(path)}"
-    if _is_complete(target) and not verify:
+    if not verify and _usable_cache(target):
         logger.info("loading the cached conversion of %s from %s", path, target)
         return Resolved(location=str(target), layout=layout, from_cache=True)
     conversion = convert_layout(layout, path)
@@ -485,7 +531,7 @@ def _resolve_hub(
         / hub.sha
         / f"{hub.layout}-v{CONVERTER_VERSION}-{key}"
     )
-    if _is_complete(target) and not verify:
+    if not verify and _usable_cache(target):
         logger.info("loading the cached conversion of %s (commit %s) from %s", repo_id, hub.sha, target)
         return Resolved(location=str(target), layout=hub.layout, from_cache=True, source_repo=repo_id, commit=hub.sha)
     conversion = _convert_hub_source(hub, cache_dir=cache_dir, token=token)

@@ -229,12 +229,18 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
     )
 
 
-def config_from_timm_layout(layout: dict, num_heads: int, **overrides) -> HfViTConfig:
+def config_from_timm_layout(layout: dict, num_heads: int, *, advice: str | None = None, **overrides) -> HfViTConfig:
+    """`advice`: what the caller can do about what the weights alone do not say (default: the converters' own
+    parameters)."""
     if layout.get("pre_norm"):
         raise ValueError(
             "the checkpoint has a CLIP-style pre-norm (norm_pre): its MLP activation (quick_gelu or gelu) "
-            "cannot be read from the weights; convert it through timm's model registry (a timm folder "
-            "with config.json, or `timm_model`, with timm installed)"
+            "cannot be read from the weights; "
+            + (
+                advice
+                or "convert it through timm's model registry (a timm folder with config.json, or `timm_model`, "
+                "with timm installed)"
+            )
         )
     if layout["global_pool"] == "map":
         raise ValueError(
@@ -324,12 +330,15 @@ def convert_timm_file(
     num_heads: int | None = None,
     preset: str | None = None,
     heads_by_width: dict[int, int] | None = None,
+    advice: str | None = None,
 ) -> Conversion:
     """A timm ViT state dict (.safetensors / .pth / .bin, or a timm folder with config.json) -> hf_vit.
 
     `timm_model` names the base architecture (the heads); the variants visible in the weights (registers, LayerScale,
     no_embed_class, avg pooling with fc_norm, depth, image size, classes) are read from keys and shapes.
     `heads_by_width`: the heads of a state dict named by none of those, by its width (a refusal if it has none).
+    `advice`: what a refusal tells the caller to do when the weights alone do not say enough (default: pass
+    `timm_model` or `num_heads`, this function's parameters).
     """
     path = Path(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -362,10 +371,10 @@ def convert_timm_file(
         if heads is None:
             raise ValueError(
                 f"{path}: a timm state dict without config.json, width {layout['embed_dim']}: the heads cannot be "
-                "inferred; convert it as a timm file with `timm_model` or `num_heads`"
+                "inferred; " + (advice or "convert it as a timm file with `timm_model` or `num_heads`")
             )
     if heads is not None:
-        config = config_from_timm_layout(layout, heads)
+        config = config_from_timm_layout(layout, heads, advice=advice)
         model = _build(config, converted)
         name = timm_model or f"ViT ({layout['embed_dim']} wide, {heads} heads)"
         reference = lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0)  # noqa: E731
