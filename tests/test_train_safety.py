@@ -392,7 +392,7 @@ def test_finetune_resumes_from_latest_as_train_does(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     saved = load_file(out / "checkpoint-2" / "model.safetensors")
     wrong = run_main([*common, "--resume_from_checkpoint", str(out / "checkpoint-9")])
-    one_line_error(wrong, "checkpoint-9", "holds checkpoint-1, checkpoint-2", '"latest"')
+    error_line(wrong, "checkpoint-9", "holds checkpoint-1, checkpoint-2", '"latest"', alone=False)
     # another seed: a fresh start would give other weights; resumed at step 2 of 2, the model is checkpoint-2's
     resumed = run_main([*common, "--resume_from_checkpoint", "latest", "--seed", "1"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
