@@ -426,7 +426,7 @@ def test_models_hf_vit_refuses_are_refused_in_its_own_words(cli, case, gray16, t
     folder.mkdir()
     expected = PREDICT_REFUSALS[case](folder)
     args = [f"scripts/{cli}.py", str(folder), str(gray16)]
-    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])), 2)
+    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])))
     assert line.startswith(f"error: cannot load a model from '{folder}'") and expected in line, line
     assert "weights_only` set to `False`" not in line and not (tmp_path / "pwned").exists()
 
@@ -437,7 +437,7 @@ def test_attention_refuses_a_missing_image_or_a_folder_as_image_before_any_work(
     if case == "folder":
         image.mkdir()
     args = ["scripts/visualize_attention.py", str(model_dir), str(image), "--output_dir", str(tmp_path / "maps")]
-    line = error_line(run_main(args), 2)
+    line = error_line(run_main(args))
     assert line == (
         f"error: image {image} does not exist"
         if case == "missing"
