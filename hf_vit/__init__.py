@@ -24,6 +24,7 @@ from .modeling_hf_vit import (
     HfViTModel,
     HfViTPreTrainedModel,
 )
+from .quantization import quantize_int8
 
 __version__ = "0.1.0"
 
@@ -78,4 +79,5 @@ __all__ = [
     "HfViTForMaskedImageModeling",
     "HfViTModel",
     "HfViTPreTrainedModel",
+    "quantize_int8",
 ]

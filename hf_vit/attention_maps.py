@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from .extras import require
+from .modeling_hf_vit import check_every_patch_token
 
 
 def input_size_for(image_size: tuple[int, int], reference_size: tuple[int, int], patch_size: int) -> tuple[int, int]:
@@ -155,6 +156,7 @@ def compute_attention_maps(
     processor's pixel count is used (`input_size_for`).
     """
     config = model.config
+    check_every_patch_token(config, "an attention map")
     patch = int(config.patch_size)
     if size is None:
         reference = processor_size(processor, size_pair(config.image_size))

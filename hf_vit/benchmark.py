@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -46,9 +47,14 @@ TINY_SHAPE = dict(
 MODEL_SHAPES = {"tiny": TINY_SHAPE, **PRESETS}
 
 CONTENDERS = ("hf_vit-sdpa", "hf_vit-eager", "transformers-sdpa", "transformers-eager", "timm")
-# hf_vit with its oneDNN fp32 inference linears switched off (plain F.linear): the before/after of that choice, in the
-# same run. Not in the default set.
-EXTRA_CONTENDERS = ("hf_vit-sdpa-flinear",)
+# Not in the default set: hf_vit with its oneDNN fp32 inference linears switched off (plain F.linear), the before/after
+# of that choice in the same run; hf_vit's int8 dynamic quantization; hf_vit's and transformers' models exported to
+# ONNX and run by onnxruntime. Besides these, "hf_vit-sdpa-tome<R>" (token merging, R pairs per block) and
+# "hf_vit-sdpa-tome<R>-int8" are contenders for any R.
+EXTRA_CONTENDERS = ("hf_vit-sdpa-flinear", "hf_vit-sdpa-int8", "hf_vit-onnxruntime", "transformers-onnxruntime")
+# Contenders that run float32 inference on the CPU only (int8 kernels, onnxruntime's CPU provider): other modes and
+# devices skip them.
+CPU_FP32_INFERENCE_ONLY = ("-int8", "-onnxruntime")
 MODES = ("infer-fp32", "infer-bf16", "train-fp32", "train-bf16")
 BASELINE = "timm"
 HF_BASELINE = "transformers-sdpa"
@@ -84,36 +90,102 @@ class _LogitsOf(nn.Module):
             modeling_hf_vit._ONEDNN_LINEAR = saved
 
 
+_TOKEN_MERGING = re.compile(r"^hf_vit-sdpa-tome(\d+)(-int8)?$")
+
+
+def is_contender(name: str) -> bool:
+    """Whether `name` is a known contender: one of CONTENDERS or EXTRA_CONTENDERS, or hf_vit with token merging
+    ("hf_vit-sdpa-tome<R>", optionally "-int8"), each optionally suffixed "+compile"."""
+    base = name.removesuffix("+compile")
+    return base in CONTENDERS + EXTRA_CONTENDERS or _TOKEN_MERGING.match(base) is not None
+
+
+def cpu_fp32_inference_only(name: str) -> bool:
+    return name.endswith(CPU_FP32_INFERENCE_ONLY)
+
+
+class _OnnxRuntimeLogits(nn.Module):
+    """A classifier exported to ONNX (dynamo exporter, dynamic batch) and run by onnxruntime's CPU provider with as
+    many intra-op threads as torch uses; `forward(pixel_values) -> logits` as the other contenders."""
+
+    def __init__(self, model: nn.Module, image_size: int):
+        super().__init__()
+        import tempfile
+
+        import onnxruntime
+        from torch.export import Dim
+
+        model.eval()
+        example = torch.randn(2, 3, image_size, image_size)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.onnx"
+            program = torch.onnx.export(
+                _LogitsOf(model).eval(),
+                (example,),
+                dynamo=True,
+                dynamic_shapes=({0: Dim.AUTO},),
+                input_names=["pixel_values"],
+                output_names=["logits"],
+                verbose=False,
+            )
+            program.save(path)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"pixel_values": pixel_values.cpu().numpy()})[0])
+
+
+def _transformers_vit(config: HfViTConfig) -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    tf_config = ViTConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        num_labels=NUM_CLASSES,
+    )
+    return ViTForImageClassification(tf_config)
+
+
 def build_contender(name: str, model: str, gradient_checkpointing: bool = False) -> nn.Module:
-    """`name` is one of CONTENDERS, optionally suffixed "+compile" (compiling is done by the caller)."""
+    """`name` is a contender (`is_contender`), optionally suffixed "+compile" (compiling is done by the caller)."""
     base = name.removesuffix("+compile")
     config = model_config(model)
-    if base not in CONTENDERS + EXTRA_CONTENDERS:
+    if not is_contender(name):
         raise ValueError(
-            f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)"
+            f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}, hf_vit-sdpa-tome<R>"
+            "[-int8] (each optionally +compile)"
         )
+    if base.endswith("-onnxruntime"):
+        if base.startswith("hf_vit-"):
+            from .modeling_hf_vit import HfViTForImageClassification
+
+            return _OnnxRuntimeLogits(HfViTForImageClassification(config), config.image_size)
+        return _OnnxRuntimeLogits(_transformers_vit(config), config.image_size)
     if base.startswith("hf_vit-"):
         from .modeling_hf_vit import HfViTForImageClassification
 
         config._attn_implementation = base.split("-")[1]
+        merging = _TOKEN_MERGING.match(base)
+        if merging:
+            config.token_merging_r = int(merging[1])
         net = HfViTForImageClassification(config)
         if gradient_checkpointing:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if base.endswith("-int8"):
+            from .quantization import quantize_int8
+
+            net = quantize_int8(net, inplace=True)
         return _LogitsOf(net, onednn_linear=not base.endswith("-flinear"))
     if base.startswith("transformers-"):
-        from transformers import ViTConfig, ViTForImageClassification
-
-        tf_config = ViTConfig(
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            num_labels=NUM_CLASSES,
-        )
-        tf_config._attn_implementation = base.split("-", 1)[1]
-        net = ViTForImageClassification(tf_config)
+        net = _transformers_vit(config)
+        net.set_attn_implementation(base.split("-", 1)[1])
         if gradient_checkpointing:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return _LogitsOf(net)
@@ -131,9 +203,7 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
         )
         net.set_grad_checkpointing(gradient_checkpointing)
         return net
-    raise ValueError(
-        f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)} (each optionally +compile)"
-    )
+    raise ValueError(f"unknown contender {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -428,6 +498,13 @@ def run_benchmark(
                 names = list(opts.train_contenders if mode.startswith("train") else opts.contenders)
                 if opts.compile:
                     names += [f"{n}+compile" for n in names if n.endswith("sdpa") or n == "timm"]
+                if mode != "infer-fp32" or device != "cpu":
+                    skipped = [n for n in names if cpu_fp32_inference_only(n)]
+                    names = [n for n in names if n not in skipped]
+                    if skipped and mode.startswith("infer"):
+                        note = f"{', '.join(skipped)} skipped in {mode} on {device}: CPU float32 inference only"
+                        if note not in report["skipped"]:
+                            report["skipped"].append(note)
                 steps, compile_s, params = {}, {}, {}
                 for name in names:
                     torch.manual_seed(0)
@@ -438,7 +515,11 @@ def run_benchmark(
                     steps[name] = make_step(net, mode, batch_size, image_size, device)
                     if name.endswith("+compile"):  # the first call compiles: keep it out of the warm-up figures
                         start = time.perf_counter()
-                        steps[name]()
+                        # inference: inductor with freezing (weights folded in as constants, as for deployment)
+                        from torch._inductor import config as inductor_config
+
+                        with inductor_config.patch(freezing=mode.startswith("infer")):
+                            steps[name]()
                         _sync(device)
                         compile_s[name] = time.perf_counter() - start
                 dtype = torch.bfloat16 if mode.endswith("bf16") else torch.float32
@@ -464,6 +545,8 @@ def run_benchmark(
                 group = []
                 for name, seconds in times.items():
                     median = statistics.median(seconds)
+                    # FLOP rates only where the contender does the dense float math the count describes
+                    dense = not (_TOKEN_MERGING.match(name.removesuffix("+compile")) or name.endswith("-int8"))
                     group.append(
                         dict(
                             model=model,
@@ -475,8 +558,8 @@ def run_benchmark(
                             median_s=median,
                             images_per_s=batch_size / median,
                             spread=(max(seconds) - min(seconds)) / median,
-                            gflops=step_flops / median / 1e9,
-                            pct_of_peak=100 * step_flops / median / 1e9 / peak_gflops,
+                            gflops=step_flops / median / 1e9 if dense else None,
+                            pct_of_peak=100 * step_flops / median / 1e9 / peak_gflops if dense else None,
                             compile_s=compile_s.get(name),
                         )
                     )
@@ -527,6 +610,10 @@ def _x(value) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def _number(value, unit: str) -> str:
+    return "–" if value is None else f"{value:.0f}{unit}"
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     where = m.get("gpu") or (
@@ -558,11 +645,14 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['batch_size']} | {name} | "
             f"{r['images_per_s']:.3g} | ±{50 * r['spread']:.0f}% | "
-            f"{_x(r['vs_timm'])} | {_x(r['vs_transformers'])} | {r['gflops']:.0f} | {r['pct_of_peak']:.0f}% |"
+            f"{_x(r['vs_timm'])} | {_x(r['vs_transformers'])} | {_number(r['gflops'], '')} | "
+            f"{_number(r['pct_of_peak'], '%')} |"
         )
     lines.append("")
     lines.append(
-        "spread: half the (max − min) of the reps, relative to the median. Training-step FLOPs are 3× the forward's."
+        "spread: half the (max − min) of the reps, relative to the median. Training-step FLOPs are 3× the forward's. "
+        "+compile: torch.compile (inductor; with freezing for inference). -tome<R>: token merging, R pairs per block; "
+        "-int8: dynamic int8 linears; no FLOP rate for either (they skip part of the dense math)."
     )
     if report["memory"]:
         unit = "max_memory_allocated" if m["device"] == "cuda" else "peak RSS"
@@ -670,6 +760,7 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
 __all__ = [
     "CONTENDERS",
     "cpu_flags",
+    "is_contender",
     "native_bf16",
     "EXTRA_CONTENDERS",
     "MODES",

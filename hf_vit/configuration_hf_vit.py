@@ -61,6 +61,32 @@ def image_size_pair(image_size) -> tuple[int, int]:
     return (image_size[0], image_size[1])
 
 
+def token_merging_problem(token_merging_r, num_hidden_layers, rope_type=None) -> str | None:
+    """What is wrong with a `token_merging_r` value for a model of `num_hidden_layers` blocks (with rotary position
+    encoding `rope_type`), or None if nothing."""
+    if (
+        rope_type is not None
+        and token_merging_r
+        and (not isinstance(token_merging_r, (list, tuple)) or any(token_merging_r))
+    ):
+        return (
+            f"token_merging_r must be 0 with rotary position encoding (rope_type {rope_type!r}): a merged token has "
+            f"no grid position to rotate by; got {token_merging_r!r}"
+        )
+    if _is_int(token_merging_r):
+        return None if token_merging_r >= 0 else f"token_merging_r must be >= 0, got {token_merging_r!r}"
+    expected = (
+        f"an integer >= 0 or a list of {num_hidden_layers} of them (one per block)"
+        if _is_int(num_hidden_layers)
+        else "an integer >= 0 or a list of them (one per block)"
+    )
+    if not isinstance(token_merging_r, (list, tuple)) or not all(_is_int(r) and r >= 0 for r in token_merging_r):
+        return f"token_merging_r must be {expected}, got {token_merging_r!r}"
+    if _is_int(num_hidden_layers) and len(token_merging_r) != num_hidden_layers:
+        return f"token_merging_r must be {expected}, got a list of {len(token_merging_r)}"
+    return None
+
+
 class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an hf_vit model. Defaults give ViT-B/16 at 224×224.
@@ -150,7 +176,15 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             reads the normed tokens (ViT, DINOv2, SigLIP, I-JEPA); "pooled": only on the pooled feature, the tokens
             of `last_hidden_state` stay un-normed (timm's `fc_norm` for mean pooling; CLIP's `post_layernorm` on
             [CLS]). `None` (default): "pooled" for `pooling="mean"`, "tokens" otherwise.
-
+        token_merging_r (`int` or `list[int]`): token merging (ToMe, Bolya et al., ICLR 2023) for faster inference
+            without retraining: after each block's attention, the `r` most similar pairs of tokens (cosine similarity
+            of their keys, averaged over heads, between alternate tokens) are merged into their size-weighted
+            average, and later attention counts each token by its size (log size added to the logits). An int
+            merges that many pairs in every block, a list gives one value per block; 0 (default) is the plain model.
+            The prefix tokens ([CLS], distillation, registers) are never merged. Takes effect at the next forward,
+            so it can be set on a loaded model (`model.config.token_merging_r = 13`). Outputs that need every patch
+            token (the backbone, masked image modeling, `get_intermediate_layers`) and rotary position encoding
+            refuse it.
     The sequence is always [CLS]? + distillation token? + registers + patch tokens: the prefix tokens
     (`num_prefix_tokens` of them) first, the patch tokens last.
     """
@@ -196,6 +230,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     class_token: bool = True
     distillation_token: bool = False
     final_norm: str | None = None
+    token_merging_r: int | list[int] = 0
 
     def __post_init__(self, **kwargs):
         if isinstance(self.image_size, tuple):
@@ -209,6 +244,8 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         if self.encoder_stride is None:
             self.encoder_stride = self.patch_size
         super().__post_init__(**kwargs)
+        if isinstance(self.token_merging_r, tuple):
+            self.token_merging_r = list(self.token_merging_r)
         if self.id2label is not None and not self.label2id:
             self.label2id = {label: index for index, label in self.id2label.items()}
 
@@ -303,6 +340,9 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
+        problem = token_merging_problem(self.token_merging_r, self.num_hidden_layers, self.rope_type)
+        if problem:
+            problems.append(problem)
         if _is_int(self.num_hidden_layers) and self.num_hidden_layers > 0:
             try:  # out_features/out_indices set before num_hidden_layers changed may name stages that no longer exist
                 self.verify_out_features_out_indices()

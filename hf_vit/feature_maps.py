@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from .attention_maps import input_size_for, preprocess, processor_size, size_pair
+from .modeling_hf_vit import check_every_patch_token
 
 
 def principal_components(features: torch.Tensor, count: int) -> torch.Tensor:
@@ -127,6 +128,7 @@ def patch_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     one image (1, C, H, W): `last_hidden_state` without the prefix tokens ([CLS], distillation, registers)."""
     backbone = getattr(model, "vit", model)
     config = backbone.config
+    check_every_patch_token(config, "a feature picture")
     parameter = next(backbone.parameters())
     tokens = backbone(pixel_values.to(parameter.device, parameter.dtype)).last_hidden_state[0]
     patch = int(config.patch_size)

@@ -39,7 +39,7 @@ try:
 except ImportError:  # transformers 5.x before the module moved out of transformers.utils
     from transformers.utils.backbone_utils import BackboneMixin
 
-from .configuration_hf_vit import HfViTConfig, image_size_pair
+from .configuration_hf_vit import HfViTConfig, image_size_pair, token_merging_problem
 
 logger = logging.getLogger(__name__)
 
@@ -455,11 +455,14 @@ class HfViTAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         output_attentions: bool = False,
+        attention_bias: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`position_embeddings`: the (cos, sin) of `HfViTRotaryEmbedding` for the patch grid, with `config.rope_type`
-        (the patch tokens' queries and keys are rotated by them)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Returns the attention output, the weights (with `output_attentions`) and the keys (B, heads, N, head_dim),
+        which token merging compares. `attention_bias` (B, 1, 1, N) is added to the logits of every query (token
+        merging's proportional attention). `position_embeddings`: the (cos, sin) of `HfViTRotaryEmbedding` for the
+        patch grid, with `config.rope_type` (the patch tokens' queries and keys are rotated by them)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         # (B, N, 3D) -> 3 x (B, heads, N, head_dim)
         query, key, value = (
@@ -477,19 +480,30 @@ class HfViTAttention(nn.Module):
         if self.config._attn_implementation == "sdpa" and not output_attentions:
             # PyTorch's fused attention called directly: transformers' wrapper adds nothing for a non-causal,
             # unmasked encoder but Python overhead. (B, heads, N, head_dim) -> (B, N, heads, head_dim).
-            attn_output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scaling)
+            attn_output = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_bias, dropout_p=dropout, scale=self.scaling
+            )
             attn_output, attn_weights = attn_output.transpose(1, 2), None
         else:
             attention_interface: Callable = eager_attention_forward  # the only path that materialises the weights
             if not output_attentions:
-                attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                    self.config._attn_implementation, eager_attention_forward
-                )
+                implementation = self.config._attn_implementation
+                attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+                if attention_bias is not None and attention_interface is not eager_attention_forward:
+                    if implementation != "flex_attention":
+                        raise ValueError(
+                            "token merging (config.token_merging_r) adds the log size of each token to the attention "
+                            f"logits, which attn_implementation {implementation!r} cannot do: use 'sdpa', 'eager' or "
+                            "'flex_attention', or set config.token_merging_r = 0"
+                        )
+                    # flex attention adds `position_bias` (B, heads, N, N) to its scores: a view of the same values
+                    kwargs = {**kwargs, "position_bias": attention_bias.expand(-1, self.num_heads, seq_len, -1)}
+                    attention_bias = None
             attn_output, attn_weights = attention_interface(
-                self, query, key, value, None, dropout=dropout, scaling=self.scaling, **kwargs
+                self, query, key, value, attention_bias, dropout=dropout, scaling=self.scaling, **kwargs
             )
         attn_output = self.proj_dropout(self.proj(attn_output.reshape(batch_size, seq_len, hidden_size)))
-        return attn_output, (attn_weights if output_attentions else None)
+        return attn_output, (attn_weights if output_attentions else None), key
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -574,6 +588,97 @@ class HfViTDropPath(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Token merging (ToMe: Bolya et al., "Token Merging: Your ViT but Faster", ICLR 2023)
+# ---------------------------------------------------------------------------------------------------------------
+def token_merging_schedule(config: HfViTConfig) -> list[int]:
+    """`config.token_merging_r` as one number of merged pairs per block (an int is the same in every block)."""
+    token_merging_r = config.token_merging_r
+    problem = token_merging_problem(token_merging_r, config.num_hidden_layers, getattr(config, "rope_type", None))
+    if problem:
+        raise ValueError(problem)
+    if isinstance(token_merging_r, int):
+        return [token_merging_r] * config.num_hidden_layers
+    return list(token_merging_r)
+
+
+def check_every_patch_token(config: HfViTConfig, needed_by: str) -> None:
+    """Refuse token merging where every patch token must come out (dense features, reconstructions, pictures)."""
+    token_merging_r = getattr(config, "token_merging_r", 0)  # configs of other hf_vit versions may lack it
+    if token_merging_r and any(token_merging_schedule(config)):
+        raise ValueError(
+            f"{needed_by} needs every patch token, but token merging is on (config.token_merging_r = "
+            f"{token_merging_r!r}) and merges them: set config.token_merging_r = 0"
+        )
+
+
+def proportional_attention_bias(token_sizes: torch.Tensor | None) -> torch.Tensor | None:
+    """ToMe's proportional attention: log(size of each key token), (B, 1, 1, N), added to the attention logits, so a
+    token that stands for s merged ones is attended as if it were s copies. None while no token has been merged."""
+    if token_sizes is None:
+        return None
+    return token_sizes.log()[:, None, None, :, 0]
+
+
+def merge_tokens(
+    hidden_states: torch.Tensor,
+    token_sizes: torch.Tensor | None,
+    key: torch.Tensor,
+    r: int,
+    num_prefix_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bipartite soft matching: merge the `r` most similar pairs of tokens into their size-weighted average.
+
+    The tokens alternate between two sets A (even positions) and B (odd positions); each A token finds its most
+    similar B token by cosine similarity of the keys averaged over heads (`key`: (B, heads, N, head_dim)); the `r`
+    A tokens with the most similar match are added into it. At most half of the mergeable tokens go per block. The
+    first `num_prefix_tokens` tokens ([CLS], distillation token, registers) are never merged and stay first, in
+    order; the kept A tokens follow in their order, then the B tokens. `token_sizes` (B, N, 1) counts the original
+    patches behind each token (None: all 1); returns the merged tokens and their sizes, as the paper's reference code
+    (`tome/merge.py`, whose rules for [CLS] and the distillation token this extends to any number of prefix tokens).
+    """
+    batch_size, num_tokens, dim = hidden_states.shape
+    r = min(r, (num_tokens - num_prefix_tokens) // 2)
+    if r <= 0:
+        return hidden_states, token_sizes
+    prefix_a, prefix_b = (num_prefix_tokens + 1) // 2, num_prefix_tokens // 2  # prefix tokens in A, in B
+    with torch.no_grad():
+        metric = key.mean(dim=1)
+        metric = metric / metric.norm(dim=-1, keepdim=True)
+        scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # (B, |A|, |B|) cosine similarities
+        if prefix_a:
+            scores[:, :prefix_a, :] = -math.inf  # a prefix token in A never merges away
+        if prefix_b:
+            scores[:, :, :prefix_b] = -math.inf  # nothing merges into a prefix token in B
+        node_max, node_idx = scores.max(dim=-1)
+        edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+        kept_idx = edge_idx[:, r:]  # A tokens that stay
+        source_idx = edge_idx[:, :r]  # A tokens merged away...
+        target_idx = node_idx[..., None].gather(dim=1, index=source_idx)  # ...into these B tokens
+        if num_prefix_tokens:
+            kept_idx = kept_idx.sort(dim=1)[0]  # positional order: the prefix tokens in A first
+
+    def merge(x: torch.Tensor) -> torch.Tensor:
+        set_a, set_b = x[:, ::2], x[:, 1::2]
+        channels = x.shape[-1]
+        kept = set_a.gather(dim=1, index=kept_idx.expand(-1, -1, channels))
+        sources = set_a.gather(dim=1, index=source_idx.expand(-1, -1, channels))
+        set_b = set_b.scatter_reduce(1, target_idx.expand(-1, -1, channels), sources, reduce="sum")
+        if not prefix_b:
+            return torch.cat([kept, set_b], dim=1)
+        prefix = [
+            kept[:, i // 2 : i // 2 + 1] if i % 2 == 0 else set_b[:, i // 2 : i // 2 + 1]
+            for i in range(num_prefix_tokens)
+        ]
+        return torch.cat([*prefix, kept[:, prefix_a:], set_b[:, prefix_b:]], dim=1)
+
+    if token_sizes is None:
+        token_sizes = torch.ones_like(hidden_states[..., :1])
+    merged = merge(hidden_states * token_sizes)
+    token_sizes = merge(token_sizes)
+    return merged / token_sizes, token_sizes
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Block and encoder
 # ---------------------------------------------------------------------------------------------------------------
 class HfViTLayer(GradientCheckpointingLayer):
@@ -590,17 +695,32 @@ class HfViTLayer(GradientCheckpointingLayer):
         self.drop_path = HfViTDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(self.norm1(hidden_states), output_attentions, **kwargs)
+        self,
+        hidden_states: torch.Tensor,
+        output_attentions: bool = False,
+        token_sizes: torch.Tensor | None = None,
+        token_merging_r: int = 0,
+        num_prefix_tokens: int = 1,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """With token merging, `token_sizes` (B, N, 1) are the sizes of the tokens (None: all 1) and
+        `token_merging_r` pairs are merged between the attention and the MLP; returns the new sizes too."""
+        attn_output, attn_weights, key = self.attention(
+            self.norm1(hidden_states), output_attentions, proportional_attention_bias(token_sizes), **kwargs
+        )
         hidden_states = hidden_states + self.drop_path(self.layer_scale1(attn_output))
+        if token_merging_r > 0:
+            hidden_states, token_sizes = merge_tokens(
+                hidden_states, token_sizes, key, token_merging_r, num_prefix_tokens
+            )
         hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
-        return hidden_states, attn_weights
+        return hidden_states, attn_weights, token_sizes
 
 
 class HfViTEncoder(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
+        self.config = config
         # stochastic depth grows linearly with depth: the first block is never dropped, the last at drop_path_rate.
         # Plain Python, not torch.linspace(...).tolist(): the model must also build on the meta device.
         depth = config.num_hidden_layers
@@ -616,9 +736,14 @@ class HfViTEncoder(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        merging_schedule = token_merging_schedule(self.config)  # read at every forward: the config may change
+        num_prefix_tokens = self.config.num_prefix_tokens
+        token_sizes = None
+        for layer, token_merging_r in zip(self.layers, merging_schedule, strict=True):
             # hidden_states goes positionally: reentrant gradient checkpointing only sees gradients of positionals
-            hidden_states, attn_weights = layer(hidden_states, output_attentions, **kwargs)
+            hidden_states, attn_weights, token_sizes = layer(
+                hidden_states, output_attentions, token_sizes, token_merging_r, num_prefix_tokens, **kwargs
+            )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -985,6 +1110,7 @@ class HfViTModel(HfViTPreTrainedModel):
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], BaseModelOutputWithPooling]:
         """(patches, cls) of the hidden states `stages` (0: the embeddings, k: the output of block k), and the
         model's outputs (all hidden states): the one code path of `get_intermediate_layers` and `HfViTBackbone`."""
+        check_every_patch_token(self.config, "the patch features of get_intermediate_layers and HfViTBackbone")
         outputs = self(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
@@ -1115,6 +1241,7 @@ class HfViTForMaskedImageModeling(HfViTPreTrainedModel):
         """
         config = self.config
         return_dict = config.return_dict if return_dict is None else return_dict
+        check_every_patch_token(config, "masked image modeling's reconstruction")
         if bool_masked_pos is not None and config.encoder_stride != config.patch_size:
             raise ValueError(
                 f"bool_masked_pos needs config.encoder_stride ({config.encoder_stride}) equal to config.patch_size "

@@ -103,3 +103,61 @@ def test_benchmark_out_dir_that_is_a_file_is_refused_before_running(tmp_path):
     assert done.returncode == 2 and "--out-dir" in done.stderr and "is a file" in done.stderr
     assert done.stderr.count("\n") == 1 and "batch" not in done.stderr  # one line; no group was started
     assert target.read_text() == "mine"
+
+
+def test_inference_contenders_compiled_onnxruntime_int8_and_token_merging_run_side_by_side(monkeypatch):
+    """Every inference path in one interleaved group (tiny model). Inductor's compile takes minutes on a loaded 2-core
+    machine, so torch.compile runs with the eager backend here: the benchmark's compiled-contender plumbing is what is
+    tested; inductor itself is exercised where the benchmark is run for its figures."""
+    import torch
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda net, **kwargs: real_compile(net, backend="eager"))
+    names = ["hf_vit-sdpa", "timm", "hf_vit-sdpa-int8", "hf_vit-sdpa-tome2", "hf_vit-sdpa-tome2-int8"]
+    names += ["hf_vit-onnxruntime"]
+    opts = benchmark.Options(
+        models=["tiny"], modes=["infer-fp32", "train-fp32"], contenders=names, train_contenders=["hf_vit-sdpa"]
+    )
+    opts.compile, opts.reps, opts.iters, opts.warmup, opts.quick = True, 2, 1, 0, True
+    report = benchmark.run_benchmark(opts, log=lambda line: None)
+    rows = {(r["mode"], r["contender"]): r for r in report["results"]}
+    for name in names + ["hf_vit-sdpa+compile", "timm+compile"]:
+        assert rows[("infer-fp32", name)]["images_per_s"] > 0
+    assert rows[("infer-fp32", "hf_vit-sdpa+compile")]["compile_s"] is not None
+    # FLOP rates only for the dense float contenders
+    assert rows[("infer-fp32", "hf_vit-sdpa-tome2")]["gflops"] is None
+    assert rows[("infer-fp32", "hf_vit-sdpa-int8")]["pct_of_peak"] is None
+    assert rows[("infer-fp32", "hf_vit-onnxruntime")]["gflops"] > 0
+    assert {name for mode, name in rows if mode == "train-fp32"} == {"hf_vit-sdpa", "hf_vit-sdpa+compile"}
+    table = benchmark.markdown(report)
+    assert "| hf_vit-sdpa-tome2-int8 |" not in table and "**hf_vit-sdpa-tome2-int8**" in table
+
+
+def test_benchmark_cli_flags_add_the_inference_contenders(monkeypatch, tmp_path):
+    from helpers import run_main
+
+    from hf_vit.commands import benchmark as command
+
+    seen = {}
+
+    def fake_run(opts, log, on_progress):
+        seen["opts"] = opts
+        return benchmark.run_benchmark(benchmark.Options(models=[], quick=True), log=log)
+
+    monkeypatch.setattr(command, "run_benchmark", fake_run)
+    args = ["scripts/benchmark.py", "--quick", "--out-dir", tmp_path, "--token_merging_r", "8,13", "--int8", "--onnx"]
+    done = run_main(args)
+    assert done.returncode == 0, done.stderr
+    assert seen["opts"].contenders[5:] == [
+        "hf_vit-sdpa-tome8",
+        "hf_vit-sdpa-tome13",
+        "hf_vit-sdpa-int8",
+        "hf_vit-sdpa-tome8-int8",
+        "hf_vit-sdpa-tome13-int8",
+        "hf_vit-onnxruntime",
+        "transformers-onnxruntime",
+    ]
+    done = run_main(
+        ["scripts/benchmark.py", "--quick", "--out-dir", tmp_path, "--train-contenders", "hf_vit-sdpa-int8"]
+    )
+    assert done.returncode == 2 and "is an inference contender" in done.stderr

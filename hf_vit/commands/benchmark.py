@@ -5,6 +5,8 @@
     python scripts/benchmark.py --memory --compile       # + peak memory (ViT-B/16, batch 32) and torch.compile
     python scripts/benchmark.py --quick                  # tiny model, seconds (what the tests run)
     python scripts/benchmark.py --device cuda            # GPU: bf16 autocast, SDPA/flash, MFU vs the bf16 peak
+    python scripts/benchmark.py --modes infer-fp32 --compile --onnx --int8 --token_merging_r 8,13
+                                 # every inference path: compiled, onnxruntime, int8, token merging (+ int8)
 
 Writes benchmark.md (the table), benchmark.json (every timing) and benchmark.png (chart) into --out-dir.
 """
@@ -20,6 +22,7 @@ from hf_vit.benchmark import (
     MODEL_SHAPES,
     MODES,
     Options,
+    is_contender,
     markdown,
     run_benchmark,
     write_outputs,
@@ -52,7 +55,24 @@ def main(argv=None):
         help=f"inference contenders, of {', '.join(CONTENDERS + EXTRA_CONTENDERS)}",
     )
     p.add_argument("--train-contenders", type=_list, default=defaults.train_contenders)
-    p.add_argument("--compile", action="store_true", help="add torch.compile variants of the sdpa contenders and timm")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add torch.compile variants (inductor, freezing for inference) of the sdpa contenders and timm",
+    )
+    p.add_argument(
+        "--token_merging_r",
+        type=lambda t: [int(x) for x in _list(t)],
+        default=[],
+        metavar="R[,R...]",
+        help="add hf_vit with token merging at each R (pairs merged per block) as inference contenders",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="add hf_vit with int8 dynamic quantization (and with each --token_merging_r)",
+    )
+    p.add_argument("--onnx", action="store_true", help="add hf_vit's and transformers' ONNX exports run by onnxruntime")
     p.add_argument("--reps", type=int, default=defaults.reps, help="interleaved repetitions (median taken; >= 5)")
     p.add_argument("--iters", type=int, default=defaults.iters, help="steps per repetition")
     p.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed rounds before the reps")
@@ -94,9 +114,23 @@ def main(argv=None):
         )
     if args.reps < 1:
         p.error("--reps must be >= 1")
+    if any(r < 0 for r in args.token_merging_r):
+        p.error(f"--token_merging_r must be integers >= 0, got {args.token_merging_r}")
+    added = [f"hf_vit-sdpa-tome{r}" for r in args.token_merging_r]
+    if args.int8:
+        added += ["hf_vit-sdpa-int8"] + [f"hf_vit-sdpa-tome{r}-int8" for r in args.token_merging_r]
+    if args.onnx:
+        added += ["hf_vit-onnxruntime", "transformers-onnxruntime"]
+    args.contenders = list(dict.fromkeys(args.contenders + added))
     for name in args.contenders + args.train_contenders + args.memory_contenders:
-        if name.removesuffix("+compile") not in CONTENDERS + EXTRA_CONTENDERS:
-            p.error(f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}")
+        if not is_contender(name):
+            p.error(
+                f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}, hf_vit-sdpa-tome<R>, "
+                "hf_vit-sdpa-tome<R>-int8"
+            )
+    for name in args.train_contenders + args.memory_contenders:
+        if "-tome" in name or name.endswith(("-int8", "-onnxruntime")):
+            p.error(f"{name!r} is an inference contender; it cannot be a training or memory contender")
     for mode in args.modes:
         if mode not in MODES:
             p.error(f"unknown mode {mode!r}; known: {', '.join(MODES)}")

@@ -1,6 +1,7 @@
 """Classify images with a saved model: batched `pipeline("image-classification")`.
 
     python scripts/predict.py MODEL IMAGE_OR_FOLDER... [--top_k 5] [--batch_size N] [--json]
+    python scripts/predict.py MODEL IMAGES... --token_merging_r 8 --int8    # faster: token merging, int8 on CPU
 
 MODEL is an hf_vit checkpoint folder or Hub id, or a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
 DINOv2, ...; converted once into the Hugging Face cache); anything else is refused in one line (exit 2).
@@ -28,10 +29,34 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--token_merging_r",
+        type=_merging_r,
+        default=None,
+        metavar="R",
+        help="token merging (hf_vit models): merge R pairs of tokens in every block, or a comma list with one R per "
+        "block; faster, slightly less accurate (docs/performance.md). Default: the model's config (0 = off)",
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="int8 dynamic quantization of every linear layer (CPU only; faster)"
+    )
     from hf_vit.cli import add_logging_arguments
 
     add_logging_arguments(parser)
     return parser.parse_args(argv)
+
+
+def _merging_r(text: str) -> int | list[int]:
+    """`--token_merging_r`: an int, or a comma list of ints (one per block)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = [-1]
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0 or a comma list of them (one per block), got {text!r}"
+        )
+    return values[0] if len(values) == 1 and "," not in text else values
 
 
 def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
@@ -79,8 +104,10 @@ def main(argv=None) -> int:
 
     import hf_vit  # noqa: F401  (registers model_type "hf_vit")
     from hf_vit.checkpoint_io import check_model_location, load_image_processor
+    from hf_vit.configuration_hf_vit import token_merging_problem
     from hf_vit.convert.pretrained import pretrained_location
     from hf_vit.data import BadImageError, image_processor_for, open_image
+    from hf_vit.quantization import quantize_int8
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -107,8 +134,19 @@ def main(argv=None) -> int:
         processor = load_image_processor(model_name)
     except OSError:  # no preprocessor_config.json: the default preprocessing at the model's size
         processor = image_processor_for(config.image_size)
+    if args.token_merging_r is not None:
+        problem = token_merging_problem(
+            args.token_merging_r, model.config.num_hidden_layers, getattr(model.config, "rope_type", None)
+        )
+        if problem:
+            fail("--" + problem)
+        model.config.token_merging_r = args.token_merging_r
+    if args.int8:
+        if torch.device(device).type != "cpu":
+            fail(f"--int8 runs on the CPU only, got --device {device}")
+        model = quantize_int8(model, inplace=True)
     classify = pipeline("image-classification", model=model, image_processor=processor, device=device)
-    top_k = min(args.top_k, classify.model.config.num_labels)
+    top_k = min(args.top_k, model.config.num_labels)
 
     failed = len(missing)
     progress = tqdm(total=len(files), unit="img", disable=not any_folder, file=sys.stderr)
