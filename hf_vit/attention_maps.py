@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .extras import require
 from .modeling_hf_vit import check_every_patch_token
 
 
@@ -233,6 +234,7 @@ def _normalise(values: np.ndarray) -> np.ndarray:
 
 def heatmap_image(grid_map: torch.Tensor, size: tuple[int, int], cmap: str = "inferno") -> Image.Image:
     """A (grid_h, grid_w) map as a colour heat map of `size` = (H, W) pixels (min..max stretched)."""
+    require("viz", "`heatmap_image`")
     from matplotlib import colormaps
 
     rgba = colormaps[cmap](_normalise(_upsample(grid_map, size)))

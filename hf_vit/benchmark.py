@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_hf_vit import PRESETS, HfViTConfig
+from .extras import require
 from .stats import count_parameters, forward_flops
 
 NUM_CLASSES = 1000
@@ -450,6 +451,7 @@ def run_benchmark(
 ) -> dict:
     """Runs every group and memory probe of `opts`; `on_progress(report)` is called with the report so far after
     each, so that a long run interrupted midway still leaves its finished groups written."""
+    require("benchmark", "`run_benchmark`")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = opts.device

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from .configuration_hf_vit import PRESETS
+from .extras import MissingExtra
 from .model_setup import DEFAULT_PRESET
 
 
@@ -89,7 +90,7 @@ def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
     """Run a command's body under the exit convention; returns the exit status."""
     try:
         return body() or 0
-    except UserError as error:
+    except (UserError, MissingExtra) as error:  # a missing extra: the user installs it
         return _error(error, EXIT_USER_ERROR, verbose)
     except RunFailure as error:
         return _error(error, EXIT_RUN_FAILURE, verbose)

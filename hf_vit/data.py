@@ -27,6 +27,8 @@ from torch.utils.data import Sampler
 from torchvision.transforms import v2
 from transformers import ViTImageProcessor
 
+from .extras import require
+
 DIGITS = "digits"
 DIGITS_DESCRIPTION = "scikit-learn digits (UCI optical recognition of handwritten digits, 8x8)"
 DIGITS_TEST_SIZE = 0.2
@@ -236,6 +238,7 @@ def load_image_data(
     When the source has no validation/test split, a stable split of `validation_split` of the training data is made
     with `split_seed` (stratified by label when the labels are a ClassLabel).
     """
+    require("train", "`load_image_data`")
     import datasets
 
     if dataset_name and train_dir:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from . import checkpoints
 from . import data as hdata
+from .extras import require
 from .model_card import LICENSE_ID, Lineage, resolve_license
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
 from .training import param_groups
@@ -213,6 +214,7 @@ def fit(
     (checkpoint problems, a licence that would relabel the base model's), `hf_vit.data.DataError` (an unreadable
     image) and `DiskFullError`; the output folder is then as it was, except for checkpoints the run saved before
     failing."""
+    require("train", "`fit`")
     settings.validate()
     license, license_note = resolve_license(
         lineage.license if lineage else None, settings.license, settings.override_base_license

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch import nn
 
+from .extras import require
+
 # parameters that get no weight decay besides biases and norm weights
 _NO_DECAY_NAMES = ("position_embeddings", "cls_token", "register_tokens", "lambda1")
 
@@ -73,6 +75,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> Path | None:
     rows = [r for r in history if "epoch" in r]
     if not rows:
         return None
+    require("viz", "`plot_curves`")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,4 +1,5 @@
-"""Shared by the tests: the tiny config and a way to run Python in a fresh process."""
+"""Shared by the tests: the tiny config, random weights and output differences, the one-error-line check, and ways to
+run a tool in a fresh process or in this one."""
 
 import os
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small enough for behaviour tests on 2 CPU cores (hidden 32, 2 layers, image 32, patch 8).
+# Small enough for behaviour tests on 2 CPU cores (hidden 32-64, 2 layers, image 32, patch 8).
 TINY = dict(
     image_size=32,
     patch_size=8,
@@ -16,6 +17,48 @@ TINY = dict(
     num_attention_heads=4,
     intermediate_size=64,
 )
+
+
+def perturb(model, scale=0.02, seed=None):
+    """Random, not-at-init values added to every parameter (biases, norms, tokens too), so that no wrong mapping hides
+    behind a default initialisation; from the global RNG, or from its own generator with `seed`. Returns the model in
+    eval mode."""
+    import torch
+
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * scale)
+    return model.eval()
+
+
+def max_diff(a, b) -> float:
+    """The largest absolute difference between two tensors."""
+    return (a - b).abs().max().item()
+
+
+def error_line(result, *fragments, code=2, alone=True) -> str:
+    """A tool's refusal: exit `code` (2: the user's mistake, 1: a failure of the run) with exactly one `error: ...` line
+    on stderr, holding each of `fragments`, and no traceback; with `alone`, nothing else on stderr either (otherwise
+    warnings may come before it). Returns the line."""
+    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if not alone:
+        lines = [line for line in lines if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (other test processes may use torch.distributed at the same time)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_python(code_or_args, env_extra=None, cwd=None, timeout=600):

@@ -136,6 +136,7 @@ def files(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_visualize_attention_cli(files):
     out = files / "maps"
     images = files / "images"
@@ -183,6 +184,7 @@ def test_visualize_attention_cli(files):
     assert not list(out.glob("broken*")) and not list(out.glob("notes*"))
 
 
+@pytest.mark.slow
 def test_visualize_attention_cli_explicit_size_and_user_errors(files):
     out = files / "maps_sized"
     china = str(files / "images" / "china.jpg")
@@ -241,6 +243,7 @@ def test_visualize_attention_cli_explicit_size_and_user_errors(files):
     ]
 
 
+@pytest.mark.slow
 def test_predict_cli(files):
     images = files / "images"
     result = run_python(["scripts/predict.py", str(files / "model"), str(images), "--top_k", "2", "--batch_size", "2"])

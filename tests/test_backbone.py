@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, run_python
+from helpers import TINY, max_diff, perturb, run_python
 from PIL import Image
 from transformers import (
     AutoBackbone,
@@ -23,19 +23,6 @@ from hf_vit import HfViTBackbone, HfViTConfig, HfViTModel
 
 DEEP = {**TINY, "num_hidden_layers": 4}  # four blocks: four stages for DPT's and UperNet's four-level necks
 ALL_BLOCKS = [1, 2, 3, 4]
-
-
-def perturb(model, seed=0):
-    """Random values everywhere (LayerNorms, biases, tokens), so that no parameter hides behind its init."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 # ---- the backbone's stages and their validation --------------------------------------------------------------------
@@ -407,6 +394,7 @@ print(backbone_class.__module__, backbone_class.__name__)
 """
 
 
+@pytest.mark.slow
 def test_saved_backbone_loads_with_remote_code_without_hf_vit(tmp_path):
     folder = tmp_path / "backbone"
     backbone = perturb(HfViTBackbone(HfViTConfig(**TINY, out_indices=[1, 2])))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import max_diff, perturb
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import _load_weights
@@ -27,17 +28,6 @@ from hf_vit.convert import (
 )
 
 TOL = 1e-5
-
-
-def perturb(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
-
-
-def diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def batch(size=224, n=2):
@@ -63,6 +53,7 @@ TIMM_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TIMM_CASES))
 def test_timm_file_converts_and_matches_timm(case, tmp_path):
     arch, kwargs, suffix = TIMM_CASES[case]
@@ -101,7 +92,7 @@ def test_timm_file_converts_and_matches_timm(case, tmp_path):
         assert handle.metadata() == {"format": "pt"}
     x = batch()
     with torch.no_grad():
-        assert diff(logits_of_folder(out, x), source(x)) <= TOL
+        assert max_diff(logits_of_folder(out, x), source(x)) <= TOL
 
 
 def test_timm_file_with_num_heads_needs_no_model_name(tmp_path):
@@ -113,12 +104,13 @@ def test_timm_file_with_num_heads_needs_no_model_name(tmp_path):
     assert isinstance(model, HfViTModel) and model.config.image_size == 64
     x = batch(64)
     with torch.no_grad():
-        assert diff(model(x).pooler_output, source(x)) <= TOL
+        assert max_diff(model(x).pooler_output, source(x)) <= TOL
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # DINO
 # ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dino_training_checkpoint(tmp_path):
     """Saved as DINO saves it: teacher/student dicts, `module.`/`backbone.` prefixes, a DINO head, args Namespace."""
     import argparse
@@ -145,8 +137,8 @@ def test_dino_training_checkpoint(tmp_path):
     assert model.config.interpolate_antialias is False
     x = batch()
     with torch.no_grad():
-        assert diff(model(x).pooler_output, source(x)) <= TOL
-        assert diff(model(x).last_hidden_state, source.forward_features(x)) <= TOL
+        assert max_diff(model(x).pooler_output, source(x)) <= TOL
+        assert max_diff(model(x).last_hidden_state, source.forward_features(x)) <= TOL
     card = (tmp_path / "out" / "README.md").read_text()
     assert "native size" in card and "+0.1" in card
     # the student entry and plain backbone weights work too
@@ -207,7 +199,7 @@ def test_transformers_folder(names, tmp_path):
     assert processor["image_mean"] == [0.5, 0.5, 0.5]
     x = batch(32)
     with torch.no_grad():
-        assert diff(logits_of_folder(tmp_path / "out", x), source(x).logits) <= TOL
+        assert max_diff(logits_of_folder(tmp_path / "out", x), source(x).logits) <= TOL
 
 
 def test_converted_folder_never_carries_the_sources_auto_map(tmp_path):
@@ -294,7 +286,7 @@ def test_npz_matches_timms_npz_loader(layout, tmp_path):
     assert model.config.num_attention_heads == 6 and model.config.cls_position_embedding == (not no_embed_class)
     x = batch()
     with torch.no_grad():
-        assert diff(model(x).logits, reference(x)) <= TOL
+        assert max_diff(model(x).logits, reference(x)) <= TOL
     processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
     assert processor["image_mean"] == [0.5, 0.5, 0.5] and processor["image_std"] == [0.5, 0.5, 0.5]
 
@@ -325,7 +317,7 @@ def test_round_trip_through_timm_is_bitwise(variant, tmp_path, tiny_config):
     timm_model = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
     x = batch(32)
     with torch.no_grad():
-        assert diff(timm_model(x), model(x).logits) <= TOL
+        assert max_diff(timm_model(x), model(x).logits) <= TOL
     back = convert_checkpoint("timm", tmp_path / "timm", tmp_path / "back")["model"]
     assert_same_weights(back, model)
     assert back.config.num_register_tokens == model.config.num_register_tokens
@@ -338,7 +330,7 @@ def test_round_trip_through_transformers_is_bitwise(tmp_path, tiny_config):
     reloaded = ViTForImageClassification.from_pretrained(tmp_path / "vit").eval()
     x = batch(32)
     with torch.no_grad():
-        assert diff(reloaded(x).logits, model(x).logits) <= TOL
+        assert max_diff(reloaded(x).logits, model(x).logits) <= TOL
     back = convert_checkpoint("transformers", tmp_path / "vit", tmp_path / "back")["model"]
     assert_same_weights(back, model)
 

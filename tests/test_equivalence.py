@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+from helpers import max_diff, perturb
 from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
 from hf_vit import HfViTForImageClassification, HfViTModel
@@ -12,24 +13,13 @@ TOL = 1e-5
 SIZES = [(224, 224), (320, 256)]
 
 
-def max_diff(a, b):
-    return (a - b).abs().max().item()
-
-
-def perturb(model):
-    """Random weights everywhere (biases, LayerNorms, tokens too), so no parameter hides behind its default init."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def timm_token():
     torch.manual_seed(0)
     return perturb(timm.create_model("vit_small_patch16_224", pretrained=False, dynamic_img_size=True, num_classes=10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("size", SIZES)
 def test_timm_vit_small_token_pooling(timm_token, size, attn):
@@ -45,6 +35,7 @@ def test_timm_vit_small_token_pooling(timm_token, size, attn):
         assert max_diff(out.logits, timm_token(x)) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_timm_vit_small_avg_pooling(size):
     torch.manual_seed(1)
@@ -118,6 +109,7 @@ def transformers_vit_small():
     return perturb(ViTForImageClassification(config))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES)
 def test_transformers_vit_small(transformers_vit_small, size):
     source = transformers_vit_small

@@ -69,6 +69,7 @@ def test_position_resize_to_the_trained_grid_is_an_identity(tiny_config, antiali
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [PLAIN, TIMM_STYLE], ids=["plain", "timm-style"])
 def test_torch_export_with_dynamic_batch_height_width(tiny_config, case):
     overrides, sizes = case
@@ -78,6 +79,7 @@ def test_torch_export_with_dynamic_batch_height_width(tiny_config, case):
     _check(model, lambda x: exported(x).logits.detach(), sizes, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [PLAIN, TIMM_STYLE], ids=["plain", "timm-style"])
 def test_onnx_dynamo_exporter_runs_in_onnxruntime_at_any_size(tiny_config, tmp_path, case):
     import onnxruntime

@@ -199,6 +199,7 @@ def pulled(hub, tmp_path_factory):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family):
     entry = pulled[family]
@@ -212,6 +213,7 @@ def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family)
             assert entry[size + "-pooled"] <= TOL, entry
 
 
+@pytest.mark.slow
 def test_whole_image_text_models_give_their_vision_tower_and_say_so(pulled):
     for family, left_out in (("siglip", "text_model"), ("clip", "visual_projection")):
         said = [m for m in pulled[family]["messages"] if "vision tower" in m]
@@ -220,6 +222,7 @@ def test_whole_image_text_models_give_their_vision_tower_and_say_so(pulled):
     assert 0 <= pulled["verify"] <= TOL
 
 
+@pytest.mark.slow
 def test_the_source_preprocessing_comes_along(pulled):
     assert pulled["siglip"]["processor"].startswith("SiglipImageProcessor") and pulled["siglip"]["mean"] == [0.5] * 3
     assert pulled["siglip-vision"]["processor"].startswith("SiglipImageProcessor")  # SigLIP's defaults: no crop
@@ -227,6 +230,7 @@ def test_the_source_preprocessing_comes_along(pulled):
     assert pulled["clip-vision"]["mean"] == pytest.approx([0.48145466, 0.4578275, 0.40821073])
 
 
+@pytest.mark.slow
 def test_the_converted_card_names_the_prefix_tokens_and_pooling(pulled):
     from pathlib import Path
 
@@ -236,6 +240,7 @@ def test_the_converted_card_names_the_prefix_tokens_and_pooling(pulled):
     assert "| tokens | [CLS] + distillation + patches; pooling: [CLS] token |" in card
 
 
+@pytest.mark.slow
 def test_siglip2_naflex_is_refused_in_one_line(pulled):
     message = pulled["naflex"]
     assert "NaFlex" in message and "'siglip'" in message and "\n" not in message
@@ -244,6 +249,7 @@ def test_siglip2_naflex_is_refused_in_one_line(pulled):
 # ---- everything else, per family, on the converted folders -------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_family_works_everywhere(pulled, family):
     """A new classification head, the backbone, intermediate layers, attention maps and the feature picture."""
@@ -276,6 +282,7 @@ def _processor(folder):
     return AutoImageProcessor.from_pretrained(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_export_back_or_a_one_line_refusal(pulled, family, tmp_path):
     from hf_vit.convert.export import export_to_timm, export_to_transformers
@@ -402,6 +409,7 @@ def test_compile_fullgraph_and_exports_with_dynamic_height_width(tmp_path):
             torch.testing.assert_close(onnx, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_remote_code_load_without_hf_vit(tmp_path):
     from test_save_load import REMOTE_CODE
 

@@ -3,7 +3,10 @@
 import json
 import re
 
+import pytest
 from helpers import REPO, TINY, run_python
+
+pytestmark = pytest.mark.slow  # real training processes
 
 SCRIPT = str(REPO / "scripts" / "finetune_trainer.py")
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

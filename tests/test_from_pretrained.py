@@ -261,6 +261,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_family_matches_its_source_library(pulled, family):
     entry = pulled["online"][family]
@@ -272,6 +273,7 @@ def test_family_matches_its_source_library(pulled, family):
         assert entry["non-square"] <= TOL, entry
 
 
+@pytest.mark.slow
 def test_timm_labels_reach_the_pipeline_and_its_preprocessing_comes_along(pulled):
     online = pulled["online"]
     assert online["timm"]["id2label"] == {str(i): label for i, label in enumerate(LABELS)}
@@ -289,6 +291,7 @@ def test_timm_labels_reach_the_pipeline_and_its_preprocessing_comes_along(pulled
     assert online["preprocessing_diff"] < 0.1, online["preprocessing_diff"]
 
 
+@pytest.mark.slow
 def test_card_names_the_source_repo_and_commit(pulled):
     from huggingface_hub import ModelCard
 
@@ -300,6 +303,7 @@ def test_card_names_the_source_repo_and_commit(pulled):
     assert config["auto_map"]["AutoModel"] == "modeling_hf_vit.HfViTModel"
 
 
+@pytest.mark.slow
 def test_pinned_revision_gives_that_commit(pulled):
     online = pulled["online"]
     assert online["timm-pinned"]["commit"] == pulled["shas"]["timm-v1"] != online["timm"]["commit"]
@@ -308,10 +312,12 @@ def test_pinned_revision_gives_that_commit(pulled):
     assert not torch.allclose(outputs["timm-pinned/native"], outputs["timm/native"])
 
 
+@pytest.mark.slow
 def test_mask_token_is_kept(pulled):
     assert pulled["online"]["dinov2"]["masked"] <= TOL
 
 
+@pytest.mark.slow
 def test_only_the_needed_files_are_downloaded(pulled):
     gets = [path for method, path in pulled["online"]["requests"] if method == "GET" and "/resolve/" in path]
     assert any(
@@ -321,6 +327,7 @@ def test_only_the_needed_files_are_downloaded(pulled):
     assert not any(path.endswith("pytorch_model.bin") for path in gets)  # timm pushed both; safetensors is preferred
 
 
+@pytest.mark.slow
 def test_second_load_comes_from_the_cache_and_works_offline(pulled):
     assert pulled["online"]["second_call_from_cache"]
     offline = pulled["offline"]
@@ -335,10 +342,12 @@ def test_second_load_comes_from_the_cache_and_works_offline(pulled):
         assert torch.equal(online_outputs[key], offline_outputs[key]), key
 
 
+@pytest.mark.slow
 def test_verify_compares_with_the_source_library(pulled):
     assert 0 <= pulled["online"]["verify"] <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "repo, feature",
     [
@@ -361,6 +370,7 @@ def _weights(folder):
     return load_file(f"{folder}/model.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, repo, steps",
     [
@@ -412,6 +422,7 @@ def test_training_scripts_fine_tune_a_foreign_repo_with_a_new_head(hub, pulled, 
     assert processor["image_processor_type"].startswith("BitImageProcessor")
 
 
+@pytest.mark.slow
 def test_convert_push_and_predict_scripts_take_a_hub_repo(hub, pulled, tmp_path):
     """convert_checkpoint.py --checkpoint <repo> (no --source) --verify, then push_to_hub.py of the result; predict.py
     with a timm repo prints its label names."""
@@ -501,6 +512,7 @@ def test_local_timm_folder_is_converted_once_and_verify_failure_writes_nothing(t
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_timm_folder_without_timm_uses_the_heads_table(tmp_path):
     """timm not importable: the heads come from model_args, else hf_vit's table of timm's widths."""
     from helpers import run_python

@@ -6,19 +6,17 @@ to DDP (`Accelerator(cpu=True)`) or to a single process, so this test calls `ful
 that config describes (each HfViTLayer one unit). docs/training.md, "FSDP", has the GPU command.
 """
 
-import socket
-
+import pytest
 import torch
-from helpers import REPO, run_python
+from helpers import REPO, free_port, run_python
+
+pytestmark = pytest.mark.slow  # real training processes
 
 WORKER = str(REPO / "tests" / "fsdp_worker.py")
 ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_two_process_fsdp_training_on_cpu_matches_one_process(tmp_path):
-    with socket.socket() as s:  # a free port: other test runs may use torch.distributed at the same time
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     sharded = run_python(
         [
             "-m",
@@ -28,7 +26,7 @@ def test_two_process_fsdp_training_on_cpu_matches_one_process(tmp_path):
             "--master_addr",
             "127.0.0.1",
             "--master_port",
-            str(port),
+            str(free_port()),
             WORKER,
             str(tmp_path / "fsdp.pt"),
         ],

@@ -122,6 +122,7 @@ def published(hub, tmp_path_factory):
 # ---- pushing -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_push_uploads_the_checkpoint_in_one_commit_and_prints_its_url(hub, published):
     work, sha_a = published["work"], published["sha_a"]
     assert f"{hub.url}/{REPO_ID}/commit/{sha_a}" in published["push_a"].stdout
@@ -153,6 +154,7 @@ def test_push_uploads_the_checkpoint_in_one_commit_and_prints_its_url(hub, publi
     assert f"/commit/{published['sha_b']}" in published["push_b"].stdout
 
 
+@pytest.mark.slow
 def test_pushed_card_metadata(hub, published):
     from huggingface_hub import ModelCard
 
@@ -214,6 +216,7 @@ print(json.dumps({"guarded": "hf_xet" in sys.modules and sys.modules["hf_xet"] i
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["hf_vit", "remote_code"])
 def test_pull_both_ways_pinned_revisions_then_offline(hub, published, mode, tmp_path):
     """(a) hf_vit installed, no trust_remote_code; (b) hf_vit not importable, trust_remote_code=True.
@@ -265,6 +268,7 @@ sys.exit(run_command(body))
 """
 
 
+@pytest.mark.slow
 def test_failed_commit_leaves_no_partial_commit_and_a_retry_succeeds(hub, tmp_path):
     """A script's --push_to_hub meets two 500s (the commit and the automatic retry): nothing lands. Run again, it
     meets one 500, checks that the branch did not move, and retries by itself. The CLI then finds nothing to commit."""
@@ -336,6 +340,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 def test_cut_download_leaves_no_corrupt_file_and_a_retry_succeeds(hub, published, tmp_path):
     weights = hub.files(REPO_ID)["model.safetensors"]
     hub.download_faults("model.safetensors", "drop", "fail", None, "drop")
@@ -364,6 +369,7 @@ def test_cut_download_leaves_no_corrupt_file_and_a_retry_succeeds(hub, published
 # ---- user errors fail before any upload ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["bad_repo_id", "missing_folder", "no_weights"])
 def test_cli_user_errors_fail_before_any_request(hub, tmp_path, case):
     folder, repo_id = tmp_path / "ckpt", "tester/ok-name"
@@ -650,6 +656,7 @@ def test_server_rejects_what_the_hub_rejects(hub):
 # ---- --push_to_hub in the scripts ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_convert_checkpoint_push_to_hub(hub, tmp_path):
     """scripts/convert_checkpoint.py --push_to_hub: the converted folder (card naming the source) lands as one
     commit."""
@@ -680,6 +687,7 @@ def test_convert_checkpoint_push_to_hub(hub, tmp_path):
     assert b"converted from timm" in files["README.md"] and "preprocessor_config.json" in files
 
 
+@pytest.mark.slow
 def test_train_and_trainer_scripts_push_to_hub(hub, tmp_path):
     """scripts/train.py and scripts/finetune_trainer.py --push_to_hub: the final folder, curves included, in one commit;
     a bad repo id fails before any training."""

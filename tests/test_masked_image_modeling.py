@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_python
+from helpers import max_diff, perturb, run_python
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling, ViTModel
 
@@ -14,18 +14,6 @@ from hf_vit.convert import convert_checkpoint, export_to_transformers, from_tran
 
 TOL = 1e-5
 SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32)
-
-
-def perturb(model):
-    """Random values on every parameter (the mask token and the decoder too), so no mapping hides behind its init."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 def random_mask(batch, patches, seed=0):
@@ -122,6 +110,7 @@ def test_loss_on_a_non_square_input_is_the_mean_l1_over_the_masked_patch(tiny_co
     assert model(x).loss is None
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tiny_config):
     torch.manual_seed(0)
     model = HfViTForMaskedImageModeling(tiny_config()).train()
@@ -200,6 +189,7 @@ print(type(model).__module__, type(model).__name__)
 """
 
 
+@pytest.mark.slow
 def test_save_reload_in_process_and_as_remote_code(converted, tmp_path_factory):
     _, result, folder = converted
     model = result["model"].eval()

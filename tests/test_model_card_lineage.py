@@ -275,6 +275,7 @@ EXPECTED = {  # card: (license, license_name, base_model, base_model_relation)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_pushed_card_carries_the_licence_and_lineage(lineage, name):
     run = lineage["report"]["runs"][name]
@@ -303,6 +304,7 @@ def test_pushed_card_carries_the_licence_and_lineage(lineage, name):
     assert ("POST", "/api/validate-yaml") in lineage["requests"]
 
 
+@pytest.mark.slow
 def test_main_job_card_reports_its_result_and_split(lineage):
     text = lineage["cards"]["scratch"]
     assert "hf-vit-train --output_dir" in text and "No base model: trained from scratch" in text
@@ -311,6 +313,7 @@ def test_main_job_card_reports_its_result_and_split(lineage):
     assert "model-index" not in _metadata(text)  # no Hub dataset id for the digits
 
 
+@pytest.mark.slow
 def test_relabelling_a_known_licence_is_refused(lineage):
     run = lineage["report"]["runs"]["relabel"]
     assert run["code"] == 2 and "Traceback" not in run["stderr"]

@@ -202,6 +202,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
         torch.testing.assert_close(p.grad, plain[name], rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_compile_fullgraph_has_no_graph_break(tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=3, num_register_tokens=1)).eval()
     compiled = torch.compile(model, fullgraph=True, backend="eager")
@@ -211,6 +212,7 @@ def test_compile_fullgraph_has_no_graph_break(tiny_config):
         torch.testing.assert_close(compiled(torch.randn(2, 3, 48, 40)).logits.shape, torch.Size([2, 3]))
 
 
+@pytest.mark.slow
 def test_compile_with_inductor(tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=3)).eval()
     compiled = torch.compile(model, fullgraph=True)
@@ -290,6 +292,7 @@ def test_onednn_linear_fast_path_only_for_fp32_cpu_inference(tiny_config, monkey
     torch.testing.assert_close(fast, model(x).logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onednn_linear_can_be_turned_off_and_on():
     from helpers import run_python
 

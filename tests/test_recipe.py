@@ -164,6 +164,7 @@ def _digits_folder(root, per_class):
     return root
 
 
+@pytest.mark.slow
 def test_a_folder_of_small_digits_trains_by_default(tmp_path):
     """`hf-vit-train --train_dir digits/` with no model flags: the digits recipe, chosen from the images' size."""
     images = _digits_folder(tmp_path / "digits", per_class=40)
@@ -180,6 +181,7 @@ def test_a_folder_of_small_digits_trains_by_default(tmp_path):
     assert accuracy > 80.0  # chance is 10%; 340 training images, the recipe's 20 epochs
 
 
+@pytest.mark.slow
 def test_the_trainer_command_chooses_the_same_model(tmp_path):
     images = _folder(tmp_path / "images", (8, 8), per_class=4)
     out = tmp_path / "out"

@@ -136,6 +136,7 @@ print(type(model).__module__, type(model).__name__, type(backbone).__name__)
 """
 
 
+@pytest.mark.slow
 def test_remote_code_load_without_hf_vit(saved, tmp_path_factory):
     folder, model = saved
     x = torch.randn(2, 3, 32, 48)
@@ -199,6 +200,7 @@ class _TinyImages(torch.utils.data.Dataset):
         return {"pixel_values": self.pixels[i], "labels": self.labels[i]}
 
 
+@pytest.mark.slow
 def test_trainer_a_few_steps_lowers_the_loss(tmp_path, tiny_config):
     model = HfViTForImageClassification(tiny_config(num_labels=2))
     data = _TinyImages()

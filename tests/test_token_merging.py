@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import max_diff, perturb
 from PIL import Image
 from tome_reference import apply_patch, parse_r
 from torch.export import Dim
@@ -28,19 +29,6 @@ from hf_vit.convert import from_timm
 TOL = 1e-5
 
 
-def perturb(model, seed=0):
-    """Random values everywhere (LayerNorms, biases, tokens), so that no parameter hides behind its init."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.02)
-    return model.eval()
-
-
-def max_diff(a, b):
-    return (a - b).abs().max().item()
-
-
 def reference_run(reference, r, x):
     """The paper's patched timm model: (features, logits). Its ToMe wrapper resets the schedule in `forward` only, so
     the features are taken the same way, then the head (timm's `forward` is `forward_head(forward_features)`)."""
@@ -54,7 +42,7 @@ def reference_run(reference, r, x):
 def vit_small():
     """timm's ViT-S/16 with random weights, the paper's ToMe applied to a copy, and hf_vit's conversion."""
     torch.manual_seed(0)
-    source = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=10))
+    source = perturb(timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=10), seed=0)
     return apply_patch(copy.deepcopy(source)), from_timm(source)
 
 
@@ -83,7 +71,7 @@ def test_mean_pooling_matches_the_papers_code_on_timm(class_token):
     source = timm.create_model(
         "vit_small_patch16_224", pretrained=False, depth=3, global_pool="avg", class_token=class_token
     )
-    source = perturb(source, 2)
+    source = perturb(source, seed=2)
     reference, ours = apply_patch(copy.deepcopy(source)), from_timm(source)
     assert ours.config.num_prefix_tokens == int(class_token)
     ours.config.token_merging_r = 40
@@ -95,7 +83,7 @@ def test_mean_pooling_matches_the_papers_code_on_timm(class_token):
 
 
 def test_config_switch_takes_effect_at_the_next_forward_and_zero_is_the_plain_model(tiny_config):
-    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=3)))
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=3)), seed=0)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model(x, output_hidden_states=True)
@@ -124,7 +112,7 @@ def test_prefix_tokens_are_never_merged_and_keep_their_order(tiny_config):
     """[CLS] and the registers leave a merging block exactly as they leave the plain block (merging comes after the
     attention; the MLP is per token), first and in order."""
     config = tiny_config(patch_size=4, num_register_tokens=3, num_hidden_layers=1)
-    model = perturb(HfViTModel(config))
+    model = perturb(HfViTModel(config), seed=0)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         plain = model(x).last_hidden_state
@@ -144,7 +132,7 @@ def test_flex_attention_matches_sdpa_with_merging(tiny_config, monkeypatch):
         return flex_attention(query, key, value, **kwargs)
 
     monkeypatch.setattr(transformers_flex, "compile_friendly_flex_attention", uncompiled)
-    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=[12, 12])))
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=[12, 12])), seed=0)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x).logits
@@ -217,7 +205,7 @@ def test_an_attention_without_a_logit_bias_refuses_merging(tiny_config):
 
 
 def test_torch_compile_fullgraph_with_merging(tiny_config):
-    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=[16, 8])))
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=[16, 8])), seed=0)
     x = torch.randn(2, 3, 32, 32)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # dynamo and AOTAutograd's decompositions
     with torch.no_grad():
@@ -227,7 +215,9 @@ def test_torch_compile_fullgraph_with_merging(tiny_config):
 def test_onnx_and_torch_export_with_merging_at_any_batch(tiny_config, tmp_path):
     import onnxruntime
 
-    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=5, token_merging_r=[16, 8])))
+    model = perturb(
+        HfViTForImageClassification(tiny_config(patch_size=4, num_labels=5, token_merging_r=[16, 8])), seed=0
+    )
     program = torch.onnx.export(
         model,
         (torch.randn(2, 3, 32, 32),),
@@ -306,7 +296,7 @@ def test_predict_cli_refuses_bad_token_merging(classifier_folder, flags, message
 def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_config):
     from torch import nn
 
-    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)))
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)), seed=0)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = model(x).logits

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_python
+from helpers import REPO, error_line, free_port, run_main, run_python
 
 TRAIN = str(REPO / "scripts" / "train.py")
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -32,17 +32,7 @@ def accuracy(stdout: str) -> float:
     return float(match.group(1))
 
 
-def one_line_error(result, *fragments, code=2):
-    """Exit `code` (2: the user's mistake, 1: a failure of the run) with exactly one `error:` line, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:] + result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
+@pytest.mark.slow
 def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     out = tmp_path / "run"
     result = train(
@@ -82,20 +72,16 @@ def test_digits_default_model_learns_and_writes_the_folder(tmp_path):
     assert not list(tmp_path.glob(".run.tmp-*"))  # the staging folder is gone
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     out = tmp_path / "ddp"
-    import socket
-
-    with socket.socket() as s:  # a free port: other test runs may use DDP at the same time
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     args = [
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         str(REPO / "scripts" / "accelerate_configs" / "cpu_ddp.yaml"),
         "--main_process_port",
-        str(port),
+        str(free_port()),
         TRAIN,
         *QUICK,
         "--output_dir",
@@ -115,6 +101,7 @@ def test_ddp_two_processes_gathers_metrics_once(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     from safetensors.torch import load_file
 
@@ -174,7 +161,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     other = train(
         "--output_dir", out, *common, "--resume_from_checkpoint", "latest", "--config_overrides", "hidden_size=32"
     )
-    one_line_error(other, "incompatible model", "hidden_size")
+    error_line(other, "incompatible model", "hidden_size", alone=False)
 
 
 def test_latest_ignores_half_written_checkpoints(tmp_path):
@@ -206,6 +193,7 @@ def _write_images(folder: Path, classes=("a", "b"), per_class=6, size=(20, 16), 
             image.save(folder / name / f"{i}.png" if mode != "CMYK" else folder / name / f"{i}.jpg")
 
 
+@pytest.mark.slow
 def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
     images = tmp_path / "images"
     _write_images(images, modes=("RGB", "L", "RGBA", "P", "CMYK"))
@@ -223,7 +211,7 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
         "3",
     ]
     failed = train("--output_dir", tmp_path / "fail", *common)
-    one_line_error(failed, "broken.png")
+    error_line(failed, "broken.png", alone=False)
     assert not (tmp_path / "fail" / "model.safetensors").exists()
 
     skipped = train("--output_dir", tmp_path / "ok", *common, "--skip_bad_images")
@@ -246,7 +234,8 @@ def test_imagefolder_with_bad_image_is_named_or_skipped(tmp_path):
         (["--dataset_name", "{tmp}/table", "--label_column", "kind"], ["label column 'kind'", "picture, caption"]),
     ],
 )
-def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
+def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, args, fragments):
+    """Refused before any training: in this process (helpers.run_main), no interpreter start-up."""
     (tmp_path / "empty").mkdir()
     if "{tmp}/table" in args:
         import datasets
@@ -258,16 +247,16 @@ def test_bad_input_is_one_clear_line(tmp_path, args, fragments):
         )
         (tmp_path / "table").mkdir()
         table.to_parquet(str(tmp_path / "table" / "train.parquet"))
-    env = {}
-    if "--cpu_only" in args:
+    if "--cpu_only" in args:  # as `accelerate launch --cpu` runs it, on any machine
         args = [a for a in args if a != "--cpu_only"]
-        env = {"CUDA_VISIBLE_DEVICES": ""}
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = run_python([TRAIN, "--output_dir", str(tmp_path / "out"), *args], env_extra={**ENV, **env}, timeout=300)
-    one_line_error(result, *fragments)
+    result = run_main([TRAIN, "--output_dir", str(tmp_path / "out"), *args])
+    error_line(result, *fragments, alone=False)
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     from PIL import Image
 
@@ -303,18 +292,19 @@ def test_streaming_local_dataset_with_max_train_steps(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation accuracy:" in result.stdout
     assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "cat", "1": "dog"}
-    streaming_needs_steps = run_python([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"], env_extra=ENV)
-    one_line_error(streaming_needs_steps, "--max_train_steps")
+    streaming_needs_steps = run_main([TRAIN, "--dataset_name", str(tmp_path / "ds"), "--streaming"])
+    error_line(streaming_needs_steps, "--max_train_steps", alone=False)
 
 
-def test_train_throughput_compares_the_run_with_the_bare_step(tmp_path):
-    out = tmp_path / "run"
-    assert train("--output_dir", out, "--max_train_steps", "3").returncode == 0
-    result = run_python(
-        [str(REPO / "scripts" / "dev" / "train_throughput.py"), str(out), "--steps", "3", "--reps", "2"], env_extra=ENV
-    )
+@pytest.mark.slow
+def test_train_throughput_compares_the_run_with_the_bare_step(trained_run, tmp_path, capsys):
+    import runpy
+
+    script = REPO / "scripts" / "dev" / "train_throughput.py"
+    result = run_python([str(script), str(trained_run), "--steps", "3", "--reps", "2"], env_extra=ENV)
     assert result.returncode == 0, result.stderr
     assert re.search(r"bare model step: \d+ img/s \(median of 2 x 3 steps, batch 32\)", result.stdout)
-    assert re.search(r"train.py end to end: \d+ img/s \(3 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)
-    missing = run_python([str(REPO / "scripts" / "dev" / "train_throughput.py"), str(tmp_path)], env_extra=ENV)
-    assert missing.returncode == 2 and "not an output folder of scripts/train.py" in missing.stderr
+    assert re.search(r"train.py end to end: \d+ img/s \(4 steps in [\d.]+ s\)\nratio: \d+\.\d\d", result.stdout)
+    # a folder that is not a run: refused before any work, so in this process
+    assert runpy.run_path(str(script))["main"]([str(tmp_path)]) == 2
+    assert "not an output folder of scripts/train.py" in capsys.readouterr().err

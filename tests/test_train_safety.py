@@ -11,8 +11,8 @@ import pickle
 import signal
 
 import pytest
-from helpers import REPO, TINY, run_main, run_python
-from test_train import ENV, QUICK, TRAIN, one_line_error, train
+from helpers import REPO, TINY, error_line, run_main, run_python
+from test_train import ENV, QUICK, TRAIN, train
 
 FINETUNE = str(REPO / "scripts" / "finetune_trainer.py")
 
@@ -47,19 +47,18 @@ def write_images(folder, classes=("a", "b"), per_class=4, broken=()):
         (folder / relative).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A finished run with checkpoints at steps 2 and 4: the user's earlier, good work."""
-    out = tmp_path_factory.mktemp("earlier") / "run"
-    result = train("--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2")
-    assert result.returncode == 0, result.stderr
-    return out
+@pytest.fixture
+def trained(trained_run):
+    """A finished run with checkpoints at steps 2 and 4: the user's earlier, good work (conftest's session run;
+    the tests check that nothing changes it)."""
+    return trained_run
 
 
+@pytest.mark.slow
 def test_a_folder_with_files_is_never_emptied(trained, tmp_path):
     before = snapshot(trained)
     refused = train_here("--output_dir", trained, "--max_train_steps", "2")
-    one_line_error(refused, "already holds files", "--overwrite_output_dir", "nothing else is touched")
+    error_line(refused, "already holds files", "--overwrite_output_dir", "nothing else is touched", alone=False)
     assert snapshot(trained) == before
 
     # with the flag, only the run's own files are replaced: the user's files, hidden ones too, stay
@@ -89,16 +88,17 @@ def test_output_folder_in_the_input_data_is_refused(tmp_path):
     write_images(data)
     before = snapshot(tmp_path)
     result = train_here("--train_dir", data, "--output_dir", tmp_path / "data", "--overwrite_output_dir")
-    one_line_error(result, "contains the input --train_dir")
+    error_line(result, "contains the input --train_dir", alone=False)
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_finetune_trainer_keeps_the_users_files(tmp_path):
     data = tmp_path / "images"
     write_images(data)
     before = snapshot(data)
     into_data = run_main([FINETUNE, "--train_dir", str(data), "--output_dir", str(data), "--overwrite_output_dir"])
-    one_line_error(into_data, "--output_dir", "is the input --train_dir")
+    error_line(into_data, "--output_dir", "is the input --train_dir", alone=False)
     assert snapshot(data) == before
 
     out = tmp_path / "out"
@@ -122,7 +122,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
         "true",
     ]
     refused = run_main(common)
-    one_line_error(refused, "already holds files", "--overwrite_output_dir")
+    error_line(refused, "already holds files", "--overwrite_output_dir", alone=False)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     done = run_python([*common, "--overwrite_output_dir"], env_extra=ENV, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -130,6 +130,7 @@ def test_finetune_trainer_keeps_the_users_files(tmp_path):
     assert not (out / "training_args.bin").exists()  # a pickle: outputs are safetensors only
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
     """The earlier run's model, metrics.jsonl and checkpoints survive a run that fails on its first image; a run into
     a new folder that fails leaves no folder."""
@@ -149,10 +150,10 @@ def test_a_failed_run_leaves_the_folder_as_it_found_it(trained, tmp_path):
         "--config_overrides",
         "image_size=8,patch_size=4,hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64",
     )
-    one_line_error(failed, str(data), "read")
+    error_line(failed, str(data), "read", alone=False)
     assert snapshot(trained) == before
     fresh = train("--train_dir", data, "--output_dir", tmp_path / "fresh", "--max_train_steps", "2")
-    one_line_error(fresh, str(data), "read")
+    error_line(fresh, str(data), "read", alone=False)
     assert not (tmp_path / "fresh").exists()
 
 
@@ -162,10 +163,11 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
     out = tmp_path / "out"
     with RunLock(out):  # a run in progress
         second = train_here("--output_dir", out, "--max_train_steps", "2")
-        one_line_error(second, "another run", str(out))
+        error_line(second, "another run", str(out), alone=False)
         assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path):
     import shutil
 
@@ -184,17 +186,18 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
         "--per_device_train_batch_size",
         "16",
     )
-    one_line_error(other_batch, "cannot resume from checkpoint", "per_device_train_batch_size 32 then, 16 now")
+    error_line(other_batch, "cannot resume from checkpoint", "per_device_train_batch_size 32 then, 16 now", alone=False)
     assert snapshot(out) == before
 
     newest = out / "checkpoints" / "checkpoint-4"
     (newest / "trainer_state.json").write_text("")
     explicit = train_here("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", newest)
-    one_line_error(
+    error_line(
         explicit,
         "checkpoint-4 is damaged (trainer_state.json is unreadable",
         "resume from checkpoint",
         "checkpoint-2 (the newest intact one) or start over",
+        alone=False,
     )
 
     # a checkpoint saved without the file sizes (older hf_vit) whose optimizer.bin would run code: refused as damaged
@@ -204,7 +207,7 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(trained, tmp_path
     (oldest / "trainer_state.json").write_text(json.dumps(state))
     (oldest / "optimizer.bin").write_bytes(pickle.dumps(Exploit(tmp_path / "pwned")))
     evil = train_here("--output_dir", out, "--max_train_steps", "4", "--resume_from_checkpoint", oldest)
-    one_line_error(evil, "checkpoint-2 is damaged (UnpicklingError", "start over")
+    error_line(evil, "checkpoint-2 is damaged (UnpicklingError", "start over", alone=False)
     assert not (tmp_path / "pwned").exists()
 
     # `latest` passes over the damaged newest one and resumes from an intact one
@@ -235,6 +238,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
     before = snapshot(trained)
     enospc = "raise OSError(28, 'No space left on device')"
@@ -244,7 +248,7 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
         (f"import transformers.modeling_utils as m\ndef full(*args, **kwargs):\n    {enospc}\nm.safe_save_file = full"),
     )
     assert final.returncode == 1, final.stderr[-3000:]
-    one_line_error(final, "disk full while writing the trained model", "nothing in it was changed", code=1)
+    error_line(final, "disk full while writing the trained model", "nothing in it was changed", code=1, alone=False)
     assert snapshot(trained) == before
     assert not [p for p in trained.iterdir() if p.name.startswith(".hf_vit")]
 
@@ -264,12 +268,13 @@ def test_disk_full_is_one_line_and_leaves_the_earlier_model(trained, tmp_path):
             "other.torch.save = save"
         ),
     )
-    one_line_error(saving, "disk full while saving checkpoint 4", "earlier checkpoints are intact", code=1)
+    error_line(saving, "disk full while saving checkpoint 4", "earlier checkpoints are intact", code=1, alone=False)
     assert saving.returncode == 1
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_final_files_are_moved_in_strands_nothing(tmp_path):
     out = tmp_path / "run"
     args = [*QUICK, "--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2"]
@@ -326,10 +331,11 @@ def test_empty_or_nonsensical_training_is_refused_before_any_work(tmp_path, args
 
 def test_refusals_exit_2_in_one_line_before_loading_data(tmp_path):
     result = train_here("--output_dir", tmp_path / "out", "--num_train_epochs", "0")
-    one_line_error(result, "--num_train_epochs must be at least 1")
+    error_line(result, "--num_train_epochs must be at least 1", alone=False)
     assert result.returncode == 2 and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_an_unreadable_demo_image_never_fails_the_run(tmp_path):
     write_images(tmp_path / "train")
     write_images(tmp_path / "val", per_class=2, broken=["a/0.png"])  # the first held-out image
@@ -386,7 +392,7 @@ def test_finetune_resumes_from_latest_as_train_does(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     saved = load_file(out / "checkpoint-2" / "model.safetensors")
     wrong = run_main([*common, "--resume_from_checkpoint", str(out / "checkpoint-9")])
-    one_line_error(wrong, "checkpoint-9", "holds checkpoint-1, checkpoint-2", '"latest"')
+    error_line(wrong, "checkpoint-9", "holds checkpoint-1, checkpoint-2", '"latest"', alone=False)
     # another seed: a fresh start would give other weights; resumed at step 2 of 2, the model is checkpoint-2's
     resumed = run_main([*common, "--resume_from_checkpoint", "latest", "--seed", "1"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -165,6 +165,7 @@ def test_every_commands_output_folder_refusal_is_one_line_and_exit_2(tmp_path, c
     assert capsys.readouterr().err.startswith(f"error: --output_dir {tmp_path} contains the input --train_dir ")
 
 
+@pytest.mark.slow
 def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
     import signal
     import subprocess

@@ -293,6 +293,7 @@ def _outcome(test_class, name):
 FAMILY_OPTIONS = dict(distillation_token=True, num_register_tokens=1, pooling="map", pre_norm=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options", [None, ROPE_OPTIONS, FAMILY_OPTIONS], ids=["plain", "rope-options", "family-options"]
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, run_main
+from helpers import REPO, TINY, error_line, run_main
 from hub_server import TOKEN, USER, HubServer
 from PIL import Image
 from transformers import ViTImageProcessor
@@ -24,15 +24,6 @@ from hf_vit import data as hdata
 
 LABELS = {0: "dark", 1: "light"}
 CLIENT_SITE = Path(__file__).resolve().parent / "hub_client_site"
-
-
-def error_line(result, code):
-    """The run failed with `code`, printing exactly one line, `error: ...`, and no traceback; returns that line."""
-    assert result.returncode == code, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict:
@@ -119,7 +110,7 @@ def test_truncated_weights_are_named(cli, model_dir, gray16, tmp_path):
     args = [f"scripts/{cli}.py", str(folder), str(gray16)]
     if cli == "visualize_attention":
         args += ["--output_dir", str(tmp_path / "maps")]
-    line = error_line(run_main(args), 2)
+    line = error_line(run_main(args))
     assert line.startswith(f"error: {weights} is damaged: not a complete safetensors file (truncated or corrupt?)"), (
         line
     )
@@ -149,7 +140,7 @@ def test_missing_model_folder_is_said_to_be_missing(cli, gray16, tmp_path):
         args, code = [f"scripts/{cli}.py", str(missing), str(gray16), "--output_dir", str(tmp_path / "out")], 2
         if cli == "predict":
             args = args[:-2]
-    line = error_line(run_main(args), code)
+    line = error_line(run_main(args), code=code)
     assert line == f"error: model folder {missing} does not exist", line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -188,7 +179,7 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     path = tmp_path / name
     make(path)
     before = path.read_bytes()
-    line = error_line(run_main([*args, str(path), "--output_dir", str(tmp_path / "out")]), 2)
+    line = error_line(run_main([*args, str(path), "--output_dir", str(tmp_path / "out")]))
     assert line == (
         f"error: {path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, "
         "and this file is neither"
@@ -211,7 +202,6 @@ def test_file_that_is_not_an_npz_archive(tmp_path):
                 str(tmp_path / "out"),
             ]
         ),
-        2,
     )
     assert line == f"error: {path} is not an .npz archive (a zip of NumPy arrays, as np.savez writes)", line
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
@@ -231,7 +221,7 @@ def test_hf_vit_folder_given_to_convert(source, model_dir, tmp_path):
     ]
     if source == "timm":
         args += ["--timm_model", "vit_small_patch16_224"]
-    line = error_line(run_main(args), 2)
+    line = error_line(run_main(args))
     assert line == (
         f"error: {model_dir} is already an hf_vit folder: nothing to convert; load it directly with "
         "AutoModel.from_pretrained (after `import hf_vit`)"
@@ -270,7 +260,7 @@ def test_train_dir_without_class_folders(layout, tmp_path):
             "--no_progress",
         ]
     )
-    line = error_line(result, 2)
+    line = error_line(result)
     assert line == (
         f"error: --train_dir {train_dir} has {found}: expected one sub-folder of images per class, "
         f"at least two classes (e.g. {train_dir}/cat/1.jpg, {train_dir}/dog/2.jpg)"
@@ -340,9 +330,10 @@ def uncarded(model_dir, tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_push_without_a_token(hub, uncarded, tmp_path):
     before, sent = snapshot(uncarded), len(hub.requests)
-    line = error_line(push(hub, tmp_path, uncarded, f"{USER}/no-token", token=None), 2)
+    line = error_line(push(hub, tmp_path, uncarded, f"{USER}/no-token", token=None))
     assert line == (
         f"error: no Hugging Face token: pushing to {USER}/no-token needs one with write access; "
         "log in with `hf auth login` or set HF_TOKEN"
@@ -351,11 +342,12 @@ def test_push_without_a_token(hub, uncarded, tmp_path):
     assert snapshot(uncarded) == before  # no README.md written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["invalid_token", "foreign_namespace"])
 def test_push_that_cannot_write_checks_before_creating(case, hub, uncarded, tmp_path):
     repo_id, token = (f"{USER}/bad-token", "hf_not_the_token") if case == "invalid_token" else ("someone-else/x", TOKEN)
     before, sent = snapshot(uncarded), len(hub.requests)
-    line = error_line(push(hub, tmp_path, uncarded, repo_id, token=token), 2)
+    line = error_line(push(hub, tmp_path, uncarded, repo_id, token=token))
     if case == "invalid_token":
         assert line.startswith("error: the Hub rejected the Hugging Face token (") and "hf auth login" in line, line
     else:
@@ -369,12 +361,13 @@ def test_push_that_cannot_write_checks_before_creating(case, hub, uncarded, tmp_
     assert snapshot(uncarded) == before
 
 
+@pytest.mark.slow
 def test_failed_push_leaves_the_folder_unchanged_and_a_later_one_writes_the_card(hub, uncarded, tmp_path):
     repo_id = f"{USER}/flaky"
     before = snapshot(uncarded)
     hub.fail_commits(2)  # the commit and its automatic retry
     try:
-        line = error_line(push(hub, tmp_path, uncarded, repo_id), 1)
+        line = error_line(push(hub, tmp_path, uncarded, repo_id), code=1)
     finally:
         hub.clear_faults()
     assert line.startswith(f"error: push to {repo_id} failed") and "500" in line, line
@@ -433,7 +426,7 @@ def test_models_hf_vit_refuses_are_refused_in_its_own_words(cli, case, gray16, t
     folder.mkdir()
     expected = PREDICT_REFUSALS[case](folder)
     args = [f"scripts/{cli}.py", str(folder), str(gray16)]
-    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])), 2)
+    line = error_line(run_main(args + (["--output_dir", str(tmp_path / "o")] if cli != "predict" else [])))
     assert line.startswith(f"error: cannot load a model from '{folder}'") and expected in line, line
     assert "weights_only` set to `False`" not in line and not (tmp_path / "pwned").exists()
 
@@ -444,7 +437,7 @@ def test_attention_refuses_a_missing_image_or_a_folder_as_image_before_any_work(
     if case == "folder":
         image.mkdir()
     args = ["scripts/visualize_attention.py", str(model_dir), str(image), "--output_dir", str(tmp_path / "maps")]
-    line = error_line(run_main(args), 2)
+    line = error_line(run_main(args))
     assert line == (
         f"error: image {image} does not exist"
         if case == "missing"

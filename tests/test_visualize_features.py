@@ -126,6 +126,7 @@ def files(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_cli_writes_the_pictures(files):
     out = files / "out"
     result = run_python(

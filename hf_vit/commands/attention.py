@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hf_vit.cli import command, fail
 from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+from hf_vit.extras import require
 
 # what it writes per image: STEM_head0.png ... (see above)
 OUTPUT_SUFFIXES = r"head\d+\.png|mean\.png|mask\.png|rollout\.png|summary\.png|maps\.npz"
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
+    require("viz", "hf-vit-attention")
     if not 0.0 <= args.threshold <= 1.0:
         fail(f"--threshold must be in [0, 1], got {args.threshold}")
     for image_path in args.images:  # the user's mistakes, before any work: a missing image, a folder as an image

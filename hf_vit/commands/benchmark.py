@@ -28,6 +28,7 @@ from hf_vit.benchmark import (
     write_outputs,
 )
 from hf_vit.cli import command, fail
+from hf_vit.extras import require
 
 
 def _list(text):
@@ -97,6 +98,7 @@ def main(argv=None):
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
+    require("benchmark", "hf-vit-benchmark")
 
     if args.quick:
         args.models, args.memory_models = ["tiny"], ["tiny"]

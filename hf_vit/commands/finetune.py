@@ -96,8 +96,10 @@ def parse_args(argv=None):
 @command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
+    from hf_vit.extras import require
     from hf_vit.output_dir import RunLock
 
+    require("train", "hf-vit-finetune")  # transformers' Trainer and TrainingArguments need accelerate
     try:
         args, training_args = parse_args(argv)
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)

@@ -30,10 +30,12 @@ from ..cli import (
     show_prediction,
     training_inputs,
 )
+from ..extras import require
 from .train_flags import check_args, parse_args
 
 
 def train(args) -> int:
+    require("train", "hf-vit-train")
     import datasets
     import torch
     from accelerate.utils import set_seed
