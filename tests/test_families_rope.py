@@ -122,12 +122,10 @@ def transformers_source(repo):
     return lambda b: (lambda out: {"hidden": out.last_hidden_state, "pooled": out.pooler_output})(model(b))
 
 
-def timm_source(repo, pooled=True):
+def timm_source(repo):
     model = timm.create_model(f"hf-hub:{repo}", pretrained=True, dynamic_img_size=True).eval()
     if model.num_classes:
         return lambda b: {"logits": model(b)}
-    if not pooled:  # timm averages normed tokens without fc_norm; hf_vit's feature is DINOv3's [CLS]
-        return lambda b: {"hidden": model.forward_features(b)}
     return lambda b: {"hidden": model.forward_features(b), "pooled": model(b)}
 
 
@@ -137,7 +135,7 @@ cases = [
     ("eva02", "image-classification", lambda: timm_source("tester/eva02")),
     ("eva02-qk-norm", "feature-extraction", lambda: timm_source("tester/eva02-qk-norm")),
     ("timm-dinov3", "feature-extraction", lambda: timm_source("tester/timm-dinov3")),
-    ("timm-dinov3-avg", "feature-extraction", lambda: timm_source("tester/timm-dinov3-avg", pooled=False)),
+    ("timm-dinov3-avg", "feature-extraction", lambda: timm_source("tester/timm-dinov3-avg")),
     ("timm-qk-norm", "image-classification", lambda: timm_source("tester/timm-qk-norm")),
 ]
 models = {}
@@ -275,8 +273,6 @@ def test_family_loads_in_one_line_and_matches_its_source_library(pulled, family)
         print(f"{family} {size}: {entry[size]}")
         assert entry[size] and max(entry[size].values()) <= TOL, (size, entry)
     expected = {"logits"} if entry["class"] == "HfViTForImageClassification" else {"hidden", "pooled"}
-    if family == "timm-dinov3-avg":
-        expected = {"hidden"}
     assert set(entry["native"]) == expected
 
 

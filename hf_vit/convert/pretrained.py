@@ -59,8 +59,9 @@ LAYOUTS = ("hf_vit", "timm", "transformers", "dinov2", "dinov3", "siglip", "clip
 CACHE_FOLDER = "hf_vit-converted"
 # Part of every cache key: a change to the converters that changes their output gets a new conversion.
 # 2: transformers ViT's mask token and ViTForMaskedImageModeling's decoder are kept; 3: the card carries the source's
-# licence and commit; 4: prefix tokens generalised (distillation token, no [CLS], MAP pooling)
-CONVERTER_VERSION = "4"
+# licence and commit; 4: prefix tokens generalised (distillation token, no [CLS], MAP pooling); 5: timm Eva average
+# pooling without fc_norm is the mean of the normed tokens, as in timm
+CONVERTER_VERSION = "5"
 # In every cached conversion, written last: the size of each of its files, checked (with the safetensors headers)
 # before the folder is used again.
 RECORD = ".hf_vit-conversion.json"

@@ -542,7 +542,6 @@ def convert_timm_folder(path) -> Conversion:
         raise ValueError(
             f"timm {architecture} is a timm Eva model (EVA-02 / DINOv3): converting it needs timm installed"
         )
-    pooled_feature_compared = True
     if timm is not None:
         kwargs = {**model_args, "num_classes": timm_config.get("num_classes", model_args.get("num_classes", 0))}
         if timm_config.get("global_pool") is not None:
@@ -557,9 +556,6 @@ def convert_timm_folder(path) -> Conversion:
         source_model.load_state_dict(state_dict, strict=True)
         if type(source_model).__name__ == "Eva":
             model = from_timm_eva(source_model.eval())
-            # timm's average pooling without fc_norm (its DINOv3 default) averages normed tokens; hf_vit's image
-            # feature is then DINOv3's own, the normed [CLS] token: the tokens are compared, not the feature
-            pooled_feature_compared = source_model.global_pool == "token" or model.config.pooling == "mean"
         else:
             model = from_timm(source_model.eval())
         how = "built by timm's model registry"
@@ -586,10 +582,7 @@ def convert_timm_folder(path) -> Conversion:
 
     def reference():  # timm's own loader, reading the same folder
         timm_module = _require("timm", "verify")
-        forward = _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
-        if pooled_feature_compared:
-            return forward
-        return lambda x: {"last_hidden_state": forward(x)["last_hidden_state"]}
+        return _timm_forward(timm_module.create_model(f"local-dir:{path}", pretrained=True).eval(), has_head)
 
     processor = timm_image_processor(pretrained_cfg)
     return Conversion(
@@ -598,13 +591,7 @@ def convert_timm_folder(path) -> Conversion:
         details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
         "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "
         f"reproduces timm's eval transform (input {processor.crop_size['height']}×{processor.crop_size['width']}, "
-        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'})."
-        + (
-            ""
-            if pooled_feature_compared
-            else " timm pools this model by averaging its normed patch tokens; hf_vit's image feature "
-            "(`pooler_output`) is the normed [CLS] token, DINOv3's own (the tokens are identical to timm's)."
-        ),
+        f"crop_pct {pretrained_cfg.get('crop_pct') or 0.875}, {pretrained_cfg.get('interpolation') or 'bicubic'}).",
         image_mean=tuple(processor.image_mean),
         image_std=tuple(processor.image_std),
         resample=processor.resample,

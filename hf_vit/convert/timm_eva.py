@@ -111,8 +111,6 @@ def config_from_timm_eva(eva_model: nn.Module, **overrides) -> HfViTConfig:
     has_head = isinstance(eva_model.head, nn.Linear)
     if fc_norm and final_norm:
         unsupported.append("both a final norm and fc_norm")
-    if eva_model.global_pool == "avg" and not fc_norm and has_head:
-        unsupported.append("a classifier on average pooling without fc_norm (the mean of normed tokens)")
     if eva_model.global_pool == "token" and fc_norm:
         unsupported.append("token pooling with fc_norm")
     if eva_model.pos_embed is not None and eva_model.reg_token is not None and not eva_model.no_embed_class:
@@ -172,9 +170,10 @@ def config_from_timm_eva(eva_model: nn.Module, **overrides) -> HfViTConfig:
         qk_norm=qk_norm,
         layerscale_init=float(block.gamma_1.detach().abs().mean()) if block.gamma_1 is not None else None,
         num_register_tokens=eva_model.reg_token.shape[1] if eva_model.reg_token is not None else 0,
-        # average pooling with fc_norm is hf_vit's "mean"; without fc_norm (no head) the tokens are normed as with
-        # token pooling, and the image feature is the normed [CLS] token (DINOv3's own pooling)
-        pooling="mean" if fc_norm else "cls",
+        # timm's average pooling: with fc_norm, the norm of the mean ("pooled"); without (timm's DINOv3 ports), the
+        # mean of the normed tokens ("tokens")
+        pooling="mean" if eva_model.global_pool == "avg" else "cls",
+        final_norm="pooled" if fc_norm else "tokens",
         cls_position_embedding=not eva_model.no_embed_class,
         absolute_position_embeddings=eva_model.pos_embed is not None,
         interpolate_antialias=True,  # timm's resample_abs_pos_embed antialiases
