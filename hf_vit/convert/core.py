@@ -208,6 +208,16 @@ def _timm_forward(model: nn.Module, has_head: bool) -> Callable[[torch.Tensor], 
     return forward
 
 
+def _transformers_forward(source: nn.Module, **call_kwargs) -> Callable[[torch.Tensor], dict]:
+    """A transformers vision model as a verification reference: its last hidden state and pooled output."""
+
+    def forward(x):
+        out = source(x, **call_kwargs)
+        return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+
+    return forward
+
+
 def _source_processor(path: Path):
     """The folder's own image processor (its preprocessor_config.json), or None."""
     if not (path / "preprocessor_config.json").is_file():

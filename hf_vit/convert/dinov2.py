@@ -21,6 +21,7 @@ from .core import (
     _build,
     _rename,
     _source_processor,
+    _transformers_forward,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,13 +164,7 @@ def convert_dinov2_folder(path) -> Conversion:
     def reference():
         from transformers import AutoModel
 
-        source = AutoModel.from_pretrained(path).eval()
-
-        def forward(x):
-            out = source(x)
-            return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
-
-        return forward
+        return _transformers_forward(AutoModel.from_pretrained(path).eval())
 
     return Conversion(
         model=model,

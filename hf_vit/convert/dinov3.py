@@ -13,7 +13,7 @@ from torch import nn
 from ..checkpoint_io import load_weights, strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTModel
-from .core import IMAGENET_MEAN, IMAGENET_STD, Conversion, _build, _rename, _source_processor
+from .core import IMAGENET_MEAN, IMAGENET_STD, Conversion, _build, _rename, _source_processor, _transformers_forward
 
 DINOV3_MODEL_TYPE = "dinov3_vit"
 
@@ -172,13 +172,7 @@ def convert_dinov3_folder(path) -> Conversion:
     def reference():
         from transformers import AutoModel
 
-        source = AutoModel.from_pretrained(path).eval()
-
-        def forward(x):
-            out = source(x)
-            return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
-
-        return forward
+        return _transformers_forward(AutoModel.from_pretrained(path).eval())
 
     return Conversion(
         model=model,

@@ -22,7 +22,7 @@ import torch
 from ..checkpoint_io import load_weights, strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..fileio import read_json_object
-from .core import Conversion, _build, _rename, _source_processor
+from .core import Conversion, _build, _rename, _source_processor, _transformers_forward
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +186,7 @@ def convert_image_text_folder(path) -> Conversion:
         from transformers import CLIPVisionModel, SiglipVisionModel
 
         source = (SiglipVisionModel if siglip else CLIPVisionModel).from_pretrained(path).eval()
-
-        def forward(x):
-            out = source(x, interpolate_pos_encoding=True)
-            return {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
-
-        return forward
+        return _transformers_forward(source, interpolate_pos_encoding=True)
 
     details = (
         f"Converted from a transformers {family} "
