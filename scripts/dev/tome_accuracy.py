@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Accuracy and speed of token merging and int8, measured on a model hf_vit trains itself on real data.
 
-    python scripts/dev/tome_accuracy.py [--epochs 12] [--r 2,4,8,12] [--threads 1] [--out table.md]
+    python scripts/dev/tome_accuracy.py [--epochs 40] [--r 2,4,8,12] [--threads 1] [--out table.md]
 
 The data are the embedded digits (scikit-learn's 1,797 scanned 8x8 handwritten digits, the training scripts' fixed
 stratified 80/20 split), upscaled bicubically to 32x32 and cut into 4-px patches: 64 patch tokens + [CLS], enough
@@ -91,7 +91,7 @@ def predict(model, x, batch_size=8):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--r", default="2,4,8,12", help="comma list of token merging r to evaluate")
     parser.add_argument("--int8_r", type=int, default=None, help="r for the merged + int8 row (default: every r)")
