@@ -8,15 +8,13 @@ unchanged. The server itself is checked in-process with urllib.
 import base64
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, TINY
+from helpers import REPO, TINY, run_python
 from hub_server import TOKEN, HubServer, blob_id
 from transformers import ViTImageProcessor
 
@@ -58,8 +56,7 @@ def run_client(args, hub, hf_home, offline=False, timeout=300):
     )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    argv = [sys.executable, "-c", args] if isinstance(args, str) else [sys.executable, *map(str, args)]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=hf_home, timeout=timeout)
+    result = run_python(args if isinstance(args, str) else list(map(str, args)), env=env, cwd=hf_home, timeout=timeout)
     assert "NON-LOOPBACK NETWORK ACCESS" not in result.stderr, result.stderr[-3000:]
     return result
 

@@ -119,7 +119,7 @@ def test_load_convert_and_run_without_the_extras(tmp_path, tiny_config):
     x = torch.randn(2, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
 
-    result = run_python([*("-c", HIDE_EXTRAS + LIGHT), str(tmp_path)])
+    result = run_python([*("-c", HIDE_EXTRAS + LIGHT), str(tmp_path)], fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []

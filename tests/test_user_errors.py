@@ -7,14 +7,12 @@ whose request log shows what was sent.
 
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, error_line, run_main
+from helpers import REPO, TINY, error_line, run_main, run_python
 from hub_server import TOKEN, USER, HubServer
 from PIL import Image
 from transformers import ViTImageProcessor
@@ -307,13 +305,8 @@ def push(hub, home, folder, repo_id, token=TOKEN):
     )
     if token is not None:
         env["HF_TOKEN"] = token
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(folder), "--repo_id", repo_id],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=home,
-        timeout=300,
+    result = run_python(
+        [REPO / "scripts" / "push_to_hub.py", folder, "--repo_id", repo_id], env=env, cwd=home, timeout=300
     )
     assert "NON-LOOPBACK NETWORK ACCESS" not in result.stderr, result.stderr[-3000:]
     return result
