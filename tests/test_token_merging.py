@@ -319,3 +319,69 @@ def test_rotary_position_encoding_refuses_merging(tiny_config):
     model.config.token_merging_r = 2
     with pytest.raises(ValueError, match=message):
         model(torch.randn(1, 3, 32, 32))
+
+
+def _accuracy_script():
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("tome_accuracy", REPO / "scripts" / "dev" / "tome_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_accuracy_script_reports_what_the_trained_model_does(tmp_path, capsys):
+    """scripts/dev/tome_accuracy.py (one short epoch): its table's token counts and accuracies are those of the model
+    it saved, evaluated here on the held-out digits dense, merged and int8."""
+    from transformers import AutoModelForImageClassification
+
+    from hf_vit.data import digits_arrays
+
+    script = _accuracy_script()
+    images, labels, _, test_idx = digits_arrays()
+    out, model_dir = tmp_path / "table.md", tmp_path / "model"
+    argv = ["--epochs", "1", "--r", "2,8", "--int8_r", "8", "--timing_reps", "1", "--train_threads", "1"]
+    assert script.main([*argv, "--out", str(out), "--output_dir", str(model_dir)]) == 0
+    table = out.read_text()
+    assert table in capsys.readouterr().out
+    assert f"{len(test_idx)} held-out digits" in table and "64 patch tokens" in table
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[2].endswith("%"):
+            rows[cells[0]] = (int(cells[1]), float(cells[2].rstrip("%")), float(cells[4].rstrip("×")))
+    assert list(rows) == ["dense (fp32)", "int8", "merged r=2", "merged r=8", "merged r=8 + int8"]
+    # 65 tokens ([CLS] + 64 patches), 4 blocks, r pairs merged after each block's attention
+    assert [rows[name][0] for name in rows] == [65, 65, 65 - 4 * 2, 65 - 4 * 8, 65 - 4 * 8]
+    assert all(speed > 0 for _, _, speed in rows.values())
+
+    x, y = script.digits_32(test_idx, images), torch.from_numpy(labels[test_idx])
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    int8 = hf_vit.quantize_int8(model)
+
+    def accuracy(net, r):
+        net.config.token_merging_r = r
+        with torch.inference_mode():
+            logits = torch.cat([net(pixel_values=batch).logits for batch in x.split(8)])
+        return round(100.0 * (logits.argmax(-1) == y).float().mean().item(), 2)
+
+    assert rows["dense (fp32)"][1] == accuracy(model, 0)
+    assert rows["merged r=8"][1] == accuracy(model, 8)
+    assert rows["int8"][1] == accuracy(int8, 0)
+    assert rows["merged r=8 + int8"][1] == accuracy(int8, 8)
+
+
+def test_accuracy_script_never_replaces_a_users_file(tmp_path, capsys):
+    script = _accuracy_script()
+    table, folder = tmp_path / "table.md", tmp_path / "model"
+    table.write_text("mine")
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    assert script.main(["--out", str(table)]) == 2
+    assert script.main(["--output_dir", str(folder)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and "already exists" in errors[0] and "not empty" in errors[1]
+    assert table.read_text() == "mine" and (folder / "notes.txt").read_text() == "mine"

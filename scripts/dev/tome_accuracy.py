@@ -110,6 +110,15 @@ def main(argv=None) -> int:
     if args.epochs < 1 or any(r < 0 for r in r_values):
         print("error: --epochs must be >= 1 and every --r >= 0", file=sys.stderr)
         return 2
+    # checked before the training, so a mistake costs nothing; neither output ever replaces a file of the user's
+    from pathlib import Path
+
+    if args.out and Path(args.out).exists():
+        print(f"error: --out {args.out} already exists; choose a new file name", file=sys.stderr)
+        return 2
+    if args.output_dir and Path(args.output_dir).exists() and any(Path(args.output_dir).iterdir()):
+        print(f"error: --output_dir {args.output_dir} is not empty; choose a new or empty folder", file=sys.stderr)
+        return 2
 
     import platform
 
@@ -118,6 +127,7 @@ def main(argv=None) -> int:
     import hf_vit
     from hf_vit import HfViTConfig, HfViTForImageClassification
     from hf_vit.data import digits_arrays
+    from hf_vit.fileio import atomic_directory, atomic_write_text
 
     torch.set_num_threads(args.train_threads)
     torch.manual_seed(args.seed)
@@ -131,7 +141,8 @@ def main(argv=None) -> int:
     model = HfViTForImageClassification(HfViTConfig(**MODEL))
     train(model, x_train, y_train, args.epochs, args.batch_size, args.seed, log)
     if args.output_dir:
-        model.save_pretrained(args.output_dir)
+        with atomic_directory(args.output_dir) as staging:
+            model.save_pretrained(staging)
     torch.set_num_threads(args.threads)
 
     int8 = hf_vit.quantize_int8(model)
@@ -188,8 +199,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+        atomic_write_text(args.out, table)
     return 0
 
 
