@@ -24,9 +24,6 @@ from hf_vit.hub import check_card, check_folder, check_repo_id, prepare_folder
 from hf_vit.model_card import render_model_card, write_model_card
 from hf_vit.stats import count_parameters
 
-# one worker runs this module: its Hub server fixture, with the repos it publishes, is then built once
-pytestmark = pytest.mark.xdist_group("hub")
-
 REPO_ID = "tester/vit-digits"
 LABELS = {0: "cat", 1: "dog", 2: "fish"}
 CLIENT_SITE = Path(__file__).resolve().parent / "hub_client_site"

@@ -28,9 +28,6 @@ from hf_vit.model_card import (
     resolve_license,
 )
 
-# one worker runs this module: its Hub server fixture, with the repos it publishes, is then built once
-pytestmark = pytest.mark.xdist_group("lineage")
-
 NC = License("cc-by-nc-4.0")
 DINOV3 = License("other", "dinov3-license", "https://ai.meta.com/resources/models-and-libraries/dinov3-license/")
 
