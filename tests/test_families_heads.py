@@ -29,7 +29,7 @@ PUBLISH_AND_PULL = r"""
 import json, logging, sys, tempfile
 import timm, torch, transformers
 from pathlib import Path
-from huggingface_hub import CommitOperationAdd, HfApi
+from hub_publish import commit, perturb
 from timm.models._hub import save_for_hf
 from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, DeiTConfig,
                           DeiTForImageClassificationWithTeacher, IJepaConfig, IJepaModel, SiglipConfig,
@@ -38,27 +38,11 @@ from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionMod
 import hf_vit
 from hf_vit.convert.pretrained import resolve_pretrained
 
-api = HfApi()
 messages = []
 handler = logging.Handler()
 handler.emit = lambda record: messages.append(record.getMessage())
 logging.getLogger("hf_vit").addHandler(handler)
 logging.getLogger("hf_vit").setLevel(logging.INFO)
-
-
-def perturb(model, seed):  # random, not-at-init values everywhere: a wrong mapping cannot hide
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
-def commit(folder, repo):
-    api.create_repo(repo, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
-                  for p in sorted(Path(folder).iterdir())]
-    api.create_commit(repo, operations=operations, commit_message="Add model")
 
 
 def upload(model, repo, processor=None):

@@ -36,26 +36,9 @@ PUBLISH = r"""
 import json, tempfile
 import timm, torch
 from pathlib import Path
-from huggingface_hub import CommitOperationAdd, HfApi
+from hub_publish import commit, perturb
 from timm.models._hub import save_for_hf
 from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
-
-api = HfApi()
-
-
-def perturb(model, seed):  # not-at-init values everywhere (LayerScale, norms, biases): a wrong mapping cannot hide
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
-def commit(folder, repo):
-    api.create_repo(repo, exist_ok=True)
-    files = sorted(Path(folder).iterdir())
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
-    api.create_commit(repo, operations=operations, commit_message="Add model")
 
 
 def upload(model, repo, processor):  # transformers' save_pretrained + upload

@@ -27,30 +27,13 @@ PUBLISH = r"""
 import json, sys, tempfile
 import timm, torch
 from pathlib import Path
-from huggingface_hub import CommitOperationAdd, HfApi
+from hub_publish import commit, perturb
 from timm.models._hub import save_for_hf
 from transformers import (BitImageProcessor, Dinov2Config,
                           Dinov2ForImageClassification, Dinov2Model, Dinov2WithRegistersConfig,
                           Dinov2WithRegistersModel, ViTConfig, ViTForImageClassification, ViTImageProcessor)
 
-api = HfApi()
 shas = {}
-
-
-def perturb(model, seed):
-    # random, not-at-init values everywhere (LayerScale, norms, biases, mask token): a wrong mapping cannot hide
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
-def commit(folder, repo):
-    api.create_repo(repo, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p))
-                  for p in sorted(Path(folder).iterdir())]
-    return api.create_commit(repo, operations=operations, commit_message="Add model").oid
 
 
 def upload(model, repo, processor=None):

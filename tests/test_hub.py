@@ -41,7 +41,8 @@ def run_client(args, hub, hf_home, offline=False, timeout=300):
     """`python args...` (a list) or `python -c code` (a str) as a Hub client of `hub`.
 
     tests/hub_client_site/sitecustomize.py runs first in it: any connection to a host other than 127.0.0.1 fails and
-    fails the test, and hf_xet cannot be imported.
+    fails the test, and hf_xet cannot be imported. Its code can import the tests' helpers and
+    tests/hub_client_site/hub_publish.py (`commit`, `perturb`) to publish source repos.
     """
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("HF_")}
     env.update(
@@ -52,7 +53,9 @@ def run_client(args, hub, hf_home, offline=False, timeout=300):
         no_proxy="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
-        PYTHONPATH=os.pathsep.join([str(CLIENT_SITE), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        PYTHONPATH=os.pathsep.join(
+            [str(CLIENT_SITE), str(REPO / "tests"), str(REPO), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep),
     )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"

@@ -13,6 +13,7 @@ Unix socket SOCKET (a JSON request per connection; the reply is the child's pid,
 `subprocess` reports it: negative for a signal). `WarmPython` below is the client side.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -53,8 +54,8 @@ def _serve(path: str) -> dict | None:
     print("ready", flush=True)
     while True:
         conn, _ = server.accept()
-        with conn, conn.makefile("rw") as stream:
-            request = json.loads(stream.readline())
+        with conn, conn.makefile("r") as reader:
+            request = json.loads(reader.readline())
             if request is None:
                 return None
             sys.stdout.flush()
@@ -63,11 +64,11 @@ def _serve(path: str) -> dict | None:
             if pid == 0:
                 server.close()
                 return request
-            stream.write(f"{pid}\n")
-            stream.flush()
+            with contextlib.suppress(OSError):  # a client that gave up has gone; the child is reaped all the same
+                conn.sendall(f"{pid}\n".encode())
             _, status = os.waitpid(pid, 0)
-            stream.write(f"{os.waitstatus_to_exitcode(status)}\n")
-            stream.flush()
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
 
 
 def _run(request: dict, base_path: list[str]) -> None:
@@ -153,17 +154,16 @@ class WarmPython:
             request = {"argv": argv, "env": env, "cwd": str(cwd), "stdout": out, "stderr": err}
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.connect(self._socket)
-                stream = conn.makefile("rw")
-                stream.write(json.dumps(request) + "\n")
-                stream.flush()
-                pid = int(stream.readline())
+                conn.sendall((json.dumps(request) + "\n").encode())
+                buffer = bytearray()
+                pid = int(_line(conn, buffer))
                 conn.settimeout(timeout)
                 try:
-                    code = int(stream.readline())
+                    code = int(_line(conn, buffer))
                 except TimeoutError:
                     os.kill(pid, 9)
                     conn.settimeout(None)
-                    stream.readline()
+                    _line(conn, buffer)  # the server has reaped it
                     raise subprocess.TimeoutExpired(["python", *argv], timeout, _read(out), _read(err)) from None
             return subprocess.CompletedProcess(["python", *argv], code, _read(out), _read(err))
 
@@ -177,6 +177,18 @@ class WarmPython:
             except (OSError, subprocess.TimeoutExpired):
                 self._server.kill()
         self._folder.cleanup()
+
+
+def _line(conn: socket.socket, buffer: bytearray) -> str:
+    """The next newline-ended reply on `conn` (`buffer` keeps what came after it; the socket's timeout applies)."""
+    while b"\n" not in buffer:
+        chunk = conn.recv(64)
+        if not chunk:
+            raise ConnectionError("the warm Python closed the connection")
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line.decode()
 
 
 def _read(path: str) -> str:
