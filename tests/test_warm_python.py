@@ -41,6 +41,7 @@ def test_a_warm_run_sees_what_a_fresh_interpreter_sees(tmp_path, form):
     assert not warm["hub_imported"] and not warm["hf_vit_imported"]
 
 
+@pytest.mark.slow
 def test_exit_codes_signals_and_tracebacks_are_a_real_processs(tmp_path):
     for threads in ("1", "2"):  # torch is imported before the run sets OMP_NUM_THREADS: it must still apply
         assert (
@@ -72,6 +73,7 @@ def test_sitecustomize_of_a_pythonpath_folder_runs_first(tmp_path):
     assert [run.stdout for run in runs] == ["True\n", "True\n"]
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_killed(tmp_path):
     import subprocess
 
