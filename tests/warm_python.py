@@ -44,6 +44,7 @@ def _serve(path: str) -> dict | None:
     """The server loop; returns the request in a forked child (which then runs it), None when told to stop."""
     import importlib
 
+    _end_with_the_parent()
     for name in PRELOAD:
         importlib.import_module(name)
     leaked = [name for name in NEVER_PRELOADED if name in sys.modules]
@@ -69,6 +70,18 @@ def _serve(path: str) -> dict | None:
             _, status = os.waitpid(pid, 0)
             with contextlib.suppress(OSError):
                 conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+
+
+def _end_with_the_parent() -> None:
+    """Linux: ask the kernel for SIGTERM when the test process that started this one dies, so a killed pytest run
+    leaves no server behind (the forked children do not inherit this)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the request took effect
+        sys.exit(0)
 
 
 def _run(request: dict, base_path: list[str]) -> None:
@@ -138,8 +151,14 @@ class WarmPython:
         self._server = subprocess.Popen(
             [sys.executable, __file__, self._socket], env=env, stdout=subprocess.PIPE, text=True
         )
-        line = self._server.stdout.readline().strip()
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=300)
+        line = self._server.stdout.readline().strip() if ready else "(nothing within 300 s)"
         if line != "ready":
+            self._server.kill()
             raise RuntimeError(f"the warm Python did not start (exit {self._server.poll()}, said {line!r})")
         self._lock = threading.Lock()
 
