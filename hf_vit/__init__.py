@@ -6,7 +6,13 @@
 (DPT, UperNet) take an `HfViTConfig` as `backbone_config`.
 """
 
-from transformers import (
+import logging
+
+# With torchao installed (the int8 extra), `import transformers` imports it and torch logs a deprecation warning for
+# each enum torchao registers as a pytree constant: two lines on every tool's stderr that no user can act on.
+logging.getLogger("torch.utils._pytree").addFilter(lambda record: "register_constant()" not in record.getMessage())
+
+from transformers import (  # noqa: E402
     AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
@@ -16,15 +22,15 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from .configuration_hf_vit import PRESETS, HfViTConfig
-from .modeling_hf_vit import (
+from .configuration_hf_vit import PRESETS, HfViTConfig  # noqa: E402
+from .modeling_hf_vit import (  # noqa: E402
     HfViTBackbone,
     HfViTForImageClassification,
     HfViTForMaskedImageModeling,
     HfViTModel,
     HfViTPreTrainedModel,
 )
-from .quantization import quantize_int8
+from .quantization import quantize_int8, quantize_int8_static  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -80,4 +86,5 @@ __all__ = [
     "HfViTModel",
     "HfViTPreTrainedModel",
     "quantize_int8",
+    "quantize_int8_static",
 ]

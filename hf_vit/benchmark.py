@@ -49,12 +49,20 @@ MODEL_SHAPES = {"tiny": TINY_SHAPE, **PRESETS}
 CONTENDERS = ("hf_vit-sdpa", "hf_vit-eager", "transformers-sdpa", "transformers-eager", "timm")
 # Not in the default set: hf_vit with its oneDNN fp32 inference linears switched off (plain F.linear), the before/after
 # of that choice in the same run; hf_vit's int8 dynamic quantization; hf_vit's and transformers' models exported to
-# ONNX and run by onnxruntime. Besides these, "hf_vit-sdpa-tome<R>" (token merging, R pairs per block) and
-# "hf_vit-sdpa-tome<R>-int8" are contenders for any R.
-EXTRA_CONTENDERS = ("hf_vit-sdpa-flinear", "hf_vit-sdpa-int8", "hf_vit-onnxruntime", "transformers-onnxruntime")
+# ONNX and run by onnxruntime; hf_vit's static int8 (PT2E, compiled: calibrated on 64 random images). Besides these,
+# "hf_vit-sdpa-tome<R>" (token merging, R pairs per block), "hf_vit-sdpa-tome<R>-int8" and
+# "hf_vit-sdpa-tome<R>-int8static" are contenders for any R.
+EXTRA_CONTENDERS = (
+    "hf_vit-sdpa-flinear",
+    "hf_vit-sdpa-int8",
+    "hf_vit-sdpa-int8static",
+    "hf_vit-onnxruntime",
+    "transformers-onnxruntime",
+)
 # Contenders that run float32 inference on the CPU only (int8 kernels, onnxruntime's CPU provider): other modes and
 # devices skip them.
-CPU_FP32_INFERENCE_ONLY = ("-int8", "-onnxruntime")
+CPU_FP32_INFERENCE_ONLY = ("-int8", "-int8static", "-onnxruntime")
+CALIBRATION_IMAGES = 64
 MODES = ("infer-fp32", "infer-bf16", "train-fp32", "train-bf16")
 BASELINE = "timm"
 HF_BASELINE = "transformers-sdpa"
@@ -90,12 +98,12 @@ class _LogitsOf(nn.Module):
             modeling_hf_vit._ONEDNN_LINEAR = saved
 
 
-_TOKEN_MERGING = re.compile(r"^hf_vit-sdpa-tome(\d+)(-int8)?$")
+_TOKEN_MERGING = re.compile(r"^hf_vit-sdpa-tome(\d+)(-int8|-int8static)?$")
 
 
 def is_contender(name: str) -> bool:
     """Whether `name` is a known contender: one of CONTENDERS or EXTRA_CONTENDERS, or hf_vit with token merging
-    ("hf_vit-sdpa-tome<R>", optionally "-int8"), each optionally suffixed "+compile"."""
+    ("hf_vit-sdpa-tome<R>", optionally "-int8" or "-int8static"), each optionally suffixed "+compile"."""
     base = name.removesuffix("+compile")
     return base in CONTENDERS + EXTRA_CONTENDERS or _TOKEN_MERGING.match(base) is not None
 
@@ -160,7 +168,7 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
     if not is_contender(name):
         raise ValueError(
             f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}, hf_vit-sdpa-tome<R>"
-            "[-int8] (each optionally +compile)"
+            "[-int8|-int8static] (each optionally +compile)"
         )
     if base.endswith("-onnxruntime"):
         if base.startswith("hf_vit-"):
@@ -182,6 +190,12 @@ def build_contender(name: str, model: str, gradient_checkpointing: bool = False)
             from .quantization import quantize_int8
 
             net = quantize_int8(net, inplace=True)
+        elif base.endswith("-int8static"):  # already compiled: its own contender, not a +compile variant
+            from .quantization import quantize_int8_static
+
+            size = config.image_size
+            calibration = torch.randn(CALIBRATION_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
+            net = quantize_int8_static(net, calibration)
         return _LogitsOf(net, onednn_linear=not base.endswith("-flinear"))
     if base.startswith("transformers-"):
         net = _transformers_vit(config)
@@ -546,7 +560,7 @@ def run_benchmark(
                 for name, seconds in times.items():
                     median = statistics.median(seconds)
                     # FLOP rates only where the contender does the dense float math the count describes
-                    dense = not (_TOKEN_MERGING.match(name.removesuffix("+compile")) or name.endswith("-int8"))
+                    dense = not (_TOKEN_MERGING.match(name.removesuffix("+compile")) or "-int8" in name)
                     group.append(
                         dict(
                             model=model,
@@ -652,7 +666,8 @@ def markdown(report: dict) -> str:
     lines.append(
         "spread: half the (max − min) of the reps, relative to the median. Training-step FLOPs are 3× the forward's. "
         "+compile: torch.compile (inductor; with freezing for inference). -tome<R>: token merging, R pairs per block; "
-        "-int8: dynamic int8 linears; no FLOP rate for either (they skip part of the dense math)."
+        "-int8: dynamic int8 linears; -int8static: static int8 (PT2E, compiled); no FLOP rate for these (they skip "
+        "part of the dense math or do it in int8)."
     )
     if report["memory"]:
         unit = "max_memory_allocated" if m["device"] == "cuda" else "peak RSS"

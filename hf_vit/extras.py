@@ -7,6 +7,7 @@ safetensors, huggingface-hub, pillow, jinja2 for the model cards). The rest is a
   training curves);
 - `viz`: the attention and feature pictures (matplotlib);
 - `benchmark`: the benchmark against its peers (timm, matplotlib for the chart);
+- `int8`: static int8 quantization (torchao's PT2E quantizers);
 - `test`: everything the tests use.
 
 `import hf_vit` never imports an extra's package. A function that needs one calls `require(extra)` first: a missing
@@ -22,6 +23,7 @@ EXTRAS = {
     "train": ("accelerate", "datasets", "sklearn", "matplotlib"),
     "viz": ("matplotlib",),
     "benchmark": ("timm", "matplotlib"),
+    "int8": ("torchao",),
 }
 
 

@@ -1,10 +1,15 @@
-"""int8 inference on CPU: dynamic quantization of every `nn.Linear` (torch.ao's `quantize_dynamic`).
+"""int8 inference on CPU: dynamic quantization of every `nn.Linear` (torch.ao's `quantize_dynamic`), and static
+quantization of the whole graph (PT2E with torchao's `X86InductorQuantizer`, compiled by inductor).
 
-The weights of every linear layer (qkv, attention projection, MLP, head) are stored as int8 with one scale per
+Dynamic: the weights of every linear layer (qkv, attention projection, MLP, head) are stored as int8 with one scale per
 tensor; at run time each input is quantized per batch and the matmul runs in int8 (oneDNN/FBGEMM kernels, VNNI where
 the CPU has it), the rest (patch convolution, LayerNorms, softmax, GELU) stays float32. No calibration data, no
-retraining. It combines with token merging (`config.token_merging_r`). docs/performance.md has the measured speed and
-accuracy.
+retraining. It combines with token merging (`config.token_merging_r`).
+
+Static (`quantize_int8_static`, the `int8` extra): the model is exported with `torch.export`, observed on calibration
+images, and every linear layer's inputs get fixed int8 scales as well; inductor then compiles the int8 graph (with
+freezing). Faster than dynamic where it was measured, at the price of calibration and a compilation per batch size.
+docs/performance.md has the measured speed and accuracy of both.
 """
 
 from __future__ import annotations
@@ -37,14 +42,7 @@ def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
     >>> logits = fast(pixel_values).logits
     ```
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    parameter = next(model.parameters(), None)
-    if parameter is not None and (parameter.device.type != "cpu" or parameter.dtype != torch.float32):
-        raise ValueError(
-            f"int8 dynamic quantization needs a float32 model on the CPU, got {parameter.dtype} on "
-            f"{parameter.device.type}: call model.float().cpu() first"
-        )
+    _check_float32_cpu(model)
     model.eval()
     with warnings.catch_warnings():  # torch.ao's notice that this API will move to torchao; it works as documented
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -56,4 +54,91 @@ def quantize_int8(model: nn.Module, inplace: bool = False) -> nn.Module:
     return quantized
 
 
-__all__ = ["quantize_int8"]
+def quantize_int8_static(model: nn.Module, calibration_pixel_values: torch.Tensor, batch_size: int = 8) -> nn.Module:
+    """`model` as a static int8 graph compiled for x86 CPUs (PT2E: torch.export, torchao's `X86InductorQuantizer`
+    with its default per-channel config, calibration, then inductor with freezing).
+
+    Args:
+        model: an hf_vit model in float32 on the CPU. Token merging is fixed at its `config.token_merging_r` of now.
+        calibration_pixel_values: (N, 3, H, W) images, preprocessed as the model's inputs (a few hundred representative
+            images set the activation scales); the model then takes inputs of this height and width only.
+        batch_size: the calibration batch size.
+
+    Returns:
+        A module whose `forward(pixel_values)` returns what `model` returns, for any batch size (each new size is
+        compiled on its first call: seconds to minutes). CPU inference only; save the float model, not this.
+
+    Example:
+
+    ```python
+    >>> fast = hf_vit.quantize_int8_static(model, calibration_images)  # needs pip install "hf_vit[int8]"
+    >>> logits = fast(pixel_values).logits
+    ```
+    """
+    from .extras import require
+
+    require("int8", "`quantize_int8_static`")
+    from torch.export import Dim
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    _check_float32_cpu(model)
+    if not isinstance(calibration_pixel_values, torch.Tensor) or calibration_pixel_values.ndim != 4:
+        raise ValueError(
+            "calibration_pixel_values must be a (N, 3, H, W) tensor of preprocessed images, got "
+            f"{getattr(calibration_pixel_values, 'shape', type(calibration_pixel_values).__name__)}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model.eval()
+    batches = calibration_pixel_values.float().split(batch_size)
+    example = batches[0] if len(batches[0]) > 1 else calibration_pixel_values[:1].expand(2, -1, -1, -1)
+    with torch.no_grad():
+        graph = torch.export.export(
+            model, (), {"pixel_values": example}, dynamic_shapes={"pixel_values": {0: Dim.AUTO}}
+        ).module()
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        observed = prepare_pt2e(graph, quantizer)
+        for batch in batches:
+            observed(pixel_values=batch)
+        quantized = convert_pt2e(observed)
+    logger.info("quantized to static int8 on %d calibration images", len(calibration_pixel_values))
+    return _FrozenCompiled(torch.compile(quantized))
+
+
+class _FrozenCompiled(nn.Module):
+    """Calls a `torch.compile`d graph with inductor's freezing on (the int8 weights folded in as constants: the
+    path inductor's x86 int8 kernels need), for every compilation, the later batch sizes' too."""
+
+    def __init__(self, compiled: nn.Module):
+        super().__init__()
+        self.compiled = compiled
+
+    def train(self, mode: bool = True) -> _FrozenCompiled:
+        """eval() is a no-op and train() refused: an exported graph has no training mode (and no gradients)."""
+        if mode:
+            raise ValueError("a static int8 model is for inference only: train the float model")
+        self.training = False
+        return self
+
+    def forward(self, pixel_values: torch.Tensor):
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(freezing=True), torch.no_grad(), warnings.catch_warnings():
+            # inductor's own int8 lowering copies a tensor with torch.tensor(): its UserWarning is not the caller's
+            warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
+            return self.compiled(pixel_values=pixel_values)
+
+
+def _check_float32_cpu(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    parameter = next(model.parameters(), None)
+    if parameter is not None and (parameter.device.type != "cpu" or parameter.dtype != torch.float32):
+        raise ValueError(
+            f"int8 quantization needs a float32 model on the CPU, got {parameter.dtype} on "
+            f"{parameter.device.type}: call model.float().cpu() first"
+        )
+
+
+__all__ = ["quantize_int8", "quantize_int8_static"]

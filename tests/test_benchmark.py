@@ -114,7 +114,7 @@ def test_inference_contenders_compiled_onnxruntime_int8_and_token_merging_run_si
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda net, **kwargs: real_compile(net, backend="eager"))
     names = ["hf_vit-sdpa", "timm", "hf_vit-sdpa-int8", "hf_vit-sdpa-tome2", "hf_vit-sdpa-tome2-int8"]
-    names += ["hf_vit-onnxruntime"]
+    names += ["hf_vit-onnxruntime", "hf_vit-sdpa-int8static"]
     opts = benchmark.Options(
         models=["tiny"], modes=["infer-fp32", "train-fp32"], contenders=names, train_contenders=["hf_vit-sdpa"]
     )
@@ -127,6 +127,7 @@ def test_inference_contenders_compiled_onnxruntime_int8_and_token_merging_run_si
     # FLOP rates only for the dense float contenders
     assert rows[("infer-fp32", "hf_vit-sdpa-tome2")]["gflops"] is None
     assert rows[("infer-fp32", "hf_vit-sdpa-int8")]["pct_of_peak"] is None
+    assert rows[("infer-fp32", "hf_vit-sdpa-int8static")]["gflops"] is None
     assert rows[("infer-fp32", "hf_vit-onnxruntime")]["gflops"] > 0
     assert {name for mode, name in rows if mode == "train-fp32"} == {"hf_vit-sdpa", "hf_vit-sdpa+compile"}
     table = benchmark.markdown(report)
@@ -146,7 +147,7 @@ def test_benchmark_cli_flags_add_the_inference_contenders(monkeypatch, tmp_path)
 
     monkeypatch.setattr(command, "run_benchmark", fake_run)
     args = ["scripts/benchmark.py", "--quick", "--out-dir", tmp_path, "--token_merging_r", "8,13", "--int8", "--onnx"]
-    done = run_main(args)
+    done = run_main([*args, "--int8_static"])
     assert done.returncode == 0, done.stderr
     assert seen["opts"].contenders[5:] == [
         "hf_vit-sdpa-tome8",
@@ -154,6 +155,9 @@ def test_benchmark_cli_flags_add_the_inference_contenders(monkeypatch, tmp_path)
         "hf_vit-sdpa-int8",
         "hf_vit-sdpa-tome8-int8",
         "hf_vit-sdpa-tome13-int8",
+        "hf_vit-sdpa-int8static",
+        "hf_vit-sdpa-tome8-int8static",
+        "hf_vit-sdpa-tome13-int8static",
         "hf_vit-onnxruntime",
         "transformers-onnxruntime",
     ]

@@ -15,13 +15,13 @@ from hf_vit.extras import EXTRAS
 
 # the extras' import names -> their distributions on PyPI
 DISTRIBUTIONS = {"accelerate": "accelerate", "datasets": "datasets", "sklearn": "scikit-learn"}
-DISTRIBUTIONS |= {"matplotlib": "matplotlib", "timm": "timm"}
+DISTRIBUTIONS |= {"matplotlib": "matplotlib", "timm": "timm", "torchao": "torchao"}
 
 HIDE_EXTRAS = r"""
 import importlib.abc, importlib.metadata, sys
 
-HIDDEN = {"accelerate", "datasets", "sklearn", "matplotlib"}
-HIDDEN_DISTRIBUTIONS = {"accelerate", "datasets", "scikit-learn", "scikit_learn", "matplotlib"}
+HIDDEN = {"accelerate", "datasets", "sklearn", "matplotlib", "torchao"}
+HIDDEN_DISTRIBUTIONS = {"accelerate", "datasets", "scikit-learn", "scikit_learn", "matplotlib", "torchao"}
 
 
 class NotInstalled(importlib.abc.MetaPathFinder):

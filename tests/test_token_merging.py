@@ -310,6 +310,38 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
         hf_vit.quantize_int8(model.to(torch.bfloat16))
 
 
+@pytest.mark.slow
+def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config):
+    """Static int8 (PT2E, torchao's X86InductorQuantizer, inductor): the same outputs as the float model up to int8
+    rounding, with merging baked in, at batch sizes other than the calibration's."""
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)), seed=0)
+    calibration = torch.randn(24, 3, 32, 32)
+    quantized = hf_vit.quantize_int8_static(model, calibration)
+    for batch in (3, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            expected, got = model(pixel_values=x).logits, quantized(x).logits
+        assert got.shape == expected.shape
+        assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99 and not torch.equal(got, expected)
+    assert quantized.eval() is quantized
+    with pytest.raises(ValueError, match="for inference only"):
+        quantized.train()
+
+
+def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
+    from hf_vit import extras
+
+    model = HfViTForImageClassification(tiny_config())
+    with pytest.raises(ValueError, match="calibration_pixel_values must be a \\(N, 3, H, W\\) tensor"):
+        hf_vit.quantize_int8_static(model, torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
+        hf_vit.quantize_int8_static(model.to(torch.bfloat16), torch.randn(4, 3, 32, 32))
+    monkeypatch.setattr(extras, "_installed", lambda module: module != "torchao")
+    message = '`quantize_int8_static` needs torchao, not installed: pip install "hf_vit\\[int8\\]"'
+    with pytest.raises(extras.MissingExtra, match=message):
+        hf_vit.quantize_int8_static(model.float(), torch.randn(4, 3, 32, 32))
+
+
 def test_rotary_position_encoding_refuses_merging(tiny_config):
     message = "token_merging_r must be 0 with rotary position encoding \\(rope_type 'dinov3'\\)"
     with pytest.raises(ValueError, match=message):

@@ -80,3 +80,10 @@ def test_a_run_past_its_timeout_is_killed(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         run_python("import time; print('started', flush=True); time.sleep(60)", timeout=3)
     assert run_python("print('next')").stdout == "next\n"  # the warm interpreter still serves
+
+
+def test_importing_hf_vit_writes_nothing_to_stderr():
+    """In a fresh interpreter (where torchao, the int8 extra, is imported by transformers at start-up and torch logs
+    its pytree deprecation warnings): every tool's stderr starts clean."""
+    result = run_python("import hf_vit, hf_vit.hub, hf_vit.cli", fresh=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]

@@ -35,6 +35,7 @@ PRELOAD = (
     "numpy",
     "PIL.Image",
     "safetensors.torch",
+    "torchao",  # the int8 extra; transformers imports it at start-up wherever it is installed
 )
 # Must not be imported before a run sets its environment (they read it at import time) or decides to hide them.
 NEVER_PRELOADED = ("transformers", "huggingface_hub", "hf_vit", "timm", "accelerate", "datasets")
@@ -46,7 +47,8 @@ def _serve(path: str) -> dict | None:
 
     _end_with_the_parent()
     for name in PRELOAD:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # not installed: imported by the runs themselves, if at all
+            importlib.import_module(name)
     leaked = [name for name in NEVER_PRELOADED if name in sys.modules]
     assert not leaked, f"imported before any run set its environment: {leaked}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -72,6 +72,11 @@ def main(argv=None):
         action="store_true",
         help="add hf_vit with int8 dynamic quantization (and with each --token_merging_r)",
     )
+    p.add_argument(
+        "--int8_static",
+        action="store_true",
+        help="add hf_vit with static int8 (PT2E, compiled; needs the int8 extra), and with each --token_merging_r",
+    )
     p.add_argument("--onnx", action="store_true", help="add hf_vit's and transformers' ONNX exports run by onnxruntime")
     p.add_argument("--reps", type=int, default=defaults.reps, help="interleaved repetitions (median taken; >= 5)")
     p.add_argument("--iters", type=int, default=defaults.iters, help="steps per repetition")
@@ -99,6 +104,8 @@ def main(argv=None):
 
     setup_logging(args.verbose, args.quiet)
     require("benchmark", "hf-vit-benchmark")
+    if args.int8_static:
+        require("int8", "--int8_static")
 
     if args.quick:
         args.models, args.memory_models = ["tiny"], ["tiny"]
@@ -119,6 +126,8 @@ def main(argv=None):
     added = [f"hf_vit-sdpa-tome{r}" for r in args.token_merging_r]
     if args.int8:
         added += ["hf_vit-sdpa-int8"] + [f"hf_vit-sdpa-tome{r}-int8" for r in args.token_merging_r]
+    if args.int8_static:
+        added += ["hf_vit-sdpa-int8static"] + [f"hf_vit-sdpa-tome{r}-int8static" for r in args.token_merging_r]
     if args.onnx:
         added += ["hf_vit-onnxruntime", "transformers-onnxruntime"]
     args.contenders = list(dict.fromkeys(args.contenders + added))
@@ -126,10 +135,10 @@ def main(argv=None):
         if not is_contender(name):
             p.error(
                 f"unknown contender {name!r}; known: {', '.join(CONTENDERS + EXTRA_CONTENDERS)}, hf_vit-sdpa-tome<R>, "
-                "hf_vit-sdpa-tome<R>-int8"
+                "hf_vit-sdpa-tome<R>-int8[static]"
             )
     for name in args.train_contenders + args.memory_contenders:
-        if "-tome" in name or name.endswith(("-int8", "-onnxruntime")):
+        if "-tome" in name or name.endswith(("-int8", "-int8static", "-onnxruntime")):
             p.error(f"{name!r} is an inference contender; it cannot be a training or memory contender")
     for mode in args.modes:
         if mode not in MODES:

@@ -1,12 +1,11 @@
 #!/usr/bin/env python
 """Static int8 (PT2E, X86InductorQuantizer) against hf_vit's dynamic int8, fp32 eager and fp32 compiled, on this CPU.
 
-    pip install torchao     # the PT2E quantizers live there since torch 2.10
+    pip install "hf_vit[int8]"     # torchao: the PT2E quantizers live there since torch 2.10
     python scripts/dev/int8_static_pt2e.py [--model vit-base-patch16-224] [--threads 1] [--calibration_images 64]
 
-hf_vit's classifier (random weights, the benchmark's shapes) is exported with torch.export, prepared with torchao's
-X86InductorQuantizer (its default config: static, per-channel int8 weights, per-tensor int8 activations), calibrated
-on random images, converted and compiled by inductor with freezing, the path PyTorch documents for x86 int8. It is
+hf_vit's classifier (random weights, the benchmark's shapes) is quantized by `hf_vit.quantize_int8_static` (export,
+torchao's X86InductorQuantizer with its default config, calibration on random images, inductor with freezing). It is
 timed, interleaved in one process (median), against fp32 eager, fp32 compiled (inductor, freezing) and
 `hf_vit.quantize_int8` (dynamic int8 of every nn.Linear, eager), and its logits are compared with fp32's. Prints the
 CPU (model name, ISA flags) and a markdown table. Not part of hf_vit: a measurement of whether static int8 would be
@@ -30,11 +29,10 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration_images", type=int, default=64)
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args(argv)
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
-    except ImportError:
-        print("error: static PT2E quantization needs torchao: pip install torchao", file=sys.stderr)
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        print('error: static int8 needs torchao: pip install "hf_vit[int8]"', file=sys.stderr)
         return 2
 
     import torch
@@ -66,15 +64,12 @@ def main(argv=None) -> int:
     dynamic = hf_vit.quantize_int8(fp32_copy(fp32))  # the same weights
 
     start = time.perf_counter()
-    with torch.no_grad():
-        exported = torch.export.export(fp32_copy(fp32), (x,)).module()
-        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
-        prepared = prepare_pt2e(exported, quantizer)
-        for batch in torch.randn(args.calibration_images, 3, size, size).split(args.batch_size):
-            prepared(batch)
-        converted = convert_pt2e(prepared)
+    static = hf_vit.quantize_int8_static(fp32_copy(fp32), torch.randn(args.calibration_images, 3, size, size))
     quantize_s = time.perf_counter() - start
-    static, static_compile_s = compiled(converted)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        static(x)  # the first call compiles
+    static_compile_s = time.perf_counter() - start
 
     steps = {
         "fp32 eager": fp32,
