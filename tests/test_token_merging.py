@@ -313,16 +313,15 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
 @pytest.mark.slow
 def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config):
     """Static int8 (PT2E, torchao's X86InductorQuantizer, inductor): the same outputs as the float model up to int8
-    rounding, with merging baked in, at batch sizes other than the calibration's."""
+    rounding, with merging on, at a batch size other than the calibration's and the export example's (8). One
+    compilation: each takes seconds on 2 cores, and every batch size compiles through the same wrapper."""
     model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)), seed=0)
-    calibration = torch.randn(24, 3, 32, 32)
-    quantized = hf_vit.quantize_int8_static(model, calibration)
-    for batch in (3, 5):
-        x = torch.randn(batch, 3, 32, 32)
-        with torch.no_grad():
-            expected, got = model(pixel_values=x).logits, quantized(x).logits
-        assert got.shape == expected.shape
-        assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99 and not torch.equal(got, expected)
+    quantized = hf_vit.quantize_int8_static(model, torch.randn(24, 3, 32, 32))
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = model(pixel_values=x).logits, quantized(x).logits
+    assert got.shape == expected.shape
+    assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99 and not torch.equal(got, expected)
     assert quantized.eval() is quantized
     with pytest.raises(ValueError, match="for inference only"):
         quantized.train()
