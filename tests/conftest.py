@@ -36,3 +36,13 @@ def trained_run(tmp_path_factory):
     result = train("--output_dir", out, "--max_train_steps", "4", "--checkpointing_steps", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The loopback Hub-protocol server (tests/hub_server.py), one per test module that asks for it."""
+    from hub_server import HubServer
+
+    server = HubServer(tmp_path_factory.mktemp("hub")).start()
+    yield server
+    server.stop()

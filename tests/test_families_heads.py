@@ -18,7 +18,6 @@ import logging
 import pytest
 import torch
 from helpers import TINY, run_main, run_python
-from hub_server import HubServer
 from test_hub import run_client
 
 from hf_vit import HfViTBackbone, HfViTConfig, HfViTForImageClassification, HfViTForMaskedImageModeling
@@ -166,13 +165,6 @@ FAMILIES = {  # name: (layout, class, what is compared)
     "timm-siglip": ("timm", "HfViTForImageClassification", "logits"),
     "timm-gap": ("timm", "HfViTForImageClassification", "logits"),
 }
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

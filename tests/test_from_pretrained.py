@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_server import HubServer
 from test_hub import run_client
 
 TOL = 1e-5
@@ -206,13 +205,6 @@ else:
 torch.save(outputs, f"{work}/outputs-{mode}.pt")
 print(json.dumps(report))
 """
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO, TINY, run_python
-from hub_server import TOKEN, HubServer, blob_id
+from hub_server import TOKEN, blob_id
 from transformers import ViTImageProcessor
 
 from hf_vit import HfViTBackbone, HfViTConfig, HfViTForImageClassification
@@ -28,13 +28,6 @@ REPO_ID = "tester/vit-digits"
 LABELS = {0: "cat", 1: "dog", 2: "fish"}
 CLIENT_SITE = Path(__file__).resolve().parent / "hub_client_site"
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub")).start()
-    yield server
-    server.stop()
 
 
 def run_client(args, hub, hf_home, offline=False, timeout=300):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import REPO, TINY, error_line, run_main, run_python
-from hub_server import TOKEN, USER, HubServer
+from hub_server import TOKEN, USER
 from PIL import Image
 from transformers import ViTImageProcessor
 
@@ -281,13 +281,6 @@ def test_image_folder_layout_in_the_library(tmp_path):
 
 
 # ---- 15: a push that cannot succeed touches neither the folder nor the Hub's write endpoints -----------------------
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    server = HubServer(tmp_path_factory.mktemp("hub")).start()
-    yield server
-    server.stop()
 
 
 def push(hub, home, folder, repo_id, token=TOKEN):
