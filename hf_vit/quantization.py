@@ -83,9 +83,13 @@ def quantize_int8_static(model: nn.Module, calibration_pixel_values: torch.Tenso
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     _check_float32_cpu(model)
-    if not isinstance(calibration_pixel_values, torch.Tensor) or calibration_pixel_values.ndim != 4:
+    if (
+        not isinstance(calibration_pixel_values, torch.Tensor)
+        or calibration_pixel_values.ndim != 4
+        or len(calibration_pixel_values) == 0
+    ):
         raise ValueError(
-            "calibration_pixel_values must be a (N, 3, H, W) tensor of preprocessed images, got "
+            "calibration_pixel_values must be a (N, 3, H, W) tensor of N >= 1 preprocessed images, got "
             f"{getattr(calibration_pixel_values, 'shape', type(calibration_pixel_values).__name__)}"
         )
     if batch_size < 1:

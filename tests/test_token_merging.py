@@ -331,8 +331,9 @@ def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
     from hf_vit import extras
 
     model = HfViTForImageClassification(tiny_config())
-    with pytest.raises(ValueError, match="calibration_pixel_values must be a \\(N, 3, H, W\\) tensor"):
-        hf_vit.quantize_int8_static(model, torch.randn(3, 32, 32))
+    for calibration in (torch.randn(3, 32, 32), torch.randn(0, 3, 32, 32)):
+        with pytest.raises(ValueError, match="calibration_pixel_values must be a \\(N, 3, H, W\\) tensor"):
+            hf_vit.quantize_int8_static(model, calibration)
     with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
         hf_vit.quantize_int8_static(model.to(torch.bfloat16), torch.randn(4, 3, 32, 32))
     monkeypatch.setattr(extras, "_installed", lambda module: module != "torchao")
