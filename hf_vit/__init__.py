@@ -30,7 +30,7 @@ from .modeling_hf_vit import (  # noqa: E402
     HfViTModel,
     HfViTPreTrainedModel,
 )
-from .quantization import quantize_int8, quantize_int8_static  # noqa: E402
+from .quantization import int8_static_pipeline, quantize_int8, quantize_int8_static  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -85,6 +85,7 @@ __all__ = [
     "HfViTForMaskedImageModeling",
     "HfViTModel",
     "HfViTPreTrainedModel",
+    "int8_static_pipeline",
     "quantize_int8",
     "quantize_int8_static",
 ]

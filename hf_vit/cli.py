@@ -70,13 +70,14 @@ def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="errors and warnings only")
 
 
-def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """hf_vit's messages: information on stdout (the run's narrative), warnings on stderr, as plain lines."""
+def setup_logging(verbose: bool = False, quiet: bool = False, info_stream=None) -> None:
+    """hf_vit's messages: information on stdout (the run's narrative; `info_stream` instead for a tool whose stdout is
+    its data), warnings on stderr, as plain lines."""
     logger = logging.getLogger("hf_vit")
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    info = logging.StreamHandler(sys.stdout)
+    info = logging.StreamHandler(info_stream or sys.stdout)
     info.addFilter(lambda record: record.levelno < logging.WARNING)
     info.setFormatter(logging.Formatter("%(message)s"))
     warning = logging.StreamHandler(sys.stderr)

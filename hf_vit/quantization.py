@@ -9,7 +9,8 @@ retraining. It combines with token merging (`config.token_merging_r`).
 Static (`quantize_int8_static`, the `int8` extra): the model is exported with `torch.export`, observed on calibration
 images, and every linear layer's inputs get fixed int8 scales as well; inductor then compiles the int8 graph (with
 freezing). Faster than dynamic where it was measured, at the price of calibration and a compilation per batch size.
-docs/performance.md has the measured speed and accuracy of both.
+`int8_static_pipeline` puts it behind transformers' image-classification pipeline. docs/performance.md has the
+measured speed and accuracy of both.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import warnings
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.pipelines import ImageClassificationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,8 @@ def quantize_int8_static(model: nn.Module, calibration_pixel_values: torch.Tenso
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model.eval()
-    batches = calibration_pixel_values.float().split(batch_size)
+    # contiguous: the exported graph guards its input's strides, and inputs are made contiguous at each call too
+    batches = calibration_pixel_values.float().contiguous().split(batch_size)
     example = batches[0] if len(batches[0]) > 1 else calibration_pixel_values[:1].expand(2, -1, -1, -1)
     with torch.no_grad():
         graph = torch.export.export(
@@ -131,7 +135,59 @@ class _FrozenCompiled(nn.Module):
         with inductor_config.patch(freezing=True), torch.no_grad(), warnings.catch_warnings():
             # inductor's own int8 lowering copies a tensor with torch.tensor(): its UserWarning is not the caller's
             warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
-            return self.compiled(pixel_values=pixel_values)
+            return self.compiled(pixel_values=pixel_values.contiguous())
+
+
+def int8_static_pipeline(model: nn.Module, image_processor, calibration_images, batch_size: int = 8):
+    """transformers' `pipeline("image-classification")` for `model`, whose forward pass is `model`'s static int8
+    graph (`quantize_int8_static`), calibrated on `calibration_images`.
+
+    Args:
+        model: an hf_vit image classifier in float32 on the CPU (token merging fixed at its `config.token_merging_r`).
+        image_processor: the model's image processor: it preprocesses the calibration images and every input.
+        calibration_images: a few hundred representative images (anything the image processor takes: PIL images,
+            arrays), the kind the pipeline will classify.
+        batch_size: the pipeline's batch size; smaller batches (a last one) are padded to it, so that the int8 graph
+            is compiled once (seconds to minutes, on the first call).
+
+    Returns:
+        An `ImageClassificationPipeline` on the CPU: preprocessing, batching, scores and labels are the pipeline's own.
+
+    Example:
+
+    ```python
+    >>> classify = hf_vit.int8_static_pipeline(model, processor, calibration_images)  # pip install "hf_vit[int8]"
+    >>> classify(images, top_k=3)
+    ```
+    """
+    calibration_images = list(calibration_images)
+    if not calibration_images:
+        raise ValueError("calibration_images must hold at least one image, got none")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pixel_values = image_processor(images=calibration_images, return_tensors="pt")["pixel_values"]
+    int8_model = quantize_int8_static(model, pixel_values, batch_size=batch_size)
+    return Int8StaticImageClassificationPipeline(
+        model=model, image_processor=image_processor, device="cpu", batch_size=batch_size, int8_model=int8_model
+    )
+
+
+class Int8StaticImageClassificationPipeline(ImageClassificationPipeline):
+    """transformers' image-classification pipeline with the forward pass of a static int8 model (its preprocessing,
+    batching, scores and labels unchanged). A batch smaller than the pipeline's batch size is padded to it with copies
+    of its last image, so that the graph compiles once; static int8 computes each image on its own (fixed scales), so
+    the padding changes no result."""
+
+    def __init__(self, *args, int8_model: nn.Module, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.int8_model = int8_model
+
+    def _forward(self, model_inputs):
+        pixel_values = model_inputs["pixel_values"]
+        count, compiled = len(pixel_values), self._batch_size or 1
+        if count < compiled:
+            pixel_values = torch.cat([pixel_values, pixel_values[-1:].expand(compiled - count, -1, -1, -1)])
+        return ImageClassifierOutput(logits=self.int8_model(pixel_values).logits[:count])
 
 
 def _check_float32_cpu(model) -> None:
@@ -145,4 +201,4 @@ def _check_float32_cpu(model) -> None:
         )
 
 
-__all__ = ["quantize_int8", "quantize_int8_static"]
+__all__ = ["Int8StaticImageClassificationPipeline", "int8_static_pipeline", "quantize_int8", "quantize_int8_static"]

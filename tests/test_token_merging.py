@@ -313,11 +313,12 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
 @pytest.mark.slow
 def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config):
     """Static int8 (PT2E, torchao's X86InductorQuantizer, inductor): the same outputs as the float model up to int8
-    rounding, with merging on, at a batch size other than the calibration's and the export example's (8). One
-    compilation: each takes seconds on 2 cores, and every batch size compiles through the same wrapper."""
+    rounding, with merging on, at a batch size other than the calibration's and the export example's (8), the
+    calibration images and the input both strided views (a slice of a data set). One compilation: each takes seconds
+    on 2 cores, and every batch size compiles through the same wrapper."""
     model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=10, token_merging_r=8)), seed=0)
-    quantized = hf_vit.quantize_int8_static(model, torch.randn(24, 3, 32, 32))
-    x = torch.randn(5, 3, 32, 32)
+    quantized = hf_vit.quantize_int8_static(model, torch.randn(48, 3, 32, 32)[::2])
+    x = torch.randn(10, 3, 32, 32)[::2]
     with torch.no_grad():
         expected, got = model(pixel_values=x).logits, quantized(x).logits
     assert got.shape == expected.shape
@@ -340,6 +341,100 @@ def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
     message = '`quantize_int8_static` needs torchao, not installed: pip install "hf_vit\\[int8\\]"'
     with pytest.raises(extras.MissingExtra, match=message):
         hf_vit.quantize_int8_static(model.float(), torch.randn(4, 3, 32, 32))
+
+
+def _images(count, seed, size=32):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+@pytest.mark.slow
+def test_int8_static_pipeline_classifies_with_the_int8_graph_padding_the_last_batch(tiny_config):
+    """hf_vit.int8_static_pipeline: transformers' pipeline whose scores are the softmax of the static int8 graph's
+    logits (not the float model's), with every batch padded to the pipeline's batch size (one compilation), and the
+    padding changing no image's result."""
+    model = perturb(HfViTForImageClassification(tiny_config(patch_size=4, num_labels=3, token_merging_r=4)), seed=1)
+    model.config.id2label = {0: "zero", 1: "one", 2: "two"}
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    classify = hf_vit.int8_static_pipeline(model, processor, _images(12, seed=0), batch_size=4)
+    graph, batches = classify.int8_model, []
+    classify.int8_model = lambda pixel_values: batches.append(len(pixel_values)) or graph(pixel_values)
+
+    images = _images(5, seed=1)
+    results = classify(images, top_k=3)
+    assert batches == [4, 4]  # 4, then the fifth image padded to 4
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        int8_logits = torch.cat([graph(pixel_values[:4]).logits, graph(pixel_values[[4, 0, 1, 2]]).logits[:1]])
+        float_logits = model(pixel_values=pixel_values).logits
+    for result, logits, reference in zip(results, int8_logits, float_logits, strict=True):
+        got = {p["label"]: p["score"] for p in result}
+        expected = dict(zip(["zero", "one", "two"], logits.softmax(-1).tolist(), strict=True))
+        float_scores = dict(zip(["zero", "one", "two"], reference.softmax(-1).tolist(), strict=True))
+        assert got == pytest.approx(expected, abs=1e-6)
+        assert got == pytest.approx(float_scores, abs=0.05) and got != pytest.approx(float_scores, abs=1e-6)
+    with pytest.raises(ValueError, match="calibration_images must hold at least one image, got none"):
+        hf_vit.int8_static_pipeline(model, processor, [])
+
+
+def test_predict_calibration_sample_spreads_over_the_inputs():
+    from hf_vit.commands.predict import calibration_sample
+
+    files = [f"{i:04d}.png" for i in range(1000)]
+    sample = calibration_sample(files)
+    assert len(sample) == len(set(sample)) == 256 and sample[0] == files[0] and sample[-1] >= files[990]
+    assert calibration_sample(files[:3]) == files[:3]
+
+
+@pytest.mark.slow
+def test_predict_cli_int8_static(classifier_folder, tmp_path):
+    """--int8_static: the predictions of hf_vit.int8_static_pipeline calibrated on the inputs, on stdout as JSON lines
+    only (the quantizer's messages go to stderr), different from the float model's."""
+    import json
+
+    from helpers import run_main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(_images(3, seed=2)):
+        image.save(folder / f"{i}.png")
+    model_dir = classifier_folder / "model"
+    argv = ["scripts/predict.py", model_dir, folder, "--json", "--batch_size", "2", "--top_k", "3"]
+    static, plain = run_main([*argv, "--int8_static"]), run_main(argv)
+    assert static.returncode == 0 and plain.returncode == 0, static.stderr + plain.stderr
+    got = [json.loads(line) for line in static.stdout.splitlines()]
+    assert [record["file"] for record in got] == [str(folder / f"{i}.png") for i in range(3)]
+
+    model = HfViTForImageClassification.from_pretrained(model_dir).eval()
+    processor = ViTImageProcessor.from_pretrained(model_dir)
+    images = [Image.open(folder / f"{i}.png").convert("RGB") for i in range(3)]
+    classify = hf_vit.int8_static_pipeline(model, processor, images, batch_size=2)
+    for record, expected, floats in zip(got, classify(images, top_k=3), plain.stdout.splitlines(), strict=True):
+        scores = {p["label"]: p["score"] for p in record["predictions"]}
+        assert scores == pytest.approx({p["label"]: p["score"] for p in expected}, abs=1e-6)
+        assert scores != pytest.approx({p["label"]: p["score"] for p in json.loads(floats)["predictions"]}, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--int8", "--int8_static"], "argument --int8_static: not allowed with argument --int8"),
+        (["--int8_static", "--device", "cuda"], "--int8_static runs on the CPU only, got --device cuda"),
+        (["--int8", "--device", "cuda"], "--int8 runs on the CPU only, got --device cuda"),
+        (["--int8_static", "<no torchao>"], '--int8_static needs torchao, not installed: pip install "hf_vit[int8]"'),
+    ],
+)
+def test_predict_cli_int8_refusals(classifier_folder, flags, message, monkeypatch):
+    from helpers import run_main
+
+    from hf_vit import extras
+
+    if "<no torchao>" in flags:
+        flags = flags[:-1]
+        monkeypatch.setattr(extras, "_installed", lambda module: module != "torchao")
+    done = run_main(["scripts/predict.py", classifier_folder / "model", classifier_folder / "image.png", *flags])
+    assert done.returncode == 2 and message in done.stderr and done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0 or "usage:" in done.stderr
 
 
 def test_rotary_position_encoding_refuses_merging(tiny_config):

@@ -2,23 +2,27 @@
 
     python scripts/predict.py MODEL IMAGE_OR_FOLDER... [--top_k 5] [--batch_size N] [--json]
     python scripts/predict.py MODEL IMAGES... --token_merging_r 8 --int8    # faster: token merging, int8 on CPU
+    python scripts/predict.py MODEL FOLDER --int8_static                    # static int8: calibrated, compiled
 
 MODEL is an hf_vit checkpoint folder or Hub id, or a checkpoint hf_vit.from_pretrained converts (timm, transformers ViT,
 DINOv2, ...; converted once into the Hugging Face cache); anything else is refused in one line (exit 2).
 Folders are searched recursively (hidden files skipped), with a progress bar. One line per image on stdout:
 `PATH<TAB>label (score) | label (score) ...`, or with --json one JSON object per line
-`{"file": PATH, "predictions": [{"label": ..., "score": ...}, ...]}`. Files that cannot be read as images are
-reported by name on stderr and skipped; the exit status is then 1.
+`{"file": PATH, "predictions": [{"label": ..., "score": ...}, ...]}`; progress and messages go to stderr. Files that
+cannot be read as images are reported by name on stderr and skipped; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from hf_vit.cli import command, fail
+
+CALIBRATION_IMAGES = 256  # "a few hundred representative images": the inputs themselves are the most representative
 
 
 def parse_args(argv=None):
@@ -37,8 +41,16 @@ def parse_args(argv=None):
         help="token merging (hf_vit models): merge R pairs of tokens in every block, or a comma list with one R per "
         "block; faster, slightly less accurate (docs/performance.md). Default: the model's config (0 = off)",
     )
-    parser.add_argument(
+    int8 = parser.add_mutually_exclusive_group()
+    int8.add_argument(
         "--int8", action="store_true", help="int8 dynamic quantization of every linear layer (CPU only; faster)"
+    )
+    int8.add_argument(
+        "--int8_static",
+        action="store_true",
+        help="static int8 of the whole model (PT2E, compiled by inductor; CPU only; faster than --int8 where "
+        f'measured; pip install "hf_vit[int8]"): calibrated on up to {CALIBRATION_IMAGES} of the input images, '
+        "spread evenly over them; the compilation takes seconds to minutes before the first batch",
     )
     from hf_vit.cli import add_logging_arguments
 
@@ -57,6 +69,12 @@ def _merging_r(text: str) -> int | list[int]:
             f"expected an integer >= 0 or a comma list of them (one per block), got {text!r}"
         )
     return values[0] if len(values) == 1 and "," not in text else values
+
+
+def calibration_sample(files: list[Path], count: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Up to `count` of `files`, spread evenly over them (a sorted folder's classes, not only its first one)."""
+    step = max(1, len(files) / count)
+    return [files[int(i * step)] for i in range(min(count, len(files)))]
 
 
 def expand(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], bool]:
@@ -85,7 +103,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from hf_vit.cli import setup_logging
 
-    setup_logging(args.verbose, args.quiet)
+    setup_logging(args.verbose, args.quiet, info_stream=sys.stderr)  # stdout is the predictions
     if args.top_k < 1:
         fail(f"--top_k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
@@ -107,11 +125,16 @@ def main(argv=None) -> int:
     from hf_vit.configuration_hf_vit import token_merging_problem
     from hf_vit.convert.pretrained import pretrained_location
     from hf_vit.data import BadImageError, image_processor_for, open_image
-    from hf_vit.quantization import quantize_int8
+    from hf_vit.extras import require
+    from hf_vit.quantization import int8_static_pipeline, quantize_int8
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or ("cpu" if args.int8 or args.int8_static else "cuda" if torch.cuda.is_available() else "cpu")
+    if (args.int8 or args.int8_static) and torch.device(device).type != "cpu":
+        fail(f"--{'int8' if args.int8 else 'int8_static'} runs on the CPU only, got --device {device}")
+    if args.int8_static:
+        require("int8", "--int8_static")  # before the model is loaded: a missing torchao costs nothing
     # hf_vit loads the model itself (its own classes, its own processor loader): never transformers' pipeline by
     # name, which would fall back to other loaders, offer unsafe advice for a refused pickle, or run code that an
     # auto_map names
@@ -142,10 +165,16 @@ def main(argv=None) -> int:
             fail("--" + problem)
         model.config.token_merging_r = args.token_merging_r
     if args.int8:
-        if torch.device(device).type != "cpu":
-            fail(f"--int8 runs on the CPU only, got --device {device}")
         model = quantize_int8(model, inplace=True)
-    classify = pipeline("image-classification", model=model, image_processor=processor, device=device)
+    calibration = []
+    if args.int8_static:  # images that cannot be read are skipped here and reported when their turn comes
+        for path in calibration_sample(files):
+            with contextlib.suppress(BadImageError):
+                calibration.append(open_image(path))
+    if calibration:
+        classify = int8_static_pipeline(model, processor, calibration, batch_size=args.batch_size)
+    else:
+        classify = pipeline("image-classification", model=model, image_processor=processor, device=device)
     top_k = min(args.top_k, model.config.num_labels)
 
     failed = len(missing)

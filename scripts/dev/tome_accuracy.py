@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Accuracy and speed of token merging and int8, measured on a model hf_vit trains itself on real data.
 
-    python scripts/dev/tome_accuracy.py [--epochs 40] [--r 2,4,8,12] [--threads 1] [--out table.md]
+    python scripts/dev/tome_accuracy.py [--epochs 40] [--r 2,4,8,12] [--int8_static] [--threads 1] [--out table.md]
 
 The data are the embedded digits (scikit-learn's 1,797 scanned 8x8 handwritten digits, the training scripts' fixed
 stratified 80/20 split), upscaled bicubically to 32x32 and cut into 4-px patches: 64 patch tokens + [CLS], enough
 tokens for merging to matter. An hf_vit classifier (hidden 64, 4 blocks, 4 heads) is trained from scratch (AdamW,
 cosine schedule, random shifts of up to 4 px), then evaluated on the 360 held-out digits: dense, merged at each r,
-int8 (dynamic, every nn.Linear) and merged + int8. Speed is the median of interleaved timed passes over the held-out
-digits in batches of 8 (one process, `--threads` threads), relative to dense. Prints the markdown table (and writes it
-to --out); the trained model is saved with --output_dir.
+int8 (dynamic, every nn.Linear) and merged + int8; with --int8_static (the `int8` extra) also static int8 (PT2E,
+compiled; calibrated on 256 training digits spread evenly over the training set) and merged + static int8. Speed is
+the median of interleaved timed passes over the held-out digits in batches of 8 (one process, `--threads` threads),
+relative to dense. Prints the markdown table (and writes it to --out); the trained model is saved with --output_dir.
 """
 
 from __future__ import annotations
@@ -89,12 +90,34 @@ def predict(model, x, batch_size=8):
         return torch.cat([model(pixel_values=x[i : i + batch_size]).logits for i in range(0, len(x), batch_size)])
 
 
+def configure(net, r):
+    """Token merging at `r` for the next forward passes of `net` (a float or dynamic int8 model); returns `net`."""
+    net.config.token_merging_r = r
+    return net
+
+
+def calibration_digits(x_train, count=256):
+    """`count` training digits spread evenly over the training set: the static int8 calibration images."""
+    return x_train[:: max(1, len(x_train) // count)][:count]
+
+
+def static_int8(model, calibration):
+    """hf_vit's static int8 (PT2E, compiled) of `model` at its current token merging, compiled for batches of 8
+    (the evaluation's; a smaller last batch compiles once more)."""
+    import hf_vit
+
+    return hf_vit.quantize_int8_static(model, calibration, batch_size=8)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--r", default="2,4,8,12", help="comma list of token merging r to evaluate")
     parser.add_argument("--int8_r", type=int, default=None, help="r for the merged + int8 row (default: every r)")
+    parser.add_argument(
+        "--int8_static", action="store_true", help="also static int8 rows (hf_vit.quantize_int8_static; needs torchao)"
+    )
     parser.add_argument("--timing_reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the evaluation and timing")
     parser.add_argument("--train_threads", type=int, default=2)
@@ -145,29 +168,33 @@ def main(argv=None) -> int:
             model.save_pretrained(staging)
     torch.set_num_threads(args.threads)
 
-    int8 = hf_vit.quantize_int8(model)
-    rows = [("dense (fp32)", model, 0, False), ("int8", int8, 0, True)]
-    for r in r_values:
-        rows.append((f"merged r={r}", model, r, False))
-    for r in r_values if args.int8_r is None else [args.int8_r]:
-        rows.append((f"merged r={r} + int8", int8, r, True))
-
-    def configure(net, r):
-        net.config.token_merging_r = r
+    # a row: (name, module, r, whether r is set on the module's config before each pass; a static int8 module has
+    # its r built in)
+    int8, int8_rs = hf_vit.quantize_int8(model), r_values if args.int8_r is None else [args.int8_r]
+    rows = [("dense (fp32)", model, 0, True), ("int8", int8, 0, True)]
+    rows += [(f"merged r={r}", model, r, True) for r in r_values]
+    rows += [(f"merged r={r} + int8", int8, r, True) for r in int8_rs]
+    if args.int8_static:
+        calibration = calibration_digits(x_train)
+        for r in [0, *int8_rs]:
+            name = f"merged r={r} + int8 static" if r else "int8 static"
+            rows.append((name, static_int8(configure(model, r), calibration), r, False))
 
     results = {}
-    for name, net, r, _ in rows:
-        configure(net, r)
-        with torch.inference_mode():
-            tokens = net(pixel_values=x_test[:1], output_hidden_states=True).hidden_states[-1].shape[1]
+    for name, net, r, configurable in rows:
+        if configurable:
+            configure(net, r)
+        with torch.inference_mode():  # the token count: the float model's at the same r
+            tokens = configure(model, r)(pixel_values=x_test[:1], output_hidden_states=True).hidden_states[-1].shape[1]
         logits = predict(net, x_test)
         results[name] = dict(
             accuracy=100.0 * (logits.argmax(-1) == y_test).float().mean().item(), tokens=tokens, seconds=[]
         )
     for rep in range(args.timing_reps):  # interleaved, the starting row rotating
         order = rows[rep % len(rows) :] + rows[: rep % len(rows)]
-        for name, net, r, _ in order:
-            configure(net, r)
+        for name, net, r, configurable in order:
+            if configurable:
+                configure(net, r)
             start = time.perf_counter()
             predict(net, x_test)
             results[name]["seconds"].append(time.perf_counter() - start)
@@ -189,7 +216,7 @@ def main(argv=None) -> int:
         "| model | tokens after the last block | held-out accuracy | vs dense | speed vs dense |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, _, _, _ in rows:
+    for name, *_ in rows:
         result = results[name]
         speed = dense_s / statistics.median(result["seconds"])
         lines.append(
