@@ -320,6 +320,63 @@ def render_model_card(
     )
 
 
+def render_export_card(
+    library: str,
+    *,
+    load: str,
+    source: str,
+    license: License,
+    base_model: str | None = None,
+    base_model_relation: str | None = None,
+    pipeline_tag: str = "image-classification",
+    notes: list[str] | tuple[str, ...] = (),
+) -> ModelCard:
+    """The card of hf_vit weights exported to `library` ("timm" or "transformers"): the same weights under that
+    library's names, so the licence and base model are those of the hf_vit folder they came from (`source`), and an
+    unknown licence is written `license: other` with the line telling the reader to check the base model's terms.
+    `load` is the Python that loads the folder with `library`; `notes` what the export changed (a left-out decoder)."""
+    if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
+        base_model_relation = None  # a value the Hub would refuse says nothing about these weights
+    extra = {}
+    if license.id == "other":
+        extra.update({k: v for k, v in (("license_name", license.name), ("license_link", license.link)) if v})
+    if base_model and base_model_relation:
+        extra["base_model_relation"] = base_model_relation
+    data = ModelCardData(
+        library_name=library,
+        pipeline_tag=pipeline_tag,
+        tags=["vision", "vit", "hf_vit", pipeline_tag],
+        license=license.id or "other",
+        base_model=base_model,
+        **extra,
+    )
+    lines = [
+        f"# {Path(source).name or source} ({library})",
+        "",
+        f"hf_vit weights exported to {library}'s format by hf_vit (`hf-vit-convert --to {library}`) from `{source}`: "
+        f"the same weights, under the names and configuration {library} reads.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        load,
+        "```",
+        "",
+        "## Licence and lineage",
+        "",
+        f"- Licence: {license.describe()}, as the hf_vit model's card states."
+        if license.known
+        else f"- Licence: not known. {UNKNOWN_LICENSE_NOTE}",
+    ]
+    if base_model:
+        how = {None: "converted", "finetune": "fine-tuned into these weights"}.get(
+            base_model_relation, base_model_relation
+        )
+        lines.append(f"- Base model: `{base_model}` ({how}).")
+    lines += [f"- Note: {note}." for note in notes]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
 def _positions(config) -> str:
     """How the model knows where a patch is, for the card's size line."""
     rope = getattr(config, "rope_type", None)

@@ -167,6 +167,54 @@ def test_timm_pretrained_cfg_license_is_read_without_a_card(tmp_path):
     assert "converted from local files" in card.text and "hf_vit.convert_pretrained(" in card.text
 
 
+@pytest.mark.parametrize(
+    "license, base, relation",
+    [(NC, "tester/src", "finetune"), (DINOV3, "tester/src", None), (None, None, None)],
+    ids=["nc-finetune", "other-converted", "no-card"],
+)
+def test_exports_to_timm_and_transformers_carry_the_licence_and_base_model(tmp_path, license, base, relation):
+    """hf-vit-convert --to timm / transformers: the exported folder's card states the hf_vit card's licence and base
+    model (the same weights), in Hub-valid metadata; timm's pretrained_cfg names a Hub licence id too; converting the
+    export back into hf_vit reads the same licence again (a folder without a card: `other`, and the card says so)."""
+    import timm
+    from hub_server import _front_matter, _metadata_errors
+    from huggingface_hub import ModelCard
+
+    from hf_vit import HfViTForImageClassification
+    from hf_vit.convert import export_to_timm, export_to_transformers
+    from hf_vit.convert.pretrained import convert_pretrained
+    from hf_vit.model_card import write_model_card
+
+    config = HfViTConfig(**{**TINY, "layer_norm_eps": 1e-6})
+    model = HfViTForImageClassification(config)
+    model.save_pretrained(tmp_path / "hf")
+    if license is not None:
+        lineage = Lineage(base, None, license, relation, base)
+        card = render_model_card(config, num_parameters=1000, license=license, lineage=lineage)
+        write_model_card(tmp_path / "hf", card)
+    for library, export in (("timm", export_to_timm), ("transformers", export_to_transformers)):
+        folder = tmp_path / library
+        export(tmp_path / "hf", folder)
+        text = (folder / "README.md").read_text()
+        metadata, errors = _front_matter(text)
+        assert errors == [] and _metadata_errors(metadata) == [], text
+        assert metadata["library_name"] == library and metadata["pipeline_tag"] == "image-classification"
+        assert metadata["license"] == (license.id if license else "other")
+        assert (metadata.get("license_name"), metadata.get("license_link")) == (
+            (license.name, license.link) if license else (None, None)
+        )
+        assert (metadata.get("base_model"), metadata.get("base_model_relation")) == (base, relation)
+        assert (UNKNOWN_LICENSE_NOTE in text) == (license is None) and str(folder) in text
+        back = tmp_path / f"{library}-back"
+        convert_pretrained(folder, back)
+        assert ModelCard.load(back / "README.md").data.license == (license.id if license else "other")
+    pretrained_cfg = json.loads((tmp_path / "timm" / "config.json").read_text())["pretrained_cfg"]
+    assert pretrained_cfg.get("license") == (license.id if license and license.id != "other" else None)
+    assert timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).pretrained_cfg.get("license") == (
+        pretrained_cfg.get("license")
+    )
+
+
 # ---- through the Hub -------------------------------------------------------------------------------------------
 SOURCES = {
     "tester/src-nc": "---\nlicense: cc-by-nc-4.0\n---\n# A source under CC-BY-NC-4.0\n",

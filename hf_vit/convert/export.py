@@ -15,6 +15,7 @@ from ..checkpoint_io import (
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
+from ..model_card import read_card_metadata, render_export_card, write_model_card
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from ..output_dir import check_output_dir
 from .core import (
@@ -31,6 +32,7 @@ from .core import (
     _timm_forward,
     load_hf_vit_folder,
     max_abs_diff,
+    read_source_license,
 )
 from .timm import _TIMM_HF_VIT_NAMES
 from .transformers_vit import transformers_state_dict_to_hf_vit
@@ -219,11 +221,30 @@ def _exported_model(model):
     return model, []
 
 
+def _write_export_card(staging: Path, hf_vit_folder, library: str, load: str, classifier: bool, notes) -> None:
+    """README.md for an export: the hf_vit folder's licence and base model (the same weights), and how to load it."""
+    metadata = read_card_metadata(Path(hf_vit_folder) / "README.md")
+    base_model = metadata.get("base_model")
+    base_model = base_model[0] if isinstance(base_model, list) and len(base_model) == 1 else base_model
+    card = render_export_card(
+        library,
+        load=load,
+        source=str(hf_vit_folder),
+        license=read_source_license(hf_vit_folder),
+        base_model=base_model if isinstance(base_model, str) else None,
+        base_model_relation=metadata.get("base_model_relation"),
+        pipeline_tag="image-classification" if classifier else "image-feature-extraction",
+        notes=notes,
+    )
+    write_model_card(staging, card)
+
+
 def export_to_timm(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
     """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
-    pretrained_cfg), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`."""
+    pretrained_cfg with the hf_vit card's licence), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`,
+    and a README.md model card carrying the hf_vit folder's licence and base model."""
     check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     state_dict, architecture, model_args = hf_vit_to_timm(model)
@@ -259,6 +280,9 @@ def export_to_timm(
     }
     if num_classes and config.id2label and len(config.id2label) == num_classes:
         timm_config["label_names"] = [config.id2label[i] for i in range(num_classes)]
+    license = read_source_license(hf_vit_folder)
+    if license.known and license.id != "other":  # timm's own field; "other" and its name stay in the card
+        timm_config["pretrained_cfg"]["license"] = license.id
     if not config.interpolate_antialias:
         notes.append(
             "timm resizes position embeddings with antialiasing and this model without: outputs are identical "
@@ -268,6 +292,11 @@ def export_to_timm(
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         save_safetensors_checked(state_dict, staging)
         (staging / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n")
+        load = (
+            'import timm\n\n# this folder; once pushed to the Hub: "hf-hub:USER/REPO"\n'
+            f'model = timm.create_model("local-dir:{Path(output_dir)}", pretrained=True)'
+        )
+        _write_export_card(staging, hf_vit_folder, "timm", load, num_classes > 0, notes)
         if verify:
             timm = _require("timm", "`verify`")
             source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
@@ -282,7 +311,8 @@ def export_to_timm(
 def export_to_transformers(
     hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
 ) -> dict:
-    """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors."""
+    """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors, with a README.md
+    model card carrying the hf_vit folder's licence and base model."""
     check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
     model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
     target = _hf_vit_to_transformers_model(model)
@@ -305,6 +335,13 @@ def export_to_transformers(
         processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
         if processor_file.is_file():
             (staging / "preprocessor_config.json").write_text(processor_file.read_text())
+        classifier = isinstance(model, HfViTForImageClassification)
+        cls, extra = ("ViTForImageClassification", "") if classifier else ("ViTModel", ", add_pooling_layer=False")
+        load = (
+            f"from transformers import {cls}\n\n# this folder, or its Hub repo id once pushed\n"
+            f'model = {cls}.from_pretrained("{Path(output_dir)}"{extra})'
+        )
+        _write_export_card(staging, hf_vit_folder, "transformers", load, classifier, notes)
         if verify:
             from transformers import ViTForImageClassification, ViTModel
 
