@@ -705,11 +705,11 @@ class _Batches:
     """The run's data as batches. Training: epoch by epoch, each epoch's order fixed by (seed, epoch) alone
     (`hdata.EpochShuffleSampler`, and augmentation seeded per sample), the first `skip` batches left out when a run
     resumes mid-epoch. A stream is the one case decided here: each process reads its own shuffled shard, which
-    Accelerate does not prepare, so its batches are moved to the device here and skipped by reading past them."""
+    Accelerate wraps for one process (no second sharding) and which is skipped by reading past its batches."""
 
     def __init__(self, data: hdata.ImageData, processor, settings: FitSettings, accelerator):
         s, acc = settings, accelerator
-        self.streaming, self.device = data.streaming, acc.device
+        self.streaming = data.streaming
         if data.streaming:
             data = hdata.stream_for_training(data, s.seed, s.shuffle_buffer_size, acc.process_index, acc.num_processes)
         self.train_set, self.eval_set = hdata.build_datasets(
@@ -737,8 +737,22 @@ class _Batches:
         self.taken = 0  # batches of the current epoch read so far, skipped ones included
 
     def prepare(self, accelerator) -> None:
-        """Accelerate's loaders: sharded across processes, on the device (a stream is sharded already)."""
-        if not self.streaming:
+        """Accelerate's loaders: sharded across processes, on the device. A stream is sharded already: its loader is
+        Accelerate's for this one process, which still tells `accumulate` where a pass ends, so that a pass's last,
+        partial accumulation group is an optimizer step as with map-style data (and no gradient is pending when an
+        epoch's checkpoint is saved: a resumed run trains bitwise as the uninterrupted one)."""
+        if self.streaming:
+            from accelerate.data_loader import prepare_data_loader
+
+            self.train_loader = prepare_data_loader(
+                self.train_loader,
+                accelerator.device,
+                num_processes=1,
+                process_index=0,
+                put_on_device=True,
+                dispatch_batches=False,
+            )
+        else:
             self.train_loader = accelerator.prepare_data_loader(self.train_loader)
         self.eval_loader = accelerator.prepare_data_loader(self.eval_loader)
 
@@ -761,8 +775,6 @@ class _Batches:
         self.taken = skip
         for batch in batches:
             self.taken += 1
-            if self.streaming:
-                batch = {k: v.to(self.device) for k, v in batch.items()}
             if batch["labels"].numel():
                 yield batch
 

@@ -572,6 +572,35 @@ def test_a_stream_is_shuffled_into_a_copy_and_skipped_by_reading_past(stream, di
     assert all(torch.equal(a, b) for a, b in zip(skipped, everything[5:], strict=True))
 
 
+@pytest.mark.parametrize(
+    "checkpointing, kill_at, checkpoint",
+    [("epoch", 9, "checkpoint-4"), (3, 9, "checkpoint-3")],
+    ids=["end-of-pass", "mid-pass"],
+)
+def test_a_stream_with_accumulation_resumes_bitwise(stream, tmp_path, checkpointing, kill_at, checkpoint):
+    """A pass over a stream (7 batches here) ends with its partial accumulation group as an optimizer step, as with
+    map-style data: 4 steps per pass at accumulation 2, so no gradient is pending at a pass's checkpoint, and a run
+    resumed from it (at the pass's end, or 6 batches into it) ends with the uninterrupted run's weights and history."""
+    run = settings(
+        max_train_steps=6, gradient_accumulation_steps=2, checkpointing_steps=checkpointing, shuffle_buffer_size=20
+    )
+    uninterrupted = fit(*make_model(stream), stream, tmp_path / "full", run)
+    assert [(row["epoch"], row["step"]) for row in uninterrupted.history] == [(1, 4), (2, 6)]
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        model, processor = make_model(stream)
+        Recorder(model, mp, kill_at=kill_at)
+        fit(model, processor, stream, tmp_path / "killed", run)
+    model, processor = make_model(stream)
+    torch.manual_seed(12345)
+    resumed = fit(
+        model, processor, stream, tmp_path / "killed", dataclasses.replace(run, resume_from_checkpoint="latest")
+    )
+    assert resumed.resumed_from.name == checkpoint
+    assert without_time(resumed.history) == without_time(uninterrupted.history)
+    expected, got = weights(tmp_path / "full"), weights(tmp_path / "killed")
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
 def test_fit_leaves_the_data_as_it_was_so_a_second_fit_trains_the_same(stream, tmp_path):
     run = settings(max_train_steps=3, per_device_train_batch_size=8, shuffle_buffer_size=20)
     train, evaluation = stream.train, stream.eval
