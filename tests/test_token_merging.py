@@ -459,15 +459,23 @@ def _accuracy_script():
 
 
 @pytest.mark.slow
-def test_accuracy_script_reports_what_the_trained_model_does(tmp_path, capsys):
+def test_accuracy_script_reports_what_the_trained_model_does(tmp_path, capsys, monkeypatch):
     """scripts/dev/tome_accuracy.py (two short epochs: a model no longer at chance, on which the variants differ): its
     table's token counts and accuracies are those of the model it saved, evaluated here on the held-out digits dense,
-    merged, int8 and merged + static int8."""
+    merged and int8; its static int8 rows those of the graphs it built (each compiled once), at the right r, from
+    the 256 calibration digits."""
     from transformers import AutoModelForImageClassification
 
     from hf_vit.data import digits_arrays
 
     script = _accuracy_script()
+    built, static_int8 = [], script.static_int8
+
+    def recording_static_int8(model, calibration):
+        built.append((model.config.token_merging_r, calibration, static_int8(model, calibration)))
+        return built[-1][2]
+
+    monkeypatch.setattr(script, "static_int8", recording_static_int8)
     images, labels, train_idx, test_idx = digits_arrays()
     out, model_dir = tmp_path / "table.md", tmp_path / "model"
     argv = [
@@ -519,12 +527,14 @@ def test_accuracy_script_reports_what_the_trained_model_does(tmp_path, capsys):
     assert rows["merged r=8"][1] == accuracy(model, 8)
     assert rows["int8"][1] == accuracy(int8, 0)
     assert rows["merged r=8 + int8"][1] == accuracy(int8, 8)
-    model.config.token_merging_r = 8
-    calibration = script.calibration_digits(script.digits_32(train_idx, images))
-    static = script.static_int8(model, calibration)
-    with torch.inference_mode():
-        logits = torch.cat([static(batch).logits for batch in x.split(8)])
-    assert rows["merged r=8 + int8 static"][1] == round(100.0 * (logits.argmax(-1) == y).float().mean().item(), 2)
+    train = script.digits_32(train_idx, images)
+    assert [r for r, _, _ in built] == [0, 8]
+    for r, calibration, static in built:
+        assert len(calibration) == 256 and torch.equal(calibration, train[:: len(train) // 256][:256])
+        with torch.inference_mode():
+            logits = torch.cat([static(batch).logits for batch in x.split(8)])
+        got = round(100.0 * (logits.argmax(-1) == y).float().mean().item(), 2)
+        assert rows["merged r=8 + int8 static" if r else "int8 static"][1] == got
 
 
 def test_accuracy_script_never_replaces_a_users_file(tmp_path, capsys):
