@@ -32,7 +32,9 @@ def parse_args(argv=None):
     parser.add_argument("--top_k", type=int, default=5, help="labels per image (default 5; at most num_labels)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu; cpu with --int8*)"
+    )
     parser.add_argument(
         "--token_merging_r",
         type=_merging_r,
