@@ -255,11 +255,7 @@ def render_model_card(
             for name, value in results.items()
             if name != "loss"  # a training objective, not a metric the Hub lists; it stays in the card's text
         ] or None
-    extra = {}
-    if license.id == "other":
-        extra.update({k: v for k, v in (("license_name", license.name), ("license_link", license.link)) if v})
-    if base_model and base_model_relation:
-        extra["base_model_relation"] = base_model_relation
+    extra = _license_and_relation_metadata(license, base_model, base_model_relation)
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
@@ -337,11 +333,7 @@ def render_export_card(
     `load` is the Python that loads the folder with `library`; `notes` what the export changed (a left-out decoder)."""
     if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
         base_model_relation = None  # a value the Hub would refuse says nothing about these weights
-    extra = {}
-    if license.id == "other":
-        extra.update({k: v for k, v in (("license_name", license.name), ("license_link", license.link)) if v})
-    if base_model and base_model_relation:
-        extra["base_model_relation"] = base_model_relation
+    extra = _license_and_relation_metadata(license, base_model, base_model_relation)
     data = ModelCardData(
         library_name=library,
         pipeline_tag=pipeline_tag,
@@ -375,6 +367,17 @@ def render_export_card(
         lines.append(f"- Base model: `{base_model}` ({how}).")
     lines += [f"- Note: {note}." for note in notes]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n")
+
+
+def _license_and_relation_metadata(license: License, base_model: str | None, relation: str | None) -> dict:
+    """The card metadata besides `license` and `base_model`: an `other` licence's name and link, and the relation to
+    the base model (the Hub accepts a relation only with a base model)."""
+    extra = {}
+    if license.id == "other":
+        extra.update({k: v for k, v in (("license_name", license.name), ("license_link", license.link)) if v})
+    if base_model and relation:
+        extra["base_model_relation"] = relation
+    return extra
 
 
 def _positions(config) -> str:
