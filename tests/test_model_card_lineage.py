@@ -172,16 +172,18 @@ def test_timm_pretrained_cfg_license_is_read_without_a_card(tmp_path):
     [(NC, "tester/src", "finetune"), (DINOV3, "tester/src", None), (None, None, None)],
     ids=["nc-finetune", "other-converted", "no-card"],
 )
-def test_exports_to_timm_and_transformers_carry_the_licence_and_base_model(tmp_path, license, base, relation):
+def test_exports_carry_the_licence_and_base_model(tmp_path, license, base, relation):
     """hf-vit-convert --to timm / transformers: the exported folder's card states the hf_vit card's licence and base
     model (the same weights), in Hub-valid metadata; timm's pretrained_cfg names a Hub licence id too; converting the
-    export back into hf_vit reads the same licence again (a folder without a card: `other`, and the card says so)."""
+    export back into hf_vit reads the same licence again (a folder without a card: `other`, and the card says so).
+    hf-vit-export (weights + an hf_vit config folder): the config folder's card's licence and base model."""
     import timm
+    import torch
     from hub_server import _front_matter, _metadata_errors
     from huggingface_hub import ModelCard
 
     from hf_vit import HfViTForImageClassification
-    from hf_vit.convert import export_to_timm, export_to_transformers
+    from hf_vit.convert import export_safetensors, export_to_timm, export_to_transformers
     from hf_vit.convert.pretrained import convert_pretrained
     from hf_vit.model_card import write_model_card
 
@@ -208,6 +210,16 @@ def test_exports_to_timm_and_transformers_carry_the_licence_and_base_model(tmp_p
         back = tmp_path / f"{library}-back"
         convert_pretrained(folder, back)
         assert ModelCard.load(back / "README.md").data.license == (license.id if license else "other")
+    # a state dict (an Accelerate checkpoint's weights) written as an hf_vit folder with the config of the folder
+    torch.save(model.state_dict(), tmp_path / "weights.bin")
+    export_safetensors(tmp_path / "weights.bin", tmp_path / "safetensors", config=tmp_path / "hf")
+    metadata, errors = _front_matter((tmp_path / "safetensors" / "README.md").read_text())
+    assert errors == [] and _metadata_errors(metadata) == [] and metadata["library_name"] == "transformers"
+    assert (metadata["license"], metadata.get("base_model"), metadata.get("base_model_relation")) == (
+        license.id if license else "other",
+        base,
+        relation,
+    )
     pretrained_cfg = json.loads((tmp_path / "timm" / "config.json").read_text())["pretrained_cfg"]
     assert pretrained_cfg.get("license") == (license.id if license and license.id != "other" else None)
     assert timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).pretrained_cfg.get("license") == (

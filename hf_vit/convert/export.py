@@ -15,7 +15,14 @@ from ..checkpoint_io import (
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
 from ..fileio import atomic_directory, read_json_object
-from ..model_card import read_card_metadata, render_export_card, write_model_card
+from ..model_card import (
+    BASE_MODEL_RELATIONS,
+    Lineage,
+    read_card_metadata,
+    render_export_card,
+    render_model_card,
+    write_model_card,
+)
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from ..output_dir import check_output_dir
 from .core import (
@@ -221,18 +228,30 @@ def _exported_model(model):
     return model, []
 
 
-def _write_export_card(staging: Path, hf_vit_folder, library: str, load: str, classifier: bool, notes) -> None:
-    """README.md for an export: the hf_vit folder's licence and base model (the same weights), and how to load it."""
-    metadata = read_card_metadata(Path(hf_vit_folder) / "README.md")
+def _card_lineage(folder) -> Lineage:
+    """The licence, base model and relation that an hf_vit folder's card states: what its weights carry into another
+    format (unknown licence, no base model for a folder without a card)."""
+    metadata = read_card_metadata(Path(folder) / "README.md")
     base_model = metadata.get("base_model")
     base_model = base_model[0] if isinstance(base_model, list) and len(base_model) == 1 else base_model
+    relation = metadata.get("base_model_relation")
+    return Lineage(
+        base_model=base_model if isinstance(base_model, str) else None,
+        license=read_source_license(folder),
+        relation=relation if relation in BASE_MODEL_RELATIONS else None,
+    )
+
+
+def _write_export_card(staging: Path, hf_vit_folder, library: str, load: str, classifier: bool, notes) -> None:
+    """README.md for an export: the hf_vit folder's licence and base model (the same weights), and how to load it."""
+    lineage = _card_lineage(hf_vit_folder)
     card = render_export_card(
         library,
         load=load,
         source=str(hf_vit_folder),
-        license=read_source_license(hf_vit_folder),
-        base_model=base_model if isinstance(base_model, str) else None,
-        base_model_relation=metadata.get("base_model_relation"),
+        license=lineage.license,
+        base_model=lineage.base_model,
+        base_model_relation=lineage.relation,
         pipeline_tag="image-classification" if classifier else "image-feature-extraction",
         notes=notes,
     )
@@ -392,8 +411,9 @@ def export_safetensors(
 ) -> dict:
     """hf_vit weights from an Accelerate `save_state` folder, a `.bin`/`.pt` state dict or an hf_vit folder with legacy
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
-    (sharded with an index above `max_shard_size`), metadata {"format": "pt"}; every tensor is re-read and
-    compared bitwise before success is reported."""
+    (sharded with an index above `max_shard_size`), metadata {"format": "pt"}, and a model card with the licence and
+    base model that the config folder's card states; every tensor is re-read and compared bitwise before success is
+    reported."""
     check_output_dir(output_dir, inputs={"weights": source, "config": config}, overwrite=overwrite)
     source = Path(source)
     if not source.exists():
@@ -439,6 +459,18 @@ def export_safetensors(
         processor_file = config_path.parent / "preprocessor_config.json"
         if processor_file.is_file():
             (staging / "preprocessor_config.json").write_text(processor_file.read_text())
+        lineage = _card_lineage(config_path.parent)  # the run's (or model's) card: its licence and base model
+        card = render_model_card(
+            model.config,
+            num_parameters=sum(p.numel() for p in model.parameters()),
+            model_name=Path(output_dir).name,
+            license=lineage.license,
+            lineage=lineage,
+            source=f"`{source}`",
+            source_details=f"Weights of `{source}` written as safetensors by hf_vit (`hf-vit-export`), with the "
+            f"configuration in `{config_path.parent}`; the licence and base model are those its card states.",
+        )
+        write_model_card(staging, card)
     return {"output_dir": Path(output_dir), "files": [f.name for f in files], "num_tensors": len(state_dict)}
 
 
