@@ -242,9 +242,10 @@ def _card_lineage(folder) -> Lineage:
     )
 
 
-def _write_export_card(staging: Path, hf_vit_folder, library: str, load: str, classifier: bool, notes) -> None:
+def _write_export_card(
+    staging: Path, hf_vit_folder, lineage: Lineage, library: str, load: str, classifier: bool, notes
+) -> None:
     """README.md for an export: the hf_vit folder's licence and base model (the same weights), and how to load it."""
-    lineage = _card_lineage(hf_vit_folder)
     card = render_export_card(
         library,
         load=load,
@@ -299,9 +300,9 @@ def export_to_timm(
     }
     if num_classes and config.id2label and len(config.id2label) == num_classes:
         timm_config["label_names"] = [config.id2label[i] for i in range(num_classes)]
-    license = read_source_license(hf_vit_folder)
-    if license.known and license.id != "other":  # timm's own field; "other" and its name stay in the card
-        timm_config["pretrained_cfg"]["license"] = license.id
+    lineage = _card_lineage(hf_vit_folder)
+    if lineage.license.known and lineage.license.id != "other":  # timm's own field; "other" and its name: the card
+        timm_config["pretrained_cfg"]["license"] = lineage.license.id
     if not config.interpolate_antialias:
         notes.append(
             "timm resizes position embeddings with antialiasing and this model without: outputs are identical "
@@ -315,7 +316,7 @@ def export_to_timm(
             'import timm\n\n# this folder; once pushed to the Hub: "hf-hub:USER/REPO"\n'
             f'model = timm.create_model("local-dir:{Path(output_dir)}", pretrained=True)'
         )
-        _write_export_card(staging, hf_vit_folder, "timm", load, num_classes > 0, notes)
+        _write_export_card(staging, hf_vit_folder, lineage, "timm", load, num_classes > 0, notes)
         if verify:
             timm = _require("timm", "`verify`")
             source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
@@ -360,7 +361,9 @@ def export_to_transformers(
             f"from transformers import {cls}\n\n# this folder, or its Hub repo id once pushed\n"
             f'model = {cls}.from_pretrained("{Path(output_dir)}"{extra})'
         )
-        _write_export_card(staging, hf_vit_folder, "transformers", load, classifier, notes)
+        _write_export_card(
+            staging, hf_vit_folder, _card_lineage(hf_vit_folder), "transformers", load, classifier, notes
+        )
         if verify:
             from transformers import ViTForImageClassification, ViTModel
 
