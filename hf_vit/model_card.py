@@ -391,7 +391,7 @@ def _positions(config) -> str:
 
 
 def write_model_card(folder: str | os.PathLike, card: ModelCard) -> Path:
-    """Write `card` as `folder/README.md`, atomically."""
+    """Write `card` as `folder/README.md`, atomically, with every secret left out (`atomic_write_text`)."""
     path = Path(folder) / "README.md"
     atomic_write_text(path, str(card))
     return path

@@ -18,7 +18,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory, read_json_object
+from ..fileio import atomic_directory, check_links_inside, read_json_object
 from ..model_card import (
     License,
     Lineage,
@@ -345,6 +345,7 @@ def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViT
         raise FileNotFoundError(f"model folder {path} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
+    check_links_inside(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")

@@ -14,7 +14,7 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory, read_json_object
+from ..fileio import atomic_directory, check_links_inside, read_json_object
 from ..model_card import (
     BASE_MODEL_RELATIONS,
     Lineage,
@@ -421,6 +421,7 @@ def export_safetensors(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
+    check_links_inside(source) if source.is_dir() else check_links_inside(source.parent, [source.name])
     if source.is_dir():
         is_accelerate = any(source.glob("random_states_*.pkl")) or (source / "optimizer.bin").is_file()
         if is_accelerate:
@@ -443,6 +444,8 @@ def export_safetensors(
         raise ValueError(
             f"no config.json for these weights at {config_path}; pass `config` (an hf_vit config.json or folder)"
         )
+    read = (config_path.name, "preprocessor_config.json", "README.md")
+    check_links_inside(config_path.parent, [name for name in read if (config_path.parent / name).exists()])
     model_type = read_json_object(config_path).get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{config_path} has model_type {model_type!r}; export_safetensors handles hf_vit checkpoints")

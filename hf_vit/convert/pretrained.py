@@ -34,7 +34,7 @@ from pathlib import Path
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from ..checkpoint_io import PICKLE_SUFFIXES, check_safetensors_file
-from ..fileio import atomic_write_text, read_json_object
+from ..fileio import atomic_write_text, check_links_inside, read_json_object
 from ..model_card import Lineage, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
@@ -369,6 +369,8 @@ def _local_key(path: Path) -> str:
 
 
 def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, tolerance: float) -> Resolved:
+    if path.is_dir():
+        check_links_inside(path)
     layout = _layout_of(path, source)
     if layout == "hf_vit":
         if not path.is_dir():
@@ -640,6 +642,8 @@ def convert_pretrained(
         "hf_vit.convert_pretrained", name, os.fspath(output_dir), revision=revision, filename=filename, source=source
     )
     if path.exists():
+        if path.is_dir():
+            check_links_inside(path)
         if filename is not None and path.is_dir():
             path = path / filename
         layout = _layout_of(path, source)
