@@ -299,12 +299,10 @@ def add_license_arguments(parser: argparse.ArgumentParser) -> None:
 def check_license_arguments(args) -> None:
     """The licence flags' own checks, before any data is loaded: a malformed licence id, --override_base_license
     without --license or without a base model."""
-    from .model_card import LICENSE_ID
+    from .model_card import license_id_problem
 
-    if args.license is not None and not LICENSE_ID.fullmatch(args.license):
-        raise UserError(
-            f"--license must be a Hub licence id such as apache-2.0, mit or cc-by-nc-4.0, got {args.license!r}"
-        )
+    if args.license is not None and license_id_problem(args.license):
+        raise UserError(f"--license {license_id_problem(args.license)}")
     if args.override_base_license and args.license is None:
         raise UserError("--override_base_license needs --license: the licence to apply instead of the base model's")
     if args.override_base_license and not args.model_name_or_path:

@@ -81,7 +81,7 @@ def secret_values() -> list[str]:
 
 
 def _flag_value(match: re.Match) -> str:
-    if not is_secret_name(match["flag"]) or match["value"].startswith("-"):
+    if not is_secret_name(match["flag"]) or match["value"].startswith("-") or match["value"].strip("'\"") == REDACTED:
         return match[0]
     return f"{match['flag']}{match['sep']}{REDACTED}"
 

@@ -25,6 +25,7 @@ from ..model_card import (
     license_from_metadata,
     read_card_metadata,
     render_model_card,
+    stricter_license,
     write_model_card,
 )
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
@@ -181,15 +182,14 @@ def read_source_license(path) -> License:
     if not path.is_dir():
         return License()
     stated = license_from_metadata(read_card_metadata(path / "README.md"))
-    if stated.known:
-        return stated
     try:
         pretrained_cfg = read_json_object(path / "config.json").get("pretrained_cfg")
     except (OSError, ValueError):
         pretrained_cfg = None
-    if isinstance(pretrained_cfg, dict):
-        return license_from_metadata({"license": pretrained_cfg.get("license")})
-    return License()
+    if isinstance(pretrained_cfg, dict) and pretrained_cfg.get("license"):
+        # both stated and different: the stricter, with a warning and a note naming both (`stricter_license`)
+        return stricter_license(stated, license_from_metadata({"license": pretrained_cfg["license"]}), path)
+    return stated
 
 
 def with_source_license(conversion: Conversion, path) -> Conversion:

@@ -18,6 +18,7 @@ from ..fileio import atomic_directory, check_links_inside, read_json_object
 from ..model_card import (
     BASE_MODEL_RELATIONS,
     Lineage,
+    base_model_from_metadata,
     read_card_metadata,
     render_export_card,
     render_model_card,
@@ -232,11 +233,9 @@ def _card_lineage(folder) -> Lineage:
     """The licence, base model and relation that an hf_vit folder's card states: what its weights carry into another
     format (unknown licence, no base model for a folder without a card)."""
     metadata = read_card_metadata(Path(folder) / "README.md")
-    base_model = metadata.get("base_model")
-    base_model = base_model[0] if isinstance(base_model, list) and len(base_model) == 1 else base_model
     relation = metadata.get("base_model_relation")
     return Lineage(
-        base_model=base_model if isinstance(base_model, str) else None,
+        base_model=base_model_from_metadata(metadata, Path(folder) / "README.md"),
         license=read_source_license(folder),
         relation=relation if relation in BASE_MODEL_RELATIONS else None,
     )
