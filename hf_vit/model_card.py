@@ -83,19 +83,21 @@ class License:
 
 
 def license_from_metadata(card_metadata: dict | None) -> License:
-    """The licence a model card's metadata states (`license`, and with `other` its `license_name`/`license_link`);
-    `License()` (unknown) when it states none, or "unknown"."""
+    """The licence a model card's metadata states (`license`, and with `other` its `license_name`/`license_link`, as
+    plain one-line values); `License()` (unknown) when it states none, or "unknown". A licence in words that is no
+    Hub licence id ("Apache 2.0") is `other` with those words as its name and a note for the card's reader."""
     card_metadata = card_metadata if isinstance(card_metadata, dict) else {}
     value = card_metadata.get("license")
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if not isinstance(value, str) or value.strip().lower() in ("", "unknown"):
         return License()
-    value = value.strip().lower()
+    stated, value = plain_value(value), value.strip().lower()
     if value != "other" and value in HUB_LICENSES:
         return License(value)
-    if value != "other":  # "Apache 2.0": a licence in words, which the Hub would refuse as an id
-        stated = plain_value(card_metadata.get("license"))
+    if value != "other" and not stated:
+        return License()
+    if value != "other" and stated:  # "Apache 2.0": a licence in words, which the Hub would refuse as an id
         return License(
             "other",
             stated,
@@ -103,8 +105,7 @@ def license_from_metadata(card_metadata: dict | None) -> License:
             note=f"The source states its licence as `{stated}`, which is not a Hub licence id, so it is written "
             "`license: other`: check the source's terms.",
         )
-    name, link = (plain_value(card_metadata.get(key)) for key in ("license_name", "license_link"))
-    link = plain_link(link)
+    name, link = plain_value(card_metadata.get("license_name")), plain_link(card_metadata.get("license_link"))
     # "other" naming no licence says only that some terms apply, not which: as unknown as no licence at all
     return License("other", name, link) if name or link else License()
 
