@@ -137,16 +137,25 @@ def test_push_refuses_modified_code_unless_its_author_allows_it(hub, checkpoint,
     before = len(hub.requests)
     error_line(run_main([PUSH, checkpoint, "--repo_id", "tester/modified"]), f"{modeling} differs from the installed")
     assert hub.requests[before:] == []
-    push_folder(checkpoint, "tester/modified", token=TOKEN, endpoint=hub.url, allow_modified_code=True)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read by HfApi() when it is made
+    result = run_main([PUSH, checkpoint, "--repo_id", "tester/modified", "--allow_modified_code"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: {modeling} differs from the installed hf_vit's" in result.stderr
     assert hub.files("tester/modified")["modeling_hf_vit.py"] == modeling.read_bytes()
 
 
-def test_private_push_to_an_existing_public_repo_warns_that_it_stays_public(hub, checkpoint, caplog):
+def test_private_push_to_an_existing_public_repo_warns_that_it_stays_public(hub, checkpoint, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read by HfApi() when it is made
     push_folder(checkpoint, "tester/was-public", token=TOKEN, endpoint=hub.url)
-    with caplog.at_level(logging.WARNING, logger="hf_vit"):
-        push_folder(checkpoint, "tester/was-public", token=TOKEN, endpoint=hub.url, private=True)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("hf_vit")]
-    assert len(warnings) == 1 and "already exists and is public: it stays public" in warnings[0], warnings
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = run_main([PUSH, checkpoint, "--repo_id", "tester/was-public", "--private"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: tester/was-public")]
+    assert len(warnings) == 1 and "already exists and is public: it stays public" in warnings[0], result.stderr
     assert "update_repo_settings('tester/was-public', private=True)" in warnings[0]
     assert hub.store.meta("tester/was-public")["private"] is False
 
