@@ -88,6 +88,16 @@ def test_a_run_given_a_token_by_flag_and_environment_writes_it_nowhere(tmp_path,
 
 # ---- nothing outside the folder is read or sent -------------------------------------------------------------------
 @pytest.fixture
+def cli_hub(hub, monkeypatch):
+    """hf-vit-push in this process talks to the loopback Hub, with its token: never to another host."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read by HfApi() when it is made
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return hub
+
+
+@pytest.fixture
 def checkpoint(tmp_path):
     folder = tmp_path / "ckpt"
     save_checkpoint(folder, seed=3, card=False)
@@ -95,7 +105,7 @@ def checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["modeling_hf_vit.py", "model.safetensors"])
-def test_push_and_readers_refuse_a_link_leaving_the_folder(hub, checkpoint, tmp_path, monkeypatch, name):
+def test_push_and_readers_refuse_a_link_leaving_the_folder(cli_hub, checkpoint, tmp_path, name):
     import hf_vit
     from hf_vit.convert.core import load_hf_vit_folder
 
@@ -107,7 +117,7 @@ def test_push_and_readers_refuse_a_link_leaving_the_folder(hub, checkpoint, tmp_
     else:
         (checkpoint / name).unlink()
     (checkpoint / name).symlink_to(target)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub = cli_hub
     before = len(hub.requests)
     line = error_line(run_main([PUSH, checkpoint, "--repo_id", "tester/links"]), f"{checkpoint / name}", "outside")
     assert "symbolic link" in line
@@ -130,28 +140,22 @@ def test_a_link_inside_the_folder_is_sent_as_its_contents(hub, checkpoint):
 
 
 # ---- no foreign code is published ----------------------------------------------------------------------------------
-def test_push_refuses_modified_code_unless_its_author_allows_it(hub, checkpoint, monkeypatch):
+def test_push_refuses_modified_code_unless_its_author_allows_it(cli_hub, checkpoint):
+    hub = cli_hub
     modeling = checkpoint / "modeling_hf_vit.py"
     modeling.write_text(modeling.read_text() + "\nimport os  # added\n")
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
     before = len(hub.requests)
     error_line(run_main([PUSH, checkpoint, "--repo_id", "tester/modified"]), f"{modeling} differs from the installed")
     assert hub.requests[before:] == []
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read by HfApi() when it is made
     result = run_main([PUSH, checkpoint, "--repo_id", "tester/modified", "--allow_modified_code"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: {modeling} differs from the installed hf_vit's" in result.stderr
     assert hub.files("tester/modified")["modeling_hf_vit.py"] == modeling.read_bytes()
 
 
-def test_private_push_to_an_existing_public_repo_warns_that_it_stays_public(hub, checkpoint, monkeypatch):
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read by HfApi() when it is made
+def test_private_push_to_an_existing_public_repo_warns_that_it_stays_public(cli_hub, checkpoint):
+    hub = cli_hub
     push_folder(checkpoint, "tester/was-public", token=TOKEN, endpoint=hub.url)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
     result = run_main([PUSH, checkpoint, "--repo_id", "tester/was-public", "--private"])
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: tester/was-public")]
