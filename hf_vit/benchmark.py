@@ -766,8 +766,10 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = dict(markdown=out / "benchmark.md", json=out / "benchmark.json", png=out / "benchmark.png")
-    paths["markdown"].write_text(markdown(report))
-    paths["json"].write_text(json.dumps(report, indent=1))
+    from .secrets import redact
+
+    paths["markdown"].write_text(redact(markdown(report)))
+    paths["json"].write_text(redact(json.dumps(report, indent=1)))
     plot(report, paths["png"])
     return paths
 

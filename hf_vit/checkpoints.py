@@ -101,8 +101,10 @@ def save(accelerator, folder: str | os.PathLike, step: int, state: dict, total_l
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             state = {**state, "files": _file_sizes(staging)}
+            from .secrets import redact
+
             with (staging / STATE_FILE).open("w") as handle:
-                json.dump(state, handle, indent=1)
+                handle.write(redact(json.dumps(state, indent=1)))
                 handle.flush()
                 os.fsync(handle.fileno())
     except BaseException:

@@ -50,18 +50,11 @@ def as_flags(text: str) -> str:
 
 def command_line(program: str, argv) -> str:
     """The command as a user would type it again, for a model card: `program` and its arguments, shell-quoted, with
-    the value of any token flag left out."""
-    import shlex
+    every secret left out (`hf_vit.secrets.redact_argv`: a secret flag's value in any spelling, the environment's
+    tokens, anything that looks like a Hugging Face token)."""
+    from .secrets import redact_argv
 
-    words, hide_next = [program], False
-    for word in map(str, argv):
-        flag, equals, _ = word.partition("=")
-        secret = flag.startswith("--") and "token" in flag
-        if hide_next or (secret and equals):
-            word = f"{flag}=***" if secret and equals else "***"
-        words.append(word)
-        hide_next = secret and not equals
-    return shlex.join(words)
+    return redact_argv(program, argv)
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,8 +76,17 @@ def setup_logging(verbose: bool = False, quiet: bool = False, info_stream=None) 
     warning = logging.StreamHandler(sys.stderr)
     warning.setLevel(logging.WARNING)
     warning.setFormatter(logging.Formatter("warning: %(message)s"))
-    logger.addHandler(info)
-    logger.addHandler(warning)
+    for handler in (info, warning):
+        handler.addFilter(_redact_record)
+        logger.addHandler(handler)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """No secret in a log line (`hf_vit.secrets.redact`): the message is formatted, redacted, and kept."""
+    from .secrets import redact
+
+    record.msg, record.args = redact(record.getMessage()), None
+    return True
 
 
 def run_command(body: Callable[[], int | None], verbose: bool = False) -> int:
@@ -129,7 +131,9 @@ def command(body: Callable[[list[str]], int | None]) -> Callable[..., int]:
 def _error(error: Exception, code: int, verbose: bool) -> int:
     if verbose:
         traceback.print_exc()
-    print(f"error: {as_flags(' '.join(str(error).split()))}", file=sys.stderr)
+    from .secrets import redact
+
+    print(f"error: {redact(as_flags(' '.join(str(error).split())))}", file=sys.stderr)
     return code
 
 
@@ -295,12 +299,10 @@ def add_license_arguments(parser: argparse.ArgumentParser) -> None:
 def check_license_arguments(args) -> None:
     """The licence flags' own checks, before any data is loaded: a malformed licence id, --override_base_license
     without --license or without a base model."""
-    from .model_card import LICENSE_ID
+    from .model_card import license_id_problem
 
-    if args.license is not None and not LICENSE_ID.fullmatch(args.license):
-        raise UserError(
-            f"--license must be a Hub licence id such as apache-2.0, mit or cc-by-nc-4.0, got {args.license!r}"
-        )
+    if args.license is not None and license_id_problem(args.license):
+        raise UserError(f"--license {license_id_problem(args.license)}")
     if args.override_base_license and args.license is None:
         raise UserError("--override_base_license needs --license: the licence to apply instead of the base model's")
     if args.override_base_license and not args.model_name_or_path:

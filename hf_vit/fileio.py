@@ -94,7 +94,10 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """`text` written atomically, with every secret left out (`hf_vit.secrets.redact`)."""
+    from .secrets import redact
+
+    atomic_write_bytes(path, redact(text).encode("utf-8"))
 
 
 def read_json_object(path: str | os.PathLike) -> dict:
@@ -106,3 +109,27 @@ def read_json_object(path: str | os.PathLike) -> dict:
     if isinstance(value, dict):
         return value
     raise ValueError(f"{path} holds JSON but not an object (a mapping of settings)")
+
+
+def check_links_inside(folder: str | os.PathLike, names=None) -> None:
+    """Refuse a symbolic link in `folder` (each of `names`, or everything under it) that leads outside it: a folder
+    that is read, converted or uploaded must never bring in a file from elsewhere (`modeling_hf_vit.py ->
+    /etc/passwd`). A link between the files of a Hugging Face cache snapshot and its `blobs/` is the cache's own."""
+    folder = Path(folder)
+    root = folder.resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/file -> ../../blobs/<hash>
+        allowed.append(root.parent.parent / "blobs")
+    if names is None:
+        paths = []
+        for parent, dirs, files in os.walk(folder):  # links to folders are listed, never followed
+            paths += [Path(parent) / name for name in (*dirs, *files)]
+    else:
+        paths = [folder / name for name in names]
+    for path in paths:
+        target = path.resolve()
+        if not any(target == place or target.is_relative_to(place) for place in allowed):
+            raise ValueError(
+                f"{path} is a symbolic link to {target}, outside {folder}: refused (copy the file into the folder "
+                "if it belongs there)"
+            )

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from . import checkpoints
 from . import data as hdata
 from .extras import require
-from .model_card import LICENSE_ID, Lineage, resolve_license
+from .model_card import Lineage, license_id_problem, resolve_license
 from .output_dir import DiskFullError, RunLock, check_output_dir, is_disk_full, write_trained_model
 from .training import param_groups
 
@@ -172,8 +172,8 @@ class FitSettings:
             )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.license is not None and not LICENSE_ID.fullmatch(self.license):
-            raise SettingError("license", f"must be a Hub licence id such as apache-2.0 or mit, got {self.license!r}")
+        if self.license is not None and license_id_problem(self.license):
+            raise SettingError("license", license_id_problem(self.license))
         if self.override_base_license and self.license is None:
             raise SettingError("override_base_license", "needs `license`: the licence to apply instead of the base's")
 

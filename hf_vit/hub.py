@@ -193,16 +193,46 @@ def check_card(text: str, source: str = CARD) -> None:
         raise ValueError(f"{source}: metadata library_name must be 'transformers', got {data.get('library_name')!r}")
 
 
-def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[str], int | None]:
+def check_code_files(folder: Path, names, allow_modified_code: bool = False) -> None:
+    """Refuse code files of `folder` that differ from the installed hf_vit's (sha256): what `trust_remote_code=True`
+    runs for whoever loads a pushed repo must be hf_vit's own code, unless its author says otherwise
+    (`allow_modified_code`, for authors of changes to the model files)."""
+    import hashlib
+
+    installed = Path(__file__).resolve().parent
+    for name in names:
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        if digest == hashlib.sha256((installed / name).read_bytes()).hexdigest():
+            continue
+        if allow_modified_code:
+            logger.warning(
+                "%s differs from the installed hf_vit's and is pushed as it is (`allow_modified_code`)", folder / name
+            )
+            continue
+        raise ValueError(
+            f"{folder / name} differs from the installed hf_vit's {name}: hf_vit publishes only its own code (re-save "
+            "the model with hf_vit's save_pretrained, or pass `allow_modified_code` if you changed the model files)"
+        )
+
+
+def check_folder(
+    folder: str | os.PathLike, *, load: bool = True, allow_modified_code: bool = False
+) -> tuple[list[str], int | None]:
     """Check that `folder` is a complete hf_vit checkpoint; returns (files to upload, #parameters or None).
 
-    Raises ValueError naming what is wrong. `README.md` is optional here (`prepare_folder` writes one).
+    Raises ValueError naming what is wrong: a missing or broken file, a symbolic link leading outside the folder,
+    code files that differ from the installed hf_vit's (unless `allow_modified_code`). `README.md` is optional here
+    (`prepare_folder` writes one).
     """
+    from .fileio import check_links_inside
+
     folder = Path(folder)
     if not folder.exists():
         raise ValueError(f"folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
+    read = (CONFIG, PROCESSOR, CARD, WEIGHTS, WEIGHTS_INDEX, *CODE_FILES)  # before any of them is read
+    check_links_inside(folder, [name for name in read if (folder / name).is_symlink() or (folder / name).exists()])
     if not (folder / CONFIG).is_file():
         raise ValueError(f"{folder} has no {CONFIG}: not a saved model (save it with model.save_pretrained)")
     config = _read_json(folder / CONFIG)
@@ -224,11 +254,28 @@ def check_folder(folder: str | os.PathLike, *, load: bool = True) -> tuple[list[
             "use transformers' own image processor: remove the auto_map, or save the processor again"
         )
     files = [CONFIG, *weights, PROCESSOR, *code]
+    check_links_inside(folder, files)
+    check_code_files(folder, code, allow_modified_code)
     if (folder / CARD).is_file():
         check_card((folder / CARD).read_text(encoding="utf-8"), str(folder / CARD))
         files.append(CARD)
+    check_no_secrets(folder, [name for name in files if name.endswith((".md", ".json"))])
     num_parameters = _check_loads(folder, config) if load else None
     return files, num_parameters
+
+
+def check_no_secrets(folder: Path, names) -> None:
+    """Refuse to upload a text file of `folder` that holds a secret (`hf_vit.secrets.redact` would change it): a
+    token pasted into a card by hand must not be published."""
+    from .secrets import redact
+
+    for name in names:
+        text = (folder / name).read_text(encoding="utf-8", errors="replace")
+        if redact(text) != text:
+            raise ValueError(
+                f"{folder / name} holds what looks like a secret (a Hugging Face token, a token flag's value or an "
+                "environment token): remove it before pushing"
+            )
 
 
 GENERATED_CARD_LICENSE_NOTE = (
@@ -255,15 +302,19 @@ def _generated_card(folder: Path, repo_id: str | None, num_parameters: int | Non
         )
     )
     check_card(text)
-    return text
+    from .secrets import redact
+
+    return redact(text)
 
 
-def prepare_folder(folder: str | os.PathLike, repo_id: str | None = None) -> list[str]:
+def prepare_folder(
+    folder: str | os.PathLike, repo_id: str | None = None, *, allow_modified_code: bool = False
+) -> list[str]:
     """`check_folder`, then write a model card generated from the config if the folder has none. Returns the files."""
     from .fileio import atomic_write_text
 
     folder = Path(folder)
-    files, num_parameters = check_folder(folder)
+    files, num_parameters = check_folder(folder, allow_modified_code=allow_modified_code)
     if CARD not in files:
         atomic_write_text(folder / CARD, _generated_card(folder, repo_id, num_parameters))
         logger.info("%s: no model card in the folder, wrote one generated from %s", folder / CARD, CONFIG)
@@ -332,6 +383,7 @@ def push_folder(
     endpoint: str | None = None,
     retries: int = 1,
     extra_files: tuple[str, ...] | list[str] = (),
+    allow_modified_code: bool = False,
 ):
     """Check `folder` and upload it to the Hub model repo `repo_id` (created if needed) as one commit.
 
@@ -343,11 +395,14 @@ def push_folder(
     write to the repo; PushError (one line) when the Hub refuses or cannot be reached.
 
     A folder without README.md gets a generated card: uploaded with the rest, and written into the folder only once
-    the commit has landed, so that a failed push leaves the folder exactly as it was.
+    the commit has landed, so that a failed push leaves the folder exactly as it was. A symbolic link that leads
+    outside the folder is refused, and so are code files that differ from the installed hf_vit's unless
+    `allow_modified_code` (what is sent is always the files' contents). `private` applies to a repo this creates: an
+    existing public repo stays public (a warning says so).
     """
     from huggingface_hub import HfApi, get_token
 
-    from .fileio import atomic_write_text
+    from .fileio import atomic_write_text, check_links_inside
 
     check_repo_id(repo_id)
     if revision is not None:
@@ -358,8 +413,11 @@ def push_folder(
     for name in extra_files:
         if Path(name).is_absolute() or ".." in Path(name).parts or not (folder / name).is_file():
             raise ValueError(f"extra file {name!r} is not a file inside {folder}")
-    files, num_parameters = check_folder(folder)
-    files += [Path(name).as_posix() for name in extra_files if Path(name).as_posix() not in files]
+    files, num_parameters = check_folder(folder, allow_modified_code=allow_modified_code)
+    extra = [Path(name).as_posix() for name in extra_files if Path(name).as_posix() not in files]
+    check_links_inside(folder, extra)
+    check_no_secrets(folder, [name for name in extra if name.endswith((".md", ".json", ".jsonl", ".txt"))])
+    files += extra
     token = check_write_access(repo_id, token=token, endpoint=endpoint)
     card = None if CARD in files else _generated_card(folder, repo_id, num_parameters)
     contents = {} if card is None else {CARD: card.encode("utf-8")}
@@ -407,7 +465,15 @@ def _commit_folder(
     api.create_repo(repo_id, private=private, exist_ok=True)
     if branch != "main":
         api.create_branch(repo_id, branch=branch, exist_ok=True)
-    head = api.model_info(repo_id, revision=branch).sha
+    info = api.model_info(repo_id, revision=branch)
+    head = info.sha
+    if private and info.private is False:  # create_repo leaves an existing repo's visibility as it is
+        logger.warning(
+            "%s already exists and is public: it stays public (`private` applies only to a repo the push creates); "
+            "make it private in its settings on the Hub or with HfApi().update_repo_settings(%r, private=True)",
+            repo_id,
+            repo_id,
+        )
     for attempt in range(retries + 1):
         stale = [f for f in api.list_repo_files(repo_id, revision=head) if _WEIGHT_FILE_RE.match(f) and f not in files]
         operations = [

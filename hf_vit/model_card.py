@@ -9,6 +9,7 @@ terms, never as a guess (`License`, `Lineage`, `resolve_license`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,11 +23,30 @@ from .configuration_hf_vit import HfViTConfig, image_size_pair
 from .fileio import atomic_write_text
 from .stats import forward_flops
 
+logger = logging.getLogger(__name__)
 TEMPLATE = "hf_vit_model_card.md"
 DEFAULT_LICENSE = "apache-2.0"  # weights trained from scratch, unless `license` says otherwise
 # what the Hub accepts as `base_model_relation` (a conversion, the same weights in another format, has none)
 BASE_MODEL_RELATIONS = ("finetune", "quantized", "merge", "adapter")
-LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+# the licence ids the Hub accepts in a card's `license` (https://huggingface.co/docs/hub/repositories-licenses)
+HUB_LICENSES = frozenset(
+    """apache-2.0 mit openrail bigscience-openrail-m creativeml-openrail-m bigscience-bloom-rail-1.0 bigcode-openrail-m
+    afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear c-uda cc cc0-1.0 cc-by-2.0 cc-by-2.5
+    cc-by-3.0 cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nd-4.0 cc-by-nc-nd-3.0
+    cc-by-nc-nd-4.0 cc-by-nc-sa-2.0 cc-by-nc-sa-3.0 cc-by-nc-sa-4.0 cdla-sharing-1.0 cdla-permissive-1.0
+    cdla-permissive-2.0 wtfpl ecl-2.0 epl-1.0 epl-2.0 etalab-2.0 eupl-1.1 eupl-1.2 agpl-3.0 gfdl gpl gpl-2.0 gpl-3.0
+    lgpl lgpl-2.1 lgpl-3.0 isc h-research intel-research lppl-1.3c ms-pl apple-ascl apple-amlr mpl-2.0 odc-by odbl
+    openmdw-1.0 openrail++ osl-3.0 postgresql ofl-1.1 ncsa unlicense zlib pddl lgpl-lr deepfloyd-if-license
+    fair-noncommercial-research-license llama2 llama3 llama3.1 llama3.2 llama3.3 llama4 grok2-community gemma unknown
+    other""".split()
+)
+# licences that let anyone use the weights for anything, with attribution at most: when two statements of a
+# source's licence disagree, a careful publisher keeps the one that is not among them (`stricter_license`)
+PERMISSIVE_LICENSES = frozenset(
+    """apache-2.0 mit afl-3.0 artistic-2.0 bsl-1.0 bsd bsd-2-clause bsd-3-clause bsd-3-clause-clear cc0-1.0 cc-by-2.0
+    cc-by-2.5 cc-by-3.0 cc-by-4.0 wtfpl ecl-2.0 isc postgresql ncsa unlicense zlib pddl odc-by""".split()
+)
+_BASE_MODEL_MAX = 96 * 2 + 1
 UNKNOWN_LICENSE_NOTE = (
     "The licence of the base model could not be read, so none is claimed here (`license: other`): check the base "
     "model's terms before you use or share these weights."
@@ -41,6 +61,11 @@ class License:
     id: str | None = None
     name: str | None = None
     link: str | None = None
+    note: str | None = None  # a line for the card's reader about where this licence came from
+
+    def __post_init__(self):  # a source's text reaches the card only as one plain line
+        object.__setattr__(self, "name", plain_value(self.name))
+        object.__setattr__(self, "link", plain_link(self.link))
 
     @property
     def known(self) -> bool:
@@ -58,21 +83,112 @@ class License:
 
 
 def license_from_metadata(card_metadata: dict | None) -> License:
-    """The licence a model card's metadata states (`license`, and with `other` its `license_name`/`license_link`);
-    `License()` (unknown) when it states none, or "unknown"."""
+    """The licence a model card's metadata states (`license`, and with `other` its `license_name`/`license_link`, as
+    plain one-line values); `License()` (unknown) when it states none, or "unknown". A licence in words that is no
+    Hub licence id ("Apache 2.0") is `other` with those words as its name and a note for the card's reader."""
     card_metadata = card_metadata if isinstance(card_metadata, dict) else {}
     value = card_metadata.get("license")
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if not isinstance(value, str) or value.strip().lower() in ("", "unknown"):
         return License()
-    value = value.strip().lower()
-    if value != "other":
+    stated, value = plain_value(value), value.strip().lower()
+    if value != "other" and value in HUB_LICENSES:
         return License(value)
-    name, link = card_metadata.get("license_name"), card_metadata.get("license_link")
-    name, link = (v if isinstance(v, str) and v.strip() else None for v in (name, link))
+    if value != "other" and not stated:
+        return License()
+    if value != "other" and stated:  # "Apache 2.0": a licence in words, which the Hub would refuse as an id
+        return License(
+            "other",
+            stated,
+            None,
+            note=f"The source states its licence as `{stated}`, which is not a Hub licence id, so it is written "
+            "`license: other`: check the source's terms.",
+        )
+    name, link = plain_value(card_metadata.get("license_name")), plain_link(card_metadata.get("license_link"))
     # "other" naming no licence says only that some terms apply, not which: as unknown as no licence at all
     return License("other", name, link) if name or link else License()
+
+
+def plain_value(value, limit: int = 200) -> str | None:
+    """A value from someone else's card as one plain line: whitespace (newlines) collapsed, no HTML, no Markdown
+    structure (backticks, brackets, emphasis, table bars, heading or list markers, `---` rules); None if nothing
+    is left."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"<[^>]*>?", " ", value)  # tags, and a tag left open
+    text = re.sub(r"[`<>\[\]{}|*#~\\\"]", " ", text)
+    text = re.sub(r"-{2,}|={2,}", "-", text)
+    text = " ".join(text.split())
+    text = re.sub(r"^(?:[-+>:]|\d+[.)])(?:\s+|$)", "", text).strip(" -")  # a list or quote marker at its start
+    return text[:limit] or None
+
+
+def plain_link(value) -> str | None:
+    """A licence link from someone else's card: a plain http(s) URL (no spaces, quotes, brackets or HTML), else
+    None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    url = re.fullmatch(r"https?://[A-Za-z0-9.-]+(?::\d+)?(?:/[A-Za-z0-9._~%/?#=&+:@!$,;-]*)?", value)
+    return value if url else None
+
+
+def base_model_from_metadata(card_metadata: dict | None, source) -> str | None:
+    """The `base_model` a card's metadata names, accepted only as a valid Hub repo id (huggingface_hub's validator);
+    anything else is dropped with a warning naming `source`."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    value = (card_metadata or {}).get("base_model") if isinstance(card_metadata, dict) else None
+    value = value[0] if isinstance(value, list) and len(value) == 1 else value
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or value.count("/") != 1:
+            raise HFValidationError("not NAMESPACE/NAME")
+        validate_repo_id(value)
+    except HFValidationError:
+        logger.warning(
+            "%s: the card's base_model %s is not a Hub repo id (NAMESPACE/NAME); left out of the new card",
+            source,
+            (plain_value(repr(value), 80) or "?"),
+        )
+        return None
+    return value
+
+
+def license_id_problem(license) -> str | None:
+    """Why `license` is not a Hub licence id (with the closest one, for a typo), or None when it is one."""
+    import difflib
+
+    if isinstance(license, str) and license in HUB_LICENSES:
+        return None
+    close = difflib.get_close_matches(str(license).lower(), sorted(HUB_LICENSES), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else " such as apache-2.0, mit, cc-by-nc-4.0 or other"
+    return f"must be a Hub licence id, got {license!r}{hint} (the list: https://huggingface.co/docs/hub/repositories-licenses)"
+
+
+def stricter_license(card: License, pretrained_cfg: License, source) -> License:
+    """The licence of a source whose card and timm `pretrained_cfg` both state one: the same, or when they disagree
+    the stricter (one that is not permissive over one that is; the `pretrained_cfg`'s, which timm records for these
+    very weights, between two of a kind), with a warning and a note for the card naming both."""
+    if not card.known or card.id == pretrained_cfg.id or not pretrained_cfg.known:
+        return card if card.known else pretrained_cfg
+    card_open, cfg_open = card.id in PERMISSIVE_LICENSES, pretrained_cfg.id in PERMISSIVE_LICENSES
+    kept, other = (card, pretrained_cfg) if cfg_open and not card_open else (pretrained_cfg, card)
+    where = {id(card): "its card", id(pretrained_cfg): "its timm pretrained_cfg"}
+    message = (
+        f"{where[id(card)]} says {card.describe(code=False)} and {where[id(pretrained_cfg)]} says "
+        f"{pretrained_cfg.describe(code=False)}: kept {kept.id}, the stricter"
+    )
+    logger.warning("%s: the source's licence statements disagree: %s", source, message)
+    return License(
+        kept.id,
+        kept.name,
+        kept.link,
+        note=f"The source's licence statements disagree ({message.replace(kept.id, '`' + kept.id + '`')}); check the "
+        "source's terms.",
+    )
 
 
 def read_card_metadata(path: str | os.PathLike) -> dict:
@@ -102,10 +218,10 @@ class Lineage:
 
 
 def check_license_id(license: str) -> None:
-    if not isinstance(license, str) or not LICENSE_ID.fullmatch(license):
-        raise ValueError(
-            f"`license` must be a Hub licence id such as apache-2.0, mit, cc-by-nc-4.0 or other, got {license!r}"
-        )
+    """ValueError unless `license` is one of the Hub's licence ids (`HUB_LICENSES`), suggesting the closest."""
+    problem = license_id_problem(license)
+    if problem:
+        raise ValueError(f"`license` {problem}")
 
 
 def resolve_license(
@@ -229,6 +345,7 @@ def render_model_card(
     if lineage is not None:
         base_model = base_model or lineage.base_model
         base_model_relation = base_model_relation or lineage.relation
+    base_model = base_model_from_metadata({"base_model": base_model}, "the model card")
     if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
         raise ValueError(
             f"`base_model_relation` must be one of {', '.join(BASE_MODEL_RELATIONS)} (or None for a conversion), "
@@ -239,6 +356,7 @@ def render_model_card(
         check_license_id(license.id)
     if not license.known and license_note is None:
         license_note = UNKNOWN_LICENSE_NOTE
+    license_note = license_note or license.note
     eval_results = None
     if results and datasets:
         eval_results = [
@@ -333,6 +451,7 @@ def render_export_card(
     `load` is the Python that loads the folder with `library`; `notes` what the export changed (a left-out decoder)."""
     if base_model_relation is not None and base_model_relation not in BASE_MODEL_RELATIONS:
         base_model_relation = None  # a value the Hub would refuse says nothing about these weights
+    base_model = base_model_from_metadata({"base_model": base_model}, source)
     extra = _license_and_relation_metadata(license, base_model, base_model_relation)
     data = ModelCardData(
         library_name=library,
@@ -359,6 +478,7 @@ def render_export_card(
         f"- Licence: {license.describe()}, as the hf_vit model's card states."
         if license.known
         else f"- Licence: not known. {UNKNOWN_LICENSE_NOTE}",
+        *([f"- {license.note}"] if license.note else []),
     ]
     if base_model:
         how = {None: "converted", "finetune": "fine-tuned into these weights"}.get(
@@ -391,7 +511,7 @@ def _positions(config) -> str:
 
 
 def write_model_card(folder: str | os.PathLike, card: ModelCard) -> Path:
-    """Write `card` as `folder/README.md`, atomically."""
+    """Write `card` as `folder/README.md`, atomically, with every secret left out (`atomic_write_text`)."""
     path = Path(folder) / "README.md"
     atomic_write_text(path, str(card))
     return path

@@ -215,6 +215,7 @@ def write_trained_model(
     `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
     the folder is as it was."""
     from .model_card import write_model_card
+    from .secrets import redact
     from .training import metrics_jsonl, plot_curves
 
     folder = Path(folder)
@@ -224,10 +225,10 @@ def write_trained_model(
             model.save_pretrained(staging, safe_serialization=True)
             write_model_card(staging, card)
             for name, text in (files or {}).items():
-                (staging / name).write_text(text)
+                (staging / name).write_text(redact(text))
             if history is not None:
                 plot_curves(history, staging / "training_curves.png")
-                (staging / "metrics.jsonl").write_text(metrics_jsonl(history))
+                (staging / "metrics.jsonl").write_text(redact(metrics_jsonl(history)))
     except Exception as error:
         if is_disk_full(error):
             raise DiskFullError(

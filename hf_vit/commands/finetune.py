@@ -193,6 +193,8 @@ def run(args, training_args):
         from hf_vit.cli import check_hub_access
 
         check_hub_access(training_args)  # a token that cannot push fails now, not after training
+    # Trainer pickles its arguments into every checkpoint (training_args.bin): the token stays out of them
+    hub_token, training_args.hub_token = training_args.hub_token, None
     training_args.push_to_hub = False  # Trainer would create the repo at start-up; the push happens at the end
     training_args.remove_unused_columns = False  # our batches are already {"pixel_values", "labels"}
     training_args.label_names = ["labels"]
@@ -282,6 +284,7 @@ def run(args, training_args):
         show_prediction(output_dir, data)
 
         training_args.push_to_hub = push_to_hub  # off while Trainer ran: it would have made the repo at start-up
+        training_args.hub_token = hub_token
         push_from_arguments(
             training_args, output_dir, commit_message=f"Fine-tune {output_dir.name} with hf_vit and Trainer"
         )

@@ -18,13 +18,14 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory, read_json_object
+from ..fileio import atomic_directory, check_links_inside, read_json_object
 from ..model_card import (
     License,
     Lineage,
     license_from_metadata,
     read_card_metadata,
     render_model_card,
+    stricter_license,
     write_model_card,
 )
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
@@ -181,15 +182,14 @@ def read_source_license(path) -> License:
     if not path.is_dir():
         return License()
     stated = license_from_metadata(read_card_metadata(path / "README.md"))
-    if stated.known:
-        return stated
     try:
         pretrained_cfg = read_json_object(path / "config.json").get("pretrained_cfg")
     except (OSError, ValueError):
         pretrained_cfg = None
-    if isinstance(pretrained_cfg, dict):
-        return license_from_metadata({"license": pretrained_cfg.get("license")})
-    return License()
+    if isinstance(pretrained_cfg, dict) and pretrained_cfg.get("license"):
+        # both stated and different: the stricter, with a warning and a note naming both (`stricter_license`)
+        return stricter_license(stated, license_from_metadata({"license": pretrained_cfg["license"]}), path)
+    return stated
 
 
 def with_source_license(conversion: Conversion, path) -> Conversion:
@@ -345,6 +345,7 @@ def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViT
         raise FileNotFoundError(f"model folder {path} does not exist")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
+    check_links_inside(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")

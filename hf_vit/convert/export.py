@@ -14,10 +14,11 @@ from ..checkpoint_io import (
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
-from ..fileio import atomic_directory, read_json_object
+from ..fileio import atomic_directory, check_links_inside, read_json_object
 from ..model_card import (
     BASE_MODEL_RELATIONS,
     Lineage,
+    base_model_from_metadata,
     read_card_metadata,
     render_export_card,
     render_model_card,
@@ -232,11 +233,9 @@ def _card_lineage(folder) -> Lineage:
     """The licence, base model and relation that an hf_vit folder's card states: what its weights carry into another
     format (unknown licence, no base model for a folder without a card)."""
     metadata = read_card_metadata(Path(folder) / "README.md")
-    base_model = metadata.get("base_model")
-    base_model = base_model[0] if isinstance(base_model, list) and len(base_model) == 1 else base_model
     relation = metadata.get("base_model_relation")
     return Lineage(
-        base_model=base_model if isinstance(base_model, str) else None,
+        base_model=base_model_from_metadata(metadata, Path(folder) / "README.md"),
         license=read_source_license(folder),
         relation=relation if relation in BASE_MODEL_RELATIONS else None,
     )
@@ -421,6 +420,7 @@ def export_safetensors(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
+    check_links_inside(source) if source.is_dir() else check_links_inside(source.parent, [source.name])
     if source.is_dir():
         is_accelerate = any(source.glob("random_states_*.pkl")) or (source / "optimizer.bin").is_file()
         if is_accelerate:
@@ -443,6 +443,8 @@ def export_safetensors(
         raise ValueError(
             f"no config.json for these weights at {config_path}; pass `config` (an hf_vit config.json or folder)"
         )
+    read = (config_path.name, "preprocessor_config.json", "README.md")
+    check_links_inside(config_path.parent, [name for name in read if (config_path.parent / name).exists()])
     model_type = read_json_object(config_path).get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{config_path} has model_type {model_type!r}; export_safetensors handles hf_vit checkpoints")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..configuration_hf_vit import HfViTConfig
+from ..fileio import check_links_inside
 from ..output_dir import check_output_dir
 from .core import (
     SOURCES,
@@ -42,6 +43,8 @@ def _load_foreign_checkpoint(
     source: str, checkpoint, *, timm_model=None, preset=None, num_heads=None, checkpoint_key="teacher"
 ) -> Conversion:
     path = Path(checkpoint)
+    if path.is_dir():
+        check_links_inside(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     # said first: otherwise each source's reader would complain about the folder as if it were a foreign one

@@ -34,8 +34,8 @@ from pathlib import Path
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from ..checkpoint_io import PICKLE_SUFFIXES, check_safetensors_file
-from ..fileio import atomic_write_text, read_json_object
-from ..model_card import Lineage, license_from_metadata, read_card_metadata
+from ..fileio import atomic_write_text, check_links_inside, read_json_object
+from ..model_card import Lineage, base_model_from_metadata, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
 from .dino import convert_dino_file
@@ -369,6 +369,8 @@ def _local_key(path: Path) -> str:
 
 
 def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, tolerance: float) -> Resolved:
+    if path.is_dir():
+        check_links_inside(path)
     layout = _layout_of(path, source)
     if layout == "hf_vit":
         if not path.is_dir():
@@ -588,21 +590,14 @@ def base_lineage(name_or_path, *, cache_dir=None, token=None) -> Lineage:
     license = license_from_metadata(metadata)
     if resolved.source_repo:
         return Lineage(resolved.source_repo, resolved.commit, license, "finetune", origin=name)
-    stated = metadata.get("base_model")
-    stated = stated[0] if isinstance(stated, list) and len(stated) == 1 else stated
-    return Lineage(stated if _is_repo_id(stated) else None, None, license, "finetune", origin=name)
-
-
-def _is_repo_id(value) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if not isinstance(value, str):
-        return False
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return False
-    return True
+    own_card = Path(name).expanduser() / "README.md"
+    if resolved.layout != "hf_vit" and own_card.is_file():
+        # a local timm/transformers folder (an export of hf_vit weights, say): the base model its own card names,
+        # not that of its cached conversion, which knows only local files
+        return Lineage(
+            base_model_from_metadata(read_card_metadata(own_card), own_card), None, license, "finetune", origin=name
+        )
+    return Lineage(base_model_from_metadata(metadata, card), None, license, "finetune", origin=name)
 
 
 def pretrained_location(name_or_path, cache_dir=None, token=None) -> str:
@@ -640,6 +635,8 @@ def convert_pretrained(
         "hf_vit.convert_pretrained", name, os.fspath(output_dir), revision=revision, filename=filename, source=source
     )
     if path.exists():
+        if path.is_dir():
+            check_links_inside(path)
         if filename is not None and path.is_dir():
             path = path / filename
         layout = _layout_of(path, source)
