@@ -176,3 +176,57 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
         == f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space and run again)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no output, no staging folder
+
+
+def entry_points() -> dict:
+    """Every console entry point of pyproject.toml, by name: commands added later are covered too."""
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def run_entry_point(target, argv):
+    """A console entry point's `main(argv)` in this process, as the user's shell would see it."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+
+    module, _, function = target.partition(":")
+    main = getattr(importlib.import_module(module), function)
+    logger = logging.getLogger("hf_vit")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(argv)
+            except SystemExit as exit:  # --help
+                code = exit.code
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved
+    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+@pytest.mark.parametrize("name", sorted(entry_points()))
+def test_flags_are_never_abbreviated_and_a_mistyped_flag_is_one_line(name):
+    import re
+
+    target = entry_points()[name]
+    shown = run_entry_point(target, ["--help"])
+    assert shown.returncode == 0 and "usage:" in shown.stdout
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]+", shown.stdout))
+    # the longest flag of --help whose abbreviation is the prefix of that flag alone (argparse took it for the flag)
+    flag = max((f for f in flags if not any(g != f and g.startswith(f[:-2]) for g in flags)), key=len)
+    # each would print the help and exit 0 if taken for --help
+    for argv, suggestion in [([flag[:-2], "--hel"], flag), (["--hel"], "--help"), (["--helpp"], "--help")]:
+        result = run_entry_point(target, argv)
+        line = error_line(result, f"{argv[0]} is not a flag", f"did you mean {suggestion}?")
+        assert result.stdout == "", line  # no usage, no help
+
+
+@pytest.mark.parametrize("name", ["train", "finetune"])
+def test_a_bad_flag_value_is_one_line_not_the_usage(name):
+    result = run_entry_point(entry_points()[f"hf-vit-{name}"], ["--num_train_epochs", "abc"])
+    line = error_line(result, "--num_train_epochs", "'abc'", f"see hf-vit-{name} --help")
+    assert result.stdout == "" and "usage" not in line

@@ -21,11 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command
+from hf_vit.cli import command, new_parser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument(
         "--source",

@@ -23,20 +23,19 @@ is loaded.
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
 from pathlib import Path
 
-from hf_vit.cli import UserError, command
+from hf_vit.cli import UserError, command, new_parser
 from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
 
 OUTPUT_SUFFIXES = r"features\.png|side_by_side\.png|features\.npz"  # STEM_features.png ...
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="hf_vit checkpoint folder or Hub id (or any checkpoint hf_vit converts)")
     parser.add_argument("images", nargs="+", help="image files (one PCA over all of them)")
     parser.add_argument("--output_dir", required=True, help="folder for the pictures (created if missing)")

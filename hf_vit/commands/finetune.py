@@ -10,13 +10,12 @@ Data and model flags are train.py's; every other flag is a `transformers.Trainin
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command
+from hf_vit.cli import command, new_parser
 
 
 def from_scratch_defaults() -> dict:
@@ -49,8 +48,6 @@ COMMON_DEFAULTS = {
 
 
 def parse_args(argv=None):
-    from transformers import HfArgumentParser, TrainingArguments
-
     from hf_vit.cli import (
         HelpFormatter,
         add_data_arguments,
@@ -59,11 +56,11 @@ def parse_args(argv=None):
         add_model_arguments,
         add_num_threads_argument,
         add_settings,
+        hf_argument_parser,
     )
+    from hf_vit.extras import require
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], add_help=False, formatter_class=HelpFormatter
-    )
+    parser = new_parser(description=__doc__.split("\n\n")[0], add_help=False, formatter_class=HelpFormatter)
     parser.add_argument("-h", "--help", action="store_true")
     add_logging_arguments(parser)
     add_data_arguments(parser)
@@ -77,6 +74,9 @@ def parse_args(argv=None):
         parser.print_help()
         print("\nand any transformers.TrainingArguments flag")
         sys.exit(0)
+    require("train", "hf-vit-finetune")  # after --help, which needs no extra: TrainingArguments needs accelerate
+    from transformers import TrainingArguments
+
     given = {item.split("=")[0] for item in rest if item.startswith("--")}
     defaults = dict(COMMON_DEFAULTS)
     args.given_flags = given
@@ -89,17 +89,15 @@ def parse_args(argv=None):
     for flag, value in defaults.items():
         if flag not in given:
             rest += [flag, value]
-    (training_args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(rest)
+    (training_args,) = hf_argument_parser(TrainingArguments, also=[parser]).parse_args_into_dataclasses(rest)
     return args, training_args
 
 
 @command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
-    from hf_vit.extras import require
     from hf_vit.output_dir import RunLock
 
-    require("train", "hf-vit-finetune")  # transformers' Trainer and TrainingArguments need accelerate
     try:
         args, training_args = parse_args(argv)
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)
