@@ -230,3 +230,31 @@ def test_a_bad_flag_value_is_one_line_not_the_usage(name):
     result = run_entry_point(entry_points()[f"hf-vit-{name}"], ["--num_train_epochs", "abc"])
     line = error_line(result, "--num_train_epochs", "'abc'", f"see hf-vit-{name} --help")
     assert result.stdout == "" and "usage" not in line
+
+
+# A real Ctrl-C (SIGINT to the process) while the command imports hf_vit: sent when transformers is first imported,
+# so that the test does not depend on how long the import takes.
+INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, os, runpy, signal, sys
+
+class InterruptTheImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "transformers":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptTheImport())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_an_interrupt_while_the_command_starts_exits_130_with_one_line(tmp_path):
+    result = run_python(
+        ["-c", INTERRUPT_WHILE_IMPORTING, REPO / "scripts" / "push_to_hub.py", tmp_path, "--repo_id", "me/model"],
+        env_extra=ENV,
+        fresh=True,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip() == "error: interrupted" and result.stdout == ""
