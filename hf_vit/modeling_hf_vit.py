@@ -811,6 +811,16 @@ AUTO_MAP = {
 }
 
 
+def _refuse_quantized(model: nn.Module) -> None:
+    """A model quantized to int8 for inference (`hf_vit.quantize_int8`: packed int8 Linear weights, no state dict a
+    checkpoint can hold) is refused before anything is written."""
+    if any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in model.modules()):
+        raise ValueError(
+            "save_pretrained of an int8 model (hf_vit.quantize_int8) is not supported: int8 models are for CPU "
+            "inference; save the float model it was made from, and quantize it again after loading"
+        )
+
+
 class HfViTPreTrainedModel(PreTrainedModel):
     config_class = HfViTConfig
     config: HfViTConfig
@@ -833,6 +843,7 @@ class HfViTPreTrainedModel(PreTrainedModel):
         # Name all model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
         # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head); nothing
         # else: entries a loaded config carried (code of some other repo) are never written back.
+        _refuse_quantized(self)
         self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):

@@ -310,6 +310,15 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
         hf_vit.quantize_int8(model.to(torch.bfloat16))
 
 
+def test_save_pretrained_of_an_int8_model_is_refused_before_anything_is_written(tmp_path, tiny_config):
+    quantized = hf_vit.quantize_int8(HfViTForImageClassification(tiny_config(num_labels=3)))
+    (tmp_path / "mine.txt").write_text("a user's file")
+    for folder in (tmp_path / "new", tmp_path):
+        with pytest.raises(ValueError, match=r"^save_pretrained of an int8 model .* save the float model it was made"):
+            quantized.save_pretrained(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
 @pytest.mark.slow
 def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config):
     """Static int8 (PT2E, torchao's X86InductorQuantizer, inductor): the same outputs as the float model up to int8
