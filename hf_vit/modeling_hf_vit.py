@@ -525,7 +525,8 @@ class HfViTMLP(nn.Module):
 
 
 class HfViTSwiGLUMLP(nn.Module):
-    """Gated MLP (SwiGLU, DINOv2-giant): one packed fc1 D -> 2·I (gate, value), SiLU(gate) · value, fc2 I -> D.
+    """Gated MLP (SwiGLU, DINOv2-giant): one packed fc1 D -> 2·I (gate, value), act(gate) · value, fc2 I -> D, with
+    `config.gate_act` as act (SiLU: SwiGLU; GELU: GeGLU).
 
     One matmul for both halves, as timm's `SwiGLUPacked`; transformers' gate_proj/up_proj are its two halves.
     """
@@ -533,12 +534,13 @@ class HfViTSwiGLUMLP(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.gate_activation = gate_activation(config)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
-        return self.dropout(self.fc2(F.silu(gate) * value))
+        return self.dropout(self.fc2(self.gate_activation(gate) * value))
 
 
 class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
@@ -551,7 +553,14 @@ class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
-        return self.dropout(self.fc2(self.norm(F.silu(gate) * value)))
+        return self.dropout(self.fc2(self.norm(self.gate_activation(gate) * value)))
+
+
+def gate_activation(config: HfViTConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The gated MLPs' gate: SiLU (SwiGLU) unless `config.gate_act` names another (GELU: GeGLU). A config saved
+    before `gate_act` existed has SiLU."""
+    name = getattr(config, "gate_act", "silu")
+    return F.silu if name == "silu" else ACT2FN[name]
 
 
 # config.mlp_type -> the MLP of each block

@@ -90,7 +90,7 @@ def image_tower_to_hf_vit(tower: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     converted = _rename(rest, _TOWER_TO_HF_VIT, "SigLIP/CLIP vision", _TOWER_EXPECTED)
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"layer {layer} has {kind}s for {sorted(parts)} only; expected q, k and v")
+            raise ValueError(f"layer {layer} has {kind} tensors for {sorted(parts)} only; expected q, k and v")
         converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
     for kind, tensor in pool_in_proj.items():  # (3D, ...) = query, key, value
         width = tensor.shape[0] // 3
