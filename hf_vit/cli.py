@@ -134,6 +134,19 @@ def refuse_unknown_flags(argv, parsers) -> None:
         raise UserError(f"{flag} is not a flag of {prog} (see {prog} --help)")
 
 
+_SIZE = re.compile(r"\s*\d+(\.\d*)?\s*[KMGT]B\s*", re.IGNORECASE)  # huggingface_hub's sizes: 5GB, 500MB, 0.5GB
+
+
+def shard_size(text: str) -> int | str:
+    """The type of a --max_shard_size flag: a size such as 5GB or 500MB (units KB, MB, GB, TB, as huggingface_hub
+    reads them), or a number of bytes; refused when the flag is parsed, before any work."""
+    if text.strip().isdigit():
+        return int(text)
+    if not _SIZE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a size like 5GB or 500MB, got {text!r}")
+    return text.strip()
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="debug messages, and a traceback with any error")
@@ -315,7 +328,7 @@ def given_settings(args) -> dict:
     values = {}
     for field in fields(FitSettings):
         value = getattr(args, field.name, None)
-        if field.metadata.get("fitted") and isinstance(value, str):
+        if field.metadata.get("fitted") and field.type in (bool, "bool") and isinstance(value, str):
             value = _SWITCH[value]
         if hasattr(args, field.name) and not (field.metadata.get("fitted") and value is None):
             values[field.name] = value
@@ -339,7 +352,10 @@ def fit_settings(args, recipe, *, model_from_data: bool, digits: bool):
         settings = replace(settings, augment=True, augmentation=recipe.augmentation)
     if getattr(args, "model_name_or_path", None):
         settings = replace(settings, learning_rate=FINE_TUNING_LEARNING_RATE)
-    return replace(settings, **given_settings(args))
+    given = given_settings(args)
+    if given.get("augmentation") and "augment" not in given:  # a kind of augmentation asked for: augment
+        given["augment"] = True
+    return replace(settings, **given)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

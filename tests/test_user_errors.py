@@ -449,3 +449,33 @@ def test_predict_never_runs_the_code_a_processor_auto_map_names(model_dir, gray1
     result = run_main(["scripts/predict.py", str(folder), str(gray16)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "pwned").exists()
+
+
+# ---- values refused when the flags are parsed, before any data or model is loaded ----------------------------------
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (
+            ["scripts/export_safetensors.py", "--input", "{tmp}/model", "--max_shard_size", "banana"],
+            ["--max_shard_size", "expected a size like 5GB or 500MB, got 'banana'"],
+        ),
+        (
+            ["scripts/train.py", "--report_to", "none,banana"],
+            ['--report_to must be "none", "all" or a comma list of', "tensorboard", "'none,banana'"],
+        ),
+        (["scripts/finetune_trainer.py", "--report_to", "banana"], ["--report_to banana: expected none, all", "wandb"]),
+    ],
+)
+def test_a_bad_size_or_tracker_is_refused_before_any_work(argv, fragments, tmp_path):
+    result = run_main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--output_dir", str(tmp_path / "out")])
+    error_line(result, *fragments)
+    assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_report_to_none_means_no_tracker():
+    from hf_vit.fit import FitSettings
+
+    for value in ("none", None):
+        FitSettings(report_to=value).validate()
+        assert FitSettings(report_to=value).trackers is None
+    assert FitSettings(report_to="tensorboard,wandb").trackers == ["tensorboard", "wandb"]

@@ -67,7 +67,7 @@ def parse_args(argv=None):
     add_model_arguments(parser)
     add_license_arguments(parser)
     shared = parser.add_argument_group("as hf-vit-train's")
-    add_settings(shared, ["augment", "overwrite_output_dir"])
+    add_settings(shared, ["augment", "augmentation", "overwrite_output_dir"])
     add_num_threads_argument(shared)
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -90,7 +90,24 @@ def parse_args(argv=None):
         if flag not in given:
             rest += [flag, value]
     (training_args,) = hf_argument_parser(TrainingArguments, also=[parser]).parse_args_into_dataclasses(rest)
+    check_report_to(training_args.report_to)
     return args, training_args
+
+
+def check_report_to(report_to) -> None:
+    """--report_to's names, checked now against transformers' integrations (Trainer would refuse them only after the
+    data and the model are loaded)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    unknown = [name for name in names if name not in ("none", "all", *INTEGRATION_TO_CALLBACK)]
+    if unknown:
+        from hf_vit.cli import UserError
+
+        raise UserError(
+            f"--report_to {', '.join(unknown)}: expected none, all or one or more of "
+            f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}"
+        )
 
 
 @command
