@@ -479,3 +479,23 @@ def test_report_to_none_means_no_tracker():
         FitSettings(report_to=value).validate()
         assert FitSettings(report_to=value).trackers is None
     assert FitSettings(report_to="tensorboard,wandb").trackers == ["tensorboard", "wandb"]
+
+
+def test_a_source_image_size_the_weights_contradict_is_refused_before_anything_is_allocated(tmp_path):
+    """A transformers ViT whose config says image_size 1e9: its 17 positions against the (1e9/8)^2 + 1 the config
+    implies, refused in one line instead of allocating a 2e18-byte position table."""
+    import json
+
+    from transformers import ViTConfig, ViTModel
+
+    import hf_vit
+
+    ViTModel(ViTConfig(**TINY)).save_pretrained(tmp_path / "vit")
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    (tmp_path / "vit" / "config.json").write_text(json.dumps({**config, "image_size": 10**9}))
+    with pytest.raises(ValueError) as refused:
+        hf_vit.from_pretrained(str(tmp_path / "vit"), task="feature-extraction", cache_dir=tmp_path / "cache")
+    assert str(refused.value) == (
+        "shape mismatch for embeddings.position_embeddings: the checkpoint has (1, 17, 32), the config implies "
+        "(1, 15625000000000001, 32) (from its image_size and patch_size)"
+    )
