@@ -557,3 +557,22 @@ def test_accuracy_script_never_replaces_a_users_file(tmp_path, capsys):
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and "already exists" in errors[0] and "not empty" in errors[1]
     assert table.read_text() == "mine" and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_the_picture_tools_turn_off_the_merging_a_folder_was_saved_with(tmp_path, tiny_config):
+    """hf-vit-attention / hf-vit-features on a folder saved with token merging on: the pictures need every patch
+    token, so the model runs unmerged (a note says so) instead of failing."""
+    from helpers import run_main
+
+    model = HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=4, num_labels=2))
+    model.save_pretrained(tmp_path / "model")
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "image.png")
+    note = "note: token merging (token_merging_r = 4) is off here: the pictures need every patch token"
+    for script, picture in [
+        ("visualize_attention.py", "image_mean.png"),
+        ("visualize_features.py", "image_features.png"),
+    ]:
+        out = tmp_path / script
+        done = run_main([f"scripts/{script}", tmp_path / "model", tmp_path / "image.png", "--output_dir", out])
+        assert done.returncode == 0 and note in done.stderr, done.stderr
+        assert (out / picture).is_file()

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import command, fail, new_parser
-from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes, unmerged
 from hf_vit.extras import require
 
 # what it writes per image: STEM_head0.png ... (see above)
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     except (RuntimeError, AssertionError) as error:
         fail(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
-        model = AutoModel.from_pretrained(model_name).to(device).eval()
+        model = AutoModel.from_pretrained(model_name, **unmerged(config)).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:

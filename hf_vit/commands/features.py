@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from hf_vit.cli import UserError, command, new_parser
-from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes, unmerged
 
 OUTPUT_SUFFIXES = r"features\.png|side_by_side\.png|features\.npz"  # STEM_features.png ...
 
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     except (RuntimeError, AssertionError) as error:
         raise UserError(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
-        model = AutoModel.from_pretrained(model_name).to(device).eval()
+        model = AutoModel.from_pretrained(model_name, **unmerged(config)).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         raise UserError(
             f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"
