@@ -335,6 +335,8 @@ def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config
     assert quantized.eval() is quantized
     with pytest.raises(ValueError, match="for inference only"):
         quantized.train()
+    with pytest.raises(ValueError, match=r"^this static int8 model was calibrated at 32x32 .* got pixel_values of sh"):
+        quantized(torch.randn(2, 3, 48, 32))
 
 
 def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
@@ -346,6 +348,10 @@ def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
             hf_vit.quantize_int8_static(model, calibration)
     with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
         hf_vit.quantize_int8_static(model.to(torch.bfloat16), torch.randn(4, 3, 32, 32))
+    calibration = torch.randn(4, 3, 32, 32)
+    calibration[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"^calibration_pixel_values must be finite: 1 of 4 images hold NaN"):
+        hf_vit.quantize_int8_static(model.float(), calibration)
     monkeypatch.setattr(extras, "_installed", lambda module: module != "torchao")
     message = '`quantize_int8_static` needs torchao, not installed: pip install "hf_vit\\[int8\\]"'
     with pytest.raises(extras.MissingExtra, match=message):
