@@ -185,6 +185,21 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_pickle_at_protocol_4_or_5_is_refused_saying_what_it_is_and_what_to_do(protocol, tmp_path):
+    import pickle
+
+    path = tmp_path / "weights.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"pos_embed": torch.zeros(1, 5, 8)}, handle, protocol=protocol)
+    args = ["scripts/convert_checkpoint.py", "--source", "dino", "--checkpoint", path]
+    line = error_line(run_main([*args, "--output_dir", tmp_path / "out"]))
+    assert line.startswith(f"error: refusing to load {path}: a pickle written at pickle protocol {protocol}, "), line
+    assert "re-save it as safetensors, or with torch.save at its default protocol" in line
+    assert "corrupt" not in line and "weights_only=False" not in line and "weights_only` set to `False" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
 def test_file_that_is_not_an_npz_archive(tmp_path):
     path = tmp_path / "ViT-B_16.npz"
     path.write_text("<html>404: not found</html>\n")  # what a failed download leaves behind
