@@ -258,3 +258,10 @@ def test_an_interrupt_while_the_command_starts_exits_130_with_one_line(tmp_path)
     )
     assert result.returncode == 130, result.stderr[-3000:]
     assert result.stderr.strip() == "error: interrupted" and result.stdout == ""
+
+
+def test_transformers_training_arguments_are_never_abbreviated_either():
+    """hf-vit-finetune's TrainingArguments flags (transformers' HfArgumentParser): `--hub_tok` is not `--hub_token`."""
+    result = run_entry_point(entry_points()["hf-vit-finetune"], ["--hub_tok", "hf_secret", "--hel"])
+    line = error_line(result, "--hub_tok is not a flag (flags are never abbreviated): did you mean --hub_token?")
+    assert "hf_secret" not in result.stderr + result.stdout, line
