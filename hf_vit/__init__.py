@@ -8,6 +8,10 @@
 
 import logging
 
+from ._command_start import quiet_interrupt
+
+_give_back_interrupt = quiet_interrupt()  # Ctrl-C while a command starts: one line, exit 130 (not this traceback)
+
 # With torchao installed (the int8 extra), `import transformers` imports it and torch logs a deprecation warning for
 # each enum torchao registers as a pytree constant: two lines on every tool's stderr that no user can act on.
 logging.getLogger("torch.utils._pytree").addFilter(lambda record: "register_constant()" not in record.getMessage())
@@ -59,6 +63,7 @@ def _register() -> None:
 
 
 _register()
+_give_back_interrupt()
 
 
 def from_pretrained(

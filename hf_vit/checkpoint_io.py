@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -93,6 +94,21 @@ def _is_torch_file(path: Path) -> bool:
     return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+def _pickle_protocol(path: Path) -> int | None:
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
+def _unpickler_error(text: str) -> str:
+    """What torch's unpickler found wrong, without its advice to load with weights_only=False."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    after = next((i for i, line in enumerate(lines) if "WeightsUnpickler error" in line), None)
+    if after is not None and after + 1 < len(lines):
+        return lines[after + 1]
+    return next((line for line in lines if "weights_only" not in line), "unreadable pickle")
+
+
 def load_pickle(path: str | os.PathLike):
     """`torch.load(weights_only=True)`: tensors, containers, numbers and `argparse.Namespace` (training scripts such
     as DINO's and timm's store their arguments in it); anything that would run code is refused."""
@@ -104,7 +120,9 @@ def load_pickle(path: str | os.PathLike):
             f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, and this file is neither"
         )
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # torch's notice about a protocol other than its own: the refusal below says what matters
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
@@ -116,8 +134,17 @@ def load_pickle(path: str | os.PathLike):
                 "hf_vit only loads pickles with torch.load(weights_only=True). Re-save the plain state dict "
                 "(or safetensors) in an environment you trust"
             ) from None
+        # an intact pickle that torch's safe unpickler cannot read: pickle protocol 4/5 (pickle.dump, or torch.save
+        # with pickle_protocol=4) frames its data with an instruction that unpickler does not know
+        operand = next((line.strip() for line in text.splitlines() if "unsupported operand" in line.lower()), None)
+        if operand:
+            raise ValueError(
+                f"refusing to load {path}: a pickle written at pickle protocol {_pickle_protocol(path) or '4 or 5'}, "
+                f"which torch.load(weights_only=True), the only way hf_vit reads pickles, cannot read ({operand}); "
+                "re-save it as safetensors, or with torch.save at its default protocol, in an environment you trust"
+            ) from None
         raise ValueError(
-            f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {text.splitlines()[0]}"
+            f"cannot read {path}: not a valid PyTorch checkpoint (truncated or corrupt?): {_unpickler_error(text)}"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__

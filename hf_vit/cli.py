@@ -57,6 +57,89 @@ def command_line(program: str, argv) -> str:
     return redact_argv(program, argv)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every command (`new_parser`): a flag is taken only by its full name, never abbreviated (an
+    abbreviation such as `--hub_tok` would otherwise be taken as `--hub_token`, and a card that masks the token flag
+    by its name would print the value); a mistake in the flags is one `UserError` line (exit 2 under `command`)
+    instead of the usage, with "did you mean" for a mistyped flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        refuse_unknown_flags(sys.argv[1:] if args is None else args, [self])
+        return super().parse_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+_program = None  # the running command's entry point (set by `command`)
+
+
+def new_parser(**kwargs) -> ArgumentParser:
+    """A command's parser (`ArgumentParser`): no abbreviated flags, one-line errors; `kwargs` are argparse's, `prog`
+    by default the running command's entry point name."""
+    if _program and "prog" not in kwargs:
+        kwargs["prog"] = _program
+    return ArgumentParser(**kwargs)
+
+
+def hf_argument_parser(dataclass_types, also=()):
+    """transformers' `HfArgumentParser` for `dataclass_types` with the same rules as `new_parser`: no abbreviated
+    flags, one-line errors; a flag unknown to it and to the parsers `also` is refused with "did you mean"."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def parse_known_args(self, args=None, namespace=None):
+            refuse_unknown_flags(sys.argv[1:] if args is None else args, [self, *also])
+            return super().parse_known_args(args, namespace)
+
+        error = ArgumentParser.error
+
+    return Parser(dataclass_types, allow_abbrev=False, prog=also[0].prog if also else _program)
+
+
+_NOT_A_FLAG = re.compile(r"-\d+|-\d*\.\d+|-|.* .*")  # argparse's: a negative number, "-", or a value with a space
+
+
+def refuse_unknown_flags(argv, parsers) -> None:
+    """A `UserError` for the first word of `argv` that looks like a flag and is no flag of `parsers`, naming the
+    closest real flags (a prefix of them: flags are never abbreviated; else the nearest by spelling)."""
+    import difflib
+
+    known = {option for parser in parsers for option in parser._option_string_actions}
+    for word in map(str, argv):
+        if word == "--":
+            return
+        flag = word.split("=", 1)[0]
+        if not word.startswith("-") or _NOT_A_FLAG.fullmatch(word) or flag in known:
+            continue
+        longs = sorted(option for option in known if option.startswith("--"))
+        prefixed = [option for option in longs if option.startswith(flag)][:3]
+        close = prefixed or difflib.get_close_matches(flag, longs, n=1, cutoff=0.6)
+        prog = parsers[0].prog
+        if prefixed:
+            raise UserError(f"{flag} is not a flag (flags are never abbreviated): did you mean {' or '.join(close)}?")
+        if close:
+            raise UserError(f"{flag} is not a flag of {prog}: did you mean {close[0]}?")
+        raise UserError(f"{flag} is not a flag of {prog} (see {prog} --help)")
+
+
+_SIZE = re.compile(r"\s*\d+(\.\d*)?\s*[KMGT]B\s*", re.IGNORECASE)  # huggingface_hub's sizes: 5GB, 500MB, 0.5GB
+
+
+def shard_size(text: str) -> int | str:
+    """The type of a --max_shard_size flag: a size such as 5GB or 500MB (units KB, MB, GB, TB, as huggingface_hub
+    reads them), or a number of bytes; refused when the flag is parsed, before any work."""
+    if text.strip().isdigit():
+        return int(text)
+    if not _SIZE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a size like 5GB or 500MB, got {text!r}")
+    return text.strip()
+
+
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--verbose", action="store_true", help="debug messages, and a traceback with any error")
@@ -122,6 +205,8 @@ def command(body: Callable[[list[str]], int | None]) -> Callable[..., int]:
 
     @functools.wraps(body)
     def main(argv=None) -> int:
+        global _program
+        _program = "hf-vit-" + body.__module__.rpartition(".")[2]  # the entry point's name, for `new_parser`
         arguments = sys.argv[1:] if argv is None else [str(a) for a in argv]
         return run_command(lambda: body(arguments), verbose="--verbose" in arguments)
 
@@ -247,7 +332,7 @@ def given_settings(args) -> dict:
     values = {}
     for field in fields(FitSettings):
         value = getattr(args, field.name, None)
-        if field.metadata.get("fitted") and isinstance(value, str):
+        if field.metadata.get("fitted") and field.type in (bool, "bool") and isinstance(value, str):
             value = _SWITCH[value]
         if hasattr(args, field.name) and not (field.metadata.get("fitted") and value is None):
             values[field.name] = value
@@ -271,7 +356,10 @@ def fit_settings(args, recipe, *, model_from_data: bool, digits: bool):
         settings = replace(settings, augment=True, augmentation=recipe.augmentation)
     if getattr(args, "model_name_or_path", None):
         settings = replace(settings, learning_rate=FINE_TUNING_LEARNING_RATE)
-    return replace(settings, **given_settings(args))
+    given = given_settings(args)
+    if given.get("augmentation") and "augment" not in given:  # a kind of augmentation asked for: augment
+        given["augment"] = True
+    return replace(settings, **given)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

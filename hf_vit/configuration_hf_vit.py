@@ -109,6 +109,9 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
             (fc1 projects to 2 × `intermediate_size`, its first half through SiLU gates the second, fc2 projects back;
             `hidden_act` is then unused); "swiglu_norm" is that SwiGLU with a LayerNorm over its `intermediate_size`
             hidden features before fc2 (EVA-02's MLP, timm's `scale_mlp=True`).
+        gate_act (`str`): the activation of the gated MLPs' gate (`mlp_type` "swiglu" / "swiglu_norm"), a key of
+            `transformers.activations.ACT2FN`: "silu" (SwiGLU) or "gelu" (GeGLU, a DINOv3 gated MLP with
+            hidden_act="gelu").
         hidden_dropout_prob (`float`): dropout on the embeddings and on each attention/MLP branch output.
         attention_probs_dropout_prob (`float`): dropout on the attention weights.
         drop_path_rate (`float`): stochastic depth; block i drops its branches with rate `i / (L-1) * drop_path_rate`.
@@ -200,6 +203,7 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
     mlp_type: str = "mlp"
+    gate_act: str = "silu"
     hidden_dropout_prob: float = 0.0
     attention_probs_dropout_prob: float = 0.0
     drop_path_rate: float = 0.0
@@ -322,6 +326,10 @@ class HfViTConfig(BackboneConfigMixin, PreTrainedConfig):
         if self.hidden_act not in ACT2FN:
             problems.append(
                 f"hidden_act must be an activation known to transformers (e.g. 'gelu'), got {self.hidden_act!r}"
+            )
+        if self.gate_act not in ACT2FN:
+            problems.append(
+                f"gate_act must be an activation known to transformers (e.g. 'silu'), got {self.gate_act!r}"
             )
         problems.extend(self._rope_problems())
         for name in (

@@ -48,6 +48,16 @@ class SettingError(ValueError):
         super().__init__(f"{name} {message}")
 
 
+def _accelerate_trackers() -> tuple[str, ...]:
+    """Accelerate's tracker names (`accelerate.utils.LoggerType`, without "all"); () without the train extra (then
+    training itself asks for it)."""
+    try:
+        from accelerate.utils import LoggerType
+    except ImportError:
+        return ()
+    return tuple(t.value for t in LoggerType if t.value != "all")
+
+
 def setting(default, help: str, **flag):
     """A `FitSettings` field: its default and its help (other settings named in backticks), and what its
     command-line flag needs to know (`hf_vit.cli.add_settings`): `choices`; `fitted` (the trainers choose the default
@@ -87,8 +97,11 @@ class FitSettings:
     )
     augmentation: str | None = setting(
         None,
-        'the kind of augmentation: "shift" | "crop_flip" (hf_vit.data.build_transforms); None: the data\'s',
-        flag=None,  # the trainers take it from the images' size
+        'the kind of augmentation (hf_vit.data.build_transforms): "shift" (small shifts, no flips) or "crop_flip" '
+        "(RandomResizedCrop + flip, e.g. for small images that are not digits); giving it turns `augment` on unless "
+        "`augment` is off; default: the kind that fits the images' size",
+        choices=hdata.AUGMENTATIONS,
+        fitted=True,
     )
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
     gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
@@ -104,7 +117,9 @@ class FitSettings:
         None,
         'a checkpoint folder, or "latest" (the newest intact one in `output_dir`/checkpoints; none: start fresh)',
     )
-    report_to: str | None = setting(None, 'Accelerate trackers, e.g. "tensorboard" or "all"')
+    report_to: str | None = setting(
+        None, 'Accelerate trackers: "none", "all" or a comma list of accelerate\'s LoggerType names ("tensorboard")'
+    )
     overwrite_output_dir: bool = setting(
         False,
         "allow an `output_dir` that already holds files. Only what a run writes is replaced: the model "
@@ -139,6 +154,12 @@ class FitSettings:
         if isinstance(self.checkpointing_steps, str) and self.checkpointing_steps.strip().lstrip("-").isdigit():
             self.checkpointing_steps = int(self.checkpointing_steps)
 
+    @property
+    def trackers(self) -> list[str] | None:
+        """The Accelerate trackers `report_to` names (None for "none" or not given)."""
+        names = [name.strip() for name in (self.report_to or "").split(",") if name.strip()]
+        return None if names in ([], ["none"]) else names
+
     def validate(self) -> None:
         """Raise `SettingError` for the first value that would train nothing or nonsense."""
         rules = [  # (name, ok, what is expected)
@@ -169,6 +190,13 @@ class FitSettings:
         if self.augmentation not in (None, *hdata.AUGMENTATIONS):
             raise SettingError(
                 "augmentation", f"must be one of {', '.join(hdata.AUGMENTATIONS)}, got {self.augmentation!r}"
+            )
+        trackers = _accelerate_trackers()
+        if self.report_to is not None and (
+            not self.report_to.strip() or (trackers and not set(self.trackers or []) <= {"all", *trackers})
+        ):
+            raise SettingError(
+                "report_to", f'must be "none", "all" or a comma list of {", ".join(trackers)}, got {self.report_to!r}'
             )
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise SettingError("mixed_precision", f"must be no, bf16 or fp16, got {self.mixed_precision!r}")
@@ -319,7 +347,7 @@ class _Run:
             cpu=distributed and not torch.cuda.is_available(),
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             mixed_precision=settings.mixed_precision,
-            log_with=settings.report_to,
+            log_with=settings.trackers,
             project_dir=str(output_dir),
         )
         self.main = acc.is_main_process
@@ -340,7 +368,7 @@ class _Run:
         self.epoch_loss = {"loss": 0.0, "count": 0, **self.resume.epoch_loss}  # the epoch's training loss so far
         self.saved_step = self.resume.step if self.resume.path else None  # the step of the newest checkpoint
         self.evaluation_time = 0.0
-        if settings.report_to:
+        if settings.trackers:
             acc.init_trackers("runs", config=self.plan.hyperparameters(acc.mixed_precision))
         if self.main:
             self._describe()
@@ -373,7 +401,7 @@ class _Run:
         self.epoch_loss = {"loss": 0.0, "count": 0}
         if self.main:
             self.progress.set_postfix(loss=f"{train_loss:.3f}", acc=f"{100 * evaluation['eval_accuracy']:.2f}%")
-        if self.s.report_to:
+        if self.s.trackers:
             self.accelerator.log({k: v for k, v in row.items() if k not in ("epoch", "step")}, step=self.step)
 
     def evaluate(self) -> dict:
@@ -433,7 +461,7 @@ class _Run:
         if skipped:
             logger.warning("skipped %d unreadable image(s) (per process), e.g. %s", len(skipped), skipped[0])
         acc.wait_for_everyone()
-        if self.s.report_to:
+        if self.s.trackers:
             acc.end_training()
         if self.main:
             self.write_final_folder(training_time)

@@ -525,7 +525,8 @@ class HfViTMLP(nn.Module):
 
 
 class HfViTSwiGLUMLP(nn.Module):
-    """Gated MLP (SwiGLU, DINOv2-giant): one packed fc1 D -> 2·I (gate, value), SiLU(gate) · value, fc2 I -> D.
+    """Gated MLP (SwiGLU, DINOv2-giant): one packed fc1 D -> 2·I (gate, value), act(gate) · value, fc2 I -> D, with
+    `config.gate_act` as act (SiLU: SwiGLU; GELU: GeGLU).
 
     One matmul for both halves, as timm's `SwiGLUPacked`; transformers' gate_proj/up_proj are its two halves.
     """
@@ -533,12 +534,13 @@ class HfViTSwiGLUMLP(nn.Module):
     def __init__(self, config: HfViTConfig):
         super().__init__()
         self.fc1 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.gate_activation = gate_activation(config)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
-        return self.dropout(self.fc2(F.silu(gate) * value))
+        return self.dropout(self.fc2(self.gate_activation(gate) * value))
 
 
 class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
@@ -551,7 +553,14 @@ class HfViTSwiGLUNormMLP(HfViTSwiGLUMLP):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(hidden_states).chunk(2, dim=-1)
-        return self.dropout(self.fc2(self.norm(F.silu(gate) * value)))
+        return self.dropout(self.fc2(self.norm(self.gate_activation(gate) * value)))
+
+
+def gate_activation(config: HfViTConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The gated MLPs' gate: SiLU (SwiGLU) unless `config.gate_act` names another (GELU: GeGLU). A config saved
+    before `gate_act` existed has SiLU."""
+    name = getattr(config, "gate_act", "silu")
+    return F.silu if name == "silu" else ACT2FN[name]
 
 
 # config.mlp_type -> the MLP of each block
@@ -811,6 +820,16 @@ AUTO_MAP = {
 }
 
 
+def _refuse_quantized(model: nn.Module) -> None:
+    """A model quantized to int8 for inference (`hf_vit.quantize_int8`: packed int8 Linear weights, no state dict a
+    checkpoint can hold) is refused before anything is written."""
+    if any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in model.modules()):
+        raise ValueError(
+            "save_pretrained of an int8 model (hf_vit.quantize_int8) is not supported: int8 models are for CPU "
+            "inference; save the float model it was made from, and quantize it again after loading"
+        )
+
+
 class HfViTPreTrainedModel(PreTrainedModel):
     config_class = HfViTConfig
     config: HfViTConfig
@@ -833,6 +852,7 @@ class HfViTPreTrainedModel(PreTrainedModel):
         # Name all model classes in auto_map, so that with trust_remote_code a classifier checkpoint also loads as
         # AutoModel or AutoBackbone and a backbone checkpoint as AutoModelForImageClassification (new head); nothing
         # else: entries a loaded config carried (code of some other repo) are never written back.
+        _refuse_quantized(self)
         self.config.auto_map = dict(AUTO_MAP)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", args[0] if args else True):

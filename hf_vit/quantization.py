@@ -97,6 +97,12 @@ def quantize_int8_static(model: nn.Module, calibration_pixel_values: torch.Tenso
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not torch.isfinite(calibration_pixel_values).all():
+        bad = int((~torch.isfinite(calibration_pixel_values)).flatten(1).any(1).sum())
+        raise ValueError(
+            f"calibration_pixel_values must be finite: {bad} of {len(calibration_pixel_values)} images hold NaN or "
+            "infinite values (the activation scales would be NaN)"
+        )
     model.eval()
     # contiguous: the exported graph guards its input's strides, and inputs are made contiguous at each call too
     batches = calibration_pixel_values.float().contiguous().split(batch_size)
@@ -111,16 +117,17 @@ def quantize_int8_static(model: nn.Module, calibration_pixel_values: torch.Tenso
             observed(pixel_values=batch)
         quantized = convert_pt2e(observed)
     logger.info("quantized to static int8 on %d calibration images", len(calibration_pixel_values))
-    return _FrozenCompiled(torch.compile(quantized))
+    return _FrozenCompiled(torch.compile(quantized), tuple(calibration_pixel_values.shape[1:]))
 
 
 class _FrozenCompiled(nn.Module):
     """Calls a `torch.compile`d graph with inductor's freezing on (the int8 weights folded in as constants: the
     path inductor's x86 int8 kernels need), for every compilation, the later batch sizes' too."""
 
-    def __init__(self, compiled: nn.Module):
+    def __init__(self, compiled: nn.Module, input_shape: tuple[int, int, int]):
         super().__init__()
         self.compiled = compiled
+        self.input_shape = input_shape  # (C, H, W) of the calibration: the exported graph takes no other
 
     def train(self, mode: bool = True) -> _FrozenCompiled:
         """eval() is a no-op and train() refused: an exported graph has no training mode (and no gradients)."""
@@ -131,6 +138,14 @@ class _FrozenCompiled(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor):
         from torch._inductor import config as inductor_config
+
+        if tuple(pixel_values.shape[1:]) != self.input_shape:
+            channels, height, width = self.input_shape
+            raise ValueError(
+                f"this static int8 model was calibrated at {height}x{width} with {channels} channels and takes only "
+                f"that size, got pixel_values of shape {tuple(pixel_values.shape)}; quantize again with calibration "
+                "images of the new size"
+            )
 
         with inductor_config.patch(freezing=True), torch.no_grad(), warnings.catch_warnings():
             # inductor's own int8 lowering copies a tensor with torch.tensor(): its UserWarning is not the caller's

@@ -176,3 +176,92 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
         == f"error: disk full while writing {tmp_path / 'out'}: nothing was written (free space and run again)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no output, no staging folder
+
+
+def entry_points() -> dict:
+    """Every console entry point of pyproject.toml, by name: commands added later are covered too."""
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def run_entry_point(target, argv):
+    """A console entry point's `main(argv)` in this process, as the user's shell would see it."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+
+    module, _, function = target.partition(":")
+    main = getattr(importlib.import_module(module), function)
+    logger = logging.getLogger("hf_vit")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(argv)
+            except SystemExit as exit:  # --help
+                code = exit.code
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved
+    return SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+@pytest.mark.parametrize("name", sorted(entry_points()))
+def test_flags_are_never_abbreviated_and_a_mistyped_flag_is_one_line(name):
+    import re
+
+    target = entry_points()[name]
+    shown = run_entry_point(target, ["--help"])
+    assert shown.returncode == 0 and "usage:" in shown.stdout
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]+", shown.stdout))
+    # the longest flag of --help whose abbreviation is the prefix of that flag alone (argparse took it for the flag)
+    flag = max((f for f in flags if not any(g != f and g.startswith(f[:-2]) for g in flags)), key=len)
+    # each would print the help and exit 0 if taken for --help
+    for argv, suggestion in [([flag[:-2], "--hel"], flag), (["--hel"], "--help"), (["--helpp"], "--help")]:
+        result = run_entry_point(target, argv)
+        line = error_line(result, f"{argv[0]} is not a flag", f"did you mean {suggestion}?")
+        assert result.stdout == "", line  # no usage, no help
+
+
+@pytest.mark.parametrize("name", ["train", "finetune"])
+def test_a_bad_flag_value_is_one_line_not_the_usage(name):
+    result = run_entry_point(entry_points()[f"hf-vit-{name}"], ["--num_train_epochs", "abc"])
+    line = error_line(result, "--num_train_epochs", "'abc'", f"see hf-vit-{name} --help")
+    assert result.stdout == "" and "usage" not in line
+
+
+# A real Ctrl-C (SIGINT to the process) while the command imports hf_vit: sent when transformers is first imported,
+# so that the test does not depend on how long the import takes.
+INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, os, runpy, signal, sys
+
+class InterruptTheImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "transformers":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptTheImport())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_an_interrupt_while_the_command_starts_exits_130_with_one_line(tmp_path):
+    result = run_python(
+        ["-c", INTERRUPT_WHILE_IMPORTING, REPO / "scripts" / "push_to_hub.py", tmp_path, "--repo_id", "me/model"],
+        env_extra=ENV,
+        fresh=True,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip() == "error: interrupted" and result.stdout == ""
+
+
+def test_transformers_training_arguments_are_never_abbreviated_either():
+    """hf-vit-finetune's TrainingArguments flags (transformers' HfArgumentParser): `--hub_tok` is not `--hub_token`."""
+    result = run_entry_point(entry_points()["hf-vit-finetune"], ["--hub_tok", "hf_secret", "--hel"])
+    line = error_line(result, "--hub_tok is not a flag (flags are never abbreviated): did you mean --hub_token?")
+    assert "hf_secret" not in result.stderr + result.stdout, line

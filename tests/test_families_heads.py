@@ -490,3 +490,43 @@ def test_timm_state_dict_without_class_token(tmp_path, fc_norm):
     x = torch.randn(2, 3, 24, 40)
     with torch.no_grad():
         assert (model(x).logits - source(x)).abs().max() <= TOL
+
+
+def _clip_folder(folder):
+    """A whole transformers CLIP model saved with its own writer (tiny towers)."""
+    from helpers import perturb
+    from transformers import CLIPConfig, CLIPModel
+
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                  patch_size=8)  # fmt: skip
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=99)
+    model = perturb(CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)), seed=5)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_a_clip_repo_loads_its_vision_tower_whatever_its_text_config_and_needs_one(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPVisionModel
+
+    import hf_vit
+
+    # a text config transformers refuses (width 30, 4 heads): the intact image tower still loads, as transformers' own
+    # CLIPVisionModel loads it
+    folder = _clip_folder(tmp_path / "clip")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["hidden_size"] = 30
+    (folder / "config.json").write_text(json.dumps(config))
+    model = hf_vit.from_pretrained(str(folder), task="feature-extraction", cache_dir=tmp_path / "cache").eval()
+    theirs = CLIPVisionModel.from_pretrained(folder).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x).pooler_output - theirs(x).pooler_output).abs().max().item() <= TOL
+
+    # no image tower at all: one line saying so, not a KeyError
+    weights = folder / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if not k.startswith("vision_model.")}, weights)
+    with pytest.raises(ValueError, match=r"^the weights hold no SigLIP/CLIP image tower \(no vision_model\."):
+        hf_vit.from_pretrained(str(folder), task="feature-extraction", cache_dir=tmp_path / "cache2")

@@ -464,3 +464,45 @@ def test_convert_cli_detects_and_verifies_a_dinov3_folder(tmp_path):
     assert converted["rope_type"] == "dinov3" and converted["use_mask_token"] is True
     processor = json.loads((out / "preprocessor_config.json").read_text())
     assert processor["size"] == {"height": 32, "width": 32} and processor["image_mean"] == [0.485, 0.456, 0.406]
+
+
+# ---- transformers DINOv3 folders on disk: GeGLU, and a bias the config declares but the weights lack --------------
+DINOV3_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                   patch_size=8, num_register_tokens=2, layerscale_value=0.3)  # fmt: skip
+
+
+def test_a_dinov3_gated_mlp_with_gelu_converts_as_geglu(tmp_path):
+    """A DINOv3 gated MLP with hidden_act="gelu" (GeGLU) against transformers' DINOv3ViTModel, fp32."""
+    from helpers import max_diff, perturb
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    import hf_vit
+
+    config = DINOv3ViTConfig(use_gated_mlp=True, hidden_act="gelu", **DINOV3_TINY)
+    source = perturb(DINOv3ViTModel(config), seed=3)
+    source.save_pretrained(tmp_path / "dinov3")
+    converted = hf_vit.from_pretrained(str(tmp_path / "dinov3"), task="feature-extraction", cache_dir=tmp_path / "c")
+    assert (converted.config.mlp_type, converted.config.gate_act) == ("swiglu", "gelu")
+    for x in (torch.randn(2, 3, 32, 32), torch.randn(1, 3, 24, 40)):
+        with torch.no_grad():
+            assert max_diff(converted.eval()(x).last_hidden_state, source(x).last_hidden_state) <= 1e-5
+
+
+def test_dinov3_weights_without_a_bias_their_config_declares_are_refused(tmp_path):
+    from helpers import perturb
+    from safetensors.torch import load_file, save_file
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    import hf_vit
+
+    config = DINOv3ViTConfig(**DINOV3_TINY)  # query_bias=True, key_bias=False (DINOv3 has no key bias)
+    perturb(DINOv3ViTModel(config), seed=4).save_pretrained(tmp_path / "dinov3")
+    weights = tmp_path / "dinov3" / "model.safetensors"
+    tensors = load_file(weights)
+    assert not any(".k_proj.bias" in key for key in tensors)  # the bias the config does not declare: converts
+    del tensors["layer.0.attention.q_proj.bias"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError) as refused:
+        hf_vit.from_pretrained(str(tmp_path / "dinov3"), task="feature-extraction", cache_dir=tmp_path / "c")
+    message = str(refused.value)
+    assert "layer.0.attention.q_proj.bias" in message and "query_bias=True" in message and "\n" not in message

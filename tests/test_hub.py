@@ -680,6 +680,26 @@ def test_convert_checkpoint_push_to_hub(hub, tmp_path):
     assert b"converted from timm" in files["README.md"] and "preprocessor_config.json" in files
 
 
+def test_convert_push_to_hub_checks_the_token_before_converting(hub, tmp_path, monkeypatch):
+    """hf-vit-convert --push_to_hub without a token, or with one the Hub rejects: exit 2 before anything is converted
+    or written (as hf-vit-train does). In this process, huggingface_hub pointed at the loopback Hub."""
+    import huggingface_hub.constants as constants
+    from helpers import error_line, run_main
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(**TINY)).save_pretrained(tmp_path / "vit")
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))  # no stored token either
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    convert = ["scripts/convert_checkpoint.py", "--checkpoint", tmp_path / "vit", "--output_dir", tmp_path / "out"]
+    convert += ["--push_to_hub", "--hub_model_id", "tester/converted"]
+    error_line(run_main(convert), "no Hugging Face token: pushing to tester/converted needs one with write access")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_the_servers_token")
+    error_line(run_main(convert), "the Hub rejected the Hugging Face token")
+    assert not (tmp_path / "out").exists() and not hub.store.exists("tester/converted")
+
+
 @pytest.mark.slow
 def test_train_and_trainer_scripts_push_to_hub(hub, tmp_path):
     """scripts/train.py and scripts/finetune_trainer.py --push_to_hub: the final folder, curves included, in one commit;

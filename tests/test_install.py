@@ -88,7 +88,21 @@ for tool, argv in [
 ]:
     code = tool.main(argv)
     refusals[tool.__name__] = code
-print(json.dumps(dict(refusals=refusals, loaded=sorted(m for m in HIDDEN if m in sys.modules))))
+
+# every command's --help, extra or not
+import contextlib, importlib, io, tomllib
+
+helps = {}
+for name, target in tomllib.loads(Path(sys.argv[2]).read_text())["project"]["scripts"].items():
+    module, _, function = target.partition(":")
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = getattr(importlib.import_module(module), function)(["--help"])
+        except SystemExit as exit:
+            code = exit.code
+    helps[name] = [code, "usage:" in shown.getvalue()]
+print(json.dumps(dict(refusals=refusals, helps=helps, loaded=sorted(m for m in HIDDEN if m in sys.modules))))
 """
 
 
@@ -119,10 +133,11 @@ def test_load_convert_and_run_without_the_extras(tmp_path, tiny_config):
     x = torch.randn(2, 3, 32, 32)
     torch.save(x, tmp_path / "x.pt")
 
-    result = run_python([*("-c", HIDE_EXTRAS + LIGHT), str(tmp_path)], fresh=True)
+    result = run_python([*("-c", HIDE_EXTRAS + LIGHT), str(tmp_path), REPO / "pyproject.toml"], fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
+    assert report["helps"] and all(shown == [0, True] for shown in report["helps"].values()), report["helps"]
     # the tools that need an extra: exit 2, one line naming the pip command, nothing written
     assert report["refusals"] == {"hf_vit.commands.train": 2, "hf_vit.commands.attention": 2}
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

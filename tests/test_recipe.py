@@ -137,6 +137,9 @@ def test_train_settings_take_the_recipe_and_the_flags_override_it():
     given = settings(small, "--augment", "on", "--num_train_epochs", "2", "--learning_rate", "3e-4")
     assert chosen(given) == (2, 3e-4, True, "shift")
     assert chosen(settings(photo, "--augment", "off")) == (3, 1e-3, False, "crop_flip")
+    # small images that are not digits: crop + flip chosen on the command line (which turns augmentation on)
+    assert chosen(settings(small, "--augmentation", "crop_flip")) == (20, 1e-3, True, "crop_flip")
+    assert chosen(settings(small, "--augmentation", "crop_flip", "--augment", "off"))[2:] == (False, "crop_flip")
     # a given model: augmentation on but for the digits (their recipe's schedule), 5e-5 when fine-tuned
     assert chosen(settings(small, "--preset", "vit-tiny-patch16-224", model_from_data=False)) == (
         3,

@@ -310,6 +310,15 @@ def test_quantize_int8_replaces_every_linear_and_combines_with_merging(tiny_conf
         hf_vit.quantize_int8(model.to(torch.bfloat16))
 
 
+def test_save_pretrained_of_an_int8_model_is_refused_before_anything_is_written(tmp_path, tiny_config):
+    quantized = hf_vit.quantize_int8(HfViTForImageClassification(tiny_config(num_labels=3)))
+    (tmp_path / "mine.txt").write_text("a user's file")
+    for folder in (tmp_path / "new", tmp_path):
+        with pytest.raises(ValueError, match=r"^save_pretrained of an int8 model .* save the float model it was made"):
+            quantized.save_pretrained(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
 @pytest.mark.slow
 def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config):
     """Static int8 (PT2E, torchao's X86InductorQuantizer, inductor): the same outputs as the float model up to int8
@@ -326,6 +335,8 @@ def test_quantize_int8_static_is_a_compiled_int8_graph_for_any_batch(tiny_config
     assert quantized.eval() is quantized
     with pytest.raises(ValueError, match="for inference only"):
         quantized.train()
+    with pytest.raises(ValueError, match=r"^this static int8 model was calibrated at 32x32 .* got pixel_values of sh"):
+        quantized(torch.randn(2, 3, 48, 32))
 
 
 def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
@@ -337,6 +348,10 @@ def test_quantize_int8_static_refusals(tiny_config, monkeypatch):
             hf_vit.quantize_int8_static(model, calibration)
     with pytest.raises(ValueError, match="needs a float32 model on the CPU, got torch.bfloat16 on cpu"):
         hf_vit.quantize_int8_static(model.to(torch.bfloat16), torch.randn(4, 3, 32, 32))
+    calibration = torch.randn(4, 3, 32, 32)
+    calibration[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"^calibration_pixel_values must be finite: 1 of 4 images hold NaN"):
+        hf_vit.quantize_int8_static(model.float(), calibration)
     monkeypatch.setattr(extras, "_installed", lambda module: module != "torchao")
     message = '`quantize_int8_static` needs torchao, not installed: pip install "hf_vit\\[int8\\]"'
     with pytest.raises(extras.MissingExtra, match=message):
@@ -548,3 +563,22 @@ def test_accuracy_script_never_replaces_a_users_file(tmp_path, capsys):
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and "already exists" in errors[0] and "not empty" in errors[1]
     assert table.read_text() == "mine" and (folder / "notes.txt").read_text() == "mine"
+
+
+def test_the_picture_tools_turn_off_the_merging_a_folder_was_saved_with(tmp_path, tiny_config):
+    """hf-vit-attention / hf-vit-features on a folder saved with token merging on: the pictures need every patch
+    token, so the model runs unmerged (a note says so) instead of failing."""
+    from helpers import run_main
+
+    model = HfViTForImageClassification(tiny_config(patch_size=4, token_merging_r=4, num_labels=2))
+    model.save_pretrained(tmp_path / "model")
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "image.png")
+    note = "note: token merging (token_merging_r = 4) is off here: the pictures need every patch token"
+    for script, picture in [
+        ("visualize_attention.py", "image_mean.png"),
+        ("visualize_features.py", "image_features.png"),
+    ]:
+        out = tmp_path / script
+        done = run_main([f"scripts/{script}", tmp_path / "model", tmp_path / "image.png", "--output_dir", out])
+        assert done.returncode == 0 and note in done.stderr, done.stderr
+        assert (out / picture).is_file()

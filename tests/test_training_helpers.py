@@ -260,7 +260,7 @@ def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_
 
     names = setting_names("training") + setting_names("data") + setting_names("license")
     fields = {f.name: f for f in dataclasses.fields(FitSettings)}
-    assert set(fields) - set(names) == {"augmentation"}  # chosen from the images, never a flag
+    assert set(fields) == set(names)
     # every value parses to the setting's type, and reaches the settings under the setting's name
     values = {
         "num_train_epochs": 4, "max_train_steps": 9, "per_device_train_batch_size": 8,
@@ -269,6 +269,7 @@ def test_the_training_flags_are_made_from_the_settings_with_their_help_defaults_
         "gradient_accumulation_steps": 2, "max_grad_norm": 0.5, "mixed_precision": "bf16", "seed": 3,
         "num_workers": 1, "checkpointing_steps": 5, "checkpoints_total_limit": 0, "resume_from_checkpoint": "latest",
         "report_to": "tensorboard", "validation_split": 0.25, "shuffle_buffer_size": 64, "license": "mit",
+        "augmentation": "crop_flip",
     }  # fmt: skip
     argv = [str(a) for name, value in values.items() for a in (f"--{name}", value)]
     switches = ["--augment", "on", "--overwrite_output_dir", "--skip_bad_images", "--no_progress"]

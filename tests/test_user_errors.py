@@ -185,6 +185,21 @@ def test_file_that_is_not_a_pytorch_checkpoint(case, tmp_path):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_pickle_at_protocol_4_or_5_is_refused_saying_what_it_is_and_what_to_do(protocol, tmp_path):
+    import pickle
+
+    path = tmp_path / "weights.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"pos_embed": torch.zeros(1, 5, 8)}, handle, protocol=protocol)
+    args = ["scripts/convert_checkpoint.py", "--source", "dino", "--checkpoint", path]
+    line = error_line(run_main([*args, "--output_dir", tmp_path / "out"]))
+    assert line.startswith(f"error: refusing to load {path}: a pickle written at pickle protocol {protocol}, "), line
+    assert "re-save it as safetensors, or with torch.save at its default protocol" in line
+    assert "corrupt" not in line and "weights_only=False" not in line and "weights_only` set to `False" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.pth"]
+
+
 def test_file_that_is_not_an_npz_archive(tmp_path):
     path = tmp_path / "ViT-B_16.npz"
     path.write_text("<html>404: not found</html>\n")  # what a failed download leaves behind
@@ -449,3 +464,53 @@ def test_predict_never_runs_the_code_a_processor_auto_map_names(model_dir, gray1
     result = run_main(["scripts/predict.py", str(folder), str(gray16)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "pwned").exists()
+
+
+# ---- values refused when the flags are parsed, before any data or model is loaded ----------------------------------
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (
+            ["scripts/export_safetensors.py", "--input", "{tmp}/model", "--max_shard_size", "banana"],
+            ["--max_shard_size", "expected a size like 5GB or 500MB, got 'banana'"],
+        ),
+        (
+            ["scripts/train.py", "--report_to", "none,banana"],
+            ['--report_to must be "none", "all" or a comma list of', "tensorboard", "'none,banana'"],
+        ),
+        (["scripts/finetune_trainer.py", "--report_to", "banana"], ["--report_to banana: expected none, all", "wandb"]),
+    ],
+)
+def test_a_bad_size_or_tracker_is_refused_before_any_work(argv, fragments, tmp_path):
+    result = run_main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--output_dir", str(tmp_path / "out")])
+    error_line(result, *fragments)
+    assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_report_to_none_means_no_tracker():
+    from hf_vit.fit import FitSettings
+
+    for value in ("none", None):
+        FitSettings(report_to=value).validate()
+        assert FitSettings(report_to=value).trackers is None
+    assert FitSettings(report_to="tensorboard,wandb").trackers == ["tensorboard", "wandb"]
+
+
+def test_a_source_image_size_the_weights_contradict_is_refused_before_anything_is_allocated(tmp_path):
+    """A transformers ViT whose config says image_size 1e9: its 17 positions against the (1e9/8)^2 + 1 the config
+    implies, refused in one line instead of allocating a 2e18-byte position table."""
+    import json
+
+    from transformers import ViTConfig, ViTModel
+
+    import hf_vit
+
+    ViTModel(ViTConfig(**TINY)).save_pretrained(tmp_path / "vit")
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    (tmp_path / "vit" / "config.json").write_text(json.dumps({**config, "image_size": 10**9}))
+    with pytest.raises(ValueError) as refused:
+        hf_vit.from_pretrained(str(tmp_path / "vit"), task="feature-extraction", cache_dir=tmp_path / "cache")
+    assert str(refused.value) == (
+        "shape mismatch for embeddings.position_embeddings: the checkpoint has (1, 17, 32), the config implies "
+        "(1, 15625000000000001, 32) (from its image_size and patch_size)"
+    )

@@ -22,13 +22,12 @@ is touched). Images that cannot be read are reported by name and skipped (exit s
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command, fail
-from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+from hf_vit.cli import command, fail, new_parser
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes, unmerged
 from hf_vit.extras import require
 
 # what it writes per image: STEM_head0.png ... (see above)
@@ -36,7 +35,7 @@ OUTPUT_SUFFIXES = r"head\d+\.png|mean\.png|mask\.png|rollout\.png|summary\.png|m
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="hf_vit checkpoint folder or Hub id")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--output_dir", required=True, help="folder for the PNGs (created if missing)")
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
     except (RuntimeError, AssertionError) as error:
         fail(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:
-        model = AutoModel.from_pretrained(model_name).to(device).eval()
+        model = AutoModel.from_pretrained(model_name, **unmerged(config)).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         fail(f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}")
     try:

@@ -27,7 +27,7 @@ from hf_vit.benchmark import (
     run_benchmark,
     write_outputs,
 )
-from hf_vit.cli import command, fail
+from hf_vit.cli import command, fail, new_parser
 from hf_vit.extras import require
 
 
@@ -38,7 +38,7 @@ def _list(text):
 @command
 def main(argv=None):
     defaults = Options()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=_list, default=defaults.models, help=f"comma list of {', '.join(MODEL_SHAPES)}")
     p.add_argument("--batch-sizes", type=lambda t: [int(x) for x in _list(t)], default=defaults.batch_sizes)
     p.add_argument(

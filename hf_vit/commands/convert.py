@@ -21,11 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command
+from hf_vit.cli import command, new_parser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument(
         "--source",
@@ -70,13 +70,20 @@ def main(argv=None) -> int:
     from hf_vit.cli import setup_logging
 
     setup_logging(args.verbose, args.quiet)
-    from hf_vit.cli import check_hub_arguments, command_line, folder_writing_errors, push_from_arguments
+    from hf_vit.cli import (
+        check_hub_access,
+        check_hub_arguments,
+        command_line,
+        folder_writing_errors,
+        push_from_arguments,
+    )
     from hf_vit.convert import convert_checkpoint, export_checkpoint
 
     with folder_writing_errors(args.output_dir):
         check_hub_arguments(args)  # a bad repo id fails before any conversion work
         if args.push_to_hub and args.to:
             raise ValueError("--push_to_hub uploads hf_vit folders; it does not apply to --to exports")
+        check_hub_access(args)  # a token that cannot push fails now, before converting and writing --output_dir
         local_file_options = [f"--{name}" for name in ("timm_model", "preset", "num_heads") if getattr(args, name)]
         if args.checkpoint_key != "teacher":
             local_file_options.append("--checkpoint_key")

@@ -11,16 +11,18 @@ hf_vit folder with legacy weights. Every tensor is re-read and compared bitwise 
 import argparse
 import sys
 
-from hf_vit.cli import add_logging_arguments, command, folder_writing_errors, setup_logging
+from hf_vit.cli import add_logging_arguments, command, folder_writing_errors, new_parser, setup_logging, shard_size
 
 
 @command
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="Accelerate save_state folder, .bin/.pt file, or hf_vit folder")
     parser.add_argument("--config", help="hf_vit config.json or folder (default: next to --input)")
     parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
-    parser.add_argument("--max_shard_size", help="shard above this size, e.g. 5GB or 50MB (default: 5GB)")
+    parser.add_argument(
+        "--max_shard_size", type=shard_size, help="shard above this size, e.g. 5GB or 50MB (default: 5GB)"
+    )
     parser.add_argument("--model_index", type=int, default=0, help="Accelerate folders with several models: which one")
     parser.add_argument(
         "--overwrite",

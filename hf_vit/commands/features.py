@@ -23,20 +23,19 @@ is loaded.
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import sys
 from pathlib import Path
 
-from hf_vit.cli import UserError, command
-from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes
+from hf_vit.cli import UserError, command, new_parser
+from hf_vit.commands.pictures import check_output_dir, output_stems, png_bytes, unmerged
 
 OUTPUT_SUFFIXES = r"features\.png|side_by_side\.png|features\.npz"  # STEM_features.png ...
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="hf_vit checkpoint folder or Hub id (or any checkpoint hf_vit converts)")
     parser.add_argument("images", nargs="+", help="image files (one PCA over all of them)")
     parser.add_argument("--output_dir", required=True, help="folder for the pictures (created if missing)")
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
     except (RuntimeError, AssertionError) as error:
         raise UserError(f"--device {args.device}: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
-        model = AutoModel.from_pretrained(model_name).to(device).eval()
+        model = AutoModel.from_pretrained(model_name, **unmerged(config)).to(device).eval()
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a Hub repo with missing or damaged weights
         raise UserError(
             f"cannot load the model from {args.model!r}: {(str(error).splitlines() or [type(error).__name__])[0]}"

@@ -10,13 +10,12 @@ Data and model flags are train.py's; every other flag is a `transformers.Trainin
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command
+from hf_vit.cli import command, new_parser
 
 
 def from_scratch_defaults() -> dict:
@@ -49,8 +48,6 @@ COMMON_DEFAULTS = {
 
 
 def parse_args(argv=None):
-    from transformers import HfArgumentParser, TrainingArguments
-
     from hf_vit.cli import (
         HelpFormatter,
         add_data_arguments,
@@ -59,24 +56,27 @@ def parse_args(argv=None):
         add_model_arguments,
         add_num_threads_argument,
         add_settings,
+        hf_argument_parser,
     )
+    from hf_vit.extras import require
 
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], add_help=False, formatter_class=HelpFormatter
-    )
+    parser = new_parser(description=__doc__.split("\n\n")[0], add_help=False, formatter_class=HelpFormatter)
     parser.add_argument("-h", "--help", action="store_true")
     add_logging_arguments(parser)
     add_data_arguments(parser)
     add_model_arguments(parser)
     add_license_arguments(parser)
     shared = parser.add_argument_group("as hf-vit-train's")
-    add_settings(shared, ["augment", "overwrite_output_dir"])
+    add_settings(shared, ["augment", "augmentation", "overwrite_output_dir"])
     add_num_threads_argument(shared)
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
         print("\nand any transformers.TrainingArguments flag")
         sys.exit(0)
+    require("train", "hf-vit-finetune")  # after --help, which needs no extra: TrainingArguments needs accelerate
+    from transformers import TrainingArguments
+
     given = {item.split("=")[0] for item in rest if item.startswith("--")}
     defaults = dict(COMMON_DEFAULTS)
     args.given_flags = given
@@ -89,17 +89,32 @@ def parse_args(argv=None):
     for flag, value in defaults.items():
         if flag not in given:
             rest += [flag, value]
-    (training_args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(rest)
+    (training_args,) = hf_argument_parser(TrainingArguments, also=[parser]).parse_args_into_dataclasses(rest)
+    check_report_to(training_args.report_to)
     return args, training_args
+
+
+def check_report_to(report_to) -> None:
+    """--report_to's names, checked now against transformers' integrations (Trainer would refuse them only after the
+    data and the model are loaded)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    unknown = [name for name in names if name not in ("none", "all", *INTEGRATION_TO_CALLBACK)]
+    if unknown:
+        from hf_vit.cli import UserError
+
+        raise UserError(
+            f"--report_to {', '.join(unknown)}: expected none, all or one or more of "
+            f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}"
+        )
 
 
 @command
 def main(argv=None) -> int:
     from hf_vit.cli import UserError, check_license_arguments, check_model_flags, command_line, fail, setup_logging
-    from hf_vit.extras import require
     from hf_vit.output_dir import RunLock
 
-    require("train", "hf-vit-finetune")  # transformers' Trainer and TrainingArguments need accelerate
     try:
         args, training_args = parse_args(argv)
     except ValueError as error:  # TrainingArguments' own validation (e.g. fp16 without a GPU)

@@ -1,11 +1,12 @@
 """The output folder of the picture tools (hf-vit-attention, hf-vit-features): one file stem per image, PNG bytes,
-and the refusal to replace files of the tool's names that are already there (a user's files are never replaced
-unasked)."""
+the refusal to replace files of the tool's names that are already there (a user's files are never replaced unasked),
+and token merging off for the pictures (`unmerged`)."""
 
 from __future__ import annotations
 
 import io
 import re
+import sys
 from pathlib import Path
 
 
@@ -37,3 +38,16 @@ def check_output_dir(output_dir: Path, stems, suffixes: str, overwrite: bool) ->
 
     pattern = re.compile(f"^(?:{'|'.join(re.escape(stem) for stem in stems)})_(?:{suffixes})$")
     check(output_dir, inputs={}, overwrite=overwrite, ours=lambda name: bool(pattern.match(name)))
+
+
+def unmerged(config) -> dict:
+    """The options that load a model for the pictures with token merging off (they need every patch token; merging
+    only makes inference faster and leaves the weights alone), and a note on stderr when the folder had it on."""
+    r = getattr(config, "token_merging_r", 0)
+    if not (any(r) if isinstance(r, (list, tuple)) else r):
+        return {}
+    print(
+        f"note: token merging (token_merging_r = {r}) is off here: the pictures need every patch token",
+        file=sys.stderr,
+    )
+    return {"token_merging_r": 0}

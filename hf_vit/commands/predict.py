@@ -20,13 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command, fail
+from hf_vit.cli import command, fail, new_parser
 
 CALIBRATION_IMAGES = 256  # "a few hundred representative images": the inputs themselves are the most representative
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="checkpoint folder or Hub id")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
     parser.add_argument("--top_k", type=int, default=5, help="labels per image (default 5; at most num_labels)")

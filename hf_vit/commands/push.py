@@ -11,15 +11,14 @@ the push has landed: a failed push leaves the folder as it was. HF_ENDPOINT sele
 Exit status 2 for what the user must fix (folder, repo id, token), 1 when the Hub refuses or cannot be reached.
 """
 
-import argparse
 import sys
 
-from hf_vit.cli import RunFailure, UserError, add_logging_arguments, command, setup_logging
+from hf_vit.cli import RunFailure, UserError, add_logging_arguments, command, new_parser, setup_logging
 
 
 @command
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="folder written by save_pretrained (model + image processor)")
     parser.add_argument("--repo_id", required=True, help="NAMESPACE/NAME of the model repo (created if needed)")
     parser.add_argument(

@@ -13,6 +13,7 @@ from ..cli import (
     add_logging_arguments,
     add_model_arguments,
     given_settings,
+    new_parser,
 )
 from ..fit import RESUME_HINT, FitSettings
 
@@ -22,9 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     from ..cli import HelpFormatter, add_hub_arguments, add_num_threads_argument, add_settings, setting_names
     from . import train
 
-    parser = argparse.ArgumentParser(
-        prog="hf-vit-train", description=train.__doc__.split("\n\n")[0], formatter_class=HelpFormatter
-    )
+    parser = new_parser(prog="hf-vit-train", description=train.__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     add_data_arguments(parser)
     add_model_arguments(parser)
     t = parser.add_argument_group("training (defaults fitted to the data where they say so)")

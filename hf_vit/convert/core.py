@@ -74,18 +74,23 @@ def _build(
     decoder (`decoder.0.*`) makes it an `HfViTForMaskedImageModeling`."""
     has_head = "classifier.weight" in state_dict or "decoder.0.weight" in state_dict
     if "decoder.0.weight" in state_dict:
-        model = HfViTForMaskedImageModeling(config)
+        model_class = HfViTForMaskedImageModeling
     else:
-        model = HfViTForImageClassification(config) if has_head else HfViTModel(config)
+        model_class = HfViTForImageClassification if has_head else HfViTModel
     if not has_head:  # a bare backbone's keys carry no "vit." prefix
         state_dict = {key.removeprefix("vit."): value for key, value in state_dict.items()}
-    expected = model.state_dict()
+    # the shapes the config implies, from a model on the meta device (nothing allocated): a config that disagrees with
+    # the weights (an image_size of 1e9: a position table of 1e15 rows) is refused before anything is built
+    with torch.device("meta"):
+        expected = {key: tensor.shape for key, tensor in model_class(config).state_dict().items()}
     for key, tensor in state_dict.items():
-        if key in expected and expected[key].shape != tensor.shape:
+        if key in expected and expected[key] != tensor.shape:
+            hint = " (from its image_size and patch_size)" if key.endswith("position_embeddings") else ""
             raise ValueError(
                 f"shape mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, the config implies "
-                f"{tuple(expected[key].shape)}"
+                f"{tuple(expected[key])}{hint}"
             )
+    model = model_class(config)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
         raise ValueError(

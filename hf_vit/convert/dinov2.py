@@ -93,7 +93,9 @@ def dinov2_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str
     for (what, layer, kind), found in parts.items():
         order = ("q", "k", "v") if what == "qkv" else ("gate", "up")
         if set(found) != set(order):
-            raise ValueError(f"layer {layer} has {what} {kind}s for {sorted(found)} only; expected {', '.join(order)}")
+            raise ValueError(
+                f"layer {layer} has {what} {kind} tensors for {sorted(found)} only; expected {', '.join(order)}"
+            )
         target = "attention.qkv" if what == "qkv" else "mlp.fc1"
         converted[f"vit.encoder.layers.{layer}.{target}.{kind}"] = torch.cat([found[name] for name in order])
     return converted

@@ -1,5 +1,5 @@
 """transformers DINOv3 ViT (`dinov3_vit`: DINOv3ViTModel / DINOv3ViTBackbone folders) -> hf_vit: RoPE in DINOv3's
-convention and no learned position table, registers, LayerScale, the plain or gated (SwiGLU) MLP, the mask token
+convention and no learned position table, registers, LayerScale, the plain or gated (SwiGLU, GeGLU) MLP, the mask token
 kept, separate q/k/v biases fused into one qkv (a missing bias, such as DINOv3's key, becomes zeros)."""
 
 from __future__ import annotations
@@ -40,10 +40,15 @@ DINOV3_EXPECTED = (
 )
 
 
-def dinov3_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor], config: HfViTConfig) -> dict[str, torch.Tensor]:
+def dinov3_state_dict_to_hf_vit(
+    state_dict: dict[str, torch.Tensor], config: HfViTConfig, dinov3_config=None
+) -> dict[str, torch.Tensor]:
     """transformers DINOv3ViTModel names -> hf_vit: q/k/v fused into one qkv (missing biases as zeros: DINOv3 has no
     key bias), gate/up packed into one fc1 (gate first), missing output / MLP biases (proj_bias, mlp_bias False) as
-    zeros."""
+    zeros. With the source's `dinov3_config`, a bias it declares (query_bias, proj_bias, ...) that the weights lack
+    is refused: zeros in its place would be a damaged model, not DINOv3's."""
+    if dinov3_config is not None:
+        _check_declared_biases(state_dict, dinov3_config)
     hidden = config.hidden_size
     parts: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     rest = {}
@@ -79,11 +84,39 @@ def dinov3_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor], config: HfV
             if kind == "bias" and not found:
                 found = {name: weights["q"].new_zeros(config.intermediate_size) for name in names}
             if set(found) != set(names):
-                raise ValueError(f"layer {layer} has MLP {kind}s for {sorted(found)}; expected {', '.join(names)}")
+                raise ValueError(
+                    f"layer {layer} has MLP {kind} tensors for {sorted(found)}; expected {', '.join(names)}"
+                )
             converted[f"{prefix}.mlp.fc1.{kind}"] = torch.cat([found[name] for name in names])
         for name, width in ((f"{prefix}.attention.proj.bias", hidden), (f"{prefix}.mlp.fc2.bias", hidden)):
             converted.setdefault(name, weights["q"].new_zeros(width))
     return converted
+
+
+# the biases a DINOv3ViTConfig declares, by its flag: the weights must then hold them (transformers would zero-fill)
+_DECLARED_BIASES = {
+    "query_bias": ("attention.q_proj.bias",),
+    "key_bias": ("attention.k_proj.bias",),
+    "value_bias": ("attention.v_proj.bias",),
+    "proj_bias": ("attention.o_proj.bias",),
+    "mlp_bias": ("mlp.down_proj.bias", "mlp.up_proj.bias"),
+}
+
+
+def _check_declared_biases(state_dict: dict[str, torch.Tensor], dinov3_config) -> None:
+    """Refuse weights that lack a bias the config declares (`layer.0.attention.q_proj.bias` with query_bias=True)."""
+    names = {re.sub(r"^model\.", "", key) for key in state_dict}
+    for layer in range(dinov3_config.num_hidden_layers):
+        for flag, biases in _DECLARED_BIASES.items():
+            if not getattr(dinov3_config, flag, False):
+                continue
+            gated = ("mlp.gate_proj.bias",) if flag == "mlp_bias" and dinov3_config.use_gated_mlp else ()
+            for bias in (*biases, *gated):
+                if f"layer.{layer}.{bias}" not in names:
+                    raise ValueError(
+                        f"the transformers DINOv3 weights lack layer.{layer}.{bias}, which the config declares "
+                        f"({flag}=True): the checkpoint is incomplete or damaged"
+                    )
 
 
 def config_from_dinov3(dinov3_config, **overrides) -> HfViTConfig:
@@ -93,10 +126,6 @@ def config_from_dinov3(dinov3_config, **overrides) -> HfViTConfig:
         if patch_size[0] != patch_size[1]:
             raise ValueError(f"hf_vit needs square patches, the DINOv3 model has {patch_size}")
         patch_size = patch_size[0]
-    if dinov3_config.use_gated_mlp and dinov3_config.hidden_act != "silu":
-        raise ValueError(
-            f"a DINOv3 gated MLP with hidden_act {dinov3_config.hidden_act!r}: hf_vit's gated MLP is SwiGLU (silu)"
-        )
     image_size = dinov3_config.image_size
     fields = dict(
         image_size=image_size if isinstance(image_size, int) else list(image_size),
@@ -108,6 +137,7 @@ def config_from_dinov3(dinov3_config, **overrides) -> HfViTConfig:
         intermediate_size=dinov3_config.intermediate_size,
         hidden_act=dinov3_config.hidden_act,
         mlp_type="swiglu" if dinov3_config.use_gated_mlp else "mlp",
+        gate_act=dinov3_config.hidden_act if dinov3_config.use_gated_mlp else "silu",  # silu: SwiGLU, gelu: GeGLU
         attention_probs_dropout_prob=float(dinov3_config.attention_dropout),
         drop_path_rate=float(dinov3_config.drop_path_rate),
         layer_norm_eps=dinov3_config.layer_norm_eps,
@@ -137,7 +167,7 @@ def from_dinov3(dinov3_model: nn.Module) -> HfViTModel:
     if type(dinov3_model).__name__ not in ("DINOv3ViTModel", "DINOv3ViTBackbone"):
         raise TypeError(f"expected a transformers DINOv3ViTModel, got {type(dinov3_model).__name__}")
     config = config_from_dinov3(dinov3_model.config)
-    return _build(config, dinov3_state_dict_to_hf_vit(dinov3_model.state_dict(), config))
+    return _build(config, dinov3_state_dict_to_hf_vit(dinov3_model.state_dict(), config, dinov3_model.config))
 
 
 def dinov3_image_processor(config: HfViTConfig):
@@ -165,7 +195,7 @@ def convert_dinov3_folder(path) -> Conversion:
             f"{path / 'config.json'} has model_type {dinov3_config.model_type!r}, not {DINOV3_MODEL_TYPE!r}"
         )
     config = config_from_dinov3(dinov3_config)
-    state_dict = dinov3_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)), config)
+    state_dict = dinov3_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)), config, dinov3_config)
     model = _build(config, state_dict)
     processor = _source_processor(path) or dinov3_image_processor(config)
 
@@ -179,7 +209,11 @@ def convert_dinov3_folder(path) -> Conversion:
         source="transformers DINOv3",
         details="Converted from a transformers DINOv3 ViT checkpoint with hf_vit's converter (q/k/v fused into one "
         "qkv, the missing key bias as zeros"
-        + (", SwiGLU gate and value packed into one fc1" if dinov3_config.use_gated_mlp else "")
+        + (
+            f", the gated MLP's gate ({dinov3_config.hidden_act}) and value packed into one fc1"
+            if dinov3_config.use_gated_mlp
+            else ""
+        )
         + "; the mask token kept). Positions are DINOv3's rotary encoding (patch centres in [-1, 1], base "
         f"{dinov3_config.rope_theta:g}); there is no learned position table, so any input size works.",
         image_mean=tuple(processor.image_mean),

@@ -90,12 +90,17 @@ def image_tower_to_hf_vit(tower: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     converted = _rename(rest, _TOWER_TO_HF_VIT, "SigLIP/CLIP vision", _TOWER_EXPECTED)
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"layer {layer} has {kind}s for {sorted(parts)} only; expected q, k and v")
+            raise ValueError(f"layer {layer} has {kind} tensors for {sorted(parts)} only; expected q, k and v")
         converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
     for kind, tensor in pool_in_proj.items():  # (3D, ...) = query, key, value
         width = tensor.shape[0] // 3
         converted[f"vit.attention_pool.q.{kind}"] = tensor[:width]
         converted[f"vit.attention_pool.kv.{kind}"] = tensor[width:]
+    if "vit.embeddings.position_embeddings" not in converted:
+        raise ValueError(
+            "the weights hold no SigLIP/CLIP image tower (no vision_model.embeddings.position_embedding.weight); "
+            f"expected {_TOWER_EXPECTED}"
+        )
     if "vit.embeddings.cls_token" in converted:
         converted["vit.embeddings.cls_token"] = converted["vit.embeddings.cls_token"].reshape(1, 1, -1)
     positions = converted["vit.embeddings.position_embeddings"]
@@ -106,6 +111,21 @@ def image_tower_to_hf_vit(tower: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def _vision_config(config):
     """The vision config of a SigLIP/CLIP config (whole model or vision model)."""
     return getattr(config, "vision_config", None) or config
+
+
+def _vision_config_of_folder(path: Path, siglip: bool):
+    """The vision config of a SigLIP/CLIP folder, built alone (transformers' vision config class reads the whole
+    model's `vision_config`): a text config that transformers refuses does not stop an intact image tower."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
+
+    try:
+        return (SiglipVisionConfig if siglip else CLIPVisionConfig).from_pretrained(path)
+    except (ValueError, TypeError, StrictDataclassError) as error:  # transformers' config validation
+        first = str(error).strip().splitlines()
+        raise ValueError(
+            f"{path / 'config.json'}: the vision config is refused by transformers: {' '.join(first[-1:])}"
+        ) from None
 
 
 def config_from_image_tower(vision_config, *, siglip: bool, converted: dict[str, torch.Tensor]) -> HfViTConfig:
@@ -156,8 +176,6 @@ def _default_processor(siglip: bool, image_size):
 def convert_image_text_folder(path) -> Conversion:
     """A transformers SigLIP / CLIP folder (vision model, or the whole image-text model: its vision tower) -> an hf_vit
     backbone, with the source's image processor (its own, or SigLIP's/CLIP's defaults)."""
-    from transformers import AutoConfig
-
     path = Path(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type not in SIGLIP_MODEL_TYPES + CLIP_MODEL_TYPES:
@@ -167,8 +185,7 @@ def convert_image_text_folder(path) -> Conversion:
         )
     siglip = model_type in SIGLIP_MODEL_TYPES
     family = "SigLIP" if siglip else "CLIP"
-    source_config = AutoConfig.from_pretrained(path)
-    vision_config = _vision_config(source_config)
+    vision_config = _vision_config_of_folder(path, siglip)
     tower, left_out = image_tower_state_dict(strip_wrapper_prefixes(load_weights(path)))
     if left_out:
         logger.info(

@@ -92,7 +92,7 @@ def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> di
     converted = _rename(rest, TRANSFORMERS_TO_HF_VIT, "transformers ViT", TRANSFORMERS_EXPECTED)
     for (layer, kind), parts in qkv_parts.items():
         if set(parts) != {"q", "k", "v"}:
-            raise ValueError(f"layer {layer} has {kind}s for {sorted(parts)} only; expected q, k and v")
+            raise ValueError(f"layer {layer} has {kind} tensors for {sorted(parts)} only; expected q, k and v")
         converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
     if "vit.embeddings.mask_token" in converted:  # transformers' ViT keeps it as (1, 1, D), DINOv2 and hf_vit (1, D)
         converted["vit.embeddings.mask_token"] = converted["vit.embeddings.mask_token"].reshape(1, -1)
