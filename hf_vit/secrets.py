@@ -81,7 +81,15 @@ def secret_values() -> list[str]:
 
 
 def _flag_value(match: re.Match) -> str:
-    if not is_secret_name(match["flag"]) or match["value"].startswith("-") or match["value"].strip("'\"") == REDACTED:
+    value = match["value"].strip("'\"")
+    # in free text a short word after a flag is prose ("--hub_tok is not a flag"), not a secret; a command line's
+    # every value after a secret flag is hidden by `redact_argv`, whatever its length
+    if (
+        not is_secret_name(match["flag"])
+        or value.startswith("-")
+        or value == REDACTED
+        or len(value) < _MIN_SECRET_LENGTH
+    ):
         return match[0]
     return f"{match['flag']}{match['sep']}{REDACTED}"
 

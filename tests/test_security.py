@@ -35,6 +35,7 @@ HF_LIKE = "hf_" + "aB3" * 12
         (f"token {HF_LIKE}. old api_org_{'x' * 34}", "token ***. old ***"),
         (f"the environment's {ENV_TOKEN}", "the environment's ***"),
         ("--token_merging_r 8 --checkpoint_key model --hub_model_id me/vit", None),  # no secret: left alone
+        ("error: --hub_tok is not a flag, --hub_token must be set", None),  # prose after a secret flag's name
     ],
 )
 def test_redact_catches_every_spelling_and_leaves_the_rest(monkeypatch, text, kept):
