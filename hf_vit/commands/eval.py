@@ -110,6 +110,11 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, args.quiet)
     check_arguments(args)
 
+    from hf_vit.extras import require
+
+    require("train", "hf-vit-eval")  # the data sets and scikit-learn
+    require("viz", "hf-vit-eval's plot")
+    import datasets
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -119,6 +124,8 @@ def main(argv=None) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.empty(0, device=device)  # a device this machine does not have fails here, in one line
