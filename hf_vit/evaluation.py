@@ -416,6 +416,7 @@ def evaluate(
     models: Sequence[str | os.PathLike] = (),
     *,
     raw_pixels: bool = False,
+    names: Sequence[str] | None = None,
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     train_dir: str | None = None,
@@ -439,13 +440,17 @@ def evaluate(
     """Evaluate the features of `models` (any `hf_vit.from_pretrained` sources) and, with `raw_pixels`, of the raw
     pixels, on one labelled data set (see the module docstring): k-NN and linear probe with every training label,
     and with `labels_per_class` labels per class drawn by each of `seeds` seeds (0, 1, ...). With `output_dir`, the
-    folder is checked before any work and the table, JSON and plot are written there (`write_evaluation`)."""
+    folder is checked before any work and the table, JSON and plot are written there (`write_evaluation`). `names`:
+    what the results call each model (default: the sources as given)."""
     from .extras import require
 
     require("train", "`evaluate`")  # the data sets and scikit-learn
     models = [os.fspath(m) for m in models]
     if not models and not raw_pixels:
         raise ValueError("nothing to evaluate: give `models` or `raw_pixels`")
+    names = list(models if names is None else names)
+    if len(names) != len(models):
+        raise ValueError(f"`names` must name each of the {len(models)} models, got {len(names)} names")
     check_feature(feature)
     if k < 1:
         raise ValueError(f"`k` must be at least 1, got {k}")
@@ -522,13 +527,13 @@ def evaluate(
             )
         )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    for source in models:
+    for source, name in zip(models, names, strict=True):
         model, processor = load_backbone(source, cache_dir=cache_dir, token=token, device=device)
         features = [
             image_features(model, processor, images, feature=feature, batch_size=batch_size, device=device)
             for images in (data.train_images, data.eval_images)
         ]
-        results.append(score(source, feature, *features))
+        results.append(score(name, feature, *features))
         del model
 
     evaluation = Evaluation(
