@@ -183,3 +183,37 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, argum
     assert message.format(root=inputs) in error_line(result)
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in (inputs / "train").iterdir()) == ["dark", "light"]
+
+
+# --- scripts/dev/pretraining_table.py: its pieces (the whole script trains models: run by hand with --quick) ---------
+def test_pretraining_table_pieces(tmp_path):
+    import importlib.util
+
+    from helpers import REPO
+
+    from hf_vit.data import digits_arrays
+
+    path = REPO / "scripts" / "dev" / "pretraining_table.py"
+    spec = importlib.util.spec_from_file_location("pretraining_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    # the 10-per-class fine-tuning folders: 10 training digits per class from the training split (the draw of
+    # `sample_per_class`); the held-out digits, all of them, as the validation folder
+    images, labels, train_idx, test_idx = digits_arrays()
+    train, validation = script.write_digits_folders(tmp_path, 10, seed=3)
+    assert sorted(p.name for p in train.iterdir()) == [str(d) for d in range(10)]
+    drawn = sorted(int(p.stem) for p in train.glob("*/*.png"))
+    assert drawn == sorted(train_idx[ev.sample_per_class(labels[train_idx], 10, 3)].tolist())
+    assert {int(p.stem) for p in validation.glob("*/*.png")} == set(test_idx.tolist())
+    for index in (drawn[0], int(test_idx[0])):
+        folder = train if index in drawn else validation
+        assert np.array_equal(np.asarray(Image.open(folder / str(labels[index]) / f"{index}.png")), images[index])
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "all_results.json").write_text('{"validation_accuracy": 0.5, "validation_loss": 1.0, "train_steps": 3}')
+    assert script.held_out_accuracy(run) == 0.5
+    result = ev.ModelResult("m", "pooled", 4, 0.9, 0.8, {1: {"probe": [0.5, 0.7]}, 10: {"probe": [0.9, 0.9]}})
+    table = script.features_table(ev.Evaluation({}, {}, [result]), [1, 10])
+    assert table.splitlines()[-1] == "| m | 90.0 % | 60.0 ± 10.0 % | 90.0 ± 0.0 % | 80.0 % |"
