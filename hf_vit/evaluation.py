@@ -166,10 +166,10 @@ def model_features(model, pixel_values: torch.Tensor, feature: str = "pooled") -
     return torch.cat(parts, dim=-1)
 
 
-def raw_pixel_size(images) -> tuple[int, int] | None:
-    """The (width, height) raw pixels are compared at: None (as they are) when every image has the same size of at
-    most RAW_PIXELS_MAX_SIDE, else RAW_PIXELS_SIDE square."""
-    sizes = {image.size for image in images}
+def raw_pixel_size(*image_sets) -> tuple[int, int] | None:
+    """The (width, height) raw pixels are compared at: None (as they are) when every image of `image_sets` has the
+    same size of at most RAW_PIXELS_MAX_SIDE, else RAW_PIXELS_SIDE square."""
+    sizes = {image.size for images in image_sets for image in images}
     if len(sizes) == 1 and max(next(iter(sizes))) <= RAW_PIXELS_MAX_SIDE:
         return None
     return (RAW_PIXELS_SIDE, RAW_PIXELS_SIDE)
@@ -187,9 +187,31 @@ def raw_pixel_features(images, size: tuple[int, int] | None = None) -> np.ndarra
     return np.stack(rows)
 
 
+class DecodedImages:
+    """The images of a `datasets` column, decoded as RGB PIL images when read (`len`, an index or a slice): a large
+    data set is never held in memory decoded."""
+
+    def __init__(self, dataset, column: str):
+        self.dataset, self.column = dataset, column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        from .data import decode_image
+
+        if isinstance(index, slice):
+            return [decode_image(value) for value in self.dataset[index][self.column]]
+        return decode_image(self.dataset[int(index)][self.column])
+
+    def __iter__(self):
+        for start in range(0, len(self), 256):
+            yield from self[start : start + 256]
+
+
 @dataclass
 class LabelledImages:
-    """The decoded RGB images and integer labels of a training and an evaluation split."""
+    """The images (decoded when read) and integer labels of a training and an evaluation split."""
 
     train_images: list
     train_labels: np.ndarray
@@ -211,8 +233,8 @@ def load_labelled_images(
     split_seed: int = 42,
     cache_dir: str | None = None,
 ) -> LabelledImages:
-    """The images of one source (`hf_vit.data.load_image_data`: the digits by default), decoded as RGB."""
-    from .data import decode_image, load_image_data
+    """The images of one source (`hf_vit.data.load_image_data`: the digits by default), decoded as RGB when read."""
+    from .data import load_image_data
 
     data = load_image_data(
         dataset_name=dataset_name,
@@ -229,8 +251,7 @@ def load_labelled_images(
         raise ValueError(f"the data {data.name} has no images to evaluate on")
 
     def split(dataset):
-        images = [decode_image(value) for value in dataset[data.image_column]]
-        return images, np.asarray(dataset[data.label_column], dtype=np.int64)
+        return DecodedImages(dataset, data.image_column), np.asarray(dataset[data.label_column], dtype=np.int64)
 
     train_images, train_labels = split(data.train)
     eval_images, eval_labels = split(data.eval)
@@ -517,7 +538,7 @@ def evaluate(
 
     results = []
     if raw_pixels:
-        size = raw_pixel_size(data.train_images + data.eval_images)
+        size = raw_pixel_size(data.train_images, data.eval_images)
         results.append(
             score(
                 RAW_PIXELS,
@@ -563,6 +584,7 @@ __all__ = [
     "FEATURES",
     "OUTPUT_FILES",
     "RAW_PIXELS",
+    "DecodedImages",
     "Evaluation",
     "LabelledImages",
     "ModelResult",
