@@ -217,3 +217,14 @@ def test_pretraining_table_pieces(tmp_path):
     result = ev.ModelResult("m", "pooled", 4, 0.9, 0.8, {1: {"probe": [0.5, 0.7]}, 10: {"probe": [0.9, 0.9]}})
     table = script.features_table(ev.Evaluation({}, {}, [result]), [1, 10])
     assert table.splitlines()[-1] == "| m | 90.0 % | 60.0 ± 10.0 % | 90.0 ± 0.0 % | 80.0 % |"
+
+
+def test_hf_vit_evaluate_is_the_library_call():
+    import hf_vit
+
+    with pytest.raises(ValueError, match="nothing to evaluate: give `models` or `raw_pixels`"):
+        hf_vit.evaluate()
+    with pytest.raises(ValueError, match="`names` must name each of the 2 models, got 1 names"):
+        hf_vit.evaluate(["a", "b"], names=["a"])
+    with pytest.raises(ValueError, match="`feature` must be one of pooled, cls, mean, last4, last4_avgpool"):
+        hf_vit.evaluate(raw_pixels=True, feature="avg")
