@@ -14,8 +14,9 @@ The digits' fixed stratified split (1,437 training / 360 held-out images), the t
    DINO's weighted k-NN (k=20, T=0.07) with every training label, and by a linear probe (logistic regression) with
    1 and 10 labelled images per class (`--seeds` draws, mean ± std) and with every label;
 2. fine-tuning with 10 labels per class: `--finetune_seeds` draws of 10 training images per class, each written as an
-   image folder (the 360 held-out digits as its validation folder), trained with `hf-vit-train` defaults from
-   scratch and from the DINO checkpoint (`--model_name_or_path`); held-out accuracy, mean ± std.
+   image folder (the 360 held-out digits as its validation folder), trained with `hf-vit-train` from scratch and
+   from the DINO checkpoint (`--model_name_or_path`) on one schedule, the epochs, learning rate and augmentation of
+   hf-vit-train's recipe for 8x8 images (`same_finetuning`); held-out accuracy, mean ± std.
 
 Writes the markdown (with the date, the CPU's lscpu model name and ISA flags, torch's thread count and the commands)
 to --out and prints it. The models and image folders go to --work_dir (default: a temporary folder, removed).
@@ -114,6 +115,19 @@ def write_digits_folders(root: Path, per_class: int, seed: int) -> tuple[Path, P
     return folders
 
 
+def same_finetuning() -> list[str]:
+    """hf-vit-train's flags that give both 10-per-class fine-tunes one schedule: the epochs, learning rate and
+    augmentation of its recipe for 8x8 images (what a from-scratch run on the folder uses by default; a run from a
+    checkpoint would otherwise default to 3 epochs at the fine-tuning learning rate, 12 steps on 100 images)."""
+    from hf_vit.model_setup import recipe_for_images
+
+    recipe = recipe_for_images([(8, 8)])
+    return [
+        *("--num_train_epochs", str(recipe.num_train_epochs), "--learning_rate", f"{recipe.learning_rate:g}"),
+        *("--augment", "on" if recipe.augment else "off"),
+    ]
+
+
 def held_out_accuracy(run_dir: Path) -> float:
     results = json.loads((run_dir / "all_results.json").read_text())
     return next(value for key, value in results.items() if key.endswith("_accuracy"))
@@ -201,7 +215,7 @@ def main(argv=None) -> int:
                 run = work / f"finetune_{seed}_{'dino' if 'DINO' in label else 'scratch'}"
                 flags = ["--train_dir", train_dir, "--validation_dir", validation_dir, "--output_dir", run]
                 flags += ["--model_name_or_path", work / "dino"] if "DINO" in label else []
-                flags += [*quick, *extra["finetune"]]
+                flags += [*same_finetuning(), *quick, *extra["finetune"]]
                 seconds = run_tool("train", flags, work / f"{run.name}.log")
                 timings.setdefault(f"hf-vit-train, 10 per class, {label} (each)", []).append(seconds)
                 finetunes[label].append(held_out_accuracy(run))
@@ -227,7 +241,8 @@ def main(argv=None) -> int:
         features_table(evaluation, counts),
         "",
         f"Fine-tuning with 10 labelled images per class ({finetune_seeds} draws, each trained from scratch and from "
-        "the DINO checkpoint with hf-vit-train's defaults), accuracy on the 360 held-out digits:",
+        "the DINO checkpoint with one schedule: hf-vit-train's recipe for these images, "
+        f"`{shlex.join(same_finetuning())}`), accuracy on the 360 held-out digits:",
         "",
         "| fine-tuning, 10 labels per class | held-out accuracy |",
         "|---|---:|",
