@@ -81,8 +81,18 @@ def from_pretrained(
     )
 
 
+def evaluate(models=(), **kwargs):
+    """How good the features of `models` (any `from_pretrained` sources) are on labelled images: DINO's weighted
+    k-NN and a linear probe, with all the labels and with a few per class, side by side; returns an
+    `hf_vit.evaluation.Evaluation` (markdown table, JSON, plot). All arguments: `hf_vit.evaluation.evaluate`."""
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(models, **kwargs)
+
+
 __all__ = [
     "PRESETS",
+    "evaluate",
     "HfViTConfig",
     "from_pretrained",
     "HfViTBackbone",
