@@ -19,10 +19,9 @@ nothing else in DIR is touched.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from hf_vit.cli import RunFailure, UserError, command
+from hf_vit.cli import RunFailure, UserError, command, new_parser
 
 FEATURE_HELP = (
     "which feature of each model: pooled (the model's own image feature, pooler_output), cls ([CLS] of the last "
@@ -34,7 +33,7 @@ FEATURE_HELP = (
 def parse_args(argv=None):
     from hf_vit.evaluation import DEFAULT_K, DEFAULT_LABELS_PER_CLASS, DEFAULT_SEEDS, DEFAULT_TEMPERATURE, FEATURES
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", metavar="MODEL", help="hf_vit folders or Hub ids (or any ViT checkpoint)")
     parser.add_argument("--raw_pixels", action="store_true", help="add the raw pixels as a baseline row")
     parser.add_argument("--output_dir", required=True, help="folder for the table, JSON and plot (created if missing)")
