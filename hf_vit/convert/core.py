@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import (
-    default_max_shard_size,
     load_image_processor,
     load_weights,
     strip_wrapper_prefixes,
@@ -296,10 +295,8 @@ def write_hf_vit_folder(
     model_name: str | None = None,
     commit: str | None = None,
     command: str | None = None,
-    max_shard_size: int | str | None = None,
 ) -> Path:
-    """config.json (with auto_map), model.safetensors (shards of at most `max_shard_size` + index above it; default
-    transformers' `save_pretrained` default), the code files, preprocessor_config.json and a model card
+    """config.json (with auto_map), model.safetensors, the code files, preprocessor_config.json and a model card
     (`base_model`: the source's Hub repo id at `commit`, linked in the card's metadata; the source's licence,
     `conversion.license`; `command`: what converted it); atomically (nothing is left in `output_dir` if any step
     fails)."""
@@ -323,7 +320,7 @@ def write_hf_vit_folder(
             image_std=list(conversion.image_std),
         )
         processor.save_pretrained(staging)  # first: the model then writes no default one of its own
-        model.save_pretrained(staging, max_shard_size=max_shard_size or default_max_shard_size())
+        model.save_pretrained(staging)
         card = render_model_card(
             model.config,
             num_parameters=count_parameters(model),
@@ -341,8 +338,8 @@ def write_hf_vit_folder(
 # ---------------------------------------------------------------------------------------------------------------
 # Export: hf_vit -> timm, hf_vit -> transformers
 # ---------------------------------------------------------------------------------------------------------------
-def _check_hf_vit_folder(path) -> Path:
-    """`path` as a Path, once it is known to be a folder with an hf_vit config.json."""
+def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
+    """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model folder {path} does not exist")
@@ -351,12 +348,6 @@ def _check_hf_vit_folder(path) -> Path:
     model_type = read_json_object(path / "config.json").get("model_type")
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
-    return path
-
-
-def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
-    """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
-    path = _check_hf_vit_folder(path)
     config = HfViTConfig.from_pretrained(path)
     state_dict = strip_wrapper_prefixes(load_weights(path))
     if not any(key.startswith("vit.") for key in state_dict):  # a bare HfViTModel's names

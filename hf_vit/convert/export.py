@@ -34,7 +34,6 @@ from .core import (
     VERIFY_TOLERANCE,
     VerificationError,
     _check_fits,
-    _check_hf_vit_folder,
     _classification_names,
     _name_rule,
     _rename,
@@ -252,6 +251,19 @@ class _ExportSource:
     weights: dict[str, torch.Tensor]
     classifier: bool
     notes: list[str]
+
+
+def _check_hf_vit_folder(path) -> Path:
+    """`path` as a Path, once it is known to be a folder with an hf_vit config.json."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
+    model_type = read_json_object(path / "config.json").get("model_type")
+    if model_type != HfViTConfig.model_type:
+        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
+    return path
 
 
 def _read_export_source(hf_vit_folder) -> _ExportSource:
