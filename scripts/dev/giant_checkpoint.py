@@ -165,6 +165,12 @@ def _pixels() -> torch.Tensor:
     return torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
 
 
+def _rss() -> int:
+    """This process's resident memory now (VmRSS), in bytes: the start from which a contender's peak is counted."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
 def _disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
@@ -192,11 +198,12 @@ def _forward(model, pooled) -> tuple[float, torch.Tensor]:
 def contender_transformers(folder: Path, work: Path) -> dict:
     from transformers import AutoModel
 
-    start = time.perf_counter()
+    start_rss, start = _rss(), time.perf_counter()
     model = AutoModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
     load = time.perf_counter() - start
     forward, pooled = _forward(model, lambda m, x: m(pixel_values=x).pooler_output)
-    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": str(next(model.parameters()).dtype)}
+    dtype = str(next(model.parameters()).dtype)
+    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": dtype, "start_rss": start_rss}
 
 
 def _timm_names(name: str) -> str:
@@ -231,7 +238,7 @@ def contender_timm(folder: Path, work: Path) -> dict:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder)
-    start = time.perf_counter()
+    start_rss, start = _rss(), time.perf_counter()
     with torch.device("meta"):
         model = timm.create_model(
             "vit_7b_patch16_dinov3",
@@ -271,17 +278,20 @@ def contender_timm(folder: Path, work: Path) -> dict:
     model.eval()
     load = time.perf_counter() - start
     forward, pooled = _forward(model, lambda m, x: m(x))
-    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": str(next(model.parameters()).dtype)}
+    dtype = str(next(model.parameters()).dtype)
+    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": dtype, "start_rss": start_rss}
 
 
 def _hf_vit_load(folder: Path, work: Path, **kwargs) -> dict:
     import hf_vit
+    import hf_vit.convert.pretrained  # noqa: F401 (imported before the start: the peak is the load's)
 
-    start = time.perf_counter()
+    start_rss, start = _rss(), time.perf_counter()
     model = hf_vit.from_pretrained(str(folder), task="feature-extraction", cache_dir=work / "hf_cache", **kwargs)
     load = time.perf_counter() - start
     forward, pooled = _forward(model.eval(), lambda m, x: m(x.to(next(m.parameters()).dtype)).pooler_output)
-    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": str(next(model.parameters()).dtype)}
+    dtype = str(next(model.parameters()).dtype)
+    return {"load_s": load, "forward_s": forward, "pooled": pooled, "dtype": dtype, "start_rss": start_rss}
 
 
 def contender_hf_vit_first(folder: Path, work: Path) -> dict:
@@ -307,38 +317,49 @@ def contender_hf_vit_offload(folder: Path, work: Path) -> dict:
     return result
 
 
-def _writer(argv: list[str], output: Path) -> dict:
+def _writer(command: str, argv: list, output: Path) -> dict:
+    """A command of hf_vit run in this process as a user runs it (its `main(argv)`), its failure's `error:` line."""
+    import contextlib
+    import importlib
+    import io
+
+    import hf_vit.convert  # noqa: F401 (what the command imports: before the start, the peak is the writer's)
+
+    main = importlib.import_module(f"hf_vit.commands.{command}").main
     shutil.rmtree(output, ignore_errors=True)
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
-    if done.returncode:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"exit {done.returncode}")
-    return {"load_s": time.perf_counter() - start, "disk_bytes": _disk(output)}
+    stderr = io.StringIO()
+    start_rss, start = _rss(), time.perf_counter()
+    with contextlib.redirect_stderr(stderr):
+        code = main([str(arg) for arg in argv])
+    if code:
+        lines = [line for line in stderr.getvalue().splitlines() if line.startswith("error:")]
+        raise RuntimeError(lines[-1].removeprefix("error: ") if lines else f"exit {code}")
+    source = Path(argv[argv.index("--input" if "--input" in argv else "--checkpoint") + 1])
+    return {
+        "load_s": time.perf_counter() - start,
+        "disk_bytes": _disk(output),
+        "start_rss": start_rss,
+        "weights_bytes": sum(f.stat().st_size for f in source.glob("*.safetensors")),  # what it writes
+    }
 
 
 def contender_hf_vit_export(folder: Path, work: Path) -> dict:
     source = _converted_folder(work)
     output = work / "export"
-    return _writer(
-        ["-m", "hf_vit.commands.export", "--input", source, "--output_dir", output, "--max_shard_size", "5GB"],
-        output,
-    )
+    return _writer("export", ["--input", source, "--output_dir", output, "--max_shard_size", "5GB"], output)
 
 
 def contender_hf_vit_to_transformers(folder: Path, work: Path) -> dict:
     source = _converted_folder(work)
     output = work / "to-transformers"
-    return _writer(
-        ["-m", "hf_vit.commands.convert", "--to", "transformers", "--checkpoint", source, "--output_dir", output],
-        output,
-    )
+    return _writer("convert", ["--to", "transformers", "--checkpoint", source, "--output_dir", output], output)
 
 
 def contender_hf_vit_finetune_frozen(folder: Path, work: Path) -> dict:
     import hf_vit
+    import hf_vit.convert.pretrained  # noqa: F401
 
-    start = time.perf_counter()
+    start_rss, start = _rss(), time.perf_counter()
     backbone = hf_vit.from_pretrained(str(folder), task="feature-extraction", cache_dir=work / "hf_cache")
     backbone = backbone.to(torch.bfloat16).train()
     backbone.requires_grad_(False)
@@ -354,7 +375,8 @@ def contender_hf_vit_finetune_frozen(folder: Path, work: Path) -> dict:
     frozen_grads = sum(p.grad is not None for p in backbone.parameters())
     if frozen_grads:
         raise RuntimeError(f"{frozen_grads} frozen parameters got gradients")
-    return {"load_s": load, "forward_s": time.perf_counter() - start, "dtype": "torch.bfloat16"}
+    step = time.perf_counter() - start
+    return {"load_s": load, "forward_s": step, "dtype": "torch.bfloat16", "start_rss": start_rss}
 
 
 def run_contender(name: str, folder: Path, work: Path) -> None:
@@ -398,7 +420,8 @@ def measure(name: str, folder: Path, work: Path, timeout: float) -> dict:
     elif os.WEXITSTATUS(status) != 0 or not (work / f"{name}.json").is_file():
         lines = [line for line in (work / f"{name}.log").read_text().splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "Error" in line or line.startswith("error")), None)
-        row["failed"] = f"failed: {(reason or (lines[-1] if lines else 'no output'))[:200]}"
+        reason = (reason or (lines[-1] if lines else "no output")).removeprefix("RuntimeError: ")
+        row["failed"] = f"failed: {reason if len(reason) < 240 else reason[:240].rsplit(';', 1)[0] + '; ...'}"
     else:
         row.update(json.loads((work / f"{name}.json").read_text()))
     return row
@@ -427,32 +450,41 @@ def table(rows: list[dict], weights: int, work: Path, num_layers: int, command: 
         f"{datetime.date.today().isoformat()}, {model} (ISA flags: {isa}), {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}. Command: `{command}`",
         "",
-        "| contender | peak RSS | × weights | load / write (s) | × transformers | forward (s) | disk "
-        "| pooled vs transformers |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| contender | peak RSS | peak − start | × weights | load / write (s) | × transformers | forward / step (s) "
+        "| disk | pooled vs transformers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         what = DESCRIPTIONS[row["name"]]
         peak = f"{row['peak_rss'] / 1e9:.2f} GB"
-        ratio = f"{row['peak_rss'] / weights:.2f}"
         if "failed" in row:
-            lines.append(f"| {what} | {peak} | {ratio} | {row['failed']} | | | | |")
+            lines.append(f"| {what} | {peak} | | | {row['failed']} | | | | |")
             continue
-        load = row.get("load_s")
-        vs = f"{load / reference['load_s']:.2f}" if reference and load is not None else ""
+        above = row["peak_rss"] - row["start_rss"]
+        load = row["load_s"]
+        vs = f"{load / reference['load_s']:.2f}" if reference else ""
         forward = f"{row['forward_s']:.2f}" if "forward_s" in row else ""
         disk = f"{row['disk_bytes'] / 1e9:.2f} GB" if row.get("disk_bytes") else ""
         compare = ""
         pooled_file = work / f"{row['name']}.pooled.pt"
         if pooled_ref is not None and pooled_file.is_file() and row["name"] != "transformers":
             diff = (torch.load(pooled_file) - pooled_ref).abs().max().item()
-            compare = f"max abs diff {diff:.3g} ({row.get('dtype', '').replace('torch.', '')})"
-        lines.append(f"| {what} | {peak} | {ratio} | {load:.1f} | {vs} | {forward} | {disk} | {compare} |")
+            scale = pooled_ref.abs().max().item()
+            compare = f"max abs diff {diff:.3g} of max {scale:.3g} ({row.get('dtype', '').replace('torch.', '')})"
+        elif row["name"] == "transformers":
+            compare = f"reference ({row.get('dtype', '').replace('torch.', '')})"
+        ratio = above / row.get("weights_bytes", weights)
+        lines.append(
+            f"| {what} | {peak} | {above / 1e9:.2f} GB | {ratio:.2f} | {load:.1f} | {vs} | {forward} | {disk} "
+            f"| {compare} |"
+        )
     lines.append("")
     lines.append(
         "peak RSS: the contender process's maximum resident set (the kernel's ru_maxrss, as VmHWM), interpreter and "
-        "libraries included; × weights: that over the checkpoint's size; × transformers: load (or write) time over "
-        "transformers' load time."
+        "libraries included; peak − start: above its resident memory once the libraries were imported, just before "
+        "the load or write; × weights: peak − start over the checkpoint's size (a writer's: over the weights it "
+        "writes, the hf_vit cache's); × transformers: load (or write) time over transformers' load time; forward / "
+        "step: one 224×224 image (the fine-tuning step: forward, backward and AdamW on 2 images)."
     )
     return "\n".join(lines) + "\n"
 
