@@ -339,39 +339,53 @@ def _safetensors_layout(path: Path) -> tuple[dict, int]:
     return header, 8 + length
 
 
+_COMPARE_CHUNK = 1 << 24  # bytes read and compared at a time: the check's own memory, whatever the tensor's size
+
+
+def _same_bytes(raw, offset: int, expected: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """Whether the file `raw` holds the bytes of `expected` (a flat uint8 tensor) at `offset`, read chunk by chunk."""
+    raw.seek(offset)
+    view = memoryview(buffer.numpy())
+    for start in range(0, expected.numel(), _COMPARE_CHUNK):
+        size = min(_COMPARE_CHUNK, expected.numel() - start)
+        got = 0
+        while got < size:
+            count = raw.readinto(view[got:size])
+            if not count:
+                return False
+            got += count
+        if not torch.equal(buffer[:size], expected[start : start + size]):
+            return False
+    return True
+
+
 def check_safetensors_bitwise(state_dict, folder: str | os.PathLike) -> int:
     """Re-read the safetensors in `folder` and compare every tensor with `state_dict` (a mapping of names to tensors)
-    bit for bit; returns the count. Shard by shard and tensor by tensor, with plain reads: no more than one tensor of
-    the written files is in memory at a time, whatever the size of the checkpoint."""
+    bit for bit; returns the count. Shard by shard, tensor by tensor and 16 MB at a time, with plain reads: the check
+    holds no more of the written files in memory than that, whatever the size of the checkpoint."""
     from safetensors import safe_open
 
     folder = Path(folder)
     found = set()
+    buffer = torch.empty(_COMPARE_CHUNK, dtype=torch.uint8)
     for file in weight_files_in(folder):
         with safe_open(str(file), framework="pt") as handle:  # a file safetensors cannot open fails here
             if (handle.metadata() or {}).get("format") != "pt":
                 raise RuntimeError(f"{file} lacks the safetensors metadata format=pt")
         header, data_start = _safetensors_layout(file)
-        with open(file, "rb") as raw:
+        with open(file, "rb", buffering=0) as raw:
             for key, entry in header.items():
                 if key == "__metadata__" or key not in state_dict:
                     found.add(key)
                     continue
                 tensor = state_dict[key].detach().cpu().contiguous()
                 start, end = entry["data_offsets"]
-                data = bytearray(end - start)
-                raw.seek(data_start + start)
-                raw.readinto(data)
                 same = (
                     entry["dtype"] == _SAFETENSORS_DTYPES.get(tensor.dtype)
                     and tuple(entry["shape"]) == tuple(tensor.shape)
-                    and len(data) == tensor.numel() * tensor.element_size()
-                    and (
-                        not data
-                        or torch.equal(torch.frombuffer(data, dtype=torch.uint8), tensor.reshape(-1).view(torch.uint8))
-                    )
+                    and end - start == tensor.numel() * tensor.element_size()
+                    and _same_bytes(raw, data_start + start, tensor.reshape(-1).view(torch.uint8), buffer)
                 )
-                del data
                 if not same:
                     raise RuntimeError(f"tensor {key} differs after writing and re-reading {folder}")
                 found.add(key)
