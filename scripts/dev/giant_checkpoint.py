@@ -360,8 +360,9 @@ def contender_hf_vit_finetune_frozen(folder: Path, work: Path) -> dict:
     import hf_vit.convert.pretrained  # noqa: F401
 
     start_rss, start = _rss(), time.perf_counter()
-    backbone = hf_vit.from_pretrained(str(folder), task="feature-extraction", cache_dir=work / "hf_cache")
-    backbone = backbone.to(torch.bfloat16).train()
+    backbone = hf_vit.from_pretrained(
+        str(folder), task="feature-extraction", cache_dir=work / "hf_cache", dtype=torch.bfloat16
+    ).train()
     backbone.requires_grad_(False)
     backbone.activation_checkpointing_enable({"use_reentrant": False})
     head = torch.nn.Linear(backbone.config.hidden_size, 10, dtype=torch.bfloat16)
