@@ -109,9 +109,10 @@ def _unpickler_error(text: str) -> str:
     return next((line for line in lines if "weights_only" not in line), "unreadable pickle")
 
 
-def load_pickle(path: str | os.PathLike):
+def load_pickle(path: str | os.PathLike, mmap: bool = False):
     """`torch.load(weights_only=True)`: tensors, containers, numbers and `argparse.Namespace` (training scripts such
-    as DINO's and timm's store their arguments in it); anything that would run code is refused."""
+    as DINO's and timm's store their arguments in it); anything that would run code is refused. `mmap`: tensors of
+    a zip-format file are memory-mapped, not read (the legacy format has no such layout and is read)."""
     path = _require_file(path)
     # Checked first: torch.load feeds any other bytes to its unpickler, which fails with KeyError: 101 or
     # "Unsupported operand", messages that say nothing about what the file is.
@@ -119,11 +120,13 @@ def load_pickle(path: str | os.PathLike):
         raise ValueError(
             f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive or a pickle, and this file is neither"
         )
+    with open(path, "rb") as handle:
+        mmap = mmap and handle.read(2) == b"PK"
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             # torch's notice about a protocol other than its own: the refusal below says what matters
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         text = str(error)
         # torch's message mentions weights_only for every failure; only an unsupported GLOBAL means code to run
@@ -221,8 +224,9 @@ def weight_files_in(folder: Path) -> list[Path]:
     )
 
 
-def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
-    """Tensors from a file or folder (safetensors or a weights_only pickle; sharded folders merged)."""
+def load_weights(path: str | os.PathLike, unwrap: bool = True, mmap: bool = False) -> dict:
+    """Tensors from a file or folder (safetensors or a weights_only pickle; sharded folders merged). safetensors are
+    always memory-mapped (pages are read as a tensor is used); `mmap` maps zip-format pickles too."""
     path = _require_file(path)
     files = weight_files_in(path) if path.is_dir() else [path]
     merged = {}
@@ -231,7 +235,7 @@ def load_weights(path: str | os.PathLike, unwrap: bool = True) -> dict:
             raise ValueError(
                 f"{file} is a JAX/Flax .npz archive, not a PyTorch/safetensors state dict; use --source npz"
             )
-        obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file)
+        obj = load_safetensors(file) if file.suffix == ".safetensors" else load_pickle(file, mmap=mmap)
         merged.update(unwrap_state_dict(obj, file) if unwrap else obj)
     return merged
 
@@ -270,16 +274,33 @@ def load_image_processor(location: str | os.PathLike, **hub_kwargs):
 # ---------------------------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------------------------
+def default_max_shard_size() -> int | str:
+    """transformers' own default shard size for `save_pretrained` (read from its signature, so the writers here shard
+    exactly as transformers does)."""
+    import inspect
+
+    from transformers import PreTrainedModel
+
+    return inspect.signature(PreTrainedModel.save_pretrained).parameters["max_shard_size"].default
+
+
 def _separate_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors stores no aliases: tensors that share storage with another (tied/shared) get their own copy."""
-    seen, out = set(), {}
+    """safetensors stores no aliases: a tensor whose bytes overlap another's (tied/shared weights) gets its own copy.
+    Disjoint views of one storage (q, k and v split from a fused qkv, a memory-mapped file's tensors) are written as
+    they are, without a copy."""
+    ranges: dict[tuple, list[tuple[int, int]]] = {}
+    out = {}
     for key, tensor in state_dict.items():
         tensor = tensor.detach()
-        storage = (tensor.untyped_storage().data_ptr(), tensor.device) if tensor.numel() else None
-        if storage is not None and storage in seen:
-            tensor = tensor.clone()
-        elif storage is not None:
-            seen.add(storage)
+        if tensor.numel():
+            storage = (tensor.untyped_storage().data_ptr(), tensor.device)
+            start = tensor.data_ptr()
+            end = start + tensor.numel() * tensor.element_size()
+            taken = ranges.setdefault(storage, [])
+            if any(start < other_end and other_start < end for other_start, other_end in taken):
+                tensor = tensor.clone()
+            else:
+                taken.append((start, end))
         out[key] = tensor.contiguous()
     return out
 
@@ -287,17 +308,23 @@ def _separate_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def save_safetensors_checked(
     state_dict: dict[str, torch.Tensor], folder: str | os.PathLike, max_shard_size: int | str | None = None
 ) -> list[Path]:
-    """Write `state_dict` into `folder` as model.safetensors (or shards + index), metadata {"format": "pt"}, then read
-    every file back and check each tensor bitwise (same dtype, shape and bytes). Returns the files written."""
+    """Write `state_dict` into `folder` as model.safetensors, or shards of at most `max_shard_size` (default:
+    transformers' `save_pretrained` default) + index, split by huggingface_hub as transformers does, metadata
+    {"format": "pt"}; then re-read every file and check each tensor bitwise (same dtype, shape and bytes). Returns
+    the files written.
+
+    Nothing is copied: memory-mapped tensors (`load_weights(..., mmap=True)`) and views of them are written as they
+    are, one shard at a time, so writing costs about the weights' own size in memory, once."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
     folder = Path(folder)
     tensors = _separate_shared(state_dict)
-    kwargs = {"filename_pattern": "model{suffix}.safetensors"}
-    if max_shard_size is not None:
-        kwargs["max_shard_size"] = max_shard_size
-    split = split_torch_state_dict_into_shards(tensors, **kwargs)
+    split = split_torch_state_dict_into_shards(
+        tensors,
+        filename_pattern="model{suffix}.safetensors",
+        max_shard_size=default_max_shard_size() if max_shard_size is None else max_shard_size,
+    )
     written = []
     for filename, keys in split.filename_to_tensors.items():
         save_file({key: tensors[key] for key in keys}, str(folder / filename), metadata={"format": "pt"})
@@ -313,33 +340,86 @@ def save_safetensors_checked(
     return written
 
 
-def check_safetensors_bitwise(state_dict: dict[str, torch.Tensor], folder: str | os.PathLike) -> int:
-    """Re-load the safetensors in `folder` and compare every tensor with `state_dict` bit for bit; returns the count."""
+# safetensors' dtype names (its format's header), for the dtypes checkpoints hold
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+
+
+def _safetensors_layout(path: Path) -> tuple[dict, int]:
+    """(header, offset of the data) of a safetensors file: an 8-byte little-endian header length, then the JSON
+    header giving each tensor's dtype, shape and byte range in the data that follows."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+    return header, 8 + length
+
+
+_COMPARE_CHUNK = 1 << 24  # bytes read and compared at a time: the check's own memory, whatever the tensor's size
+
+
+def _same_bytes(raw, offset: int, expected: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """Whether the file `raw` holds the bytes of `expected` (a flat uint8 tensor) at `offset`, read chunk by chunk."""
+    raw.seek(offset)
+    view = memoryview(buffer.numpy())
+    for start in range(0, expected.numel(), _COMPARE_CHUNK):
+        size = min(_COMPARE_CHUNK, expected.numel() - start)
+        got = 0
+        while got < size:
+            count = raw.readinto(view[got:size])
+            if not count:
+                return False
+            got += count
+        if not torch.equal(buffer[:size], expected[start : start + size]):
+            return False
+    return True
+
+
+def check_safetensors_bitwise(state_dict, folder: str | os.PathLike) -> int:
+    """Re-read the safetensors in `folder` and compare every tensor with `state_dict` (a mapping of names to tensors)
+    bit for bit; returns the count. Shard by shard, tensor by tensor and 16 MB at a time, with plain reads: the check
+    holds no more of the written files in memory than that, whatever the size of the checkpoint."""
     from safetensors import safe_open
 
     folder = Path(folder)
-    files = weight_files_in(folder)
-    reloaded = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
+    found = set()
+    buffer = torch.empty(_COMPARE_CHUNK, dtype=torch.uint8)
+    for file in weight_files_in(folder):
+        with safe_open(str(file), framework="pt") as handle:  # a file safetensors cannot open fails here
             if (handle.metadata() or {}).get("format") != "pt":
                 raise RuntimeError(f"{file} lacks the safetensors metadata format=pt")
-            for key in handle.keys():
-                reloaded[key] = handle.get_tensor(key)
-    if set(reloaded) != set(state_dict):
+        header, data_start = _safetensors_layout(file)
+        with open(file, "rb", buffering=0) as raw:
+            for key, entry in header.items():
+                if key == "__metadata__" or key not in state_dict:
+                    found.add(key)
+                    continue
+                tensor = state_dict[key].detach().cpu().contiguous()
+                start, end = entry["data_offsets"]
+                same = (
+                    entry["dtype"] == _SAFETENSORS_DTYPES.get(tensor.dtype)
+                    and tuple(entry["shape"]) == tuple(tensor.shape)
+                    and end - start == tensor.numel() * tensor.element_size()
+                    and _same_bytes(raw, data_start + start, tensor.reshape(-1).view(torch.uint8), buffer)
+                )
+                if not same:
+                    raise RuntimeError(f"tensor {key} differs after writing and re-reading {folder}")
+                found.add(key)
+    found.discard("__metadata__")
+    if found != set(state_dict):
         raise RuntimeError(
-            f"written tensors differ from the source: missing {sorted(set(state_dict) - set(reloaded))[:5]}, "
-            f"extra {sorted(set(reloaded) - set(state_dict))[:5]}"
+            f"written tensors differ from the source: missing {sorted(set(state_dict) - found)[:5]}, "
+            f"extra {sorted(found - set(state_dict))[:5]}"
         )
-    for key, tensor in state_dict.items():
-        got = reloaded[key]
-        same = (
-            got.dtype == tensor.dtype
-            and got.shape == tensor.shape
-            and torch.equal(
-                got.reshape(-1).view(torch.uint8), tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-            )
-        )
-        if not same:
-            raise RuntimeError(f"tensor {key} differs after writing and re-reading {folder}")
     return len(state_dict)

@@ -102,6 +102,15 @@ def _weight_files(folder: Path) -> list[str]:
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             raise ValueError(f"{folder} is missing weight shard(s) {', '.join(missing)} named by {WEIGHTS_INDEX}")
+        # the index must name exactly the shards there are: none left over from another save, none it forgot
+        stray = sorted(p.name for p in folder.glob("model-*-of-*.safetensors") if p.name not in shards)
+        counts = {int(m[1]) for shard in shards if (m := re.fullmatch(r"model-\d+-of-(\d+)\.safetensors", shard))}
+        if stray or (counts and counts != {len(shards)}):
+            found = f" ({', '.join(stray)} beside them not in it)" if stray else ""
+            raise ValueError(
+                f"{index} names the shards {', '.join(shards)}{found}: an incomplete or mixed set of shards; save "
+                "the model again into an empty folder"
+            )
         return [WEIGHTS_INDEX, *shards]
     others = sorted(p.name for p in folder.iterdir() if _WEIGHT_FILE_RE.match(p.name))
     hint = (

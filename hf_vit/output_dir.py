@@ -208,9 +208,16 @@ def publish(staging: Path, folder: Path) -> None:
 
 
 def write_trained_model(
-    folder: str | os.PathLike, model, processor, card: str, files: dict | None = None, history: list[dict] | None = None
+    folder: str | os.PathLike,
+    model,
+    processor,
+    card: str,
+    files: dict | None = None,
+    history: list[dict] | None = None,
+    max_shard_size: int | str | None = None,
 ) -> None:
-    """The final folder of a training run, for both trainers: the model (safetensors, with its code files), the
+    """The final folder of a training run, for both trainers: the model (safetensors, with its code files; shards of
+    at most `max_shard_size` + index above it, default transformers' `save_pretrained` default), the
     image processor, the model card, `files` (name -> text) and, given a metrics `history`, `metrics.jsonl` and
     `training_curves.png`. Written whole first, then moved in (`final_files`): on a full disk `DiskFullError`, and
     the folder is as it was."""
@@ -222,7 +229,11 @@ def write_trained_model(
     try:
         with final_files(folder) as staging:
             processor.save_pretrained(staging)  # first: the model then writes no default one of its own
-            model.save_pretrained(staging, safe_serialization=True)
+            from .checkpoint_io import default_max_shard_size
+
+            model.save_pretrained(
+                staging, safe_serialization=True, max_shard_size=max_shard_size or default_max_shard_size()
+            )
             write_model_card(staging, card)
             for name, text in (files or {}).items():
                 (staging / name).write_text(redact(text))

@@ -13,6 +13,7 @@ huggingface_hub; --revision pins a commit, --filename names the file of a repo w
   python scripts/convert_checkpoint.py --source npz --checkpoint ViT-B_16.npz --output_dir out --verify
   python scripts/convert_checkpoint.py --to timm --checkpoint hf_vit-folder --output_dir timm-out --verify
   python scripts/convert_checkpoint.py --to transformers --checkpoint hf_vit-folder --output_dir vit-out --verify
+  python scripts/convert_checkpoint.py --to transformers --checkpoint hf_vit-7b --output_dir vit-7b-out --max_shard_size 5GB
 
 User errors print one line to stderr and exit 2; --verify exits 1 when max-abs-diff exceeds 1e-4 (nothing is written).
 """  # noqa: E501 (--help prints this docstring verbatim: one example command per line)
@@ -21,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_vit.cli import command, new_parser
+from hf_vit.cli import command, new_parser, shard_size
 
 
 def parse_args(argv=None):
@@ -49,6 +50,12 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--verify", action="store_true", help="compare with the source library's forward; fail above 1e-4"
+    )
+    parser.add_argument(
+        "--max_shard_size",
+        type=shard_size,
+        help="--to: write the weights in shards of at most this size, with an index, e.g. 5GB or 500MB "
+        "(default: transformers' save_pretrained default, 50GB)",
     )
     parser.add_argument(
         "--overwrite",
@@ -87,9 +94,16 @@ def main(argv=None) -> int:
         local_file_options = [f"--{name}" for name in ("timm_model", "preset", "num_heads") if getattr(args, name)]
         if args.checkpoint_key != "teacher":
             local_file_options.append("--checkpoint_key")
+        if args.max_shard_size and not args.to:
+            raise ValueError("--max_shard_size applies to --to exports")
         if args.to:
             result = export_checkpoint(
-                args.to, args.checkpoint, args.output_dir, verify=args.verify, overwrite=args.overwrite
+                args.to,
+                args.checkpoint,
+                args.output_dir,
+                verify=args.verify,
+                overwrite=args.overwrite,
+                max_shard_size=args.max_shard_size,
             )
         elif local_file_options and not Path(args.checkpoint).expanduser().exists():  # not a Hub id: a typo
             raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")

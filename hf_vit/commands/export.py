@@ -21,7 +21,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="hf_vit config.json or folder (default: next to --input)")
     parser.add_argument("--output_dir", required=True, help="folder to create (must not exist or be empty)")
     parser.add_argument(
-        "--max_shard_size", type=shard_size, help="shard above this size, e.g. 5GB or 50MB (default: 5GB)"
+        "--max_shard_size",
+        type=shard_size,
+        help="shard above this size, e.g. 5GB or 50MB (default: transformers' save_pretrained default, 50GB)",
     )
     parser.add_argument("--model_index", type=int, default=0, help="Accelerate folders with several models: which one")
     parser.add_argument(

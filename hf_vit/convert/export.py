@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..checkpoint_io import (
+    SAFE_WEIGHTS_INDEX_NAME,
     load_weights,
     save_safetensors_checked,
     strip_wrapper_prefixes,
@@ -64,7 +66,11 @@ _TIMM_NAMES = {
 def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
     """(timm state dict, timm architecture name, timm model_args) of an hf_vit model; refuses what timm's
     VisionTransformer cannot express."""
-    config = model.config
+    return _timm_layout(model.config, _classification_names(model))
+
+
+def _timm_layout(config, weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """`hf_vit_to_timm` of weights in hf_vit's classification naming: renamed, never copied."""
     problems = []
     if config.mlp_type != "mlp":
         problems.append(f"mlp_type {config.mlp_type!r} (the export writes timm's plain GELU MLP)")
@@ -90,7 +96,7 @@ def hf_vit_to_timm(model) -> tuple[dict[str, torch.Tensor], str, dict]:
         raise ValueError("cannot export to timm: " + "; ".join(problems))
     fc_norm = config.final_norm_place == "pooled"  # timm's fc_norm normalises the pooled feature, its norm the tokens
     rules = HF_VIT_TO_TIMM + [(r"^vit\.layernorm\.", "fc_norm." if fc_norm else "norm.")]
-    state_dict = _rename(_classification_names(model), rules, "hf_vit")
+    state_dict = _rename(weights, rules, "hf_vit")
     height, width = image_size_pair(config.image_size)
     model_args = dict(
         img_size=height if height == width else [height, width],
@@ -146,10 +152,13 @@ def _known_timm_names() -> set[str]:
         return {f"{stem}_224" for stem in _TIMM_NAMES.values()}
 
 
-def _hf_vit_to_transformers_model(model):
+def _transformers_layout(config, weights: dict[str, torch.Tensor], classifier: bool):
+    """(transformers ViT config, its model class name, state dict under the names transformers writes on disk) for
+    weights in hf_vit's classification naming: renamed, and qkv split into views of q, k and v, never copied.
+    Refuses what transformers' ViT cannot express."""
     from transformers import ViTConfig, ViTForImageClassification, ViTModel
+    from transformers.core_model_loading import revert_weight_conversion
 
-    config = model.config
     problems = []
     if config.num_register_tokens:
         problems.append(f"{config.num_register_tokens} register tokens (transformers' ViT has none)")
@@ -192,12 +201,12 @@ def _hf_vit_to_transformers_model(model):
         label2id=dict(config.label2id),
         problem_type=config.problem_type,
     )
-    has_head = isinstance(model, HfViTForImageClassification)
-    target = ViTForImageClassification(vit_config) if has_head else ViTModel(vit_config, add_pooling_layer=False)
-    prefix = "vit." if has_head else ""
+    with torch.device("meta"):  # names and shapes only: no memory for the weights
+        target = ViTForImageClassification(vit_config) if classifier else ViTModel(vit_config, add_pooling_layer=False)
+    prefix = "vit." if classifier else ""
     state_dict = {}
     hidden = config.hidden_size
-    for key, tensor in _classification_names(model).items():
+    for key, tensor in weights.items():
         match = re.match(r"^vit\.encoder\.layers\.(\d+)\.(.*)$", key)
         if match:
             layer, rest = match.groups()
@@ -205,7 +214,7 @@ def _hf_vit_to_transformers_model(model):
             if rest.startswith("attention.qkv."):
                 kind = rest.rsplit(".", 1)[1]
                 for name, part in zip(("q", "k", "v"), tensor.split(hidden), strict=True):
-                    state_dict[f"{out}attention.{name}_proj.{kind}"] = part.clone()
+                    state_dict[f"{out}attention.{name}_proj.{kind}"] = part
                 continue
             rest = (
                 rest.replace("norm1.", "layernorm_before.")
@@ -218,8 +227,13 @@ def _hf_vit_to_transformers_model(model):
         else:
             state_dict[key] = tensor
     _check_fits(state_dict, target.state_dict(), "transformers' ViT")
-    target.load_state_dict(state_dict, strict=True)
-    return target.eval()
+    # the names transformers' save_pretrained writes (its v4 names, for older readers): transformers' own mapping
+    on_disk = revert_weight_conversion(target, state_dict)
+    vit_config.architectures = [type(target).__name__]
+    dtypes = {tensor.dtype for tensor in state_dict.values()}
+    if len(dtypes) == 1:
+        vit_config.dtype = dtypes.pop()
+    return vit_config, type(target).__name__, on_disk
 
 
 def _exported_model(model):
@@ -227,6 +241,58 @@ def _exported_model(model):
     if isinstance(model, HfViTForMaskedImageModeling):
         return model.vit, ["the masked-image-modeling decoder is left out: the encoder is exported as a backbone"]
     return model, []
+
+
+@dataclass
+class _ExportSource:
+    """An hf_vit folder's config and weights for an export: the weights memory-mapped, in hf_vit's classification
+    naming, without the mask token and a masked-image-modeling decoder (neither is part of the exported model)."""
+
+    config: HfViTConfig
+    weights: dict[str, torch.Tensor]
+    classifier: bool
+    notes: list[str]
+
+
+def _check_hf_vit_folder(path) -> Path:
+    """`path` as a Path, once it is known to be a folder with an hf_vit config.json."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {path} does not exist")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"expected an hf_vit folder with config.json and weights; {path} is not one")
+    model_type = read_json_object(path / "config.json").get("model_type")
+    if model_type != HfViTConfig.model_type:
+        raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
+    return path
+
+
+def _read_export_source(hf_vit_folder) -> _ExportSource:
+    """The folder's weights read lazily (safetensors memory-mapped; a tensor's pages are read when it is written), and
+    checked against the hf_vit model its config describes (built on the meta device, names and shapes only): an
+    export never holds a copy of the weights."""
+    path = _check_hf_vit_folder(hf_vit_folder)
+    config = HfViTConfig.from_pretrained(path)
+    weights = strip_wrapper_prefixes(load_weights(path, mmap=True))
+    if not any(key.startswith("vit.") for key in weights):  # a bare HfViTModel's names
+        weights = {f"vit.{key}": value for key, value in weights.items()}
+    if "decoder.0.weight" in weights:
+        model_class = HfViTForMaskedImageModeling
+    else:
+        model_class = HfViTForImageClassification if "classifier.weight" in weights else HfViTModel
+    with torch.device("meta"):
+        model = model_class(config)
+    expected = model.state_dict()
+    if model_class is HfViTModel:
+        expected = {f"vit.{key}": value for key, value in expected.items()}
+    _check_fits(weights, expected, f"the hf_vit model of {path / 'config.json'}")
+    _, notes = _exported_model(model)
+    weights = {
+        key: value
+        for key, value in weights.items()
+        if key != "vit.embeddings.mask_token" and not key.startswith("decoder.")
+    }
+    return _ExportSource(config, weights, model_class is HfViTForImageClassification, notes)
 
 
 def _card_lineage(folder) -> Lineage:
@@ -259,15 +325,22 @@ def _write_export_card(
 
 
 def export_to_timm(
-    hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
+    hf_vit_folder,
+    output_dir,
+    verify: bool = False,
+    overwrite: bool = False,
+    tolerance: float = VERIFY_TOLERANCE,
+    max_shard_size: int | str | None = None,
 ) -> dict:
-    """hf_vit folder -> timm folder: model.safetensors (timm names) + timm's config.json (architecture, model_args,
-    pretrained_cfg with the hf_vit card's licence), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`,
-    and a README.md model card carrying the hf_vit folder's licence and base model."""
+    """hf_vit folder -> timm folder: model.safetensors (timm names; shards of at most `max_shard_size` + index above
+    it, default transformers' `save_pretrained` default) + timm's config.json (architecture, model_args,
+    pretrained_cfg with the hf_vit card's licence), loadable with `timm.create_model("local-dir:DIR", pretrained=True)`
+    when unsharded, and a README.md model card carrying the hf_vit folder's licence and base model. The weights keep
+    their dtype and are streamed from the memory-mapped source into the output, about 1x their size in memory."""
     check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
-    model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
-    state_dict, architecture, model_args = hf_vit_to_timm(model)
-    config = model.config
+    source = _read_export_source(hf_vit_folder)
+    config, notes = source.config, source.notes
+    state_dict, architecture, model_args = _timm_layout(config, source.weights)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
     if processor_file.is_file():
@@ -309,7 +382,14 @@ def export_to_timm(
         )
     diff = None
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        save_safetensors_checked(state_dict, staging)
+        files = save_safetensors_checked(state_dict, staging, max_shard_size=max_shard_size)
+        sharded = any(file.name == SAFE_WEIGHTS_INDEX_NAME for file in files)
+        if sharded:
+            notes.append(
+                "the weights are sharded: timm's create_model(pretrained=True) reads one model.safetensors, so "
+                "build the model with timm.create_model(architecture, **model_args) from config.json and load the "
+                "shards with huggingface_hub.load_torch_model(model, folder)"
+            )
         (staging / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n")
         load = (
             'import timm\n\n# this folder; once pushed to the Hub: "hf-hub:USER/REPO"\n'
@@ -318,8 +398,15 @@ def export_to_timm(
         _write_export_card(staging, hf_vit_folder, lineage, "timm", load, num_classes > 0, notes)
         if verify:
             timm = _require("timm", "`verify`")
-            source = timm.create_model(f"local-dir:{staging}", pretrained=True).eval()
-            diff = max_abs_diff(model, _timm_forward(source, num_classes > 0))
+            model, _ = _exported_model(load_hf_vit_folder(hf_vit_folder))
+            if sharded:
+                from huggingface_hub import load_torch_model
+
+                reference = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
+                load_torch_model(reference, staging, strict=True)
+            else:
+                reference = timm.create_model(f"local-dir:{staging}", pretrained=True)
+            diff = max_abs_diff(model.float(), _timm_forward(reference.float().eval(), num_classes > 0))
             if not diff <= tolerance:
                 raise VerificationError(
                     f"verification failed: max-abs-diff {diff:.3g} against timm exceeds {tolerance:g}"
@@ -328,34 +415,45 @@ def export_to_timm(
 
 
 def export_to_transformers(
-    hf_vit_folder, output_dir, verify: bool = False, overwrite: bool = False, tolerance: float = VERIFY_TOLERANCE
+    hf_vit_folder,
+    output_dir,
+    verify: bool = False,
+    overwrite: bool = False,
+    tolerance: float = VERIFY_TOLERANCE,
+    max_shard_size: int | str | None = None,
 ) -> dict:
-    """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder, safetensors, with a README.md
-    model card carrying the hf_vit folder's licence and base model."""
+    """hf_vit folder -> transformers `ViTForImageClassification` (or `ViTModel`) folder: safetensors under the names
+    transformers' `save_pretrained` writes (shards of at most `max_shard_size` + index above it, default
+    transformers'), with a README.md model card carrying the hf_vit folder's licence and base model. The weights keep
+    their dtype and are streamed from the memory-mapped source (qkv split into views of q, k and v), about 1x their
+    size in memory."""
     check_output_dir(output_dir, inputs={"checkpoint": hf_vit_folder}, overwrite=overwrite)
-    model, notes = _exported_model(load_hf_vit_folder(hf_vit_folder))
-    target = _hf_vit_to_transformers_model(model)
-    if model.config.interpolate_antialias:
+    source = _read_export_source(hf_vit_folder)
+    config, notes, classifier = source.config, source.notes, source.classifier
+    vit_config, cls, state_dict = _transformers_layout(config, source.weights, classifier)
+    # transformers' names on disk map back onto exactly hf_vit's (names and shapes only: meta tensors, nothing read)
+    back = transformers_state_dict_to_hf_vit({key: value.to("meta") for key, value in state_dict.items()})
+    if {key: tuple(value.shape) for key, value in back.items()} != {
+        key: tuple(value.shape) for key, value in source.weights.items()
+    }:
+        raise RuntimeError("the transformers names written do not map back onto the hf_vit weights")
+    if config.interpolate_antialias:
         notes.append(
             "transformers resizes position embeddings without antialiasing and this model with: outputs are "
             "identical at the native size and differ slightly at other sizes"
         )
-    if not isinstance(model, HfViTForImageClassification):
+    if not classifier:
         notes.append(
             "ViTModel is saved without its tanh pooler (hf_vit has none); load it with add_pooling_layer=False"
         )
     diff = None
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
-        target.save_pretrained(staging)  # transformers writes its v4 names on disk, for older readers
-        written = transformers_state_dict_to_hf_vit(load_weights(staging))
-        ours = _classification_names(model)
-        if written.keys() != ours.keys() or not all(torch.equal(written[k], ours[k]) for k in ours):
-            raise RuntimeError("the written transformers weights differ from the hf_vit weights")
+        vit_config.save_pretrained(staging)
+        save_safetensors_checked(state_dict, staging, max_shard_size=max_shard_size)
         processor_file = Path(hf_vit_folder) / "preprocessor_config.json"
         if processor_file.is_file():
             (staging / "preprocessor_config.json").write_text(processor_file.read_text())
-        classifier = isinstance(model, HfViTForImageClassification)
-        cls, extra = ("ViTForImageClassification", "") if classifier else ("ViTModel", ", add_pooling_layer=False")
+        extra = "" if classifier else ", add_pooling_layer=False"
         load = (
             f"from transformers import {cls}\n\n# this folder, or its Hub repo id once pushed\n"
             f'model = {cls}.from_pretrained("{Path(output_dir)}"{extra})'
@@ -366,13 +464,14 @@ def export_to_transformers(
         if verify:
             from transformers import ViTForImageClassification, ViTModel
 
-            if isinstance(model, HfViTForImageClassification):
-                reloaded = ViTForImageClassification.from_pretrained(staging).eval()
+            model, _ = _exported_model(load_hf_vit_folder(hf_vit_folder))
+            if classifier:
+                reloaded = ViTForImageClassification.from_pretrained(staging, dtype=torch.float32).eval()
                 forward = lambda x: {"logits": reloaded(x).logits}  # noqa: E731
             else:
-                reloaded = ViTModel.from_pretrained(staging, add_pooling_layer=False).eval()
+                reloaded = ViTModel.from_pretrained(staging, add_pooling_layer=False, dtype=torch.float32).eval()
                 forward = lambda x: {"last_hidden_state": reloaded(x).last_hidden_state}  # noqa: E731
-            diff = max_abs_diff(model, forward)
+            diff = max_abs_diff(model.float(), forward)
             if not diff <= tolerance:
                 raise VerificationError(
                     f"verification failed: max-abs-diff {diff:.3g} against transformers exceeds {tolerance:g}"
@@ -413,9 +512,11 @@ def export_safetensors(
 ) -> dict:
     """hf_vit weights from an Accelerate `save_state` folder, a `.bin`/`.pt` state dict or an hf_vit folder with legacy
     weights -> `output_dir` with config.json (+ code files, preprocessor_config.json if found) and model.safetensors
-    (sharded with an index above `max_shard_size`), metadata {"format": "pt"}, and a model card with the licence and
+    (sharded with an index above `max_shard_size`, default transformers' `save_pretrained` default), metadata
+    {"format": "pt"}, and a model card with the licence and
     base model that the config folder's card states; every tensor is re-read and compared bitwise before success is
-    reported."""
+    reported. The source is memory-mapped (safetensors, zip-format pickles) and written as it is: about 1x the
+    weights in memory."""
     check_output_dir(output_dir, inputs={"weights": source, "config": config}, overwrite=overwrite)
     source = Path(source)
     if not source.exists():
@@ -430,11 +531,11 @@ def export_safetensors(
                     f"{source} (an Accelerate save_state folder) has no weights for model {model_index} "
                     "(model.safetensors / pytorch_model.bin; FSDP sharded states are not supported)"
                 )
-            state_dict = load_weights(weights_file)
+            state_dict = load_weights(weights_file, mmap=True)
         else:
-            state_dict = load_weights(source)
+            state_dict = load_weights(source, mmap=True)
     else:
-        state_dict = load_weights(source)
+        state_dict = load_weights(source, mmap=True)
     state_dict = strip_wrapper_prefixes(state_dict)
     config_path = Path(config) if config is not None else (source if source.is_dir() else source.parent)
     if config_path.is_dir():
@@ -455,7 +556,8 @@ def export_safetensors(
         model_class = HfViTForImageClassification
     else:
         model_class = HfViTModel
-    model = model_class(hf_config)
+    with torch.device("meta"):  # names and shapes only: the weights are written from the memory-mapped source
+        model = model_class(hf_config)
     _check_fits(state_dict, model.state_dict(), f"the hf_vit model of {config_path}")
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         model.config.save_pretrained(staging)  # writes config.json and copies configuration_hf_vit.py
