@@ -15,7 +15,6 @@ from torch import nn
 
 from ..checkpoint_io import (
     load_image_processor,
-    load_weights,
     strip_wrapper_prefixes,
 )
 from ..configuration_hf_vit import HfViTConfig, image_size_pair
@@ -123,6 +122,19 @@ class _BackboneNames(Mapping):
 
     def __len__(self):
         return len(self._state_dict)
+
+
+def _mean_abs(tensor) -> float | None:
+    """The mean absolute value of a (lazy) tensor, e.g. a LayerScale's gamma; None for a meta tensor, which has no
+    values (a model built on the meta device to read its architecture)."""
+    if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+        return None
+    return float(materialize(tensor).detach().float().abs().mean())
+
+
+def _materialized(state_dict) -> dict[str, torch.Tensor]:
+    """Every tensor of a (lazy) state dict read: for the source library's reference model (`verify`) only."""
+    return {key: materialize(value) for key, value in state_dict.items()}
 
 
 def _name_rule(source: str, target: str) -> tuple[str, str]:
@@ -336,7 +348,12 @@ def _lazy_npz(path: Path) -> dict[str, LazyTensor]:
                     continue
                 with archive.open(member) as file:
                     version = np.lib.format.read_magic(file)
-                    shape, _, dtype = np.lib.format._read_array_header(file, version)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read_header(file)
                 entries[member[: -len(".npy")]] = (shape, dtype)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
         raise ValueError(f"cannot read {path}: not a valid .npz archive (truncated or corrupt?): {error}") from None
@@ -773,7 +790,8 @@ def _parameter_count(conversion: Conversion) -> int:
 # Export: hf_vit -> timm, hf_vit -> transformers
 # ---------------------------------------------------------------------------------------------------------------
 def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViTForMaskedImageModeling:
-    """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model; no remote code is run."""
+    """An hf_vit folder (safetensors, or legacy weights_only pickles) as a model, in the dtype it is stored in; no
+    remote code is run."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model folder {path} does not exist")
@@ -783,7 +801,7 @@ def load_hf_vit_folder(path) -> HfViTModel | HfViTForImageClassification | HfViT
     if model_type != HfViTConfig.model_type:
         raise ValueError(f"{path / 'config.json'} has model_type {model_type!r}, not 'hf_vit'")
     config = HfViTConfig.from_pretrained(path)
-    state_dict = strip_wrapper_prefixes(load_weights(path))
+    state_dict = strip_wrapper_prefixes(lazy_state_dict(path))  # read one tensor at a time into the model
     if not any(key.startswith("vit.") for key in state_dict):  # a bare HfViTModel's names
         state_dict = {f"vit.{key}": value for key, value in state_dict.items()}
     return _build(config, state_dict)
