@@ -1,6 +1,6 @@
 """Big checkpoints at the memory of their weights, in their own dtype.
 
-A transformers DINOv3 checkpoint of about 210 MB in bf16 (written by transformers' own `save_pretrained`, in shards)
+A transformers DINOv3 checkpoint of about 300 MB in bf16 (written by transformers' own `save_pretrained`, in shards)
 is converted and loaded by `hf_vit.from_pretrained` in a process of its own, where the peak RSS is the point: the
 step's peak over the process's memory before it stays within 1.2x the weights, the cache is bf16 and no larger than
 the source, the model comes back bf16 without `dtype=`, `dtype=torch.float32` is a cast of the same cache (no second
@@ -77,7 +77,7 @@ def _safetensors_bytes(folder: Path) -> int:
 
 @pytest.fixture(scope="module")
 def giant(tmp_path_factory):
-    """A transformers DINOv3 ViT in bf16, ~210 MB (10 layers, width 1024, gated SiLU MLP, 4 registers, patch 16),
+    """A transformers DINOv3 ViT in bf16, ~300 MB (14 layers, width 1024, gated SiLU MLP, 4 registers, patch 16),
     written by transformers' `save_pretrained` in 50 MB shards. Random weights, filled tensor by tensor (a model
     built on the meta device, then given memory): transformers' own init of 100 M parameters takes seconds."""
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
@@ -85,7 +85,7 @@ def giant(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dinov3-bf16")
     config = DINOv3ViTConfig(
         hidden_size=1024,
-        num_hidden_layers=10,
+        num_hidden_layers=14,
         num_attention_heads=16,
         intermediate_size=2048,
         use_gated_mlp=True,
