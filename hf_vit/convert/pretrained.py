@@ -395,9 +395,14 @@ def _write(
     load: LoadRequest | None = None,
 ) -> float | None:
     stored = conversion.dtype
+    memory = load.memory(conversion.nbytes(), stored) if load is not None else None
+    if verify:  # hf_vit's model and the source library's, both in fp32
+        memory = max(memory or 0, 2 * conversion.nbytes(torch.float32))
     check_fits(
-        f"converting {conversion.source} ({stored})" + (" and loading it" if load is not None else ""),
-        memory=load.memory(conversion.nbytes(), stored) if load is not None else None,
+        f"converting {conversion.source} ({stored})"
+        + (" and verifying it" if verify else "")
+        + (" and loading it" if load is not None else ""),
+        memory=memory,
         disk=conversion.nbytes(),
         disk_path=target.parent,
     )
