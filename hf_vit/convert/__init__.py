@@ -1,7 +1,10 @@
 """Foreign ViT checkpoints <-> hf_vit, one module per source format around a small shared core.
 
-    core              rename rules, building the model from converted weights, verification against the source
-                      library (`verify_conversion`), writing the converted folder (`write_hf_vit_folder`)
+    core              rename rules; the lazy source (`lazy_state_dict`: `LazyTensor`s read one at a time) and the
+                      streamed writer (`write_weights_streamed`: transformers' sharded safetensors layout, one tensor
+                      in memory at a time); building the model from converted weights on the meta device;
+                      verification against the source library (`verify_conversion`), writing the converted folder
+                      (`write_hf_vit_folder`)
     timm              timm models, state dicts and folders (`from_timm`, `convert_timm_file`, `convert_timm_folder`)
     transformers_vit  transformers ViT, v4 or v5 names (`from_transformers`, `convert_transformers_folder`)
     dinov2            transformers DINOv2 / DINOv2 with registers (`from_dinov2`, `convert_dinov2_folder`)
@@ -24,6 +27,7 @@ The public names of every module are importable from here.
 """
 
 from .core import (  # noqa: F401  (the public names of each module)
+    DEFAULT_MAX_SHARD_SIZE,
     EXPORT_TARGETS,
     GOOGLE_MEAN,
     GOOGLE_STD,
@@ -32,12 +36,15 @@ from .core import (  # noqa: F401  (the public names of each module)
     SOURCES,
     VERIFY_TOLERANCE,
     Conversion,
+    LazyTensor,
     VerificationError,
+    lazy_state_dict,
     load_hf_vit_folder,
     max_abs_diff,
     random_batch,
     verify_conversion,
     write_hf_vit_folder,
+    write_weights_streamed,
 )
 from .dino import (  # noqa: F401  (the public names of each module)
     DINO_HEADS,
@@ -101,6 +108,9 @@ from .transformers_vit import (  # noqa: F401  (the public names of each module)
 
 __all__ = [
     "Conversion",
+    "LazyTensor",
+    "lazy_state_dict",
+    "write_weights_streamed",
     "VerificationError",
     "config_from_dinov2",
     "config_from_timm",

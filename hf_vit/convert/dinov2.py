@@ -8,10 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import (
-    load_weights,
-    strip_wrapper_prefixes,
-)
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTModel
 from .core import (
@@ -22,6 +19,8 @@ from .core import (
     _rename,
     _source_processor,
     _transformers_forward,
+    cat,
+    lazy_state_dict,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,7 +96,7 @@ def dinov2_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> dict[str
                 f"layer {layer} has {what} {kind} tensors for {sorted(found)} only; expected {', '.join(order)}"
             )
         target = "attention.qkv" if what == "qkv" else "mlp.fc1"
-        converted[f"vit.encoder.layers.{layer}.{target}.{kind}"] = torch.cat([found[name] for name in order])
+        converted[f"vit.encoder.layers.{layer}.{target}.{kind}"] = cat([found[name] for name in order])
     return converted
 
 
@@ -158,18 +157,19 @@ def convert_dinov2_folder(path) -> Conversion:
 
     path = Path(path)
     dinov2_config = AutoConfig.from_pretrained(path)
-    state_dict = dinov2_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
-    model = _build(config_from_dinov2(dinov2_config), state_dict)
+    weights = dinov2_state_dict_to_hf_vit(strip_wrapper_prefixes(lazy_state_dict(path)))
+    config = config_from_dinov2(dinov2_config)
     processor = _source_processor(path)
     name = "DINOv2 with registers" if dinov2_config.model_type == "dinov2_with_registers" else "DINOv2"
 
     def reference():
         from transformers import AutoModel
 
-        return _transformers_forward(AutoModel.from_pretrained(path).eval())
+        return _transformers_forward(AutoModel.from_pretrained(path, dtype=torch.float32).eval())
 
     return Conversion(
-        model=model,
+        config=config,
+        weights=weights,
         source=f"transformers {name}",
         details=f"Converted from a transformers {name} checkpoint with hf_vit's converter (q/k/v fused into one qkv"
         + (", SwiGLU gate and value packed into one fc1" if dinov2_config.use_swiglu_ffn else "")

@@ -10,10 +10,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import load_weights, strip_wrapper_prefixes
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTModel
-from .core import IMAGENET_MEAN, IMAGENET_STD, Conversion, _build, _rename, _source_processor, _transformers_forward
+from .core import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Conversion,
+    _build,
+    _rename,
+    _source_processor,
+    _transformers_forward,
+    cat,
+    lazy_state_dict,
+)
 
 DINOV3_MODEL_TYPE = "dinov3_vit"
 
@@ -73,11 +83,11 @@ def dinov3_state_dict_to_hf_vit(
         weights = parts.get(("qkv", str(layer), "weight"), {})
         if set(weights) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer} has q/k/v weights for {sorted(weights)} only; expected q, k and v")
-        converted[f"{prefix}.attention.qkv.weight"] = torch.cat([weights[name] for name in "qkv"])
+        converted[f"{prefix}.attention.qkv.weight"] = cat([weights[name] for name in "qkv"])
         biases = parts.get(("qkv", str(layer), "bias"), {})
         if config.qkv_bias:
             zeros = weights["q"].new_zeros(hidden)
-            converted[f"{prefix}.attention.qkv.bias"] = torch.cat([biases.get(name, zeros) for name in "qkv"])
+            converted[f"{prefix}.attention.qkv.bias"] = cat([biases.get(name, zeros) for name in "qkv"])
         names = ("gate", "up") if gated else ("up",)
         for kind in ("weight", "bias"):
             found = parts.get(("mlp", str(layer), kind), {})
@@ -87,7 +97,7 @@ def dinov3_state_dict_to_hf_vit(
                 raise ValueError(
                     f"layer {layer} has MLP {kind} tensors for {sorted(found)}; expected {', '.join(names)}"
                 )
-            converted[f"{prefix}.mlp.fc1.{kind}"] = torch.cat([found[name] for name in names])
+            converted[f"{prefix}.mlp.fc1.{kind}"] = cat([found[name] for name in names])
         for name, width in ((f"{prefix}.attention.proj.bias", hidden), (f"{prefix}.mlp.fc2.bias", hidden)):
             converted.setdefault(name, weights["q"].new_zeros(width))
     return converted
@@ -195,17 +205,17 @@ def convert_dinov3_folder(path) -> Conversion:
             f"{path / 'config.json'} has model_type {dinov3_config.model_type!r}, not {DINOV3_MODEL_TYPE!r}"
         )
     config = config_from_dinov3(dinov3_config)
-    state_dict = dinov3_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)), config, dinov3_config)
-    model = _build(config, state_dict)
+    weights = dinov3_state_dict_to_hf_vit(strip_wrapper_prefixes(lazy_state_dict(path)), config, dinov3_config)
     processor = _source_processor(path) or dinov3_image_processor(config)
 
     def reference():
         from transformers import AutoModel
 
-        return _transformers_forward(AutoModel.from_pretrained(path).eval())
+        return _transformers_forward(AutoModel.from_pretrained(path, dtype=torch.float32).eval())
 
     return Conversion(
-        model=model,
+        config=config,
+        weights=weights,
         source="transformers DINOv3",
         details="Converted from a transformers DINOv3 ViT checkpoint with hf_vit's converter (q/k/v fused into one "
         "qkv, the missing key bias as zeros"

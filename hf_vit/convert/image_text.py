@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_io import load_weights, strip_wrapper_prefixes
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..fileio import read_json_object
-from .core import Conversion, _build, _rename, _source_processor, _transformers_forward
+from .core import Conversion, _rename, _source_processor, _transformers_forward, cat, lazy_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def image_tower_to_hf_vit(tower: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer} has {kind} tensors for {sorted(parts)} only; expected q, k and v")
-        converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
+        converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = cat([parts[n] for n in "qkv"])
     for kind, tensor in pool_in_proj.items():  # (3D, ...) = query, key, value
         width = tensor.shape[0] // 3
         converted[f"vit.attention_pool.q.{kind}"] = tensor[:width]
@@ -186,7 +186,7 @@ def convert_image_text_folder(path) -> Conversion:
     siglip = model_type in SIGLIP_MODEL_TYPES
     family = "SigLIP" if siglip else "CLIP"
     vision_config = _vision_config_of_folder(path, siglip)
-    tower, left_out = image_tower_state_dict(strip_wrapper_prefixes(load_weights(path)))
+    tower, left_out = image_tower_state_dict(strip_wrapper_prefixes(lazy_state_dict(path)))
     if left_out:
         logger.info(
             "%s is a whole %s image-text model: converting its vision tower, leaving out %s",
@@ -196,13 +196,12 @@ def convert_image_text_folder(path) -> Conversion:
         )
     converted = image_tower_to_hf_vit(tower)
     config = config_from_image_tower(vision_config, siglip=siglip, converted=converted)
-    model = _build(config, converted)
     processor = _source_processor(path) or _default_processor(siglip, vision_config.image_size)
 
     def reference():
         from transformers import CLIPVisionModel, SiglipVisionModel
 
-        source = (SiglipVisionModel if siglip else CLIPVisionModel).from_pretrained(path).eval()
+        source = (SiglipVisionModel if siglip else CLIPVisionModel).from_pretrained(path, dtype=torch.float32).eval()
         return _transformers_forward(source, interpolate_pos_encoding=True)
 
     details = (
@@ -213,7 +212,8 @@ def convert_image_text_folder(path) -> Conversion:
         + "). Position embeddings are resized without antialiasing, as transformers does."
     )
     return Conversion(
-        model=model,
+        config=config,
+        weights=converted,
         source=f"transformers {family}",
         details=details,
         image_mean=tuple(processor.image_mean),

@@ -6,19 +6,17 @@ import re
 
 import torch
 
-from ..checkpoint_io import (
-    load_npz,
-)
 from ..configuration_hf_vit import HfViTConfig
-from ..modeling_hf_vit import HfViTForImageClassification
 from .core import (
     GOOGLE_MEAN,
     GOOGLE_STD,
     Conversion,
+    LazyTensor,
     _block_count,
-    _build,
+    _lazy_npz,
     _square_side,
     _timm_forward,
+    cat,
 )
 from .timm import _timm_reference
 
@@ -36,8 +34,9 @@ NPZ_EXPECTED = (
 
 
 def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str, torch.Tensor], str]:
-    """A Google ViT `.npz` ({name: array}) -> (config, hf_vit state dict, layout name). Heads are read from the
-    (D, heads, head_dim) attention kernels, so nothing needs to be given."""
+    """A Google ViT `.npz` ({name: array}, or {name: LazyTensor} read member by member) -> (config, hf_vit state
+    dict, layout name). Heads are read from the (D, heads, head_dim) attention kernels, so nothing needs to be
+    given."""
     prefix = next((p for p in NPZ_PREFIXES if f"{p}embedding/kernel" in weights), None)
     if prefix is None:
         raise ValueError(
@@ -55,7 +54,10 @@ def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str
                 f"{path} lacks {key} (layout {'big_vision' if big_vision else 'vit_jax'}); expected {NPZ_EXPECTED}"
             )
         used.add(key)
-        return torch.from_numpy(weights[key].astype("float32") if weights[key].dtype.kind == "f" else weights[key])
+        value = weights[key]
+        if isinstance(value, LazyTensor):
+            return value.apply(lambda t: t.float()) if value.is_floating_point() else value
+        return torch.from_numpy(value.astype("float32") if value.dtype.kind == "f" else value)
 
     for unsupported, what in (
         ("MAPHead_0/probe", "a MAP attention-pooling head"),
@@ -109,8 +111,8 @@ def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str
         attn = f"MultiHeadDotProductAttention_{mha}/"
         q = [block_get(f"{attn}{n}/kernel") for n in ("query", "key", "value")]  # (D, heads, head_dim)
         heads = q[0].shape[1]
-        sd[out + "attention.qkv.weight"] = torch.cat([k.reshape(hidden, -1).T for k in q])
-        sd[out + "attention.qkv.bias"] = torch.cat(
+        sd[out + "attention.qkv.weight"] = cat([k.reshape(hidden, -1).T for k in q])
+        sd[out + "attention.qkv.bias"] = cat(
             [block_get(f"{attn}{n}/bias").reshape(-1) for n in ("query", "key", "value")]
         )
         sd[out + "attention.proj.weight"] = block_get(f"{attn}out/kernel").reshape(-1, hidden).T  # (heads, hd, D)
@@ -136,7 +138,6 @@ def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str
             f"{path}: {len(leftover)} array(s) have no hf_vit equivalent (first: {', '.join(leftover[:5])}); "
             f"expected {NPZ_EXPECTED}"
         )
-    sd = {key: value.contiguous() for key, value in sd.items()}
     config = HfViTConfig(
         image_size=side * patch,
         patch_size=patch,
@@ -155,9 +156,8 @@ def npz_to_hf_vit(weights: dict, path="the .npz") -> tuple[HfViTConfig, dict[str
 
 
 def convert_npz_file(path) -> Conversion:
-    config, state_dict, layout_name = npz_to_hf_vit(load_npz(path), path)
-    model = _build(config, state_dict)
-    has_head = isinstance(model, HfViTForImageClassification)
+    config, state_dict, layout_name = npz_to_hf_vit(_lazy_npz(path), path)
+    has_head = "classifier.weight" in state_dict
 
     def reference():  # timm's own npz loader into a timm model of the same shape
         from timm.models.vision_transformer import _load_weights
@@ -182,7 +182,8 @@ def convert_npz_file(path) -> Conversion:
         return _timm_forward(source.eval(), has_head)
 
     return Conversion(
-        model=model,
+        config=config,
+        weights=state_dict,
         source=f"a Google JAX `.npz` ({layout_name} layout)",
         details=f"Converted from a Google JAX/Flax `.npz` checkpoint in the {layout_name} layout with hf_vit's "
         "converter (architecture read from the array shapes). The MLP uses exact GELU, as timm and transformers "

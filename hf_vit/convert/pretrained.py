@@ -31,12 +31,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
-from ..checkpoint_io import PICKLE_SUFFIXES, check_safetensors_file
+from ..checkpoint_io import PICKLE_SUFFIXES, check_safetensors_file, weight_files_in
 from ..fileio import atomic_write_text, check_links_inside, read_json_object
 from ..model_card import Lineage, base_model_from_metadata, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
+from ..resources import LOAD_OVERHEAD, check_fits
 from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
@@ -117,9 +119,18 @@ def from_pretrained(
         source: force a layout (one of LAYOUTS) instead of detecting it.
         filename: the checkpoint file inside a Hub repo without config.json (DINO `.pth`, Google `.npz`).
         **kwargs: passed to `from_pretrained` of the hf_vit class (e.g. `num_labels`, `id2label`,
-            `ignore_mismatched_sizes`, `attn_implementation`, `dtype`).
+            `ignore_mismatched_sizes`, `attn_implementation`, `dtype`, `device_map`, `max_memory`, `offload_folder`).
+            Without `dtype` the model comes in the checkpoint's own dtype (transformers' `dtype="auto"`): a bf16
+            source gives a bf16 model. The converted weights keep the source's dtype; another `dtype` is a cast at
+            load, never a second conversion. The weights are memory-mapped and assigned (transformers' loading), and
+            with `device_map="auto"` Accelerate keeps what `max_memory` leaves out on disk.
+
+    Before converting or loading, the memory and disk the step needs are compared with what the machine has
+    (`hf_vit.resources`): a model that cannot fit is refused in one ValueError naming both figures and the options,
+    before anything is written.
     """
     model_class = task_class(task)
+    load = LoadRequest(dtype=kwargs.get("dtype"), offloaded=kwargs.get("device_map") is not None)
     resolved = resolve_pretrained(
         name_or_path,
         revision=revision,
@@ -128,8 +139,48 @@ def from_pretrained(
         verify=verify,
         source=source,
         filename=filename,
+        load=load,
     )
+    if not resolved.converted and resolved.layout == "hf_vit" or resolved.from_cache:
+        load.check_folder(resolved.location)
+    resolved.conversion = None  # nothing of the source is held while the model loads
     return model_class.from_pretrained(resolved.location, **resolved.load_kwargs, **kwargs)
+
+
+@dataclass
+class LoadRequest:
+    """What a `from_pretrained` call will load: the dtype asked for (None or "auto": the checkpoint's own) and whether
+    Accelerate places the weights (`device_map`; then memory is its business, not refused here)."""
+
+    dtype: object = None
+    offloaded: bool = False
+
+    def _target(self, stored) -> torch.dtype | None:
+        if self.dtype is None or self.dtype == "auto":
+            return stored
+        return getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
+
+    def memory(self, nbytes: int, stored: torch.dtype) -> int | None:
+        """Memory to load `nbytes` of weights stored in `stored` (None with a device map)."""
+        if self.offloaded:
+            return None
+        target = self._target(stored) or stored
+        return int(nbytes * target.itemsize / stored.itemsize * LOAD_OVERHEAD)
+
+    def check_folder(self, location: str) -> None:
+        """Refuse loading an hf_vit folder (a checkpoint or a cached conversion) that cannot fit in memory."""
+        folder = Path(location)
+        if self.offloaded or not folder.is_dir():
+            return  # a Hub repo id: its size is known once downloaded
+        try:
+            files = weight_files_in(folder)
+            stored = getattr(torch, str(read_json_object(folder / "config.json").get("dtype") or "float32"))
+        except (ValueError, OSError, AttributeError):
+            return  # the loader reports what is wrong with the folder
+        if not isinstance(stored, torch.dtype):
+            return
+        nbytes = sum(file.stat().st_size for file in files if file.is_file())
+        check_fits(f"loading {folder}", memory=self.memory(nbytes, stored))
 
 
 def resolve_pretrained(
@@ -142,9 +193,11 @@ def resolve_pretrained(
     source: str | None = None,
     filename: str | None = None,
     tolerance: float = VERIFY_TOLERANCE,
+    load: LoadRequest | None = None,
 ) -> Resolved:
     """The hf_vit checkpoint for `name_or_path`: the folder/repo itself for hf_vit checkpoints, else the cached
-    conversion (made now if missing, or always with `verify`)."""
+    conversion (made now if missing, or always with `verify`). A conversion is refused before anything is written
+    when the disk cannot hold it or, with `load` (what will be loaded next), the memory cannot."""
     if source is not None and source not in LAYOUTS:
         raise ValueError(f"source must be one of {', '.join(LAYOUTS)} (or None to detect it), got {source!r}")
     name = os.fspath(name_or_path)
@@ -154,7 +207,7 @@ def resolve_pretrained(
             path = path / filename if path.is_dir() else path
             if not path.exists():
                 raise ValueError(f"{path} does not exist")
-        return _resolve_local(path, cache_dir=cache_dir, verify=verify, source=source, tolerance=tolerance)
+        return _resolve_local(path, cache_dir=cache_dir, verify=verify, source=source, tolerance=tolerance, load=load)
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -170,6 +223,7 @@ def resolve_pretrained(
         source=source,
         filename=filename,
         tolerance=tolerance,
+        load=load,
     )
 
 
@@ -338,7 +392,20 @@ def _write(
     model_name: str,
     commit: str | None = None,
     command: str | None = None,
+    load: LoadRequest | None = None,
 ) -> float | None:
+    stored = conversion.dtype
+    memory = load.memory(conversion.nbytes(), stored) if load is not None else None
+    if verify:  # hf_vit's model and the source library's, both in fp32
+        memory = max(memory or 0, 2 * conversion.nbytes(torch.float32))
+    check_fits(
+        f"converting {conversion.source} ({stored})"
+        + (" and verifying it" if verify else "")
+        + (" and loading it" if load is not None else ""),
+        memory=memory,
+        disk=conversion.nbytes(),
+        disk_path=target.parent,
+    )
     diff = verify_conversion(conversion, tolerance) if verify else None
     if diff is not None:
         logger.info("verified against %s: max-abs-diff %.3e (fp32)", conversion.reference_name, diff)
@@ -368,7 +435,9 @@ def _local_key(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, tolerance: float) -> Resolved:
+def _resolve_local(
+    path: Path, *, cache_dir, verify: bool, source: str | None, tolerance: float, load: LoadRequest | None = None
+) -> Resolved:
     if path.is_dir():
         check_links_inside(path)
     layout = _layout_of(path, source)
@@ -391,6 +460,7 @@ def _resolve_local(path: Path, *, cache_dir, verify: bool, source: str | None, t
         base_model=None,
         model_name=f"{path.stem if path.is_file() else path.name}-hf_vit",
         command=_call("hf_vit.from_pretrained", str(path), source=source),
+        load=load,
     )
     return Resolved(location=str(target), layout=layout, converted=True, max_abs_diff=diff, conversion=conversion)
 
@@ -513,6 +583,7 @@ def _resolve_hub(
     source: str | None,
     filename: str | None,
     tolerance: float,
+    load: LoadRequest | None = None,
 ) -> Resolved:
     from huggingface_hub.file_download import repo_folder_name
 
@@ -547,6 +618,7 @@ def _resolve_hub(
         model_name=f"{repo_id.split('/')[-1]}-hf_vit",
         commit=hub.sha,
         command=_call("hf_vit.from_pretrained", repo_id, revision=revision, filename=filename, source=source),
+        load=load,
     )
     return Resolved(
         location=str(target),

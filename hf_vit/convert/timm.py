@@ -10,10 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import (
-    load_weights,
-    strip_wrapper_prefixes,
-)
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import PRESETS, HfViTConfig
 from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
@@ -24,13 +21,16 @@ from .core import (
     _block_count,
     _build,
     _check_fits,
+    _materialized,
+    _mean_abs,
     _name_rule,
     _rename,
     _require,
     _square_side,
     _timm_forward,
+    lazy_state_dict,
 )
-from .timm_eva import from_timm_eva, is_timm_eva
+from .timm_eva import config_from_timm_eva, is_timm_eva, timm_eva_state_dict_to_hf_vit
 
 # ---------------------------------------------------------------------------------------------------------------
 # timm
@@ -154,7 +154,7 @@ def config_from_timm(timm_model: nn.Module, **overrides) -> HfViTConfig:
         layer_norm_eps=block.norm1.eps,
         qkv_bias=block.attn.qkv.bias is not None,
         qk_norm=qk_norm,
-        layerscale_init=float(layerscale.gamma.detach().abs().mean()) if hasattr(layerscale, "gamma") else None,
+        layerscale_init=_mean_abs(layerscale.gamma) if hasattr(layerscale, "gamma") else None,
         num_register_tokens=timm_model.num_reg_tokens,
         pooling={"token": "cls", "avg": "mean", "map": "map"}[timm_model.global_pool],
         cls_position_embedding=not timm_model.no_embed_class,
@@ -222,7 +222,7 @@ def timm_layout_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
         class_token=has_cls,
         reg_tokens=reg_tokens,
         no_embed_class=no_embed_class,
-        layerscale_init=float(gamma.abs().mean()) if gamma is not None else None,
+        layerscale_init=_mean_abs(gamma) if gamma is not None else None,
         global_pool=global_pool,
         fc_norm="fc_norm.weight" in state_dict,
         num_classes=state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0,
@@ -320,7 +320,7 @@ def _timm_reference(layout: dict, num_heads: int, state_dict: dict | None = None
         **swiglu,
     )
     if state_dict is not None:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(_materialized(state_dict), strict=True)
     return model.eval()
 
 
@@ -362,7 +362,7 @@ def convert_timm_file(
             num_heads = timm_config.get("model_args", {}).get("num_heads")
         cfg = timm_config.get("pretrained_cfg", {})
         mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
-    state_dict = strip_wrapper_prefixes(load_weights(path))
+    state_dict = strip_wrapper_prefixes(lazy_state_dict(path))
     converted = timm_state_dict_to_hf_vit(state_dict)  # unknown layouts fail here, naming the unmatched keys
     layout = timm_layout_from_state_dict(state_dict)
     heads = _heads(layout["embed_dim"], num_heads, preset)
@@ -375,7 +375,6 @@ def convert_timm_file(
             )
     if heads is not None:
         config = config_from_timm_layout(layout, heads, advice=advice)
-        model = _build(config, converted)
         name = timm_model or f"ViT ({layout['embed_dim']} wide, {heads} heads)"
         reference = lambda: _timm_forward(_timm_reference(layout, heads, state_dict), layout["num_classes"] > 0)  # noqa: E731
     elif timm_model is not None:
@@ -393,20 +392,24 @@ def convert_timm_file(
             in_chans=layout["in_chans"],
         )
         try:
-            source_model = timm.create_model(timm_model, pretrained=False, **kwargs)
+            with torch.device("meta"):  # the architecture only: the weights stay in the file until written
+                source_model = timm.create_model(timm_model, pretrained=False, **kwargs)
         except RuntimeError as error:
             raise ValueError(f"timm does not know the model {timm_model!r} ({error})") from None
         except TypeError as error:
             raise ValueError(f"timm model {timm_model!r} is not a plain VisionTransformer ({error})") from None
         _check_fits(state_dict, source_model.state_dict(), f"timm's {timm_model}")
-        source_model.load_state_dict(state_dict, strict=True)
-        source_model.eval()
-        model = from_timm(source_model)
+        config = config_from_timm(source_model, layerscale_init=layout["layerscale_init"])
         cfg = getattr(source_model, "pretrained_cfg", None) or {}
         if not (path.is_dir() and (path / "config.json").is_file()):
             mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
         name = timm_model
-        reference = lambda: _timm_forward(source_model, layout["num_classes"] > 0)  # noqa: E731
+
+        def reference():
+            source = timm.create_model(timm_model, pretrained=False, **kwargs)
+            source.load_state_dict(_materialized(state_dict), strict=True)
+            return _timm_forward(source.eval(), layout["num_classes"] > 0)
+
     else:
         raise ValueError(
             "the number of attention heads cannot be read from a timm state dict: pass `timm_model` "
@@ -422,7 +425,8 @@ def convert_timm_file(
     if layout["global_pool"] == "avg":
         variants.append("average pooling with fc_norm")
     return Conversion(
-        model=model,
+        config=config,
+        weights=converted,
         source=f"timm `{name}`",
         details=f"Converted from a timm `{name}` state dict ({', '.join(variants)}) with hf_vit's converter. "
         "Position embeddings are resized with antialiasing, as timm does.",
@@ -532,7 +536,7 @@ def convert_timm_folder(path) -> Conversion:
         )
     pretrained_cfg = dict(timm_config.get("pretrained_cfg") or {})
     model_args = dict(timm_config.get("model_args") or {})
-    state_dict = strip_wrapper_prefixes(load_weights(path))
+    state_dict = strip_wrapper_prefixes(lazy_state_dict(path))
     refuse_unsupported_timm_keys(state_dict, f"timm {architecture}", supported=(r"\.mlp\.norm\.",) if eva else ())
     try:
         import timm
@@ -547,17 +551,21 @@ def convert_timm_folder(path) -> Conversion:
         if timm_config.get("global_pool") is not None:
             kwargs["global_pool"] = timm_config["global_pool"]
         try:
-            source_model = timm.create_model(architecture, pretrained=False, **kwargs)
+            with torch.device("meta"):  # the architecture only: the weights stay in the file until written
+                source_model = timm.create_model(architecture, pretrained=False, **kwargs)
         except RuntimeError as error:
             raise ValueError(f"timm does not know the model {architecture!r} ({str(error).splitlines()[0]})") from None
         except TypeError as error:
             raise ValueError(f"timm model {architecture!r} is not a plain VisionTransformer ({error})") from None
         _check_fits(state_dict, source_model.state_dict(), f"timm's {architecture} with the folder's model_args")
-        source_model.load_state_dict(state_dict, strict=True)
+        gamma = state_dict.get("blocks.0.ls1.gamma", state_dict.get("blocks.0.gamma_1"))
+        layerscale = {"layerscale_init": _mean_abs(gamma)} if gamma is not None else {}
         if type(source_model).__name__ == "Eva":
-            model = from_timm_eva(source_model.eval())
+            config = config_from_timm_eva(source_model, **layerscale)
+            weights = timm_eva_state_dict_to_hf_vit(state_dict, config)
         else:
-            model = from_timm(source_model.eval())
+            config = config_from_timm(source_model, **layerscale)
+            weights = timm_state_dict_to_hf_vit(state_dict)
         how = "built by timm's model registry"
     else:
         timm_state_dict_to_hf_vit(state_dict)
@@ -572,13 +580,14 @@ def convert_timm_folder(path) -> Conversion:
             raise ValueError(
                 f"timm {architecture}: CLIP/SigLIP ViTs use quick_gelu or a MAP head, which hf_vit does not implement"
             )
-        model = _build(config_from_timm_layout(layout, heads), timm_state_dict_to_hf_vit(state_dict))
+        config = config_from_timm_layout(layout, heads)
+        weights = timm_state_dict_to_hf_vit(state_dict)
         how = "read from the weights (timm not installed)"
     label_names = timm_config.get("label_names")
-    if isinstance(model, HfViTForImageClassification) and label_names and len(label_names) == model.config.num_labels:
-        model.config.id2label = {i: str(name) for i, name in enumerate(label_names)}
-        model.config.label2id = {str(name): i for i, name in enumerate(label_names)}
-    has_head = isinstance(model, HfViTForImageClassification)
+    has_head = "classifier.weight" in weights
+    if has_head and label_names and len(label_names) == config.num_labels:
+        config.id2label = {i: str(name) for i, name in enumerate(label_names)}
+        config.label2id = {str(name): i for i, name in enumerate(label_names)}
 
     def reference():  # timm's own loader, reading the same folder
         timm_module = _require("timm", "verify")
@@ -586,7 +595,8 @@ def convert_timm_folder(path) -> Conversion:
 
     processor = timm_image_processor(pretrained_cfg)
     return Conversion(
-        model=model,
+        config=config,
+        weights=weights,
         source=f"timm `{architecture}`",
         details=f"Converted from a timm `{architecture}` folder (config.json + weights; architecture {how}) with "
         "hf_vit's converter. Position embeddings are resized with antialiasing, as timm does. The image processor "

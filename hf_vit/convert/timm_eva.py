@@ -12,7 +12,7 @@ from torch import nn
 
 from ..configuration_hf_vit import HfViTConfig
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTModel
-from .core import _build, _name_rule, _rename
+from .core import _build, _mean_abs, _name_rule, _rename, cat
 
 _EVA_HF_VIT_NAMES = [
     ("patch_embed.proj.", "vit.embeddings.patch_embeddings.projection."),
@@ -168,7 +168,7 @@ def config_from_timm_eva(eva_model: nn.Module, **overrides) -> HfViTConfig:
         layer_norm_eps=block.norm1.eps,
         qkv_bias=attn.q_bias is not None or (attn.q_proj is not None and attn.q_proj.bias is not None),
         qk_norm=qk_norm,
-        layerscale_init=float(block.gamma_1.detach().abs().mean()) if block.gamma_1 is not None else None,
+        layerscale_init=_mean_abs(block.gamma_1) if block.gamma_1 is not None else None,
         num_register_tokens=eva_model.reg_token.shape[1] if eva_model.reg_token is not None else 0,
         # timm's average pooling: with fc_norm, the norm of the mean ("pooled"); without (timm's DINOv3 ports), the
         # mean of the normed tokens ("tokens")
@@ -204,17 +204,17 @@ def timm_eva_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor], config: H
         if what == "mlp":
             for kind in ("weight", "bias"):
                 if f"g.{kind}" in found:
-                    converted[f"{prefix}.mlp.fc1.{kind}"] = torch.cat((found[f"g.{kind}"], found[f"x.{kind}"]))
+                    converted[f"{prefix}.mlp.fc1.{kind}"] = cat((found[f"g.{kind}"], found[f"x.{kind}"]))
             continue
         if "qkv.weight" in found:
             weight = found["qkv.weight"]
             biases = [found.get("q_bias"), None, found.get("v_bias")]
         else:
-            weight = torch.cat([found[f"{name}_proj.weight"] for name in "qkv"])
+            weight = cat([found[f"{name}_proj.weight"] for name in "qkv"])
             biases = [found.get(f"{name}_proj.bias") for name in "qkv"]
         converted[f"{prefix}.attention.qkv.weight"] = weight
         if config.qkv_bias:
-            converted[f"{prefix}.attention.qkv.bias"] = torch.cat(
+            converted[f"{prefix}.attention.qkv.bias"] = cat(
                 [bias if bias is not None else weight.new_zeros(hidden) for bias in biases]
             )
     return converted

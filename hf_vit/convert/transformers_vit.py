@@ -9,10 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint_io import (
-    load_weights,
-    strip_wrapper_prefixes,
-)
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..fileio import read_json_object
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
@@ -24,6 +21,8 @@ from .core import (
     _masked_image_modeling_outputs,
     _rename,
     _source_processor,
+    cat,
+    lazy_state_dict,
 )
 from .dinov2 import DINOV2_MODEL_TYPES, convert_dinov2_folder
 from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
@@ -93,7 +92,7 @@ def transformers_state_dict_to_hf_vit(state_dict: dict[str, torch.Tensor]) -> di
     for (layer, kind), parts in qkv_parts.items():
         if set(parts) != {"q", "k", "v"}:
             raise ValueError(f"layer {layer} has {kind} tensors for {sorted(parts)} only; expected q, k and v")
-        converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[n] for n in "qkv"])
+        converted[f"vit.encoder.layers.{layer}.attention.qkv.{kind}"] = cat([parts[n] for n in "qkv"])
     if "vit.embeddings.mask_token" in converted:  # transformers' ViT keeps it as (1, 1, D), DINOv2 and hf_vit (1, D)
         converted["vit.embeddings.mask_token"] = converted["vit.embeddings.mask_token"].reshape(1, -1)
     return converted
@@ -180,30 +179,30 @@ def convert_transformers_folder(path) -> Conversion:
     from transformers import ViTConfig
 
     vit_config = ViTConfig.from_pretrained(path)
-    state_dict = transformers_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)))
-    config = config_from_transformers(vit_config, **masked_image_modeling_fields(vit_config, state_dict))
-    model = _build(config, state_dict)
+    weights = transformers_state_dict_to_hf_vit(strip_wrapper_prefixes(lazy_state_dict(path)))
+    config = config_from_transformers(vit_config, **masked_image_modeling_fields(vit_config, weights))
     processor = _source_processor(path)  # the folder's own, when it has one; else Google's ViT preprocessing
-    has_head = isinstance(model, HfViTForImageClassification)
-    masked_image_modeling = isinstance(model, HfViTForMaskedImageModeling)
+    masked_image_modeling = "decoder.0.weight" in weights
+    has_head = "classifier.weight" in weights and not masked_image_modeling
 
     def reference():
         from transformers import ViTForImageClassification, ViTForMaskedImageModeling, ViTModel
 
         if masked_image_modeling:  # the same outputs, on the same fixed mask, as core._outputs gives for hf_vit
-            source = ViTForMaskedImageModeling.from_pretrained(path).eval()
+            source = ViTForMaskedImageModeling.from_pretrained(path, dtype=torch.float32).eval()
             return lambda x: _masked_image_modeling_outputs(source, x)
         source = (
-            ViTForImageClassification.from_pretrained(path)
+            ViTForImageClassification.from_pretrained(path, dtype=torch.float32)
             if has_head
-            else ViTModel.from_pretrained(path, add_pooling_layer=False)
+            else ViTModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32)
         ).eval()
         if has_head:
             return lambda x: {"logits": source(x).logits}
         return lambda x: {"last_hidden_state": source(x).last_hidden_state}
 
     return Conversion(
-        model=model,
+        config=config,
+        weights=weights,
         source="transformers ViT",
         details="Converted from a transformers ViT checkpoint with hf_vit's converter (q/k/v fused into one qkv"
         + ("; the mask token and SimMIM decoder kept" if masked_image_modeling else "")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_io import load_weights, strip_wrapper_prefixes
+from ..checkpoint_io import strip_wrapper_prefixes
 from ..configuration_hf_vit import HfViTConfig
 from ..fileio import read_json_object
-from ..modeling_hf_vit import HfViTForImageClassification
-from .core import IMAGENET_MEAN, IMAGENET_STD, Conversion, _build, _source_processor
+from .core import IMAGENET_MEAN, IMAGENET_STD, Conversion, _source_processor, lazy_state_dict
 from .transformers_vit import config_from_transformers, transformers_state_dict_to_hf_vit
 
 logger = logging.getLogger(__name__)
@@ -79,17 +78,17 @@ def convert_vit_variant_folder(path) -> Conversion:
             f"expected one of {', '.join(VIT_VARIANT_MODEL_TYPES)}"
         )
     source_config = AutoConfig.from_pretrained(path)
-    converted = vit_variant_state_dict_to_hf_vit(strip_wrapper_prefixes(load_weights(path)), model_type)
-    model = _build(config_from_vit_variant(source_config, converted), converted)
+    converted = vit_variant_state_dict_to_hf_vit(strip_wrapper_prefixes(lazy_state_dict(path)), model_type)
+    config = config_from_vit_variant(source_config, converted)
     processor = _source_processor(path)
-    has_head = isinstance(model, HfViTForImageClassification)
+    has_head = "classifier.weight" in converted
     name = _NAMES[model_type]
 
     def reference():
         import transformers
 
         if model_type == "vit_mae":  # the encoder without masking: mask_ratio 0 and the identity shuffle
-            source = transformers.ViTMAEModel.from_pretrained(path, mask_ratio=0.0).eval()
+            source = transformers.ViTMAEModel.from_pretrained(path, mask_ratio=0.0, dtype=torch.float32).eval()
 
             def forward(x):
                 num_patches = (x.shape[-2] // source.config.patch_size) * (x.shape[-1] // source.config.patch_size)
@@ -98,13 +97,14 @@ def convert_vit_variant_folder(path) -> Conversion:
 
             return forward
         if has_head:
-            source = transformers.AutoModelForImageClassification.from_pretrained(path).eval()
+            source = transformers.AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32).eval()
             return lambda x: {"logits": source(x, interpolate_pos_encoding=True).logits}
-        source = transformers.AutoModel.from_pretrained(path).eval()
+        source = transformers.AutoModel.from_pretrained(path, dtype=torch.float32).eval()
         return lambda x: {"last_hidden_state": source(x, interpolate_pos_encoding=True).last_hidden_state}
 
     return Conversion(
-        model=model,
+        config=config,
+        weights=converted,
         source=f"transformers {name}",
         details=f"Converted from a transformers {name} checkpoint with hf_vit's converter (q/k/v fused into one qkv"
         + ("; the pre-training decoder left out" if model_type == "vit_mae" else "")
