@@ -82,9 +82,22 @@ def _build(
     if model_class is HfViTModel:  # a bare backbone's keys carry no "vit." prefix
         state_dict = _BackboneNames(state_dict)
     expected = model.state_dict()
+    _check_weights_fit(state_dict, expected)
+    for key in expected:  # the model's own order: a layer's tensors one after another
+        tensor = materialize(state_dict[key])
+        tensor = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        module_name, _, name = key.rpartition(".")
+        module = model.get_submodule(module_name)
+        module._parameters[name] = nn.Parameter(tensor.contiguous(), requires_grad=tensor.is_floating_point())
+    return model.eval()
+
+
+def _check_weights_fit(state_dict, expected) -> None:
+    """Refuse converted weights that are not exactly the names and shapes of `expected` (a meta-device model's state
+    dict), before anything is allocated or written: a config that disagrees with the weights (an image_size of 1e9
+    implies a position table of 1e15 rows) is one line, not an allocation."""
     for key in state_dict:
         if key in expected and tuple(expected[key].shape) != tuple(state_dict[key].shape):
-            # a config that disagrees with the weights (an image_size of 1e9) is refused before anything is allocated
             hint = " (from its image_size and patch_size)" if key.endswith("position_embeddings") else ""
             raise ValueError(
                 f"shape mismatch for {key}: the checkpoint has {tuple(state_dict[key].shape)}, the config implies "
@@ -96,13 +109,6 @@ def _build(
         raise ValueError(
             f"converted weights do not fit the hf_vit model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for key in expected:  # the model's own order: a layer's tensors one after another
-        tensor = materialize(state_dict[key])
-        tensor = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        module_name, _, name = key.rpartition(".")
-        module = model.get_submodule(module_name)
-        module._parameters[name] = nn.Parameter(tensor.contiguous(), requires_grad=tensor.is_floating_point())
-    return model.eval()
 
 
 def _model_class(state_dict) -> type:
@@ -730,12 +736,7 @@ def save_converted_weights(conversion: Conversion, folder, max_shard_size: int |
         with torch.device("meta"):
             model = _model_class(weights)(config)
         state_dict = _BackboneNames(weights) if isinstance(model, HfViTModel) else weights
-        missing = [key for key in model.state_dict() if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in model.state_dict()]
-        if missing or unexpected:
-            raise ValueError(
-                f"converted weights do not fit the hf_vit model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        _check_weights_fit(state_dict, model.state_dict())
     config.dtype = str(dtype).removeprefix("torch.")
     config.architectures = [type(model).__name__]
     custom_object_save(model, str(folder), config=config)
