@@ -16,7 +16,7 @@ from helpers import REPO, error_line, free_port, run_main, run_python
 from safetensors.torch import load_file
 
 from hf_vit import data as hdata
-from hf_vit import dino
+from hf_vit import dino, model_setup
 from hf_vit.pretrain import PretrainSettings, knn_accuracy, pretrain
 
 PRETRAIN = "scripts/pretrain.py"
@@ -275,6 +275,12 @@ def test_the_folder_is_the_teacher_backbone_that_loads_as_a_feature_extractor_an
     assert type(backbone).__name__ == "HfViTModel"
     classifier = AutoModelForImageClassification.from_pretrained(folder, num_labels=10)
     torch.testing.assert_close(classifier.vit.embeddings.cls_token, backbone.embeddings.cls_token)
+    # what hf-vit-train --model_name_or_path builds: the backbone's weights under a new head for the data's labels
+    fine_tune, _ = model_setup.build_model({i: str(i) for i in range(10)}, model_name_or_path=str(folder))
+    torch.testing.assert_close(
+        fine_tune.vit.encoder.layers[0].mlp.fc1.weight, backbone.encoder.layers[0].mlp.fc1.weight
+    )
+    assert fine_tune.config.num_labels == 10
     features = hf_vit.from_pretrained(folder, task="feature-extraction")
     torch.testing.assert_close(features.embeddings.cls_token, backbone.embeddings.cls_token)
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
