@@ -50,7 +50,8 @@ def teacher_temperature(epoch: int, warmup_temp: float, temp: float, warmup_epoc
 class DINOHead(nn.Module):
     """`num_layers` linear layers with GELU (hidden width `hidden_dim`, the last to `bottleneck_dim`), L2
     normalisation, then a weight-normalised linear layer without bias to `out_dim` prototypes. With
-    `norm_last_layer` the last layer's norm is fixed at 1 (what DINO's ViT-S uses: it stabilises training)."""
+    `norm_last_layer` the last layer's norm is fixed at 1 (what DINO's ViT-S uses: it stabilises training);
+    `batch_norm` adds batch norm to the hidden layers (DINO's `use_bn`)."""
 
     def __init__(
         self,
@@ -60,15 +61,20 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         num_layers: int = 3,
         norm_last_layer: bool = True,
+        batch_norm: bool = False,
     ):
         super().__init__()
         num_layers = max(num_layers, 1)
+
+        def hidden(width):  # DINO's `use_bn`: batch norm after each hidden layer
+            return [nn.BatchNorm1d(width), nn.GELU()] if batch_norm else [nn.GELU()]
+
         if num_layers == 1:
             layers = [nn.Linear(in_dim, bottleneck_dim)]
         else:
-            layers = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+            layers = [nn.Linear(in_dim, hidden_dim), *hidden(hidden_dim)]
             for _ in range(num_layers - 2):
-                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+                layers += [nn.Linear(hidden_dim, hidden_dim), *hidden(hidden_dim)]
             layers.append(nn.Linear(hidden_dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)
         for layer in self.mlp:

@@ -46,7 +46,7 @@ class PretrainSettings(FitSettings):
     num_train_epochs: int = setting(
         40, "passes over the training data; default: chosen from the images' size (40 for the digits)", fitted=True
     )
-    per_device_train_batch_size: int = setting(128, "training images per batch and process")
+    per_device_train_batch_size: int = setting(64, "training images per batch and process")
     learning_rate: float = setting(
         2e-3,
         "peak learning rate (cosine decay to `min_lr` after the warm-up); default: chosen from the images' size",
@@ -63,13 +63,25 @@ class PretrainSettings(FitSettings):
     head_hidden_dim: int = setting(2048, "hidden width of the DINO head's MLP", fitted=True)
     head_bottleneck_dim: int = setting(256, "bottleneck width of the DINO head (before its last layer)", fitted=True)
     head_layers: int = setting(3, "linear layers of the DINO head's MLP")
+    head_batch_norm: bool = setting(
+        False,
+        "batch norm in the DINO head's MLP (DINO's use_bn): on small data it keeps the teacher's targets from being "
+        "uniform at the start; default: chosen from the images (on for small images)",
+        fitted=True,
+    )
     norm_last_layer: bool = setting(
         True, "fix the norm of the head's last layer (stabler training)", flag="no_norm_last_layer"
     )
     freeze_last_layer: int = setting(1, "epochs during which the head's last layer is kept fixed")
-    momentum_teacher: float = setting(0.996, "EMA momentum of the teacher at the start; cosine to 1")
-    teacher_temp: float = setting(0.07, "teacher temperature after its warm-up")
-    warmup_teacher_temp: float = setting(0.04, "teacher temperature at the start")
+    momentum_teacher: float = setting(
+        0.996, "EMA momentum of the teacher at the start; cosine to 1; default: chosen from the images", fitted=True
+    )
+    teacher_temp: float = setting(
+        0.07, "teacher temperature after its warm-up; default: chosen from the images", fitted=True
+    )
+    warmup_teacher_temp: float = setting(
+        0.04, "teacher temperature at the start; default: chosen from the images", fitted=True
+    )
     warmup_teacher_temp_epochs: int | None = setting(
         None, "epochs of the teacher temperature's linear warm-up; default: 30 as DINO's, at most a third of the run"
     )
@@ -96,7 +108,11 @@ class PretrainSettings(FitSettings):
     ibot_loss_weight: float = setting(1.0, "weight of the iBOT loss")
     mask_ratio: tuple[float, float] = setting((0.1, 0.5), "range of the fraction of patches masked for iBOT")
     mask_probability: float = setting(0.5, "fraction of the global views that get masked patches for iBOT")
-    koleo_loss_weight: float = setting(0.0, "weight of DINOv2's KoLeo regulariser on the student's [CLS] (0: off)")
+    koleo_loss_weight: float = setting(
+        0.0,
+        "weight of DINOv2's KoLeo regulariser on the student's [CLS] (0: off); default: chosen from the images",
+        fitted=True,
+    )
     knn_eval: bool = setting(
         True,
         "each epoch, the k-NN accuracy (k=20, T=0.07) of the teacher's features on the held-out images (labelled data "
@@ -143,8 +159,11 @@ class PretrainSettings(FitSettings):
 
 
 # ---- the recipe that fits the images -------------------------------------------------------------------------------
-# Small images (up to 64 px, e.g. the 8x8 digits): a small ViT whose [CLS] sees enough tokens for local views to be
-# views, with crops, slight rotations and jitter but no flips; measured on the digits (docs/pretraining.md).
+# Small images (up to 64 px, e.g. the 8x8 digits): the supervised recipe's patches (8x8: 2x2 patches of 4 px) on a
+# narrower, shallower ViT; crops, slight rotations and jitter but no flips. On the digits, DINO's own temperatures,
+# momentum and head left the teacher's targets uniform (its [CLS] varies little between images at the start) and the
+# features collapsed; a constant teacher temperature of 0.04, momentum 0.99, a small head and KoLeo (0.3) keep them
+# apart (docs/pretraining.md has the measurements).
 SMALL_PRETRAIN_MODEL = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
 
 
@@ -175,22 +194,26 @@ class PretrainRecipe:
 
 def pretrain_recipe(sizes) -> PretrainRecipe:
     """The backbone and DINO defaults for images of these (width, height) sizes: `model_setup.recipe_for_images`'
-    input size, then for small images (up to 64 px) `SMALL_PRETRAIN_MODEL` with patches of a quarter of the input
-    (8x8 digits: 4x4 patches of 2 px) and local views of half its side; for photos its ViT-Tiny/16 with DINO's own
-    views (global 224 px over 40-100 % of the image, local 96 px over 5-40 %, flips)."""
+    input size and patch size, then for small images (up to 64 px) `SMALL_PRETRAIN_MODEL`, local views of half the
+    side and the settings above it; for photos its ViT-Tiny/16 with DINO's own settings and views (global 224 px over
+    40-100 % of the image, local 96 px over 5-40 %, flips)."""
     from .model_setup import recipe_for_images
 
     base = recipe_for_images(sizes)
     if base.kind == "small":
-        image_size = base.image_size
-        patch = max(image_size // 4, 1)
+        image_size, patch = base.image_size, base.patch_size
         model = dict(SMALL_PRETRAIN_MODEL, image_size=image_size, patch_size=patch, pooling="cls")
         settings = dict(
-            num_train_epochs=40,
-            learning_rate=2e-3,
-            out_dim=1024,
-            head_hidden_dim=512,
-            head_bottleneck_dim=128,
+            num_train_epochs=30,
+            learning_rate=1e-3,
+            momentum_teacher=0.99,
+            warmup_teacher_temp=0.04,
+            teacher_temp=0.04,
+            koleo_loss_weight=0.3,
+            out_dim=256,
+            head_hidden_dim=256,
+            head_bottleneck_dim=64,
+            head_batch_norm=False,
             local_crops_number=4,
             local_crops_size=max(image_size // 2, patch),
             global_crops_scale=(0.4, 1.0),
@@ -209,6 +232,11 @@ def pretrain_recipe(sizes) -> PretrainRecipe:
         out_dim=4096,
         head_hidden_dim=2048,
         head_bottleneck_dim=256,
+        momentum_teacher=0.996,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.07,
+        koleo_loss_weight=0.0,
+        head_batch_norm=False,
         local_crops_number=6,
         local_crops_size=local,
         global_crops_scale=(0.4, 1.0),
@@ -348,6 +376,7 @@ class _PretrainPlan(_Plan):
             "koleo_loss_weight",
             "ibot_loss_weight",
             "out_dim",
+            "head_batch_norm",
         )
         values = {name: getattr(s, name) for name in names}
         return {**super().run_settings(), **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
@@ -398,6 +427,7 @@ class _PretrainRun(_Run):
             bottleneck_dim=s.head_bottleneck_dim,
             num_layers=s.head_layers,
             norm_last_layer=s.norm_last_layer,
+            batch_norm=s.head_batch_norm,
         )
         student = dino.DINONetwork(backbone, head)
         self.teacher = copy.deepcopy(student)  # the teacher starts as the student, and learns only by EMA
