@@ -340,6 +340,7 @@ def test_the_command_pretrains_on_a_folder_of_unlabelled_images(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "k-NN" not in result.stdout  # no labels: nothing to evaluate
+    assert "width 16, depth 1" in result.stdout  # the recipe as trained: with the flags given
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "all_results.json").read_text())["train_steps"] == 1
 
@@ -398,7 +399,7 @@ def test_ddp_two_processes_on_cpu_write_one_folder(tmp_path):
 
 @pytest.mark.slow
 def test_a_short_pretraining_beats_the_random_initialisation_by_knn(tmp_path):
-    """The small-image recipe on the digits' training split (labels unused) for 3 epochs, on a tiny backbone: the
+    """The small-image recipe on the digits' training split (labels unused) for 8 epochs, on a tiny backbone: the
     teacher's k-NN accuracy on the held-out digits rises above that of the same backbone at initialisation
     (measured the same way, with the test's own k-NN)."""
     from accelerate.state import AcceleratorState, GradientState
@@ -414,7 +415,7 @@ def test_a_short_pretraining_beats_the_random_initialisation_by_knn(tmp_path):
     torch.manual_seed(0)
     backbone = HfViTModel(HfViTConfig(**{**recipe.model, "hidden_size": 32, "num_hidden_layers": 2}))
     at_init = _knn_of(backbone, data)
-    settings = dataclasses.replace(recipe.apply(PretrainSettings()), num_train_epochs=3, progress=False)
+    settings = dataclasses.replace(recipe.apply(PretrainSettings()), num_train_epochs=8, progress=False)
     result = pretrain(data, tmp_path / "out", settings, model=backbone)
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

@@ -194,9 +194,14 @@ def pretrain_from_arguments(args) -> int:
         model, processor = HfViTModel(config), image_processor_for(config.image_size)
         if args.preset or "image_size" in overrides or "patch_size" in overrides:
             settings = replace(settings, local_crops_size=local_crops_size_for(config))
-    if from_data and main_process:
-        print(as_flags(recipe.describe()))
     settings = replace(settings, **given_settings(args, PretrainSettings))
+    if from_data and main_process:  # what the run trains: the recipe, with the flags given
+        shown = replace(
+            recipe,
+            model={**recipe.model, **overrides},
+            settings={name: getattr(settings, name) for name in recipe.settings},
+        )
+        print(as_flags(shown.describe()))
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
     elif from_data and recipe.num_threads:
