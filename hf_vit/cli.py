@@ -279,30 +279,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def setting_names(group: str = "training") -> list[str]:
-    """The `FitSettings` fields that are flags of `group` ("training" or "data"), in their order."""
+def setting_names(group: str = "training", settings=None) -> list[str]:
+    """The fields of `settings` (a settings dataclass; default `FitSettings`) that are flags of `group` ("training"
+    or "data"), in their order."""
     from dataclasses import fields
 
     from .fit import FitSettings
 
     return [
         f.name
-        for f in fields(FitSettings)
+        for f in fields(settings or FitSettings)
         if f.metadata.get("flag", f.name) is not None and f.metadata.get("group", "training") == group
     ]
 
 
-def add_settings(group, names) -> None:
-    """One flag per `FitSettings` field of `names`, made from the field: its name, type, default, choices and help
-    (field metadata), so that each training setting is declared once. A setting the trainers fit to the data
-    (`fitted`) defaults to None here, "not given" (`fit_settings` applies the data's); `augment` is then
-    auto|on|off."""
+def add_settings(group, names, settings=None) -> None:
+    """One flag per field of `names` of `settings` (a settings dataclass; default `FitSettings`), made from the
+    field: its name, type, default, choices and help (field metadata), so that each training setting is declared
+    once. A setting the trainers fit to the data (`fitted`) defaults to None here, "not given" (`fit_settings`
+    applies the data's); `augment` is then auto|on|off. A pair (`tuple[float, float]`) takes two values."""
     import typing
     from dataclasses import fields
 
     from .fit import FitSettings
 
-    hints, by_name = typing.get_type_hints(FitSettings), {f.name: f for f in fields(FitSettings)}
+    settings = settings or FitSettings
+    hints, by_name = typing.get_type_hints(settings), {f.name: f for f in fields(settings)}
     for name in names:
         field, kind = by_name[name], hints[name]
         meta, options = field.metadata, {"dest": name, "help": as_flags(field.metadata["help"])}
@@ -310,6 +312,11 @@ def add_settings(group, names) -> None:
             options.update(choices=tuple(_SWITCH), default="auto")
         elif kind is bool:
             options.update(action="store_false" if field.default else "store_true")
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            options.update(
+                type=item, nargs=len(typing.get_args(kind)), default=None if meta.get("fitted") else field.default
+            )
         else:
             types = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
             options.update(
@@ -323,15 +330,18 @@ def add_settings(group, names) -> None:
 _SWITCH = {"auto": None, "on": True, "off": False}
 
 
-def given_settings(args) -> dict:
-    """The `FitSettings` values of the setting flags in `args`, leaving out the data-fitted ones not given."""
+def given_settings(args, settings=None) -> dict:
+    """The values of the setting flags in `args` of `settings` (a settings dataclass; default `FitSettings`), leaving
+    out the data-fitted ones not given."""
     from dataclasses import fields
 
     from .fit import FitSettings
 
     values = {}
-    for field in fields(FitSettings):
+    for field in fields(settings or FitSettings):
         value = getattr(args, field.name, None)
+        if isinstance(value, list):  # a pair's two values
+            value = tuple(value)
         if field.metadata.get("fitted") and field.type in (bool, "bool") and isinstance(value, str):
             value = _SWITCH[value]
         if hasattr(args, field.name) and not (field.metadata.get("fitted") and value is None):

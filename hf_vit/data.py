@@ -219,6 +219,15 @@ def _check_dir(path: str, argument: str, min_classes: int = 2) -> None:
         )
 
 
+def has_class_folders(path: str) -> bool:
+    """Whether image folder `path` has the class layout (at least two sub-folders with files, or a metadata file)."""
+    try:
+        _check_dir(path, "folder")
+    except DataError:
+        return False
+    return True
+
+
 def load_image_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -232,11 +241,13 @@ def load_image_data(
     cache_dir: str | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    labels: bool = True,
 ) -> ImageData:
     """Load the training data from exactly one source (see the module docstring) with an evaluation split.
 
     When the source has no validation/test split, a stable split of `validation_split` of the training data is made
-    with `split_seed` (stratified by label when the labels are a ClassLabel).
+    with `split_seed` (stratified by label when the labels are a ClassLabel). `labels=False` (self-supervised
+    training, `train_dir` only): any folder of images, its files read as one class "image" (label 0).
     """
     require("train", "`load_image_data`")
     import datasets
@@ -254,6 +265,16 @@ def load_image_data(
         if dataset_name:
             loaded = datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, streaming=streaming)
             name = dataset_name
+        elif not labels:
+            if validation_dir:
+                raise DataError("`validation_dir` needs labels: unlabelled images are held out of `train_dir`")
+            if not Path(train_dir).is_dir() or not any(p.is_file() for p in Path(train_dir).rglob("*")):
+                raise DataError(f"`train_dir` {train_dir} does not exist, is not a folder or holds no files")
+            loaded = datasets.load_dataset(
+                "imagefolder", data_files={"train": f"{train_dir}/**"}, cache_dir=cache_dir, drop_labels=True
+            )
+            loaded["train"] = loaded["train"].add_column("label", [0] * len(loaded["train"]))
+            name = train_dir
         else:
             _check_dir(train_dir, "`train_dir`")
             data_files = {"train": f"{train_dir}/**"}

@@ -256,6 +256,16 @@ def fit(
         command=command,
         **hdata.card_evaluation(data),
     )
+    return run_guarded(
+        output_dir, settings, inputs, lambda: _Run(model, processor, data, Path(output_dir), settings, card).train()
+    )
+
+
+def run_guarded(output_dir, settings, inputs, train):
+    """Run `train()` (a training run writing to `output_dir`) under the output folder's rules, for every trainer
+    built on this loop (`fit`, `hf_vit.pretrain`): the folder is checked before anything is created and again under
+    its lock, which one run holds at a time (the main process); a failed run leaves the folder as it found it, except
+    for checkpoints it saved. `settings` gives `resume_from_checkpoint` and `overwrite_output_dir`."""
     output_dir = Path(output_dir)
     resuming = _resumes_in(settings.resume_from_checkpoint, output_dir / "checkpoints")
     check = dict(
@@ -274,7 +284,7 @@ def fit(
     try:
         if lock is not None:  # again under the lock: another run may have written there since the first check
             check_output_dir(output_dir, **check)
-        result = _Run(model, processor, data, output_dir, settings, card).train()
+        result = train()
     except BaseException:
         if lock is not None:
             lock.release(cleanup=True)
@@ -334,22 +344,13 @@ class _Run:
         return self.finish()
 
     def __init__(self, model, processor, data, output_dir: Path, settings: FitSettings, card: dict):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
         self.s, self.processor, self.card = settings, processor, card  # card: render_model_card's other values
         self.eval_split, self.dataset_name = data.eval_split, data.name
         self.output_dir, self.checkpoint_dir = output_dir, output_dir / "checkpoints"
-        # several processes (accelerate launch --multi_gpu / torchrun) on a machine without GPUs: DDP on CPU over gloo
-        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = acc = Accelerator(
-            cpu=distributed and not torch.cuda.is_available(),
-            gradient_accumulation_steps=settings.gradient_accumulation_steps,
-            mixed_precision=settings.mixed_precision,
-            log_with=settings.trackers,
-            project_dir=str(output_dir),
-        )
+        self.accelerator = acc = make_accelerator(settings, output_dir)
         self.main = acc.is_main_process
         self.config, self.num_params = model.config, sum(p.numel() for p in model.parameters())
         set_seed(settings.seed)
@@ -560,6 +561,21 @@ class _Run:
             self.accelerator.device,
             self.plan.total_steps,
         )
+
+
+def make_accelerator(settings: FitSettings, output_dir: Path):
+    """The run's Accelerator: its settings' accumulation, precision and trackers; several processes (accelerate
+    launch --multi_gpu / torchrun) on a machine without GPUs run DDP on CPU over gloo."""
+    from accelerate import Accelerator
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        cpu=distributed and not torch.cuda.is_available(),
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        mixed_precision=settings.mixed_precision,
+        log_with=settings.trackers,
+        project_dir=str(output_dir),
+    )
 
 
 @dataclass(frozen=True)

@@ -330,6 +330,7 @@ def render_model_card(
     base_model_relation: str | None = None,
     lineage: Lineage | None = None,
     command: str | None = None,
+    pipeline_tag: str = "image-classification",
 ) -> ModelCard:
     """A ModelCard with metadata (library, pipeline tag, tags, licence, base model, datasets, model-index) and a body
     a reader can use: how to load it, how it was made, its result and split, its base model and licence.
@@ -340,7 +341,8 @@ def render_model_card(
     `base_model_relation` alone do too. `results` maps metric names (e.g. "accuracy") to values measured on
     `dataset_name`'s `eval_split`; they go into the model-index only for `datasets` (Hub dataset ids) — the Hub needs
     a dataset id there — and into the card's text always. `source` (free text) names where converted weights came
-    from. `command`: the command that trained or converted the weights.
+    from. `command`: the command that trained or converted the weights. `pipeline_tag`: the Hub task
+    ("image-feature-extraction" for a backbone without a classifier, e.g. a DINO-pretrained one).
     """
     if lineage is not None:
         base_model = base_model or lineage.base_model
@@ -376,8 +378,8 @@ def render_model_card(
     extra = _license_and_relation_metadata(license, base_model, base_model_relation)
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag="image-classification",
-        tags=["vision", "vit", "hf_vit", "image-classification"],
+        pipeline_tag=pipeline_tag,
+        tags=["vision", "vit", "hf_vit", pipeline_tag],
         license=license.id or "other",
         datasets=datasets,
         model_name=model_name,

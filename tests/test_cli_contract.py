@@ -12,7 +12,19 @@ import pytest
 from helpers import REPO, error_line, run_python
 
 ENV = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-COMMANDS = ["train", "finetune", "convert", "export", "push", "predict", "attention", "features", "benchmark", "eval"]
+COMMANDS = [
+    "train",
+    "finetune",
+    "convert",
+    "export",
+    "push",
+    "predict",
+    "attention",
+    "features",
+    "benchmark",
+    "pretrain",
+    "eval",
+]
 # a user mistake for each tool: a missing input, a value that makes no sense
 MISTAKES = {
     "train": ["--num_train_epochs", "0", "--output_dir", "{tmp}/out"],
@@ -24,6 +36,7 @@ MISTAKES = {
     "attention": ["{tmp}/missing", "{tmp}/image.png", "--output_dir", "{tmp}/out"],
     "features": ["{tmp}/missing", "{tmp}/file.txt", "--output_dir", "{tmp}/out"],
     "benchmark": ["--quick", "--out-dir", "{tmp}/file.txt"],
+    "pretrain": ["--teacher_temp", "0", "--output_dir", "{tmp}/out"],
     "eval": ["{tmp}/missing", "--output_dir", "{tmp}/out"],
 }
 

@@ -12,6 +12,7 @@ one-line shim in `scripts/` (so `accelerate launch scripts/train.py` keeps worki
 | `hf-vit-export` | `hf_vit.commands.export` | `scripts/export_safetensors.py` |
 | `hf-vit-push` | `hf_vit.commands.push` | `scripts/push_to_hub.py` |
 | `hf-vit-benchmark` | `hf_vit.commands.benchmark` | `scripts/benchmark.py` |
+| `hf-vit-pretrain` | `hf_vit.commands.pretrain` | `scripts/pretrain.py` |
 | `hf-vit-eval` | `hf_vit.commands.eval` | `scripts/eval.py` |
 
 The exit convention and the shared flags are in `hf_vit.cli` (the training flags made from `hf_vit.fit.FitSettings`
