@@ -693,11 +693,13 @@ def test_convert_push_to_hub_checks_the_token_before_converting(hub, tmp_path, m
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     convert = ["scripts/convert_checkpoint.py", "--checkpoint", tmp_path / "vit", "--output_dir", tmp_path / "out"]
-    convert += ["--push_to_hub", "--hub_model_id", "tester/converted"]
-    error_line(run_main(convert), "no Hugging Face token: pushing to tester/converted needs one with write access")
+    convert += ["--push_to_hub", "--hub_model_id", "tester/converted-no-token"]
+    error_line(
+        run_main(convert), "no Hugging Face token: pushing to tester/converted-no-token needs one with write access"
+    )
     monkeypatch.setenv("HF_TOKEN", "hf_not_the_servers_token")
     error_line(run_main(convert), "the Hub rejected the Hugging Face token")
-    assert not (tmp_path / "out").exists() and not hub.store.exists("tester/converted")
+    assert not (tmp_path / "out").exists() and not hub.store.exists("tester/converted-no-token")
 
 
 @pytest.mark.slow
