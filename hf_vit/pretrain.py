@@ -275,14 +275,21 @@ def knn_accuracy(
     k: int = 20,
     temperature: float = 0.07,
 ) -> float:
-    """DINO's weighted k-NN: cosine similarity of L2-normalised features; each of the `k` nearest training images
-    votes for its class with weight exp(similarity / `temperature`)."""
-    train = torch.nn.functional.normalize(train_features.float(), dim=1)
-    test = torch.nn.functional.normalize(test_features.float(), dim=1)
-    similarity, index = (test @ train.T).topk(min(k, train.shape[0]), dim=1)
+    """The accuracy of DINO's weighted k-NN (`hf_vit.evaluation.knn_predict`, what `hf-vit-eval` reports): cosine
+    similarity of L2-normalised features; each of the `k` nearest training images votes for its class with weight
+    exp(similarity / `temperature`)."""
+    from .evaluation import knn_predict
+
     classes = int(max(train_labels.max(), test_labels.max())) + 1
-    votes = torch.zeros(test.shape[0], classes).scatter_add_(1, train_labels[index], (similarity / temperature).exp())
-    return (votes.argmax(1) == test_labels).float().mean().item()
+    predicted = knn_predict(
+        train_features.float().cpu(),
+        train_labels.cpu(),
+        test_features.float().cpu(),
+        k=k,
+        temperature=temperature,
+        num_classes=classes,
+    )
+    return float((torch.as_tensor(predicted) == test_labels.cpu()).float().mean())
 
 
 # ---- the entry point -----------------------------------------------------------------------------------------------
