@@ -255,3 +255,37 @@ def test_a_config_json_that_is_not_a_json_object_is_named(tmp_path, capsys, text
     error = capsys.readouterr().err
     assert code == 2 and error.startswith("error: ") and f"{tmp_path / 'vit' / 'config.json'}" in error, error
     assert len(error.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_an_import_writes_shards_with_an_index_and_builds_no_model_unasked(tmp_path):
+    """hf-vit-convert into hf_vit takes --max_shard_size too: shards and an index that transformers loads; and the
+    library call builds the model only when its result's "model" is read (a giant converts into a folder without
+    being held as a model as well)."""
+    from transformers import AutoModel, ViTConfig, ViTModel
+
+    from hf_vit.convert import convert_checkpoint
+
+    torch.manual_seed(0)
+    ViTModel(
+        ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(tmp_path / "vit")
+    result = run_main(
+        [CONVERT, "--checkpoint", tmp_path / "vit", "--output_dir", tmp_path / "out", "--max_shard_size", "20KB"]
+    )
+    assert result.returncode == 0, result.stderr
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in (tmp_path / "out").glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1 and sorted(set(index["weight_map"].values())) == shards
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    assert AutoModel.from_pretrained(tmp_path / "out").config.model_type == "hf_vit"
+
+    converted = convert_checkpoint("transformers", tmp_path / "vit", tmp_path / "lazy")
+    assert converted["conversion"].built is None  # written from the lazily read source, no model built
+    assert converted["model"].config.hidden_size == 32 and converted["conversion"].built is converted["model"]

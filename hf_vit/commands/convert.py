@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--max_shard_size",
         type=shard_size,
-        help="--to: write the weights in shards of at most this size, with an index, e.g. 5GB or 500MB "
+        help="write the weights in shards of at most this size, with an index, e.g. 5GB or 500MB "
         "(default: transformers' save_pretrained default, 50GB)",
     )
     parser.add_argument(
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
         local_file_options = [f"--{name}" for name in ("timm_model", "preset", "num_heads") if getattr(args, name)]
         if args.checkpoint_key != "teacher":
             local_file_options.append("--checkpoint_key")
-        if args.max_shard_size and not args.to:
-            raise ValueError("--max_shard_size applies to --to exports")
+        shard_size_argument = {"max_shard_size": args.max_shard_size} if args.max_shard_size else {}
         if args.to:
             result = export_checkpoint(
                 args.to,
@@ -127,6 +126,7 @@ def main(argv=None) -> int:
                 verify=args.verify,
                 overwrite=args.overwrite,
                 command=command_line("hf-vit-convert", argv),
+                **shard_size_argument,
             )
             print(f"layout: {result['layout']}" + ("" if args.source else " (detected from the files)"))
         else:
@@ -141,6 +141,7 @@ def main(argv=None) -> int:
                 num_heads=args.num_heads,
                 checkpoint_key=args.checkpoint_key,
                 command=command_line("hf-vit-convert", argv),
+                **shard_size_argument,
             )
     conversion = result.get("conversion")  # an import; an export has its own notes
     against = conversion.reference_name if conversion else args.to

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import (
+    default_max_shard_size,
     load_image_processor,
     strip_wrapper_prefixes,
 )
@@ -418,8 +419,8 @@ def _unwrap_lazy(obj, path, unwrap_state_dict):
     return unwrap_state_dict(obj, path)  # not a state dict: its one-line refusal
 
 
-# transformers' default for `save_pretrained`, also the cache's: a 7B in bf16 is one file
-DEFAULT_MAX_SHARD_SIZE = "50GB"
+# transformers' own default for `save_pretrained` (50GB in 5.x), also the cache's: a 7B in bf16 is one file
+DEFAULT_MAX_SHARD_SIZE = default_max_shard_size()
 
 
 def write_weights_streamed(
@@ -743,6 +744,18 @@ def save_converted_weights(conversion: Conversion, folder, max_shard_size: int |
     config.auto_map = dict(AUTO_MAP)
     config.save_pretrained(folder)
     write_weights_streamed(state_dict, folder, model.state_dict().keys(), dtype, max_shard_size)
+
+
+class ConversionResult(dict):
+    """What `convert_checkpoint` / `convert_pretrained` return: {"output_dir", "max_abs_diff", "conversion", ...};
+    its "model" is built from the conversion only when asked for, so a command that converts a giant into a folder
+    never holds the model as well."""
+
+    def __missing__(self, key):
+        if key != "model":
+            raise KeyError(key)
+        self["model"] = model = self["conversion"].model
+        return model
 
 
 def write_hf_vit_folder(

@@ -9,9 +9,11 @@ from ..configuration_hf_vit import HfViTConfig
 from ..fileio import check_links_inside
 from ..output_dir import check_output_dir
 from .core import (
+    DEFAULT_MAX_SHARD_SIZE,
     SOURCES,
     VERIFY_TOLERANCE,
     Conversion,
+    ConversionResult,
     verify_conversion,
     with_source_license,
     write_hf_vit_folder,
@@ -73,12 +75,16 @@ def convert_checkpoint(
     overwrite: bool = False,
     tolerance: float = VERIFY_TOLERANCE,
     command: str | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     **options,
 ) -> dict:
     """Convert a foreign checkpoint into an hf_vit folder; with `verify`, compare with the source library first
-    (above `tolerance` nothing is written). Returns {"output_dir", "max_abs_diff", "model", "conversion"}."""
+    (above `tolerance` nothing is written); weights above `max_shard_size` are sharded with an index. Returns
+    {"output_dir", "max_abs_diff", "model", "conversion"} ("model" built when first read)."""
     check_output_dir(output_dir, inputs={"checkpoint": checkpoint}, overwrite=overwrite)
     conversion = load_foreign_checkpoint(source, checkpoint, **options)
     diff = verify_conversion(conversion, tolerance) if verify else None
-    folder = write_hf_vit_folder(conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, command=command)
-    return {"output_dir": folder, "max_abs_diff": diff, "model": conversion.model, "conversion": conversion}
+    folder = write_hf_vit_folder(
+        conversion, output_dir, overwrite=overwrite, max_abs_diff=diff, command=command, max_shard_size=max_shard_size
+    )
+    return ConversionResult(output_dir=folder, max_abs_diff=diff, conversion=conversion)

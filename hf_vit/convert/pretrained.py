@@ -39,7 +39,15 @@ from ..fileio import atomic_write_text, check_links_inside, read_json_object
 from ..model_card import Lineage, base_model_from_metadata, license_from_metadata, read_card_metadata
 from ..modeling_hf_vit import HfViTForImageClassification, HfViTForMaskedImageModeling, HfViTModel
 from ..resources import LOAD_OVERHEAD, check_fits
-from .core import VERIFY_TOLERANCE, Conversion, verify_conversion, with_source_license, write_hf_vit_folder
+from .core import (
+    DEFAULT_MAX_SHARD_SIZE,
+    VERIFY_TOLERANCE,
+    Conversion,
+    ConversionResult,
+    verify_conversion,
+    with_source_license,
+    write_hf_vit_folder,
+)
 from .dino import convert_dino_file
 from .dinov2 import DINOV2_MODEL_TYPES
 from .dinov3 import DINOV3_MODEL_TYPE, convert_dinov3_folder
@@ -691,12 +699,13 @@ def convert_pretrained(
     overwrite: bool = False,
     tolerance: float = VERIFY_TOLERANCE,
     command: str | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> dict:
     """Convert any supported checkpoint (layout detected; a Hub repo id or a local path) into `output_dir`, as
-    scripts/convert_checkpoint.py does without --source. Returns {"output_dir", "max_abs_diff", "model",
-    "conversion", "layout"}; with `verify` nothing is written above `tolerance`. The card carries the source's
-    licence, and for a Hub source its repo id and commit as `base_model`; `command` (default: this call) is recorded
-    in it as what converted the weights."""
+    scripts/convert_checkpoint.py does without --source (weights above `max_shard_size` sharded with an index).
+    Returns {"output_dir", "max_abs_diff", "model" (built when first read), "conversion", "layout"}; with `verify`
+    nothing is written above `tolerance`. The card carries the source's licence, and for a Hub source its repo id and
+    commit as `base_model`; `command` (default: this call) is recorded in it as what converted the weights."""
     from ..output_dir import check_output_dir
 
     check_output_dir(output_dir, inputs={"checkpoint": Path(os.fspath(name_or_path)).expanduser()}, overwrite=overwrite)
@@ -739,14 +748,9 @@ def convert_pretrained(
         base_model=base_model,
         commit=commit,
         command=command,
+        max_shard_size=max_shard_size,
     )
-    return {
-        "output_dir": Path(output_dir),
-        "max_abs_diff": diff,
-        "model": conversion.model,
-        "conversion": conversion,
-        "layout": layout,
-    }
+    return ConversionResult(output_dir=Path(output_dir), max_abs_diff=diff, conversion=conversion, layout=layout)
 
 
 __all__ = [
