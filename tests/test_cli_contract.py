@@ -162,13 +162,17 @@ def test_a_full_disk_during_a_conversion_exits_1_and_writes_nothing(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("vit_small_patch16_224", pretrained=False, depth=1, num_classes=3, img_size=32)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    # what safetensors' writer raised on a real full tmpfs
+    # what safetensors' writer raised on a real full tmpfs, and the errno a plain write gets (the streamed writer of
+    # converted weights: its file cut short after its first bytes)
     patch = (
-        "import safetensors.torch as st, transformers.modeling_utils as mu\n"
+        "import errno, safetensors.torch as st, transformers.modeling_utils as mu, hf_vit.convert.core as core\n"
         "from safetensors import SafetensorError\n"
         "def full(*a, **k):\n"
         "    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')\n"
-        "st.save_file = full\nmu.safe_save_file = full"
+        "def full_file(path, *a, **k):\n"
+        "    path.write_bytes(b'cut')\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "st.save_file = full\nmu.safe_save_file = full\ncore._write_safetensors_file = full_file"
     )
     result = run_command(
         "convert",
