@@ -244,20 +244,26 @@ def fit(
     failing."""
     require("train", "`fit`")
     settings.validate()
+    card = card_values(data, settings, hub_model_id=hub_model_id, lineage=lineage, command=command)
+    return run_guarded(
+        output_dir, settings, inputs, lambda: _Run(model, processor, data, Path(output_dir), settings, card).train()
+    )
+
+
+def card_values(data, settings: FitSettings, *, hub_model_id, lineage: Lineage | None, command) -> dict:
+    """What a run's model card says besides its results (`render_model_card`'s other values), for every trainer on
+    this loop: the repo, the licence (the base model's unless `settings.license` overrides it), the lineage, the
+    command and the evaluation data."""
     license, license_note = resolve_license(
         lineage.license if lineage else None, settings.license, settings.override_base_license
     )
-    # what the model card says besides the run's results
-    card = dict(
+    return dict(
         repo_id=hub_model_id,
         license=license,
         license_note=license_note,
         lineage=lineage,
         command=command,
         **hdata.card_evaluation(data),
-    )
-    return run_guarded(
-        output_dir, settings, inputs, lambda: _Run(model, processor, data, Path(output_dir), settings, card).train()
     )
 
 

@@ -30,8 +30,19 @@ from torch import nn
 from . import data as hdata
 from . import dino
 from .extras import require
-from .fit import FitSettings, SettingError, _Batches, _Plan, _ResumePoint, _Run, make_accelerator, run_guarded, setting
-from .model_card import Lineage, resolve_license
+from .fit import (
+    FitSettings,
+    SettingError,
+    _Batches,
+    _Plan,
+    _ResumePoint,
+    _Run,
+    card_values,
+    make_accelerator,
+    run_guarded,
+    setting,
+)
+from .model_card import Lineage
 from .training import no_weight_decay
 
 logger = logging.getLogger(__name__)
@@ -336,17 +347,7 @@ def pretrain(
     if settings.local_crops_size is None:
         settings = replace(settings, local_crops_size=local_crops_size_for(model.config))
     settings.validate()
-    license, license_note = resolve_license(
-        lineage.license if lineage else None, settings.license, settings.override_base_license
-    )
-    card = dict(
-        repo_id=hub_model_id,
-        license=license,
-        license_note=license_note,
-        lineage=lineage,
-        command=command,
-        **hdata.card_evaluation(data),
-    )
+    card = card_values(data, settings, hub_model_id=hub_model_id, lineage=lineage, command=command)
     # the views and the data are the model's input as it is: no training augmentation of the supervised kind
     settings = replace(settings, augment=False)
     return run_guarded(
