@@ -71,59 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_args(args) -> None:
-    """What can be checked before loading data or building a model."""
-    from pathlib import Path
-
-    from .. import checkpoints
-    from ..cli import (
-        check_hub_arguments,
-        check_license_arguments,
-        check_model_flags,
-        check_training_output_dir,
-        given_settings,
-    )
-    from ..fit import RESUME_HINT, SettingError
+    """What can be checked before loading data or building a model: hf-vit-train's checks, with this command's
+    settings (a folder of images needs no class sub-folders)."""
     from ..pretrain import PretrainSettings
+    from .train_flags import check_args as check_training_args
 
-    try:
-        check_hub_arguments(args)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    try:
-        PretrainSettings(**given_settings(args, PretrainSettings)).validate()
-        if args.num_threads is not None and args.num_threads < 1:
-            raise SettingError("num_threads", f"must be at least 1, got {args.num_threads}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(args, name) is not None and getattr(args, name) < 1:
-                raise SettingError(name, f"must be at least 1, got {getattr(args, name)}")
-    except SettingError as error:
-        raise UserError(f"--{error}") from None
-    check_model_flags(args)
-    check_license_arguments(args)
-    for flag in ("train_dir", "validation_dir"):
-        folder = getattr(args, flag)
-        if folder and not Path(folder).is_dir():
-            raise UserError(f"--{flag} {folder} does not exist or is not a folder")
-        if folder and not any(p.is_file() for p in Path(folder).rglob("*")):
-            raise UserError(f"--{flag} {folder} is empty: expected images")
-    if args.streaming and not args.max_train_steps:
-        raise UserError("--streaming needs --max_train_steps (a stream has no known length)")
-    if args.mixed_precision == "fp16":
-        import torch
-
-        if not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
-            raise UserError("--mixed_precision fp16 needs a GPU; on CPU use --mixed_precision bf16")
-    output = Path(args.output_dir)
-    check_training_output_dir(
-        args,
-        output,
-        overwrite=args.overwrite_output_dir,
-        resuming=bool(args.resume_from_checkpoint) and bool(checkpoints.list_checkpoints(output / "checkpoints")),
-        hint=RESUME_HINT,
-    )
-    from ..cli import check_hub_access
-
-    check_hub_access(args)
+    check_training_args(args, PretrainSettings, folder_holds="images")
 
 
 def pretrain_from_arguments(args) -> int:

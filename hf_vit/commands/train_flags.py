@@ -41,8 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_args(args) -> None:
-    """Everything that can be checked before loading data or building a model: bad values fail in a second."""
+def check_args(args, settings_class=FitSettings, folder_holds: str = "one sub-folder of images per class") -> None:
+    """Everything that can be checked before loading data or building a model: bad values fail in a second. For
+    every trainer on fit's loop: `settings_class` (`FitSettings`, `PretrainSettings`) checks the settings' flags, and
+    `folder_holds` says what an image folder must hold."""
     from pathlib import Path
 
     from ..cli import check_hub_arguments, check_license_arguments, check_model_flags
@@ -53,7 +55,7 @@ def check_args(args) -> None:
     except ValueError as error:
         raise UserError(str(error)) from None
     try:
-        FitSettings(**given_settings(args)).validate()
+        settings_class(**given_settings(args, settings_class)).validate()
         if args.num_threads is not None and args.num_threads < 1:
             raise SettingError("num_threads", f"must be at least 1, got {args.num_threads}")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -68,7 +70,7 @@ def check_args(args) -> None:
         if folder and not Path(folder).is_dir():
             raise UserError(f"--{flag} {folder} does not exist or is not a folder")
         if folder and not any(p.is_file() for p in Path(folder).rglob("*")):
-            raise UserError(f"--{flag} {folder} is empty: expected one sub-folder of images per class")
+            raise UserError(f"--{flag} {folder} is empty: expected {folder_holds}")
     if args.streaming and not args.max_train_steps:
         raise UserError("--streaming needs --max_train_steps (a stream has no known length)")
     if args.mixed_precision == "fp16":
